@@ -1,0 +1,1 @@
+"""The lab: real multi-host clusters on one machine (systemd-nspawn containers or QEMU guests)."""

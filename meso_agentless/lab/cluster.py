@@ -1,0 +1,339 @@
+"""Bring a lab up, report on it, cut and heal its hosts, and take it down without leftovers."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from meso_agentless import ssh
+from meso_agentless.lab import mounts, network, processes
+from meso_agentless.lab.hostfiles import LAB_MARK_FILE, HostFile, host_files
+from meso_agentless.lab.images import Image, ensure_image, recipe_for
+from meso_agentless.lab.inventory import render_inventory
+from meso_agentless.lab.keys import known_hosts_line, new_keypair
+from meso_agentless.lab.layout import HostLayout, LabLayout, Mode, choose_subnet, plan_lab
+from meso_agentless.lab.paths import LabPaths, cache_root, labs_root
+from meso_agentless.lab.system import (
+    NSPAWN_TOOLS,
+    VM_TOOLS,
+    LabError,
+    require_root,
+    require_tools,
+    run,
+)
+
+Progress = Callable[[str], None]
+READY_STATES = ("running", "degraded")
+BOOT_TIMEOUT = {"nspawn": 90.0, "vm": 300.0}
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    name: str
+    address: str
+    process: str  # running / stopped
+    network: str  # connected / cut
+    systemd: str  # what `systemctl is-system-running` says, or why it could not be asked
+
+
+def load(name: str) -> LabLayout | None:
+    """The layout of lab `name` as `up` recorded it, or None."""
+    try:
+        return LabLayout.from_dict(json.loads(LabPaths.of(name).state.read_text()))
+    except FileNotFoundError:
+        return None
+
+
+def require_lab(name: str) -> LabLayout:
+    lab = load(name)
+    if lab is None:
+        raise LabError(f"lab {name!r} is not up: run 'meso lab up' first")
+    return lab
+
+
+@contextmanager
+def _locked(name: str) -> Iterator[None]:
+    locks = labs_root() / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def up(name: str, count: int, mode: Mode, cpus: int, mem_mib: int, progress: Progress) -> LabLayout:
+    """Start a lab of `count` hosts; harmless when the same lab is already up."""
+    require_root()
+    require_tools(VM_TOOLS if mode == "vm" else NSPAWN_TOOLS)
+    with _locked(name):
+        current = load(name)
+        if current is not None and all(_host_process_alive(name, h) for h in current.hosts):
+            if (len(current.hosts), current.mode) != (count, mode):
+                raise LabError(
+                    f"lab {name!r} is already up with {len(current.hosts)} {current.mode} hosts; "
+                    f"run 'meso lab down' first to change it"
+                )
+            _wait_all_ready(current, progress)
+            progress(f"lab {name!r} is already up")
+            return current
+        _teardown(name, progress)  # the remains of an earlier lab whose processes are gone
+        image = ensure_image(cache_root(), recipe_for(mode == "vm"), progress)
+        taken = network.routed_networks()
+        taken += [lab.network for lab in _other_labs(name)]
+        lab = plan_lab(name, count, choose_subnet(taken), mode, cpus, mem_mib)
+        try:
+            _create(lab, image, progress)
+        except BaseException:
+            progress("start failed: cleaning up")
+            _teardown(name, progress)
+            raise
+        return lab
+
+
+def down(name: str, progress: Progress) -> None:
+    """Stop every host of the lab and remove its processes, mounts, namespaces, links and files."""
+    require_root()
+    require_tools(("ip", "umount"))
+    with _locked(name):
+        _teardown(name, progress)
+
+
+def set_connected(name: str, host_name: str, connected: bool) -> None:
+    require_root()
+    lab = require_lab(name)
+    network.set_connected(lab, lab.host(host_name), connected)
+
+
+def status(name: str) -> tuple[LabLayout, list[HostStatus]]:
+    require_root()
+    lab = require_lab(name)
+    paths = LabPaths.of(name)
+
+    def one(host: HostLayout) -> HostStatus:
+        alive = _host_process_alive(name, host)
+        connected = network.is_connected(host)
+        state = "-"
+        if alive and connected:
+            try:
+                state = _systemd_state(paths, host, timeout=5.0)
+            except ssh.SSHError as exc:
+                state = f"unreachable ({exc})"
+        return HostStatus(
+            host.name,
+            host.address,
+            "running" if alive else "stopped",
+            "connected" if connected else "cut",
+            state,
+        )
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        return lab, list(pool.map(one, lab.hosts))
+
+
+def ssh_argv(name: str, host_name: str, command: list[str]) -> list[str]:
+    """The ssh command line that logs into a lab host with strict host key checking."""
+    lab = require_lab(name)
+    host = lab.host(host_name)
+    paths = LabPaths.of(name)
+    return [
+        "ssh",
+        "-i", str(paths.key),
+        "-o", f"UserKnownHostsFile={paths.known_hosts}",
+        "-o", "StrictHostKeyChecking=yes",
+        "-o", "IdentitiesOnly=yes",
+        "-o", "BatchMode=yes" if command else "BatchMode=no",
+        f"root@{host.address}",
+        *command,
+    ]  # fmt: skip
+
+
+# -- creating ------------------------------------------------------------------------------------
+
+
+def _create(lab: LabLayout, image: Image, progress: Progress) -> None:
+    paths = LabPaths.of(lab.name)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    os.chmod(paths.root, 0o700)
+    login = new_keypair(f"meso-lab-{lab.name}")
+    _write(paths.key, login.private_openssh, 0o600)
+    _write(paths.key.with_suffix(".pub"), (login.public_openssh + "\n").encode(), 0o644)
+
+    network.create_bridge(lab)
+    known = []
+    for host in lab.hosts:
+        host_key = new_keypair(f"root@{host.name}")
+        known.append(known_hosts_line([host.name, host.address], host_key.public_openssh))
+        files = host_files(
+            lab,
+            host,
+            machine_id=uuid.uuid4().hex,
+            host_key_private=host_key.private_openssh,
+            host_key_public=host_key.public_openssh,
+            authorized_key=login.public_openssh,
+        )
+        network.create_host_network(lab, host)
+        _prepare_root(paths.host(host.name), image, files)
+    _write(paths.known_hosts, "".join(known).encode(), 0o644)
+    paths.state.write_text(json.dumps(lab.to_dict(), indent=2))
+
+    if lab.mode == "vm":
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            list(pool.map(lambda h: _make_disk(paths.host(h.name)), lab.hosts))
+    progress(f"starting {len(lab.hosts)} {lab.mode} hosts on {lab.subnet}")
+    for host in lab.hosts:
+        _start(lab, host, image, paths.host(host.name))
+    _wait_all_ready(lab, progress)
+    paths.inventory.write_text(render_inventory(lab, paths.key, paths.known_hosts))
+    progress(f"lab {lab.name!r} is up; inventory: {paths.inventory}")
+
+
+def _prepare_root(host_dir: Path, image: Image, files: list[HostFile]) -> None:
+    """An overlay of the shared image with this host's own files written on top."""
+    merged = host_dir / "root"
+    mounts.mount_overlay(image.root, host_dir / "upper", host_dir / "work", merged)
+    for item in files:
+        target = merged / item.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if target.exists() or target.is_symlink():
+            target.unlink()
+        _write(target, item.content, item.mode)
+
+
+def _make_disk(host_dir: Path) -> None:
+    """A VM's disk: an ext4 image made from its overlay, which is then no longer needed."""
+    disk = host_dir / "disk.img"
+    run(["mkfs.ext4", "-q", "-F", "-L", "meso-root", "-d", str(host_dir / "root"), str(disk), "4G"],
+        timeout=600)  # fmt: skip
+    mounts.unmount_under(host_dir / "root")
+
+
+def _start(lab: LabLayout, host: HostLayout, image: Image, host_dir: Path) -> None:
+    if lab.mode == "vm":
+        argv = [
+            "ip", "netns", "exec", host.netns,
+            "qemu-system-x86_64",
+            "-name", host.name,
+            "-accel", os.environ.get("MESO_LAB_ACCEL", "tcg"),
+            "-m", str(lab.mem_mib), "-smp", str(lab.cpus),
+            "-kernel", str(image.kernel), "-initrd", str(image.initrd),
+            "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",
+            "-drive", f"file={host_dir / 'disk.img'},if=virtio,format=raw",
+            "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
+            "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
+            "-nodefaults", "-display", "none", "-serial", f"file:{host_dir / 'console.log'}",
+        ]  # fmt: skip
+    else:
+        argv = [
+            "systemd-nspawn",
+            "--directory", str(host_dir / "root"),
+            "--machine", host.name,
+            "--boot", "--register=no", "--keep-unit",
+            f"--network-namespace-path=/run/netns/{host.netns}",
+            "--console=read-only", "--link-journal=no", "--resolv-conf=off", "--timezone=off",
+        ]  # fmt: skip
+    record = processes.spawn(argv, host_dir / "process.log")
+    (host_dir / "pid").write_text(record.dump())
+
+
+def _wait_all_ready(lab: LabLayout, progress: Progress) -> None:
+    paths = LabPaths.of(lab.name)
+    deadline = time.monotonic() + BOOT_TIMEOUT[lab.mode]
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(lambda h: _wait_ready(lab, paths, h, deadline), lab.hosts))
+    progress(f"{len(lab.hosts)} hosts answer over SSH ({time.monotonic() - started:.1f} s)")
+
+
+def _wait_ready(lab: LabLayout, paths: LabPaths, host: HostLayout, deadline: float) -> None:
+    """Until systemd in the host says running or degraded, over SSH with its real host key."""
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if not _host_process_alive(lab.name, host):
+            raise LabError(f"{host.name} stopped while booting: {_log_tail(paths, host)}")
+        try:
+            last = _systemd_state(paths, host, timeout=max(1.0, deadline - time.monotonic()))
+            if last in READY_STATES:
+                return
+        except ssh.SSHError as exc:
+            last = str(exc)
+        time.sleep(0.5)
+    raise LabError(
+        f"{host.name} did not come up within {BOOT_TIMEOUT[lab.mode]:.0f} s: {last}; "
+        f"see {paths.host(host.name)}"
+    )
+
+
+def _systemd_state(paths: LabPaths, host: HostLayout, timeout: float) -> str:
+    client = ssh.connect(
+        host.address,
+        user="root",
+        key_file=paths.key,
+        known_hosts=paths.known_hosts,
+        timeout=min(timeout, 5.0),
+    )
+    try:
+        argv = ["systemctl", "is-system-running", "--wait"]
+        return ssh.run_argv(client, argv, timeout=timeout).stdout.strip()
+    finally:
+        client.close()
+
+
+def _log_tail(paths: LabPaths, host: HostLayout) -> str:
+    for log in ("console.log", "process.log"):
+        try:
+            lines = (paths.host(host.name) / log).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            continue
+        if lines:
+            return lines[-1]
+    return "no output"
+
+
+def _host_process_alive(name: str, host: HostLayout) -> bool:
+    record = processes.ProcessRecord.load(LabPaths.of(name).host(host.name) / "pid")
+    return record is not None and record.alive()
+
+
+def _other_labs(name: str) -> list[LabLayout]:
+    root = labs_root()
+    if not root.exists():
+        return []
+    others = [p.name for p in root.iterdir() if p.is_dir() and p.name not in (name, ".locks")]
+    return [lab for lab in map(load, others) if lab is not None]
+
+
+def _write(path: Path, content: bytes, mode: int) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
+    os.chmod(path, mode)
+
+
+# -- tearing down --------------------------------------------------------------------------------
+
+
+def _teardown(name: str, progress: Progress) -> None:
+    """Remove everything of lab `name` that exists, found on the machine rather than trusted."""
+    paths = LabPaths.of(name)
+    pids = processes.processes_mentioning(f"{paths.root}/")
+    if pids:
+        progress(f"stopping {len(pids)} host processes")
+        processes.stop(pids, grace=15.0)
+    orphans = processes.container_inits(LAB_MARK_FILE, name)
+    if orphans:
+        progress(f"stopping {len(orphans)} orphaned containers")
+        processes.stop(orphans, grace=0.0)
+    mounts.unmount_under(paths.root)
+    network.remove_lab_network(name)
+    for leftover in Path("/run/systemd/nspawn/propagate").glob(f"{name}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    if paths.root.exists():
+        shutil.rmtree(paths.root)

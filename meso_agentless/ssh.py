@@ -1,0 +1,110 @@
+"""A small paramiko layer: connect with verified host keys, run an argv with a timeout.
+
+Host keys are checked against a known_hosts file with RejectPolicy: an unknown or changed key
+is refused and nothing runs. Never AutoAddPolicy.
+"""
+
+from __future__ import annotations
+
+import shlex
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import paramiko
+
+from meso_agentless.errors import MesoError
+
+
+class SSHError(MesoError):
+    """A host could not be reached, refused our key, or showed a host key we do not trust."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What one remote command did."""
+
+    exit_status: int
+    stdout: str
+    stderr: str
+
+    @property
+    def ok(self) -> bool:
+        return self.exit_status == 0
+
+
+def connect(
+    address: str,
+    *,
+    user: str,
+    key_file: Path,
+    known_hosts: Path,
+    port: int = 22,
+    timeout: float = 10.0,
+) -> paramiko.SSHClient:
+    """An authenticated client whose host key matched `known_hosts`."""
+    client = paramiko.SSHClient()
+    client.load_host_keys(str(known_hosts))
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    try:
+        client.connect(
+            address,
+            port=port,
+            username=user,
+            key_filename=str(key_file),
+            look_for_keys=False,
+            allow_agent=False,
+            timeout=timeout,
+            banner_timeout=timeout,
+            auth_timeout=timeout,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        raise SSHError(f"{address}: host key changed ({exc}); refusing to connect") from exc
+    except paramiko.SSHException as exc:
+        client.close()
+        if "not found in known_hosts" in str(exc):
+            raise SSHError(f"{address}: host key not in {known_hosts}; refusing") from exc
+        raise SSHError(f"{address}: {exc}") from exc
+    except (OSError, EOFError) as exc:
+        client.close()
+        raise SSHError(f"{address}: {exc.__class__.__name__}: {exc}") from exc
+    transport = client.get_transport()
+    if transport is not None:
+        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        transport.set_keepalive(15)
+    return client
+
+
+def run_argv(client: paramiko.SSHClient, argv: Sequence[str], timeout: float) -> CommandResult:
+    """Run argv on the host (quoted for the remote shell, never interpolated) within `timeout`."""
+    transport = client.get_transport()
+    if transport is None or not transport.is_active():
+        raise SSHError("connection is closed")
+    channel = transport.open_session(timeout=timeout)
+    channel.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    try:
+        channel.exec_command(shlex.join(argv))
+        out, err = bytearray(), bytearray()
+        while True:
+            if channel.recv_ready():
+                out += channel.recv(65536)
+            elif channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            elif channel.eof_received:
+                break  # all output is in; the exit status follows
+            elif time.monotonic() > deadline:
+                raise SSHError(f"{argv[0]} did not finish within {timeout:.0f} s")
+            else:
+                time.sleep(0.001)
+        if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+            raise SSHError(f"{argv[0]} did not finish within {timeout:.0f} s")
+        status = channel.recv_exit_status()
+    except (OSError, paramiko.SSHException) as exc:
+        raise SSHError(f"{argv[0]}: {exc}") from exc
+    finally:
+        channel.close()
+    return CommandResult(status, out.decode(errors="replace"), err.decode(errors="replace"))
