@@ -1,4 +1,4 @@
-"""What every command shares: one-line errors with exit codes, progress, JSON output."""
+"""What every command shares: progress, JSON output."""
 
 from __future__ import annotations
 
@@ -11,26 +11,10 @@ from typing import Any
 import click
 from rich.console import Console
 
-from meso_agentless.errors import MesoError
-
 OUTPUT_OPTION = click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
     help="Output format.",
 )  # fmt: skip
-
-
-class MesoGroup(click.Group):
-    """A click group that prints a MesoError as one line and exits with its code."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except MesoError as exc:
-            click.echo(f"meso: error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
-            click.echo("meso: interrupted", err=True)
-            ctx.exit(130)
 
 
 def stderr_console() -> Console:

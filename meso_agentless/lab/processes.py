@@ -32,7 +32,7 @@ class ProcessRecord:
             return None
 
     def alive(self) -> bool:
-        return _start_ticks(self.pid) == self.start_ticks and _exists(self.pid)
+        return _start_ticks(self.pid) == self.start_ticks and is_live(self.pid)
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -101,18 +101,19 @@ def stop(pids: list[int], grace: float) -> None:
     for pid in pids:
         _signal(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_exists(pid) for pid in pids):
+    while time.monotonic() < deadline and any(is_live(pid) for pid in pids):
         time.sleep(0.1)
         _reap(pids)
     for pid in pids:
         _signal(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_exists(pid) for pid in pids):
+    while time.monotonic() < deadline and any(is_live(pid) for pid in pids):
         time.sleep(0.05)
         _reap(pids)
 
 
-def _exists(pid: int) -> bool:
+def is_live(pid: int) -> bool:
+    """The process exists and is not a zombie (this machine's init may be slow to reap)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:

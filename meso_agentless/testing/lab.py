@@ -1,0 +1,106 @@
+"""A handle on a running lab for tests: run commands on its hosts, cut and heal them.
+
+Use it from pytest through the fixtures in `meso_agentless.testing.pytest_plugin`, or directly:
+
+    with running_lab("mytest", hosts=3) as lab:
+        lab.run("mytest-1", ["systemctl", "is-system-running"])
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import paramiko
+
+from meso_agentless import ssh
+from meso_agentless.lab import cluster
+from meso_agentless.lab.layout import HostLayout, LabLayout, Mode
+from meso_agentless.lab.paths import LabPaths
+
+
+@dataclass
+class LabHandle:
+    """A lab that is up, with one cached SSH connection per host."""
+
+    layout: LabLayout
+    _clients: dict[str, paramiko.SSHClient] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def name(self) -> str:
+        return self.layout.name
+
+    @property
+    def hosts(self) -> tuple[HostLayout, ...]:
+        return self.layout.hosts
+
+    @property
+    def paths(self) -> LabPaths:
+        return LabPaths.of(self.name)
+
+    @property
+    def inventory(self) -> Path:
+        return self.paths.inventory
+
+    def connect(self, host: str, timeout: float = 5.0) -> paramiko.SSHClient:
+        """A new connection to `host` as root, its host key checked against the lab's file."""
+        return ssh.connect(
+            self.layout.host(host).address,
+            user="root",
+            key_file=self.paths.key,
+            known_hosts=self.paths.known_hosts,
+            timeout=timeout,
+        )
+
+    def run(self, host: str, argv: list[str], timeout: float = 30.0) -> ssh.CommandResult:
+        """Run argv on `host` over a cached connection (reconnecting if it dropped)."""
+        with self._lock:
+            client = self._clients.get(host)
+            transport = client.get_transport() if client else None
+            if transport is None or not transport.is_active():
+                client = self._clients[host] = self.connect(host)
+        return ssh.run_argv(client, argv, timeout=timeout)
+
+    def cut(self, host: str) -> None:
+        self.drop_connection(host)
+        cluster.set_connected(self.name, host, False)
+
+    def heal(self, host: str) -> None:
+        cluster.set_connected(self.name, host, True)
+
+    @contextmanager
+    def cut_off(self, host: str) -> Iterator[None]:
+        """Within the block, `host` is off the network; healed afterwards, whatever happens."""
+        self.cut(host)
+        try:
+            yield
+        finally:
+            self.heal(host)
+
+    def drop_connection(self, host: str) -> None:
+        with self._lock:
+            client = self._clients.pop(host, None)
+        if client is not None:
+            client.close()
+
+    def close(self) -> None:
+        for host in list(self._clients):
+            self.drop_connection(host)
+
+
+@contextmanager
+def running_lab(
+    name: str, hosts: int = 3, mode: Mode = "nspawn", cpus: int = 2, mem_mib: int = 4096
+) -> Iterator[LabHandle]:
+    """Bring a lab up for the block and take it down afterwards."""
+    layout = cluster.up(name, hosts, mode, cpus, mem_mib, progress=lambda _msg: None)
+    handle = LabHandle(layout)
+    try:
+        yield handle
+    finally:
+        handle.close()
+        cluster.down(name, progress=lambda _msg: None)

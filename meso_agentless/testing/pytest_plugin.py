@@ -1,0 +1,36 @@
+"""pytest fixtures for tests against real lab hosts (root required).
+
+Enable with `pytest -p meso_agentless.testing.pytest_plugin` or `pytest_plugins = [...]` in a
+conftest. `meso_lab` is three systemd-nspawn hosts, started once per session; `meso_vm_lab` is
+one QEMU guest with its own kernel, where cgroup v2 limits are enforced.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from meso_agentless.testing.lab import LabHandle, running_lab
+
+
+def _require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail("lab tests need root: run them with sudo (or deselect with -m 'not lab')")
+
+
+@pytest.fixture(scope="session")
+def meso_lab() -> Iterator[LabHandle]:
+    """Three nspawn hosts, `mtest-1`..`mtest-3`, up for the whole session."""
+    _require_root()
+    with running_lab("mtest", hosts=3) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="session")
+def meso_vm_lab() -> Iterator[LabHandle]:
+    """One QEMU guest, `mvm-1`, with 1 CPU and 1 GiB, up for the whole session."""
+    _require_root()
+    with running_lab("mvm", hosts=1, mode="vm", cpus=1, mem_mib=1024) as lab:
+        yield lab

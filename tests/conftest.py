@@ -1,0 +1,1 @@
+pytest_plugins = ["meso_agentless.testing.pytest_plugin"]
