@@ -1,0 +1,1 @@
+"""The pure core: resources, DRF, placement, offers. No SSH, no clock, no database in here."""

@@ -1,0 +1,579 @@
+"""One allocation cycle: weighted DRF progressive filling, driven through offers.
+
+`allocate()` takes a snapshot and returns a plan. The framework with the lowest weighted
+dominant share is offered resources; its scheduler launches one task (or declines); shares are
+updated; repeat until every framework declined or has nothing pending. That is DRF's
+progressive filling at task granularity, and it reaches DRF's result even on one large host.
+
+Finding a host is the hot path. Requests that are alike (same resources, same static
+constraints, same strategy) share a lane: the candidate hosts in strategy order, where a host
+that no longer fits is dropped for good. That is exact within a cycle, because free resources
+only shrink and per-group instance counts only grow, and it makes a cycle cost
+O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks).
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
+
+from meso_agentless.core.drf import DRFSorter
+from meso_agentless.core.model import (
+    HOSTNAME,
+    Constraint,
+    Filter,
+    Framework,
+    Host,
+    Placement,
+    Plan,
+    TaskGroup,
+)
+from meso_agentless.core.offers import Decline, Launch, Offer, Scheduler
+from meso_agentless.core.resources import (
+    CPUS,
+    DISK,
+    MEM,
+    PORTS,
+    count_ports,
+    format_quantity,
+    merge_ranges,
+    remove_ports,
+    take_ports,
+)
+
+DIM_ORDER = (CPUS, MEM, DISK)
+MAX_REJECTIONS_IN_A_ROW = 3
+
+Demand = tuple[tuple[tuple[int, int], ...], int]  # ((dimension index, amount), ...), ports
+
+
+class _HostState:
+    """A host's free resources during one cycle (mutable, owned by the cycle)."""
+
+    __slots__ = ("attrs", "cap", "free", "name", "nports", "ports", "rfree", "util", "version")
+
+    def __init__(self, host: Host, dims: tuple[str, ...]) -> None:
+        self.name = host.name
+        self.attrs = {**host.attributes, HOSTNAME: host.name}
+        self.cap = [host.capacity.get(d, 0) for d in dims]
+        reserved_total = [0] * len(dims)
+        self.rfree: dict[str, list[int]] | None = None
+        if host.reservations:
+            self.rfree = {}
+            for fw, amounts in host.reservations.items():
+                used = host.used_reserved.get(fw, {})
+                self.rfree[fw] = [max(0, amounts.get(d, 0) - used.get(d, 0)) for d in dims]
+                for i, d in enumerate(dims):
+                    reserved_total[i] += amounts.get(d, 0)
+        used_reserved = [sum(u.get(d, 0) for u in host.used_reserved.values()) for d in dims]
+        self.free = [
+            max(0, cap - res - (host.used.get(d, 0) - ur))
+            for d, cap, res, ur in zip(dims, self.cap, reserved_total, used_reserved, strict=True)
+        ]
+        self.ports = remove_ports(merge_ranges(host.ports), host.used_ports)
+        self.nports = count_ports(self.ports)
+        self.version = 0
+        self.util = self._utilization()
+
+    def _utilization(self) -> float:
+        """Dominant utilization: the largest used fraction of any resource."""
+        util = 0.0
+        rfree = self.rfree
+        for i, cap in enumerate(self.cap):
+            if cap:
+                free = self.free[i] + (sum(r[i] for r in rfree.values()) if rfree else 0)
+                util = max(util, (cap - free) / cap)
+        return util
+
+    def available(self, framework: str) -> list[int]:
+        own = self.rfree.get(framework) if self.rfree else None
+        return [f + r for f, r in zip(self.free, own, strict=True)] if own else list(self.free)
+
+    def take(self, framework: str, demand: Demand) -> list[int]:
+        nz, nports = demand
+        own = self.rfree.get(framework) if self.rfree else None
+        for i, amount in nz:
+            if own:
+                from_reservation = min(own[i], amount)
+                own[i] -= from_reservation
+                amount -= from_reservation
+            self.free[i] -= amount
+        ports: list[int] = []
+        if nports:
+            ports, self.ports = take_ports(self.ports, nports)
+            self.nports -= nports
+        self.version += 1
+        self.util = self._utilization()
+        return ports
+
+
+class _Lane:
+    """Candidate hosts for one kind of request: a cursor (binpack) or a lazy heap (spread)."""
+
+    __slots__ = ("fits", "heap", "hosts", "pos")
+
+    def __init__(self, hosts: list[_HostState], fits: Callable[[_HostState], bool], spread: bool):
+        self.hosts = hosts
+        self.fits = fits
+        self.pos = 0
+        self.heap: list[tuple[float, str, int, _HostState]] | None = None
+        if spread:
+            self.heap = [(h.util, h.name, h.version, h) for h in hosts]
+            heapq.heapify(self.heap)
+
+    def next(self) -> _HostState | None:
+        fits = self.fits
+        heap = self.heap
+        if heap is None:
+            hosts, i, n = self.hosts, self.pos, len(self.hosts)
+            while i < n:
+                if fits(hosts[i]):
+                    self.pos = i
+                    return hosts[i]
+                i += 1
+            self.pos = n
+            return None
+        while heap:
+            _, _, version, host = heap[0]
+            if version != host.version:
+                heapq.heapreplace(heap, (host.util, host.name, host.version, host))
+            elif not fits(host):
+                heapq.heappop(heap)
+            else:
+                return host
+        return None
+
+
+class _SpreadLane:
+    """Instances spread over an attribute: the value with the fewest instances goes next."""
+
+    __slots__ = ("counts", "heap", "lanes")
+
+    def __init__(self, lanes: dict[str, _Lane], counts: Counter[str]) -> None:
+        self.lanes = lanes
+        self.counts = counts
+        self.heap = [(counts[v], v) for v in lanes]
+        heapq.heapify(self.heap)
+
+    def next(self) -> _HostState | None:
+        heap = self.heap
+        while heap:
+            count, value = heap[0]
+            if count != self.counts[value]:
+                heapq.heapreplace(heap, (self.counts[value], value))
+                continue
+            host = self.lanes[value].next()
+            if host is not None:
+                return host
+            heapq.heappop(heap)
+        return None
+
+
+class _GroupCounts:
+    """Where a task group's instances are, for unique_host, max_per and spread."""
+
+    __slots__ = ("attributes", "per_host", "per_value")
+
+    def __init__(self, group: TaskGroup, hosts: Mapping[str, _HostState]) -> None:
+        self.attributes = sorted({c.attribute for c in group.constraints if not c.is_static})
+        self.per_host: Counter[str] = Counter(group.running)
+        self.per_value: dict[str, Counter[str]] = {a: Counter() for a in self.attributes}
+        for name, count in group.running.items():
+            host = hosts.get(name)
+            if host is not None:
+                self._count(host, count)
+
+    def record(self, host: _HostState) -> None:
+        self.per_host[host.name] += 1
+        self._count(host, 1)
+
+    def _count(self, host: _HostState, n: int) -> None:
+        for attribute, counter in self.per_value.items():
+            value = host.attrs.get(attribute)
+            if value is not None:
+                counter[value] += n
+
+    def allows(self, constraint: Constraint, host: _HostState) -> bool:
+        if constraint.op == "unique_host":
+            return self.per_host[host.name] == 0
+        value = host.attrs.get(constraint.attribute)
+        if value is None:
+            return False
+        if constraint.op == "max_per":
+            return self.per_value[constraint.attribute][value] < int(constraint.value or 0)
+        return True  # spread: any host that has the attribute
+
+
+def _static_allows(constraint: Constraint, host: _HostState, pattern: re.Pattern | None) -> bool:
+    value = host.attrs.get(constraint.attribute)
+    if constraint.op == "eq":
+        return value == str(constraint.value)
+    if constraint.op == "ne":
+        return value != str(constraint.value)
+    return value is not None and pattern is not None and pattern.fullmatch(value) is not None
+
+
+class Cycle:
+    """The mutable state of one allocation cycle, built from a snapshot."""
+
+    def __init__(
+        self,
+        hosts: Iterable[Host],
+        frameworks: Mapping[str, Framework],
+        now: float = 0.0,
+        filters: Iterable[Filter] = (),
+        extra_dims: Iterable[str] = (),
+    ) -> None:
+        hosts = sorted(hosts, key=lambda h: h.name)
+        names = {n for h in hosts for n in h.capacity} | set(extra_dims)
+        names.discard(PORTS)
+        self.dims = tuple(d for d in DIM_ORDER if d in names) + tuple(
+            sorted(names - set(DIM_ORDER))
+        )
+        self.index = {d: i for i, d in enumerate(self.dims)}
+        self.hosts = [_HostState(h, self.dims) for h in hosts]
+        self.by_name = {h.name: h for h in self.hosts}
+        self.total = {d: sum(h.cap[i] for h in self.hosts) for i, d in enumerate(self.dims)}
+        self.frameworks = frameworks
+        self.reserving = {fw for h in self.hosts if h.rfree for fw in h.rfree}
+        self.filters = [f for f in filters if f.until > now]
+        self.refused: dict[str, set[str] | None] = {}  # framework -> hosts (None: all)
+        for f in self.filters:
+            self._refuse(f.framework, f.host)
+        # binpack visits the fullest hosts first, so tasks pack onto fewer hosts
+        self.binpack_order = sorted(self.hosts, key=lambda h: (-h.util, h.name))
+        self._candidates: dict[tuple[Constraint, ...], list[_HostState]] = {}
+        self._lanes: dict[tuple, _Lane | _SpreadLane] = {}
+        self._groups: dict[tuple[str, str, str], _GroupCounts] = {}
+        self._patterns: dict[str, re.Pattern] = {}
+        self._explained: dict[tuple, str] = {}
+        self.allocated: dict[str, dict[str, int]] = {
+            name: dict(fw.allocated) for name, fw in frameworks.items()
+        }
+
+    # -- demand, quota, fit --------------------------------------------------------------------
+
+    def demand(self, resources: Mapping[str, int]) -> Demand | None:
+        """Resources as (dimension index, amount) pairs; None if a host resource is unknown."""
+        nz = []
+        for name, amount in resources.items():
+            if name == PORTS or amount == 0:
+                continue
+            i = self.index.get(name)
+            if i is None:
+                return None
+            nz.append((i, amount))
+        return tuple(nz), int(resources.get(PORTS, 0))
+
+    def quota_excess(self, framework: str, resources: Mapping[str, int]) -> str | None:
+        """Why `resources` would take `framework` past its quota, or None."""
+        fw = self.frameworks.get(framework)
+        if fw is None or not fw.quota:
+            return None
+        held = self.allocated.setdefault(framework, {})
+        for name, limit in fw.quota.items():
+            need = resources.get(name, 0)
+            if need and held.get(name, 0) + need > limit:
+                return (
+                    f"quota of framework {framework} reached: {name} "
+                    f"{format_quantity(name, held.get(name, 0))} of "
+                    f"{format_quantity(name, limit)} in use, the task needs "
+                    f"{format_quantity(name, need)}"
+                )
+        return None
+
+    def fit_function(self, framework: str, demand: Demand) -> Callable[[_HostState], bool]:
+        nz, nports = demand
+        refused = self.refused.get(framework, set())
+        if refused is None:
+            return lambda host: False
+        if framework not in self.reserving and not refused:
+
+            def fits(host: _HostState) -> bool:
+                free = host.free
+                for i, amount in nz:
+                    if free[i] < amount:
+                        return False
+                return host.nports >= nports
+
+            return fits
+
+        def fits_own(host: _HostState) -> bool:
+            if host.name in refused:
+                return False
+            own = host.rfree.get(framework) if host.rfree else None
+            free = host.free
+            for i, amount in nz:
+                if free[i] + (own[i] if own else 0) < amount:
+                    return False
+            return host.nports >= nports
+
+        return fits_own
+
+    # -- lanes ---------------------------------------------------------------------------------
+
+    def candidates(self, static: tuple[Constraint, ...]) -> list[_HostState]:
+        """Hosts that pass the static constraints, in binpack order."""
+        found = self._candidates.get(static)
+        if found is None:
+            patterns = [self.pattern(c) for c in static]
+            found = [
+                h
+                for h in self.binpack_order
+                if all(_static_allows(c, h, p) for c, p in zip(static, patterns, strict=True))
+            ]
+            self._candidates[static] = found
+        return found
+
+    def pattern(self, constraint: Constraint) -> re.Pattern | None:
+        if constraint.op != "regex":
+            return None
+        text = str(constraint.value)
+        if text not in self._patterns:
+            self._patterns[text] = re.compile(text)
+        return self._patterns[text]
+
+    def group_counts(self, group: TaskGroup) -> _GroupCounts:
+        key = (group.framework, group.job, group.task)
+        counts = self._groups.get(key)
+        if counts is None:
+            counts = self._groups[key] = _GroupCounts(group, self.by_name)
+        return counts
+
+    def lane(self, framework: str, group: TaskGroup, demand: Demand) -> _Lane | _SpreadLane:
+        static = tuple(c for c in group.constraints if c.is_static)
+        dynamic = tuple(c for c in group.constraints if not c.is_static)
+        spread = group.strategy == "spread"
+        if dynamic:
+            key: tuple = ("group", framework, group.job, group.task)
+        else:
+            own = framework in self.reserving or framework in self.refused
+            key = (demand, static, spread, framework if own else None)
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = self._new_lane(framework, group, demand, static, dynamic)
+        return lane
+
+    def _new_lane(
+        self,
+        framework: str,
+        group: TaskGroup,
+        demand: Demand,
+        static: tuple[Constraint, ...],
+        dynamic: tuple[Constraint, ...],
+    ) -> _Lane | _SpreadLane:
+        fits = self.fit_function(framework, demand)
+        hosts = self.candidates(static)
+        spread = group.strategy == "spread"
+        if not dynamic:
+            return _Lane(hosts, fits, spread)
+        counts = self.group_counts(group)
+
+        def fits_group(host: _HostState) -> bool:
+            return all(counts.allows(c, host) for c in dynamic) and fits(host)
+
+        over = next((c.attribute for c in dynamic if c.op == "spread"), None)
+        if over is None:
+            return _Lane(hosts, fits_group, spread)
+        by_value: dict[str, list[_HostState]] = {}
+        for host in hosts:
+            value = host.attrs.get(over)
+            if value is not None:
+                by_value.setdefault(value, []).append(host)
+        lanes = {v: _Lane(hs, fits_group, spread) for v, hs in by_value.items()}
+        return _SpreadLane(lanes, counts.per_value[over])
+
+    # -- offers and launches -------------------------------------------------------------------
+
+    def offer(self, host: _HostState, framework: str) -> Offer:
+        amounts = host.available(framework)
+        fw = self.frameworks.get(framework)
+        resources = {d: a for d, a in zip(self.dims, amounts, strict=True) if a}
+        if fw is not None and fw.quota:
+            held = self.allocated.get(framework, {})
+            for name, limit in fw.quota.items():
+                if name in resources:
+                    resources[name] = max(0, min(resources[name], limit - held.get(name, 0)))
+        return Offer(host.name, host.attrs, resources, host.ports)
+
+    def offers(self, framework: str) -> _Offers:
+        return _Offers(self, framework)
+
+    def commit(self, framework: str, launch: Launch) -> Placement | str:
+        """Take what `launch` asks on its host, or say why not."""
+        host = self.by_name.get(launch.host)
+        if host is None:
+            return f"unknown host {launch.host!r}"
+        demand = self.demand(launch.resources)
+        if demand is None:
+            return f"host {launch.host} has none of some resource in {dict(launch.resources)}"
+        if not demand[0] and not demand[1]:
+            return "a task must ask for some resources"
+        excess = self.quota_excess(framework, launch.resources)
+        if excess:
+            return excess
+        if not self.fit_function(framework, demand)(host):
+            return f"host {launch.host} cannot give {dict(launch.resources)}"
+        ports = host.take(framework, demand)
+        if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
+            self.group_counts(launch.group).record(host)
+        held = self.allocated.setdefault(framework, {})
+        for name, amount in launch.resources.items():
+            held[name] = held.get(name, 0) + amount
+        return Placement(
+            launch.job,
+            launch.task,
+            launch.index,
+            framework,
+            host.name,
+            launch.resources,
+            tuple(ports),
+        )
+
+    def refuse(self, framework: str, decline: Decline, now: float) -> None:
+        if decline.refuse_seconds <= 0:
+            return
+        until = now + decline.refuse_seconds
+        for host in decline.hosts if decline.hosts is not None else (None,):
+            self.filters.append(Filter(framework, host, until))
+
+    def _refuse(self, framework: str, host: str | None) -> None:
+        if host is None:
+            self.refused[framework] = None
+        elif self.refused.get(framework, set()) is not None:
+            self.refused.setdefault(framework, set()).add(host)  # type: ignore[union-attr]
+
+    # -- explanations --------------------------------------------------------------------------
+
+    def explain(self, group: TaskGroup) -> str:
+        """Why no host takes an instance of `group`, the way `nomad job plan` says it."""
+        excess = self.quota_excess(group.framework, group.resources)
+        if excess:
+            return excess
+        if not self.hosts:
+            return "no hosts in the cluster"
+        demand = self.demand(group.resources)
+        dynamic = tuple(c for c in group.constraints if not c.is_static)
+        key = (group.framework, tuple(sorted(group.resources.items())), group.constraints)
+        if not dynamic and key in self._explained:
+            return self._explained[key]
+        counts = self.group_counts(group) if dynamic else None
+        patterns = [self.pattern(c) for c in group.constraints]
+        refused = self.refused.get(group.framework, set())
+        tally: Counter[str] = Counter()
+        for host in self.hosts:
+            tally[self._why_not(host, group, demand, patterns, counts, refused)] += 1
+        tally.pop("", None)
+        reason = "no host fits: " + "; ".join(
+            f"{what} on {n} host{'s' if n != 1 else ''}" for what, n in sorted(tally.items())
+        )
+        if not dynamic:
+            self._explained[key] = reason
+        return reason
+
+    def _why_not(
+        self,
+        host: _HostState,
+        group: TaskGroup,
+        demand: Demand | None,
+        patterns: list[re.Pattern | None],
+        counts: _GroupCounts | None,
+        refused: set[str] | None,
+    ) -> str:
+        if refused is None or host.name in refused:
+            return "declined by the framework"
+        for constraint, pattern in zip(group.constraints, patterns, strict=True):
+            if constraint.is_static:
+                allowed = _static_allows(constraint, host, pattern)
+            else:
+                allowed = counts is not None and counts.allows(constraint, host)
+            if not allowed:
+                return f'constraint "{constraint.describe()}" filtered'
+        available = host.available(group.framework)
+        for name, amount in group.resources.items():
+            if name == PORTS:
+                if host.nports < amount:
+                    return 'dimension "ports" exhausted'
+                continue
+            i = self.index.get(name)
+            if amount and (i is None or available[i] < amount):
+                return f'dimension "{name}" exhausted'
+        return ""  # it fits now (an earlier round found it full)
+
+
+class _Offers:
+    """The offers one framework sees in one round (lazy: nothing is built until asked)."""
+
+    __slots__ = ("cycle", "framework")
+
+    def __init__(self, cycle: Cycle, framework: str) -> None:
+        self.cycle = cycle
+        self.framework = framework
+
+    def __iter__(self) -> Iterator[Offer]:
+        refused = self.cycle.refused.get(self.framework, set())
+        if refused is None:
+            return
+        for host in self.cycle.hosts:
+            if host.name not in refused:
+                offer = self.cycle.offer(host, self.framework)
+                if offer.resources or offer.ports:
+                    yield offer
+
+    def find(self, group: TaskGroup) -> Offer | None:
+        cycle = self.cycle
+        if group.framework != self.framework:
+            raise ValueError(f"group of {group.framework} offered to {self.framework}")
+        demand = cycle.demand(group.resources)
+        if demand is None or cycle.quota_excess(self.framework, group.resources):
+            return None
+        host = cycle.lane(self.framework, group, demand).next()
+        return None if host is None else cycle.offer(host, self.framework)
+
+
+def allocate(
+    hosts: Iterable[Host],
+    frameworks: Iterable[Framework],
+    schedulers: Iterable[Scheduler],
+    *,
+    now: float = 0.0,
+    filters: Iterable[Filter] = (),
+) -> Plan:
+    """Run one cycle of offers in weighted DRF order and return the plan (a pure function)."""
+    schedulers = list(schedulers)
+    by_framework = {s.framework: s for s in schedulers}
+    known = {f.name: f for f in frameworks}
+    for name in by_framework:
+        known.setdefault(name, Framework(name))
+    cycle = Cycle(hosts, known, now, filters)
+    sorter = DRFSorter(cycle.total)
+    for name in sorted(known):
+        fw = known[name]
+        sorter.add(name, fw.weight, fw.allocated)
+        scheduler = by_framework.get(name)
+        if scheduler is None or not scheduler.wants_offers():
+            sorter.deactivate(name)
+    placements: list[Placement] = []
+    rejections: Counter[str] = Counter()
+    while (name := sorter.lowest()) is not None:
+        scheduler = by_framework[name]
+        decision = scheduler.resource_offers(cycle.offers(name))
+        if isinstance(decision, Decline):
+            cycle.refuse(name, decision, now)
+            sorter.deactivate(name)
+            continue
+        result = cycle.commit(name, decision)
+        if isinstance(result, Placement):
+            placements.append(result)
+            sorter.allocate(name, decision.resources)
+            rejections[name] = 0
+            scheduler.launched(result)
+        else:
+            scheduler.rejected(decision, result)
+            rejections[name] += 1
+        if rejections[name] >= MAX_REJECTIONS_IN_A_ROW or not scheduler.wants_offers():
+            sorter.deactivate(name)
+    unplaced = [u for s in schedulers for u in s.unplaced(cycle.explain)]
+    return Plan(placements, unplaced, sorter.shares(), tuple(cycle.filters))

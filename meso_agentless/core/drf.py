@@ -1,0 +1,82 @@
+"""Dominant Resource Fairness (Ghodsi et al., NSDI 2011), as Mesos' DRF sorter computes it.
+
+A client's share is the largest, over resources, of allocated / total, divided by its weight.
+The sorter hands out the client furthest below its fair share; ties go to the smaller name.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterable, Mapping
+
+from meso_agentless.core.resources import PORTS, Resources
+
+
+def dominant_share(allocated: Resources, total: Resources, weight: float = 1.0) -> float:
+    """max over resources of allocated/total, divided by weight (ports do not count)."""
+    share = 0.0
+    for name, amount in allocated.items():
+        whole = total.get(name, 0)
+        if whole > 0 and name != PORTS:
+            share = max(share, amount / whole)
+    return share / weight
+
+
+class DRFSorter:
+    """Clients ordered by weighted dominant share, with cheap updates (a lazy heap)."""
+
+    def __init__(self, total: Resources) -> None:
+        self._total = {n: a for n, a in total.items() if n != PORTS and a > 0}
+        self._weights: dict[str, float] = {}
+        self._allocated: dict[str, dict[str, int]] = {}
+        self._shares: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._active: set[str] = set()
+
+    def add(self, client: str, weight: float = 1.0, allocated: Resources | None = None) -> None:
+        if weight <= 0:
+            raise ValueError(f"weight of {client!r} must be positive, not {weight}")
+        self._weights[client] = weight
+        self._allocated[client] = {n: a for n, a in (allocated or {}).items() if n in self._total}
+        self._update(client)
+        self._active.add(client)
+
+    def allocate(self, client: str, resources: Resources) -> None:
+        held = self._allocated[client]
+        for name, amount in resources.items():
+            if name in self._total:
+                held[name] = held.get(name, 0) + amount
+        self._update(client)
+
+    def share(self, client: str) -> float:
+        return self._shares[client]
+
+    def shares(self) -> dict[str, float]:
+        return dict(self._shares)
+
+    def allocated(self, client: str) -> Mapping[str, int]:
+        return self._allocated[client]
+
+    def deactivate(self, client: str) -> None:
+        """Leave `client` out of `lowest()` (it has nothing more to place in this cycle)."""
+        self._active.discard(client)
+
+    def lowest(self) -> str | None:
+        """The active client with the lowest weighted dominant share, or None."""
+        heap = self._heap
+        while heap:
+            share, client = heap[0]
+            if client in self._active and self._shares[client] == share:
+                return client
+            heapq.heappop(heap)  # stale: the client was updated or deactivated
+        return None
+
+    def sort(self, clients: Iterable[str] | None = None) -> list[str]:
+        """Clients in allocation order: lowest share first, then by name."""
+        chosen = self._shares if clients is None else clients
+        return sorted(chosen, key=lambda c: (self._shares[c], c))
+
+    def _update(self, client: str) -> None:
+        share = dominant_share(self._allocated[client], self._total, self._weights[client])
+        self._shares[client] = share
+        heapq.heappush(self._heap, (share, client))

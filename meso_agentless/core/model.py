@@ -1,0 +1,145 @@
+"""The allocator's input and output, as plain immutable data.
+
+A cycle reads a snapshot (hosts, frameworks, pending task groups) and returns a plan
+(placements, unplaced tasks with their reasons, refusal filters). Resources are integers:
+millicpus, bytes, counts; "ports" in a task's resources is how many ports it needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from meso_agentless.core.resources import PortRanges, Resources
+
+Strategy = Literal["binpack", "spread"]
+ConstraintOp = Literal["eq", "ne", "regex", "unique_host", "max_per", "spread"]
+HOSTNAME = "hostname"  # a pseudo-attribute every host has: its name
+
+EMPTY: Mapping = {}
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    """One host as the allocator sees it.
+
+    capacity is what tasks may use (sampled or declared, less what is kept for the system);
+    reservations are parts of it set aside for one framework; used and used_ports are taken by
+    tasks already running, and used_reserved says how much of `used` came from reservations.
+    """
+
+    name: str
+    capacity: Resources
+    ports: PortRanges = ()
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    reservations: Mapping[str, Resources] = field(default_factory=dict)
+    used: Resources = field(default_factory=dict)
+    used_reserved: Mapping[str, Resources] = field(default_factory=dict)
+    used_ports: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Framework:
+    """A framework: its DRF weight, its quota (a maximum per resource), what it already holds."""
+
+    name: str
+    weight: float = 1.0
+    quota: Resources | None = None
+    allocated: Resources = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Constraint:
+    """Where a task may go.
+
+    eq / ne / regex: the host attribute `attribute` equals, differs from, or fully matches value.
+    unique_host: at most one instance of the task group per host.
+    max_per: at most `value` instances per distinct value of `attribute` ("hostname": per host).
+    spread: instances spread evenly over the values of `attribute`.
+    """
+
+    op: ConstraintOp
+    attribute: str = HOSTNAME
+    value: str | int | None = None
+
+    def describe(self) -> str:
+        match self.op:
+            case "eq":
+                return f"{self.attribute} = {self.value}"
+            case "ne":
+                return f"{self.attribute} != {self.value}"
+            case "regex":
+                return f"{self.attribute} =~ {self.value}"
+            case "unique_host":
+                return "unique host"
+            case "max_per":
+                return f"at most {self.value} per {self.attribute}"
+            case _:
+                return f"spread over {self.attribute}"
+
+    @property
+    def is_static(self) -> bool:
+        """Decided by the host's attributes alone, not by where other instances went."""
+        return self.op in ("eq", "ne", "regex")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskGroup:
+    """`count` identical instances of one task of one job, numbered from `first_index`.
+
+    `running` counts instances of this group already on each host (for the dynamic constraints).
+    `order` ranks a framework's groups (submission order); ties fall back to job and task names.
+    """
+
+    job: str
+    task: str
+    framework: str
+    count: int
+    resources: Resources
+    constraints: tuple[Constraint, ...] = ()
+    strategy: Strategy = "binpack"
+    first_index: int = 0
+    running: Mapping[str, int] = field(default_factory=dict)
+    order: int = 0
+
+    @property
+    def sort_key(self) -> tuple[int, str, str]:
+        return (self.order, self.job, self.task)
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    job: str
+    task: str
+    index: int
+    framework: str
+    host: str
+    resources: Resources
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Unplaced:
+    job: str
+    task: str
+    index: int
+    framework: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Filter:
+    """A framework declined a host (None: every host) until a time on the caller's clock."""
+
+    framework: str
+    host: str | None
+    until: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    placements: list[Placement]
+    unplaced: list[Unplaced]
+    shares: dict[str, float]  # weighted dominant share per framework after the cycle
+    filters: tuple[Filter, ...] = ()
