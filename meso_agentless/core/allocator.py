@@ -52,39 +52,67 @@ Demand = tuple[tuple[tuple[int, int], ...], int]  # ((dimension index, amount), 
 class _HostState:
     """A host's free resources during one cycle (mutable, owned by the cycle)."""
 
-    __slots__ = ("attrs", "cap", "free", "name", "nports", "ports", "rfree", "util", "version")
+    __slots__ = (
+        "attrs", "cap", "free", "name", "nports", "ports", "rfree", "util", "util_version",
+        "version",
+    )  # fmt: skip
 
     def __init__(self, host: Host, dims: tuple[str, ...]) -> None:
         self.name = host.name
-        self.attrs = {**host.attributes, HOSTNAME: host.name}
-        self.cap = [host.capacity.get(d, 0) for d in dims]
-        reserved_total = [0] * len(dims)
+        self.attrs = host.attributes
+        capacity, used = host.capacity.get, host.used.get
+        self.cap = [capacity(d, 0) for d in dims]
         self.rfree: dict[str, list[int]] | None = None
         if host.reservations:
             self.rfree = {}
+            reserved_total = [0] * len(dims)
             for fw, amounts in host.reservations.items():
-                used = host.used_reserved.get(fw, {})
-                self.rfree[fw] = [max(0, amounts.get(d, 0) - used.get(d, 0)) for d in dims]
+                taken = host.used_reserved.get(fw, {})
+                self.rfree[fw] = [max(0, amounts.get(d, 0) - taken.get(d, 0)) for d in dims]
                 for i, d in enumerate(dims):
                     reserved_total[i] += amounts.get(d, 0)
-        used_reserved = [sum(u.get(d, 0) for u in host.used_reserved.values()) for d in dims]
-        self.free = [
-            max(0, cap - res - (host.used.get(d, 0) - ur))
-            for d, cap, res, ur in zip(dims, self.cap, reserved_total, used_reserved, strict=True)
-        ]
-        self.ports = remove_ports(merge_ranges(host.ports), host.used_ports)
-        self.nports = count_ports(self.ports)
-        self.version = 0
-        self.util = self._utilization()
+            used_reserved = [sum(u.get(d, 0) for u in host.used_reserved.values()) for d in dims]
+            self.free = [
+                max(0, cap - res - (used(d, 0) - ur))
+                for d, cap, res, ur in zip(
+                    dims, self.cap, reserved_total, used_reserved, strict=True
+                )
+            ]
+        else:
+            self.free = free = [c - used(d, 0) for d, c in zip(dims, self.cap)]  # noqa: B905
+            if min(free, default=0) < 0:
+                self.free = [max(0, f) for f in free]
+        ports = host.ports
+        if len(ports) > 1:
+            ports = merge_ranges(ports)
+        if host.used_ports:
+            ports = remove_ports(ports, host.used_ports)
+        self.ports = ports
+        self.nports = count_ports(ports) if ports else 0
+        self.version = self.util_version = 0
+        self.util = self.utilization()
 
-    def _utilization(self) -> float:
+    def attr(self, name: str) -> str | None:
+        """A host attribute; "hostname" is the host's name."""
+        return self.name if name == HOSTNAME else self.attrs.get(name)
+
+    def current_util(self) -> float:
+        """Dominant utilization now (recomputed only when the host changed since)."""
+        if self.util_version != self.version:
+            self.util = self.utilization()
+            self.util_version = self.version
+        return self.util
+
+    def utilization(self) -> float:
         """Dominant utilization: the largest used fraction of any resource."""
-        util = 0.0
         rfree = self.rfree
-        for i, cap in enumerate(self.cap):
+        util = 0.0
+        for i, (cap, free) in enumerate(zip(self.cap, self.free)):  # noqa: B905
             if cap:
-                free = self.free[i] + (sum(r[i] for r in rfree.values()) if rfree else 0)
-                util = max(util, (cap - free) / cap)
+                if rfree:
+                    free += sum(r[i] for r in rfree.values())
+                if cap - free > util * cap:
+                    util = (cap - free) / cap
         return util
 
     def available(self, framework: str) -> list[int]:
@@ -104,8 +132,7 @@ class _HostState:
         if nports:
             ports, self.ports = take_ports(self.ports, nports)
             self.nports -= nports
-        self.version += 1
-        self.util = self._utilization()
+        self.version += 1  # self.util is stale now: current_util() refreshes it
         return ports
 
 
@@ -120,7 +147,7 @@ class _Lane:
         self.pos = 0
         self.heap: list[tuple[float, str, int, _HostState]] | None = None
         if spread:
-            self.heap = [(h.util, h.name, h.version, h) for h in hosts]
+            self.heap = [(h.current_util(), h.name, h.version, h) for h in hosts]
             heapq.heapify(self.heap)
 
     def next(self) -> _HostState | None:
@@ -138,7 +165,7 @@ class _Lane:
         while heap:
             _, _, version, host = heap[0]
             if version != host.version:
-                heapq.heapreplace(heap, (host.util, host.name, host.version, host))
+                heapq.heapreplace(heap, (host.current_util(), host.name, host.version, host))
             elif not fits(host):
                 heapq.heappop(heap)
             else:
@@ -191,14 +218,14 @@ class _GroupCounts:
 
     def _count(self, host: _HostState, n: int) -> None:
         for attribute, counter in self.per_value.items():
-            value = host.attrs.get(attribute)
+            value = host.attr(attribute)
             if value is not None:
                 counter[value] += n
 
     def allows(self, constraint: Constraint, host: _HostState) -> bool:
         if constraint.op == "unique_host":
             return self.per_host[host.name] == 0
-        value = host.attrs.get(constraint.attribute)
+        value = host.attr(constraint.attribute)
         if value is None:
             return False
         if constraint.op == "max_per":
@@ -207,7 +234,7 @@ class _GroupCounts:
 
 
 def _static_allows(constraint: Constraint, host: _HostState, pattern: re.Pattern | None) -> bool:
-    value = host.attrs.get(constraint.attribute)
+    value = host.attr(constraint.attribute)
     if constraint.op == "eq":
         return value == str(constraint.value)
     if constraint.op == "ne":
@@ -236,6 +263,9 @@ class Cycle:
         self.hosts = [_HostState(h, self.dims) for h in hosts]
         self.by_name = {h.name: h for h in self.hosts}
         self.total = {d: sum(h.cap[i] for h in self.hosts) for i, d in enumerate(self.dims)}
+        self.largest = [
+            max((h.cap[i] for h in self.hosts), default=0) for i in range(len(self.dims))
+        ]
         self.frameworks = frameworks
         self.reserving = {fw for h in self.hosts if h.rfree for fw in h.rfree}
         self.filters = [f for f in filters if f.until > now]
@@ -249,8 +279,11 @@ class Cycle:
         self._groups: dict[tuple[str, str, str], _GroupCounts] = {}
         self._patterns: dict[str, re.Pattern] = {}
         self._explained: dict[tuple, str] = {}
-        self.allocated: dict[str, dict[str, int]] = {
-            name: dict(fw.allocated) for name, fw in frameworks.items()
+        self._group_lanes: dict[int, tuple[TaskGroup, Demand, _Lane | _SpreadLane]] = {}
+        self._found: tuple[_HostState, TaskGroup, Demand] | None = None
+        # what frameworks with a quota hold, kept up to date as tasks are placed
+        self.quota_used: dict[str, dict[str, int]] = {
+            name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota
         }
 
     # -- demand, quota, fit --------------------------------------------------------------------
@@ -269,11 +302,10 @@ class Cycle:
 
     def quota_excess(self, framework: str, resources: Mapping[str, int]) -> str | None:
         """Why `resources` would take `framework` past its quota, or None."""
-        fw = self.frameworks.get(framework)
-        if fw is None or not fw.quota:
+        held = self.quota_used.get(framework)
+        if held is None:
             return None
-        held = self.allocated.setdefault(framework, {})
-        for name, limit in fw.quota.items():
+        for name, limit in self.frameworks[framework].quota.items():  # type: ignore[union-attr]
             need = resources.get(name, 0)
             if need and held.get(name, 0) + need > limit:
                 return (
@@ -316,6 +348,8 @@ class Cycle:
 
     def candidates(self, static: tuple[Constraint, ...]) -> list[_HostState]:
         """Hosts that pass the static constraints, in binpack order."""
+        if not static:
+            return self.binpack_order
         found = self._candidates.get(static)
         if found is None:
             patterns = [self.pattern(c) for c in static]
@@ -366,6 +400,8 @@ class Cycle:
     ) -> _Lane | _SpreadLane:
         fits = self.fit_function(framework, demand)
         hosts = self.candidates(static)
+        if any(amount > self.largest[i] for i, amount in demand[0]):
+            hosts = []  # larger than every host: no need to look at each
         spread = group.strategy == "spread"
         if not dynamic:
             return _Lane(hosts, fits, spread)
@@ -379,7 +415,7 @@ class Cycle:
             return _Lane(hosts, fits_group, spread)
         by_value: dict[str, list[_HostState]] = {}
         for host in hosts:
-            value = host.attrs.get(over)
+            value = host.attr(over)
             if value is not None:
                 by_value.setdefault(value, []).append(host)
         lanes = {v: _Lane(hs, fits_group, spread) for v, hs in by_value.items()}
@@ -391,8 +427,8 @@ class Cycle:
         amounts = host.available(framework)
         fw = self.frameworks.get(framework)
         resources = {d: a for d, a in zip(self.dims, amounts, strict=True) if a}
-        if fw is not None and fw.quota:
-            held = self.allocated.get(framework, {})
+        held = self.quota_used.get(framework)
+        if fw is not None and fw.quota and held is not None:
             for name, limit in fw.quota.items():
                 if name in resources:
                     resources[name] = max(0, min(resources[name], limit - held.get(name, 0)))
@@ -403,6 +439,37 @@ class Cycle:
 
     def commit(self, framework: str, launch: Launch) -> Placement | str:
         """Take what `launch` asks on its host, or say why not."""
+        found, self._found = self._found, None
+        if (
+            found is not None
+            and launch.group is found[1]
+            and launch.host == found[0].name
+            and launch.resources is found[1].resources
+        ):
+            host, _, demand = found  # find() just checked fit and quota; nothing changed since
+        else:
+            checked = self._check(framework, launch)
+            if isinstance(checked, str):
+                return checked
+            host, demand = checked
+        ports = host.take(framework, demand)
+        if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
+            self.group_counts(launch.group).record(host)
+        held = self.quota_used.get(framework)
+        if held is not None:
+            for name, amount in launch.resources.items():
+                held[name] = held.get(name, 0) + amount
+        return Placement(
+            launch.job,
+            launch.task,
+            launch.index,
+            framework,
+            host.name,
+            launch.resources,
+            tuple(ports),
+        )
+
+    def _check(self, framework: str, launch: Launch) -> tuple[_HostState, Demand] | str:
         host = self.by_name.get(launch.host)
         if host is None:
             return f"unknown host {launch.host!r}"
@@ -416,21 +483,7 @@ class Cycle:
             return excess
         if not self.fit_function(framework, demand)(host):
             return f"host {launch.host} cannot give {dict(launch.resources)}"
-        ports = host.take(framework, demand)
-        if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
-            self.group_counts(launch.group).record(host)
-        held = self.allocated.setdefault(framework, {})
-        for name, amount in launch.resources.items():
-            held[name] = held.get(name, 0) + amount
-        return Placement(
-            launch.job,
-            launch.task,
-            launch.index,
-            framework,
-            host.name,
-            launch.resources,
-            tuple(ports),
-        )
+        return host, demand
 
     def refuse(self, framework: str, decline: Decline, now: float) -> None:
         if decline.refuse_seconds <= 0:
@@ -456,22 +509,55 @@ class Cycle:
             return "no hosts in the cluster"
         demand = self.demand(group.resources)
         dynamic = tuple(c for c in group.constraints if not c.is_static)
-        key = (group.framework, tuple(sorted(group.resources.items())), group.constraints)
+        own = group.framework in self.reserving or group.framework in self.refused
+        key = (
+            group.framework if own else None,
+            tuple(sorted(group.resources.items())),
+            group.constraints,
+        )
         if not dynamic and key in self._explained:
             return self._explained[key]
-        counts = self.group_counts(group) if dynamic else None
-        patterns = [self.pattern(c) for c in group.constraints]
-        refused = self.refused.get(group.framework, set())
         tally: Counter[str] = Counter()
-        for host in self.hosts:
-            tally[self._why_not(host, group, demand, patterns, counts, refused)] += 1
-        tally.pop("", None)
+        if dynamic or own or demand is None:
+            counts = self.group_counts(group) if dynamic else None
+            patterns = [self.pattern(c) for c in group.constraints]
+            refused = self.refused.get(group.framework, set())
+            for host in self.hosts:
+                tally[self._why_not(host, group, demand, patterns, counts, refused)] += 1
+            tally.pop("", None)
+        else:
+            self._tally_common(group, demand, tally)
         reason = "no host fits: " + "; ".join(
             f"{what} on {n} host{'s' if n != 1 else ''}" for what, n in sorted(tally.items())
         )
         if not dynamic:
             self._explained[key] = reason
         return reason
+
+    def _tally_common(self, group: TaskGroup, demand: Demand, tally: Counter[str]) -> None:
+        """explain() for the usual case, fast: only static constraints, no reservations."""
+        static = group.constraints
+        candidates = self.candidates(static)
+        if static:
+            passed = {id(h) for h in candidates}
+            patterns = [self.pattern(c) for c in static]
+            for host in self.hosts:
+                if id(host) not in passed:
+                    for constraint, pattern in zip(static, patterns, strict=True):
+                        if not _static_allows(constraint, host, pattern):
+                            tally[f'constraint "{constraint.describe()}" filtered'] += 1
+                            break
+        nz, nports = demand
+        named = [(i, amount, f'dimension "{self.dims[i]}" exhausted') for i, amount in nz]
+        for host in candidates:
+            free = host.free
+            for i, amount, why in named:
+                if free[i] < amount:
+                    tally[why] += 1
+                    break
+            else:
+                if host.nports < nports:
+                    tally['dimension "ports" exhausted'] += 1
 
     def _why_not(
         self,
@@ -493,13 +579,11 @@ class Cycle:
                 return f'constraint "{constraint.describe()}" filtered'
         available = host.available(group.framework)
         for name, amount in group.resources.items():
-            if name == PORTS:
-                if host.nports < amount:
-                    return 'dimension "ports" exhausted'
-                continue
             i = self.index.get(name)
-            if amount and (i is None or available[i] < amount):
+            if name != PORTS and amount and (i is None or available[i] < amount):
                 return f'dimension "{name}" exhausted'
+        if host.nports < group.resources.get(PORTS, 0):
+            return 'dimension "ports" exhausted'
         return ""  # it fits now (an earlier round found it full)
 
 
@@ -523,14 +607,27 @@ class _Offers:
                     yield offer
 
     def find(self, group: TaskGroup) -> Offer | None:
+        host = self.pick(group)
+        return None if host is None else self.cycle.offer(self.cycle.by_name[host], self.framework)
+
+    def pick(self, group: TaskGroup) -> str | None:
+        """The name of the host `find` would offer, without building the offer."""
         cycle = self.cycle
         if group.framework != self.framework:
             raise ValueError(f"group of {group.framework} offered to {self.framework}")
-        demand = cycle.demand(group.resources)
-        if demand is None or cycle.quota_excess(self.framework, group.resources):
+        known = cycle._group_lanes.get(id(group))
+        if known is None or known[0] is not group:
+            demand = cycle.demand(group.resources)
+            lane = None if demand is None else cycle.lane(self.framework, group, demand)
+            known = cycle._group_lanes[id(group)] = (group, demand, lane)  # type: ignore[assignment]
+        _, demand, lane = known
+        if lane is None or cycle.quota_excess(self.framework, group.resources):
             return None
-        host = cycle.lane(self.framework, group, demand).next()
-        return None if host is None else cycle.offer(host, self.framework)
+        host = lane.next()
+        if host is None:
+            return None
+        cycle._found = (host, group, demand)
+        return host.name
 
 
 def allocate(

@@ -284,3 +284,11 @@ def test_suppressed_frameworks_get_no_offers_and_bad_launches_do_not_loop():
     plan = allocate([Host("a", {"cpus": 1000})], [], [Silent(), broken])
     assert plan.placements == []
     assert broken.rejected_reasons == ["unknown host 'nowhere'"] * 3
+
+
+def test_spread_sees_what_earlier_groups_placed_in_the_same_cycle():
+    hosts = [Host("h1", {"cpus": 4000}), Host("h2", {"cpus": 4000})]
+    packed = TaskGroup("a", "t", "f", 2, {"cpus": 1000}, order=0)
+    spread = TaskGroup("b", "t", "f", 1, {"cpus": 1000}, strategy="spread", order=1)
+    plan = run(hosts, [packed, spread])
+    assert [(p.job, p.host) for p in plan.placements] == [("a", "h1"), ("a", "h1"), ("b", "h2")]

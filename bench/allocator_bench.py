@@ -1,0 +1,149 @@
+"""Allocation cycle benchmarks, in the shape of Mesos' allocator benchmarks.
+
+H hosts and F frameworks, the cluster already half allocated by earlier tasks, P pending tasks of
+mixed sizes spread over the frameworks; one cycle places what fits and explains the rest.
+Prints one line per figure with its workload. Run: .venv/bin/python bench/allocator_bench.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import random
+import statistics
+import time
+import tracemalloc
+
+from meso_agentless.core.allocator import allocate
+from meso_agentless.core.model import Constraint, Framework, Host, TaskGroup
+from meso_agentless.core.offers import JobScheduler
+
+GiB = 2**30
+MiB = 2**20
+SHAPES = [  # (millicpus, bytes): mixed task sizes
+    (250, 256 * MiB),
+    (500, 512 * MiB),
+    (1000, 2 * GiB),
+    (2000, 4 * GiB),
+    (4000, 8 * GiB),
+]
+HOST_CPUS, HOST_MEM = 32_000, 128 * GiB
+TOO_BIG = (48_000, 8 * GiB)  # 1% of tasks fit no host: the cycle must explain them
+
+
+def make_cluster(hosts: int, frameworks: int, half_full: bool, rng: random.Random):
+    """Hosts with racks; when half_full, earlier tasks of random frameworks hold half of each."""
+    names = [f"fw{i:05d}" for i in range(frameworks)]
+    held = {n: [0, 0] for n in names}
+    out = []
+    for i in range(hosts):
+        used = [0, 0]
+        if half_full:
+            while used[0] < HOST_CPUS // 2:
+                cpus, mem = rng.choice(SHAPES)
+                owner = held[rng.choice(names)]
+                used[0] += cpus
+                used[1] += mem
+                owner[0] += cpus
+                owner[1] += mem
+        out.append(
+            Host(
+                f"host{i:05d}",
+                {"cpus": HOST_CPUS, "mem": HOST_MEM},
+                ports=((31000, 32000),),
+                attributes={"rack": f"r{i % 40}"},
+                used={"cpus": used[0], "mem": used[1]},
+            )
+        )
+    fws = [
+        Framework(n, weight=rng.choice([1.0, 1.0, 2.0]), allocated={"cpus": c, "mem": m})
+        for n, (c, m) in held.items()
+    ]
+    return out, fws
+
+
+def make_pending(frameworks: list[Framework], tasks: int, rng: random.Random):
+    """`tasks` pending tasks spread over the frameworks, in groups of 1-4 instances."""
+    groups: dict[str, list[TaskGroup]] = {}
+    made = 0
+    while made < tasks:
+        fw = frameworks[made % len(frameworks)].name
+        count = min(rng.randint(1, 4), tasks - made)
+        cpus, mem = rng.choice(SHAPES) if rng.random() >= 0.01 else TOO_BIG
+        constraints = (Constraint("ne", "rack", "r0"),) if rng.random() < 0.1 else ()
+        resources = {"cpus": cpus, "mem": mem}
+        if rng.random() < 0.2:
+            resources["ports"] = 1
+        n = len(groups.get(fw, []))
+        groups.setdefault(fw, []).append(
+            TaskGroup(f"{fw}-job{n}", "task", fw, count, resources, constraints, order=n)
+        )
+        made += count
+    return groups
+
+
+def cycle_seconds(hosts, frameworks, pending, repeat: int):
+    times, plan = [], None
+    for _ in range(repeat):
+        schedulers = [JobScheduler(fw, gs) for fw, gs in pending.items()]
+        gc.collect()
+        started = time.perf_counter()
+        plan = allocate(hosts, frameworks, schedulers)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times), plan
+
+
+def bench_cycle(h: int, f: int, p: int, repeat: int, target: float) -> None:
+    rng = random.Random(h * 7 + f)
+    hosts, frameworks = make_cluster(h, f, half_full=True, rng=rng)
+    pending = make_pending(frameworks, p, rng)
+    seconds, plan = cycle_seconds(hosts, frameworks, pending, repeat)
+    print(
+        f"cycle  {h:>6} hosts x {f:>5} frameworks, half allocated, P={p:>6}: "
+        f"{seconds * 1000:8.1f} ms per cycle (median of {repeat}; target <= {target * 1000:.0f} ms)"
+        f"  placed {len(plan.placements)}, unplaced {len(plan.unplaced)}"
+    )
+
+
+def bench_fill(h: int, f: int, repeat: int) -> None:
+    rng = random.Random(h)
+    hosts, frameworks = make_cluster(h, f, half_full=False, rng=rng)
+    # enough pending work to fill the cluster: on average 2 cpus per task, 16 per host... x2
+    pending = make_pending(frameworks, h * 32, rng)
+    seconds, plan = cycle_seconds(hosts, frameworks, pending, repeat)
+    rate = len(plan.placements) / seconds
+    print(
+        f"fill   {h:>6} empty hosts, {f} frameworks: {len(plan.placements)} placements in "
+        f"{seconds:.3f} s = {rate:,.0f} placements/s (median of {repeat}; target >= 20,000/s)"
+    )
+    schedulers = [JobScheduler(fw, gs) for fw, gs in pending.items()]
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    plan = allocate(hosts, frameworks, schedulers)
+    retained, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    n = len(plan.placements) + len(plan.unplaced)
+    print(
+        f"memory {h:>6} hosts: plan of {len(plan.placements)} placements and "
+        f"{len(plan.unplaced)} unplaced retains {(retained - before) / n:,.0f} B per task; "
+        f"peak during the cycle {(peak - before) / max(1, len(plan.placements)):,.0f} B per "
+        "placed task (target <= 1 KB per placed task)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
+    args = parser.parse_args()
+    if args.quick:
+        bench_cycle(200, 200, 200, 1, 0.05)
+        bench_fill(200, 20, 1)
+        return
+    bench_cycle(2_000, 2_000, 2_000, 5, 0.05)
+    bench_cycle(50_000, 6_000, 20_000, 3, 1.0)
+    bench_fill(2_000, 50, 3)
+
+
+if __name__ == "__main__":
+    main()
