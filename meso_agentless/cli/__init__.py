@@ -8,6 +8,7 @@ import click
 
 from meso_agentless import __version__
 from meso_agentless.cli.lab import lab
+from meso_agentless.cli.plan import plan
 from meso_agentless.errors import MesoError
 
 
@@ -18,6 +19,7 @@ def cli() -> None:
 
 
 cli.add_command(lab)
+cli.add_command(plan)
 
 
 def main() -> None:

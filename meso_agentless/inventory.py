@@ -1,0 +1,215 @@
+"""The cluster as an Ansible inventory says it is, read with ansible-core's own loader.
+
+Group `meso_nodes` (or every host, if there is no such group) are the nodes. Per host:
+`meso_resources` (declared capacity, overriding what is sampled; `ports` as ranges),
+`meso_reserved` (kept back for the system), `meso_attributes` (for constraints),
+`meso_reservations` (framework -> resources set aside for it). For the cluster:
+`meso_frameworks` (name -> weight, quota). group_vars, host_vars and every inventory format
+work as they do for Ansible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from meso_agentless.core.model import Framework, Host
+from meso_agentless.core.resources import (
+    PORTS,
+    PortRanges,
+    ResourceError,
+    parse_port_ranges,
+    parse_resources,
+    subtract,
+)
+from meso_agentless.errors import UsageError
+
+NODE_GROUP = "meso_nodes"
+DEFAULT_PORTS: PortRanges = ((31000, 32000),)  # Mesos agents' default port range
+
+
+@dataclass(frozen=True)
+class Node:
+    """A host of the inventory: how to reach it and what it declares."""
+
+    name: str
+    address: str
+    user: str = "root"
+    port: int = 22
+    key_file: str | None = None
+    known_hosts: str | None = None
+    declared: Mapping[str, int] = field(default_factory=dict)
+    ports: PortRanges | None = None
+    reserved: Mapping[str, int] = field(default_factory=dict)
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    reservations: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def to_host(self, sampled: Mapping[str, int] | None = None) -> Host:
+        """The allocator's view: declared capacity over sampled, less what is reserved."""
+        capacity = {**(sampled or {}), **self.declared}
+        return Host(
+            name=self.name,
+            capacity=subtract(capacity, self.reserved),
+            ports=self.ports if self.ports is not None else DEFAULT_PORTS,
+            attributes=self.attributes,
+            reservations=self.reservations,
+        )
+
+
+@dataclass(frozen=True)
+class Inventory:
+    source: str
+    nodes: tuple[Node, ...]
+    frameworks: tuple[Framework, ...]
+
+
+def inventory_source(given: str | None) -> str:
+    """-i, then $MESO_INVENTORY."""
+    source = given or os.environ.get("MESO_INVENTORY")
+    if not source:
+        raise UsageError("no inventory: pass -i INVENTORY or set MESO_INVENTORY")
+    return source
+
+
+def load_inventory(source: str) -> Inventory:
+    """Read an inventory with ansible-core; UsageError (one line) on anything wrong."""
+    if "," not in source and not Path(source).exists():
+        raise UsageError(f"inventory {source}: no such file or directory")
+    os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
+    from ansible.errors import AnsibleError
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
+
+    chatter = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
+            loader = DataLoader()
+            manager = InventoryManager(loader=loader, sources=[source])
+            variables = VariableManager(loader=loader, inventory=manager)
+            pattern = NODE_GROUP if NODE_GROUP in manager.groups else "all"
+            hosts = manager.get_hosts(pattern)
+            raw = {
+                h.name: _plain(variables.get_vars(host=h, include_hostvars=False)) for h in hosts
+            }
+    except AnsibleError as exc:
+        detail = _first_reason(chatter.getvalue()) or str(exc.message)
+        raise UsageError(f"inventory {source}: {detail}") from None
+    if not raw:
+        raise UsageError(f"inventory {source}: no hosts (in group {NODE_GROUP} or at all)")
+    nodes = tuple(parse_node(name, hostvars) for name, hostvars in sorted(raw.items()))
+    return Inventory(source, nodes, tuple(parse_frameworks(source, raw)))
+
+
+def parse_node(name: str, hostvars: Mapping[str, Any]) -> Node:
+    """One host's variables as a Node (pure)."""
+
+    def where(var: str) -> str:
+        return f"host {name}: {var}"
+
+    try:
+        declared_raw = dict(_mapping(hostvars.get("meso_resources"), where("meso_resources")))
+        ports_raw = declared_raw.pop(PORTS, None)
+        ports = None if ports_raw is None else parse_port_ranges(ports_raw, "ports")
+        declared = parse_resources(declared_raw, "meso_resources")
+        reserved = parse_resources(
+            _mapping(hostvars.get("meso_reserved"), where("meso_reserved")), "meso_reserved"
+        )
+        reservations = {}
+        for fw, amounts in _mapping(
+            hostvars.get("meso_reservations"), where("meso_reservations")
+        ).items():
+            var = f"meso_reservations.{fw}"
+            reservations[str(fw)] = parse_resources(_mapping(amounts, where(var)), var)
+    except ResourceError as exc:
+        raise UsageError(f"host {name}: {exc}") from None
+    attributes = {
+        str(k): str(v).lower() if isinstance(v, bool) else str(v)
+        for k, v in _mapping(hostvars.get("meso_attributes"), where("meso_attributes")).items()
+    }
+    port = hostvars.get("ansible_port", 22)
+    if not isinstance(port, int) or not 1 <= port <= 65535:
+        raise UsageError(f"host {name}: ansible_port {port!r} is not a port")
+    return Node(
+        name=name,
+        address=str(hostvars.get("ansible_host", name)),
+        user=str(hostvars.get("ansible_user", "root")),
+        port=port,
+        key_file=_opt_str(hostvars.get("ansible_ssh_private_key_file")),
+        known_hosts=_opt_str(hostvars.get("meso_known_hosts_file")),
+        declared=declared,
+        ports=ports,
+        reserved=reserved,
+        attributes=attributes,
+        reservations=reservations,
+    )
+
+
+def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> list[Framework]:
+    """meso_frameworks, which must be the same for every host (set it for group all)."""
+    seen: dict[str, Any] = {}
+    for name, variables in hostvars.items():
+        value = variables.get("meso_frameworks")
+        if value is None:
+            continue
+        for other, other_value in seen.items():
+            if other_value != value:
+                raise UsageError(
+                    f"inventory {source}: meso_frameworks differs between hosts {other} and "
+                    f"{name}; define it once, for group all"
+                )
+        seen.setdefault(name, value)
+    raw = next(iter(seen.values()), {})
+    frameworks = []
+    for fw, settings in _mapping(raw, "meso_frameworks").items():
+        where = f"meso_frameworks.{fw}"
+        if not isinstance(fw, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fw):
+            raise UsageError(f"inventory {source}: {where}: not a framework name")
+        settings = _mapping(settings, where)
+        unknown = set(settings) - {"weight", "quota", "role"}
+        if unknown:
+            raise UsageError(f"inventory {source}: {where}: unknown field {sorted(unknown)[0]}")
+        weight = settings.get("weight", 1)
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1e6:
+            raise UsageError(f"inventory {source}: {where}.weight must be a positive number")
+        try:
+            quota = (
+                parse_resources(_mapping(settings["quota"], where), f"{where}.quota")
+                if "quota" in settings
+                else None
+            )
+        except ResourceError as exc:
+            raise UsageError(f"inventory {source}: {exc}") from None
+        frameworks.append(Framework(fw, float(weight), quota))
+    return frameworks
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UsageError(f"{where} must be a mapping, not {value!r}")
+    return value
+
+
+def _opt_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _plain(value: Any) -> Any:
+    """ansible-core's tagged values as plain dicts, lists and scalars."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _first_reason(chatter: str) -> str:
+    for line in chatter.splitlines():
+        if "Failed to parse inventory with" in line and ":" in line.split("plugin", 1)[-1]:
+            return line.split("plugin:", 1)[-1].strip()
+    return ""

@@ -1,0 +1,80 @@
+"""Plan jobs on a cluster without launching anything: what `meso plan` does (imperative shell)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+from meso_agentless.core.allocator import allocate
+from meso_agentless.core.model import Host, Placement, Plan, TaskGroup, Unplaced
+from meso_agentless.core.offers import JobScheduler
+from meso_agentless.core.resources import CPUS, PORTS
+from meso_agentless.errors import UsageError
+from meso_agentless.inventory import Inventory, Node
+from meso_agentless.spec import Job, load_job
+
+Sampler = Callable[[Sequence[Node]], Mapping[str, Host]]
+
+
+def load_jobs(paths: Sequence[Path]) -> list[Job]:
+    jobs = [load_job(path) for path in paths]
+    names = [j.job for j in jobs]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise UsageError(f"job {duplicate!r} is given twice")
+    return jobs
+
+
+def declared_hosts(inventory: Inventory) -> list[Host]:
+    """Hosts from declared capacity alone (--offline): each must declare cpus and mem."""
+    for node in inventory.nodes:
+        missing = [r for r in ("cpus", "mem") if r not in node.declared]
+        if missing:
+            raise UsageError(
+                f"inventory {inventory.source}: host {node.name} declares no "
+                f"meso_resources.{missing[0]}; --offline plans need declared capacity"
+            )
+    return [node.to_host() for node in inventory.nodes]
+
+
+def plan_jobs(jobs: Sequence[Job], inventory: Inventory, hosts: Sequence[Host]) -> Plan:
+    """Place the jobs as if submitted together, in weighted DRF order."""
+    by_framework: dict[str, list[TaskGroup]] = {}
+    for job in jobs:
+        for group in job.groups():
+            by_framework.setdefault(group.framework, []).append(group)
+    schedulers = [JobScheduler(fw, groups) for fw, groups in sorted(by_framework.items())]
+    return allocate(hosts, inventory.frameworks, schedulers)
+
+
+def resources_json(resources: Mapping[str, int]) -> dict[str, float | int]:
+    """cpus as a number of CPUs, bytes as integers, counts as integers."""
+    return {n: (a / 1000 if n == CPUS else a) for n, a in resources.items() if n != PORTS}
+
+
+def plan_json(plan: Plan) -> dict:
+    def placement(p: Placement) -> dict:
+        return {
+            "job": p.job,
+            "task": p.task,
+            "index": p.index,
+            "framework": p.framework,
+            "host": p.host,
+            "resources": resources_json(p.resources),
+            "ports": list(p.ports),
+        }
+
+    def unplaced(u: Unplaced) -> dict:
+        return {
+            "job": u.job,
+            "task": u.task,
+            "index": u.index,
+            "framework": u.framework,
+            "reason": u.reason,
+        }
+
+    return {
+        "placements": [placement(p) for p in plan.placements],
+        "unplaced": [unplaced(u) for u in plan.unplaced],
+        "shares": {fw: round(share, 6) for fw, share in sorted(plan.shares.items())},
+    }

@@ -1,0 +1,79 @@
+"""`meso plan --offline` end to end through the CLI: JSON, table, exit codes, refusals."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[2]
+EXAMPLE = str(ROOT / "inventories" / "example")
+MESO = [sys.executable, "-m", "meso_agentless"]
+
+
+def meso(*args, **kwargs):
+    return subprocess.run(
+        [*MESO, *args], capture_output=True, text=True, timeout=120, check=False, **kwargs
+    )
+
+
+def test_plan_json_places_examples_and_exits_0():
+    done = meso("plan", str(ROOT / "examples/wordcount.yaml"), str(ROOT / "examples/web.yaml"),
+                "-i", EXAMPLE, "--offline", "-o", "json")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["unplaced"] == []
+    assert len(plan["placements"]) == 8
+    first = plan["placements"][0]
+    assert set(first) >= {"job", "task", "index", "host", "resources", "ports"}
+    web = [p for p in plan["placements"] if p["job"] == "web"]
+    assert len({p["host"] for p in web}) == 3  # unique_host
+    assert all(len(p["ports"]) == 1 and 31000 <= p["ports"][0] <= 32000 for p in web)
+    mapper = next(p for p in plan["placements"] if p["task"] == "mapper")
+    assert mapper["resources"] == {"cpus": 0.5, "mem": 256 * 2**20}
+
+
+def test_unplaced_tasks_exit_3_with_the_reason(tmp_path):
+    job = tmp_path / "big.yaml"
+    job.write_text(
+        "job: big\nframework: web\ntasks:\n  - name: t\n    count: 2\n    command: [ls]\n"
+        "    resources: {cpus: 80, mem: 1GiB}\n"
+    )
+    done = meso("plan", str(job), "-i", EXAMPLE, "--offline", "-o", "json")
+    assert done.returncode == 3
+    plan = json.loads(done.stdout)
+    assert [p["host"] for p in plan["placements"]] == ["node-b1"]
+    assert plan["unplaced"] == [
+        {"job": "big", "task": "t", "index": 1, "framework": "web",
+         "reason": 'no host fits: dimension "cpus" exhausted on 3 hosts'},
+    ]  # fmt: skip
+    table = meso("plan", str(job), "-i", EXAMPLE, "--offline")
+    assert table.returncode == 3
+    assert 'unplaced big/t[1]: no host fits: dimension "cpus" exhausted on 3 hosts' in " ".join(
+        table.stdout.split()
+    )
+
+
+def test_bad_input_exits_2_with_one_line(tmp_path):
+    job = tmp_path / "bad.yaml"
+    job.write_text("job: x\ntasks:\n  - name: a\n    command: [ls]\n    count: many\n")
+    for args, message in [
+        ((str(job), "-i", EXAMPLE, "--offline"), "bad.yaml:5: tasks[0].count"),
+        ((str(ROOT / "examples/web.yaml"), "-i", "/nope", "--offline"), "inventory /nope: no such"),
+        ((str(ROOT / "examples/web.yaml"), "--offline"), "no inventory: pass -i"),
+        ((str(tmp_path / "missing.yaml"), "-i", EXAMPLE), "no such job file"),
+        ((), "Missing argument 'JOBS...'"),
+    ]:
+        env = {k: v for k, v in __import__("os").environ.items() if k != "MESO_INVENTORY"}
+        done = meso("plan", *args, env=env)
+        assert done.returncode == 2, (args, done.stderr)
+        assert message in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert done.stdout == ""
+
+
+def test_offline_needs_declared_capacity(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    a: {meso_resources: {cpus: 4}}\n")
+    done = meso("plan", str(ROOT / "examples/web.yaml"), "-i", str(inventory), "--offline")
+    assert done.returncode == 2
+    assert "host a declares no meso_resources.mem; --offline plans need declared" in done.stderr
