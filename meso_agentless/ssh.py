@@ -39,23 +39,29 @@ def connect(
     address: str,
     *,
     user: str,
-    key_file: Path,
+    key_file: Path | None,
     known_hosts: Path,
     port: int = 22,
     timeout: float = 10.0,
 ) -> paramiko.SSHClient:
-    """An authenticated client whose host key matched `known_hosts`."""
+    """An authenticated client whose host key matched `known_hosts`.
+
+    With no key file, ssh-agent and the user's default keys are tried, as ssh does.
+    """
     client = paramiko.SSHClient()
-    client.load_host_keys(str(known_hosts))
+    try:
+        client.load_host_keys(str(known_hosts))
+    except OSError as exc:
+        raise SSHError(f"{address}: cannot read known_hosts {known_hosts}: {exc}") from exc
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(
             address,
             port=port,
             username=user,
-            key_filename=str(key_file),
-            look_for_keys=False,
-            allow_agent=False,
+            key_filename=None if key_file is None else str(key_file),
+            look_for_keys=key_file is None,
+            allow_agent=key_file is None,
             timeout=timeout,
             banner_timeout=timeout,
             auth_timeout=timeout,
@@ -78,8 +84,13 @@ def connect(
     return client
 
 
-def run_argv(client: paramiko.SSHClient, argv: Sequence[str], timeout: float) -> CommandResult:
-    """Run argv on the host (quoted for the remote shell, never interpolated) within `timeout`."""
+def run_argv(
+    client: paramiko.SSHClient, argv: Sequence[str], timeout: float, stdin: bytes | None = None
+) -> CommandResult:
+    """Run argv on the host (quoted for the remote shell, never interpolated) within `timeout`.
+
+    `stdin`, when given, is sent and then closed (how the node command is streamed).
+    """
     transport = client.get_transport()
     if transport is None or not transport.is_active():
         raise SSHError("connection is closed")
@@ -88,6 +99,9 @@ def run_argv(client: paramiko.SSHClient, argv: Sequence[str], timeout: float) ->
     deadline = time.monotonic() + timeout
     try:
         channel.exec_command(shlex.join(argv))
+        if stdin is not None:
+            channel.sendall(stdin)
+            channel.shutdown_write()
         out, err = bytearray(), bytearray()
         while True:
             if channel.recv_ready():

@@ -26,16 +26,19 @@ def plan(jobs: tuple[Path, ...], inventory: str | None, offline: bool, output: s
     """Place JOBS as if submitted together. Exit 0 if all fit, 3 if some do not."""
     specs = load_jobs(jobs)
     cluster = load_inventory(inventory_source(inventory))
+    unreachable: dict[str, str] = {}
     if offline:
         hosts = declared_hosts(cluster)
     else:
         from meso_agentless.sampling import sampled_hosts
 
-        hosts = sampled_hosts(cluster)
+        hosts, unreachable = sampled_hosts(cluster)
     result = plan_jobs(specs, cluster, hosts)
     if output == "json":
-        print_json(plan_json(result))
+        print_json({**plan_json(result), "unreachable": unreachable})
     else:
+        for name, reason in sorted(unreachable.items()):
+            click.echo(f"meso: warning: {name} not sampled, not planned on: {reason}", err=True)
         _print_table(result)
     return EXIT_UNPLACED if result.unplaced else 0
 

@@ -11,11 +11,11 @@ A scheduler that wants nothing says so with `wants_offers()` (suppress) until it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
-from meso_agentless.core.model import Placement, TaskGroup, Unplaced
+from meso_agentless.core.model import Filter, Placement, TaskGroup, Unplaced
 from meso_agentless.core.resources import PortRanges, Resources
 
 if TYPE_CHECKING:
@@ -66,6 +66,11 @@ class Offers(Protocol):
     def pick(self, group: TaskGroup) -> str | None:
         """Like find, but only the host's name (cheaper: no offer is built)."""
         ...
+
+
+def revive(filters: Iterable[Filter], framework: str) -> tuple[Filter, ...]:
+    """What a framework's revive does: its refusals are forgotten, it is offered everything."""
+    return tuple(f for f in filters if f.framework != framework)
 
 
 class Scheduler(ABC):

@@ -7,7 +7,7 @@ import pytest
 
 from meso_agentless.core.allocator import allocate
 from meso_agentless.core.model import Constraint, Filter, Framework, Host, TaskGroup
-from meso_agentless.core.offers import Decline, JobScheduler, Launch, Scheduler
+from meso_agentless.core.offers import Decline, JobScheduler, Launch, Scheduler, revive
 
 GiB = 2**30
 
@@ -256,6 +256,10 @@ def test_decline_with_refusal_becomes_a_filter_for_later_cycles():
     expired = allocate(hosts, [], [jobs], now=131.0, filters=plan.filters)
     assert {p.host for p in expired.placements} == {"a"}
     assert expired.filters == ()
+    # revive forgets the refusals at once
+    jobs = JobScheduler("custom", [TaskGroup("j", "t", "custom", 2, {"cpus": 100, "mem": GiB})])
+    revived = allocate(hosts, [], [jobs], now=110.0, filters=revive(plan.filters, "custom"))
+    assert {p.host for p in revived.placements} == {"a"}
 
 
 def test_suppressed_frameworks_get_no_offers_and_bad_launches_do_not_loop():

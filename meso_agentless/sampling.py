@@ -1,0 +1,112 @@
+"""Sample hosts over SSH with the node command: one round trip per host, all hosts at once."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from meso_agentless import ssh
+from meso_agentless.core.model import Host
+from meso_agentless.core.resources import CPUS, DISK, MEM
+from meso_agentless.inventory import Inventory, Node
+from meso_agentless.node import node_command_source
+
+MAX_PARALLEL = 32
+SAMPLE_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class Sample:
+    """What a host said of itself."""
+
+    node: str
+    facts: dict
+
+    def capacity(self) -> dict[str, int]:
+        return {
+            CPUS: int(self.facts["cpus"]) * 1000,
+            MEM: int(self.facts["mem_total"]),
+            DISK: int(self.facts["disk_total"]),
+        }
+
+    def used(self) -> dict[str, int]:
+        """What the meso units on the host were given (their limits), summed."""
+        used = {CPUS: 0, MEM: 0}
+        for unit in self.facts.get("units", []):
+            running = unit.get("active") in ("active", "activating", "reloading")
+            if running and unit.get("sub") != "exited":
+                used[CPUS] += unit.get("millicpus") or 0
+                used[MEM] += unit.get("memory_max") or 0
+        return used
+
+
+def known_hosts_for(node: Node) -> Path:
+    return Path(node.known_hosts or os.path.expanduser("~/.ssh/known_hosts"))
+
+
+def sample_node(node: Node, timeout: float = SAMPLE_TIMEOUT) -> Sample:
+    """Stream the node command to the host's python3 and read its answer."""
+    client = ssh.connect(
+        node.address,
+        user=node.user,
+        port=node.port,
+        key_file=Path(node.key_file) if node.key_file else None,
+        known_hosts=known_hosts_for(node),
+        timeout=min(timeout, 10.0),
+    )
+    try:
+        result = ssh.run_argv(
+            client, ["python3", "-", "sample"], timeout=timeout, stdin=node_command_source()
+        )
+    finally:
+        client.close()
+    try:
+        facts = json.loads(result.stdout)
+    except json.JSONDecodeError as exc:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise ssh.SSHError(f"{node.name}: no answer from the node command: {detail[-1:]}") from exc
+    if "error" in facts:
+        raise ssh.SSHError(f"{node.name}: node command failed: {facts['error']}")
+    return Sample(node.name, facts)
+
+
+def sample_all(nodes: Sequence[Node]) -> tuple[dict[str, Sample], dict[str, str]]:
+    """Samples by host, and the reason for each host that could not be sampled."""
+
+    def one(node: Node) -> Sample | str:
+        try:
+            return sample_node(node)
+        except ssh.SSHError as exc:
+            return str(exc)
+
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(nodes)))) as pool:
+        results = dict(zip([n.name for n in nodes], pool.map(one, nodes), strict=True))
+    samples = {n: r for n, r in results.items() if isinstance(r, Sample)}
+    failed = {n: r for n, r in results.items() if isinstance(r, str)}
+    return samples, failed
+
+
+def sampled_hosts(inventory: Inventory) -> tuple[list[Host], dict[str, str]]:
+    """The hosts that answered (capacity declared-over-sampled, used by their meso units), and
+    why each other host could not be sampled: it offers nothing (unreachable is not dead)."""
+    samples, failed = sample_all(inventory.nodes)
+    hosts = []
+    for node in inventory.nodes:
+        sample = samples.get(node.name)
+        if sample is not None:
+            host = node.to_host(sample.capacity())
+            hosts.append(
+                Host(
+                    host.name,
+                    host.capacity,
+                    host.ports,
+                    host.attributes,
+                    host.reservations,
+                    used=sample.used(),
+                )
+            )
+    return hosts, failed
