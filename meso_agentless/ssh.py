@@ -22,6 +22,10 @@ class SSHError(MesoError):
     """A host could not be reached, refused our key, or showed a host key we do not trust."""
 
 
+class HostKeyError(SSHError):
+    """The host's key is unknown or changed: nothing may run there, and retrying will not help."""
+
+
 @dataclass(frozen=True)
 class CommandResult:
     """What one remote command did."""
@@ -52,7 +56,7 @@ def connect(
     try:
         client.load_host_keys(str(known_hosts))
     except OSError as exc:
-        raise SSHError(f"{address}: cannot read known_hosts {known_hosts}: {exc}") from exc
+        raise HostKeyError(f"{address}: cannot read known_hosts {known_hosts}: {exc}") from exc
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
         client.connect(
@@ -68,11 +72,11 @@ def connect(
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
-        raise SSHError(f"{address}: host key changed ({exc}); refusing to connect") from exc
+        raise HostKeyError(f"{address}: host key changed ({exc}); refusing to connect") from exc
     except paramiko.SSHException as exc:
         client.close()
         if "not found in known_hosts" in str(exc):
-            raise SSHError(f"{address}: host key not in {known_hosts}; refusing") from exc
+            raise HostKeyError(f"{address}: host key not in {known_hosts}; refusing") from exc
         raise SSHError(f"{address}: {exc}") from exc
     except (OSError, EOFError) as exc:
         client.close()
@@ -82,6 +86,11 @@ def connect(
         transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_keepalive(15)
     return client
+
+
+def shlex_join(argv: Sequence[str]) -> str:
+    """argv quoted for the remote login shell: each word stays one word, nothing expands."""
+    return shlex.join(argv)
 
 
 def run_argv(
@@ -98,7 +107,7 @@ def run_argv(
     channel.settimeout(timeout)
     deadline = time.monotonic() + timeout
     try:
-        channel.exec_command(shlex.join(argv))
+        channel.exec_command(shlex_join(argv))
         if stdin is not None:
             channel.sendall(stdin)
             channel.shutdown_write()

@@ -108,6 +108,15 @@ def ssh(lab_name: str, host: str, command: tuple[str, ...]) -> None:
 @lab.command()
 @LAB_OPTION
 @click.argument("host")
+def restart(lab_name: str, host: str) -> None:
+    """Power-cycle HOST: it boots again; its transient units are gone, its disk is kept."""
+    with progress() as report:
+        cluster.restart(lab_name, host, report)
+
+
+@lab.command()
+@LAB_OPTION
+@click.argument("host")
 def cut(lab_name: str, host: str) -> None:
     """Cut HOST off the network: unreachable from this machine and from the other hosts."""
     cluster.set_connected(lab_name, host, False)

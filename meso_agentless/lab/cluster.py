@@ -106,6 +106,26 @@ def down(name: str, progress: Progress) -> None:
         _teardown(name, progress)
 
 
+def restart(name: str, host_name: str, progress: Progress) -> None:
+    """Power-cycle one host: its processes end, it boots again (a new boot identity) with its
+    disk as it was; transient units do not survive, as on a real server."""
+    require_root()
+    with _locked(name):
+        lab = require_lab(name)
+        host = lab.host(host_name)
+        host_dir = LabPaths.of(name).host(host.name)
+        record = processes.ProcessRecord.load(host_dir / "pid")
+        if record is not None and record.alive():
+            processes.stop([record.pid], grace=15.0)
+        for pid in processes.container_inits(LAB_MARK_FILE, name):
+            if Path(f"/proc/{pid}/root/etc/hostname").read_text().strip() == host.name:
+                processes.stop([pid], grace=0.0)
+        image = ensure_image(cache_root(), recipe_for(lab.mode == "vm"), progress)
+        _start(lab, host, image, host_dir)
+        _wait_ready(lab, LabPaths.of(name), host, time.monotonic() + BOOT_TIMEOUT[lab.mode])
+        progress(f"{host.name} restarted")
+
+
 def set_connected(name: str, host_name: str, connected: bool) -> None:
     require_root()
     lab = require_lab(name)

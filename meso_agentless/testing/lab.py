@@ -65,6 +65,11 @@ class LabHandle:
                 client = self._clients[host] = self.connect(host)
         return ssh.run_argv(client, argv, timeout=timeout)
 
+    def restart(self, host: str) -> None:
+        """Power-cycle `host` (a new boot; transient units gone)."""
+        self.drop_connection(host)
+        cluster.restart(self.name, host, progress=lambda _msg: None)
+
     def cut(self, host: str) -> None:
         self.drop_connection(host)
         cluster.set_connected(self.name, host, False)

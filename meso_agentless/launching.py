@@ -1,0 +1,49 @@
+"""What the controller asks a host to run for one placed task instance (pure)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from meso_agentless.core.model import Placement
+from meso_agentless.core.resources import CPUS, MEM
+from meso_agentless.core.tasks import unit_name
+from meso_agentless.spec import Task
+
+DEFAULT_TASKS_MAX = 512
+DEFAULT_GRACE_SEC = 10
+
+
+def launch_request(
+    task: Task, placement: Placement, attempt: int, capacity: Mapping[str, int] | None = None
+) -> dict:
+    """The node command's launch request: unit, argv, env, limits, sandbox, admission capacity.
+
+    The task sees MESO_JOB, MESO_TASK, MESO_INDEX, MESO_ATTEMPT, MESO_HOST and its ports as
+    MESO_PORT0, MESO_PORT1, ... (and MESO_PORTS, comma-separated).
+    """
+    env = dict(task.env)
+    env.update(
+        MESO_JOB=placement.job,
+        MESO_TASK=placement.task,
+        MESO_INDEX=str(placement.index),
+        MESO_ATTEMPT=str(attempt),
+        MESO_HOST=placement.host,
+        MESO_PORTS=",".join(map(str, placement.ports)),
+    )
+    env.update({f"MESO_PORT{i}": str(port) for i, port in enumerate(placement.ports)})
+    request: dict = {
+        "unit": unit_name(placement.job, placement.task, placement.index, attempt),
+        "description": f"meso {placement.job}/{placement.task}[{placement.index}] "
+        f"attempt {attempt}",
+        "argv": task.argv,
+        "env": env,
+        "cpus": placement.resources.get(CPUS),
+        "mem": placement.resources.get(MEM),
+        "tasks_max": DEFAULT_TASKS_MAX,
+        "grace_sec": DEFAULT_GRACE_SEC,
+    }
+    if task.timeout:
+        request["runtime_sec"] = task.timeout
+    if capacity:
+        request["capacity"] = {"cpus": capacity.get(CPUS), "mem": capacity.get(MEM)}
+    return request

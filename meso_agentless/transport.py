@@ -1,0 +1,168 @@
+"""The controller's hands on a host: one persistent SSH connection and one warm node command.
+
+`NodeConnection` keeps a paramiko transport per host (TCP_NODELAY, keepalive) and, on it, one
+session running the node command's `serve` verb: requests go down as JSON lines and answers
+come back the same way, so a launch costs one round trip and no process start. On hosts where
+the node command is not installed it is streamed to `python3` first (root hosts).
+
+Every call has a deadline. A host that does not answer in time is reported unreachable (not
+dead): the connection is dropped and reopened on the next call, with backoff (tenacity). A host
+whose key is unknown or changed is refused at once and never retried into.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paramiko
+import tenacity
+
+from meso_agentless import ssh
+from meso_agentless.errors import MesoError
+from meso_agentless.inventory import Node
+from meso_agentless.node import node_command_source
+from meso_agentless.sampling import known_hosts_for
+
+# Reads the node command's source (length-prefixed) from stdin and runs it; the rest of stdin
+# is then the command's own input.
+BOOTSTRAP = (
+    "import sys;n=int(sys.stdin.buffer.readline());s=sys.stdin.buffer.read(n);"
+    "sys.argv=['nodecmd']+sys.argv[1:];exec(compile(s,'nodecmd','exec'),{'__name__':'__main__'})"
+)
+DEFAULT_TIMEOUT = 20.0
+MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, process-wide
+
+
+class Unreachable(MesoError):
+    """The host could not be asked (network, sshd, timeout). Its tasks are not known to be lost."""
+
+
+class NodeRefused(MesoError):
+    """The node command refused a request; the message names the field or the reason."""
+
+
+class NodeConnection:
+    """One host, one connection, one warm node command; safe to share between threads."""
+
+    def __init__(self, node: Node, *, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.node = node
+        self.timeout = timeout
+        self._client: paramiko.SSHClient | None = None
+        self._channel: paramiko.Channel | None = None
+        self._buffer = b""
+        self._lock = threading.Lock()
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def request(self, verb: str, timeout: float | None = None, **fields: Any) -> dict:
+        """Send one request to the node command and return its answer (ok is checked)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        line = json.dumps({"verb": verb, **fields}).encode() + b"\n"
+        with self._lock:
+            try:
+                channel = self._serve_channel(deadline)
+                channel.sendall(line)
+                reply = self._read_line(channel, deadline)
+            except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+                self._drop()
+                if isinstance(exc, ssh.HostKeyError):
+                    raise
+                raise Unreachable(f"{self.node.name}: {exc}") from exc
+        answer = json.loads(reply)
+        if not answer.pop("ok", False):
+            raise NodeRefused(f"{self.node.name}: {answer.get('error', 'refused')}")
+        return answer
+
+    def stream(self, verb: str, request: dict, timeout: float | None = None) -> Iterator[bytes]:
+        """Run one verb on its own channel (logs) and yield its output as it comes."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        with self._lock:
+            client = self._connected(deadline)
+        channel = client.get_transport().open_session(timeout=self.timeout)  # type: ignore[union-attr]
+        try:
+            self._start_node_command(channel, [verb, json.dumps(request)])
+            channel.shutdown_write()
+            while True:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                yield data
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connected(self, deadline: float) -> paramiko.SSHClient:
+        transport = self._client.get_transport() if self._client else None
+        if transport is not None and transport.is_active():
+            return self._client  # type: ignore[return-value]
+        self._drop()
+        self._client = self._connect_with_backoff(deadline)
+        return self._client
+
+    def _connect_with_backoff(self, deadline: float) -> paramiko.SSHClient:
+        node = self.node
+        retrying = tenacity.Retrying(
+            retry=tenacity.retry_if_exception(lambda e: not isinstance(e, ssh.HostKeyError)),
+            wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
+            stop=tenacity.stop_before_delay(max(0.1, deadline - time.monotonic())),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt, MAX_HANDSHAKES:
+                return ssh.connect(
+                    node.address,
+                    user=node.user,
+                    port=node.port,
+                    key_file=Path(node.key_file) if node.key_file else None,
+                    known_hosts=known_hosts_for(node),
+                    timeout=max(0.5, min(10.0, deadline - time.monotonic())),
+                )
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    def _serve_channel(self, deadline: float) -> paramiko.Channel:
+        if self._channel is not None and not self._channel.closed:
+            return self._channel
+        client = self._connected(deadline)
+        channel = client.get_transport().open_session(timeout=self.timeout)  # type: ignore[union-attr]
+        self._start_node_command(channel, ["serve"])
+        self._channel, self._buffer = channel, b""
+        return channel
+
+    def _start_node_command(self, channel: paramiko.Channel, args: list[str]) -> None:
+        source = node_command_source()
+        channel.exec_command(ssh.shlex_join(["python3", "-c", BOOTSTRAP, *args]))
+        channel.sendall(f"{len(source)}\n".encode() + source)
+
+    def _read_line(self, channel: paramiko.Channel, deadline: float) -> bytes:
+        while b"\n" not in self._buffer:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ssh.SSHError(f"no answer within {self.timeout:.0f} s")
+            channel.settimeout(remaining)
+            try:
+                data = channel.recv(65536)
+            except TimeoutError as exc:
+                raise ssh.SSHError(f"no answer within {self.timeout:.0f} s") from exc
+            if not data:
+                err = channel.recv_stderr(4096).decode(errors="replace").strip().splitlines()
+                raise ssh.SSHError(f"node command ended: {err[-1] if err else 'no output'}")
+            self._buffer += data
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        return line
+
+    def _drop(self) -> None:
+        for thing in (self._channel, self._client):
+            if thing is not None:
+                thing.close()
+        self._channel = self._client = None
+        self._buffer = b""
