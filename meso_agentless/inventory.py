@@ -51,6 +51,10 @@ class Node:
     attributes: Mapping[str, str] = field(default_factory=dict)
     reservations: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
+    def known_hosts_path(self) -> Path:
+        """meso_known_hosts_file, or the user's own known_hosts, as ssh would use."""
+        return Path(self.known_hosts or os.path.expanduser("~/.ssh/known_hosts"))
+
     def to_host(self, sampled: Mapping[str, int] | None = None) -> Host:
         """The allocator's view: declared capacity over sampled, less what is reserved."""
         capacity = {**(sampled or {}), **self.declared}

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 
-from meso_agentless import ssh
 from meso_agentless.core.model import Host
 from meso_agentless.core.resources import CPUS, DISK, MEM
+from meso_agentless.errors import MesoError
 from meso_agentless.inventory import Inventory, Node
-from meso_agentless.node import node_command_source
+from meso_agentless.transport import NodeConnection
 
 MAX_PARALLEL = 32
 SAMPLE_TIMEOUT = 20.0
@@ -44,34 +41,13 @@ class Sample:
         return used
 
 
-def known_hosts_for(node: Node) -> Path:
-    return Path(node.known_hosts or os.path.expanduser("~/.ssh/known_hosts"))
-
-
 def sample_node(node: Node, timeout: float = SAMPLE_TIMEOUT) -> Sample:
-    """Stream the node command to the host's python3 and read its answer."""
-    client = ssh.connect(
-        node.address,
-        user=node.user,
-        port=node.port,
-        key_file=Path(node.key_file) if node.key_file else None,
-        known_hosts=known_hosts_for(node),
-        timeout=min(timeout, 10.0),
-    )
+    """Ask the host's node command for its facts, over a connection of its own."""
+    connection = NodeConnection(node, timeout=timeout)
     try:
-        result = ssh.run_argv(
-            client, ["python3", "-", "sample"], timeout=timeout, stdin=node_command_source()
-        )
+        return Sample(node.name, connection.request("sample"))
     finally:
-        client.close()
-    try:
-        facts = json.loads(result.stdout)
-    except json.JSONDecodeError as exc:
-        detail = (result.stderr or result.stdout).strip().splitlines()
-        raise ssh.SSHError(f"{node.name}: no answer from the node command: {detail[-1:]}") from exc
-    if "error" in facts:
-        raise ssh.SSHError(f"{node.name}: node command failed: {facts['error']}")
-    return Sample(node.name, facts)
+        connection.close()
 
 
 def sample_all(nodes: Sequence[Node]) -> tuple[dict[str, Sample], dict[str, str]]:
@@ -80,7 +56,7 @@ def sample_all(nodes: Sequence[Node]) -> tuple[dict[str, Sample], dict[str, str]
     def one(node: Node) -> Sample | str:
         try:
             return sample_node(node)
-        except ssh.SSHError as exc:
+        except MesoError as exc:
             return str(exc)
 
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(nodes)))) as pool:

@@ -26,7 +26,6 @@ from meso_agentless import ssh
 from meso_agentless.errors import MesoError
 from meso_agentless.inventory import Node
 from meso_agentless.node import node_command_source
-from meso_agentless.sampling import known_hosts_for
 
 # Reads the node command's source (length-prefixed) from stdin and runs it; the rest of stdin
 # is then the command's own input.
@@ -124,7 +123,7 @@ class NodeConnection:
                     user=node.user,
                     port=node.port,
                     key_file=Path(node.key_file) if node.key_file else None,
-                    known_hosts=known_hosts_for(node),
+                    known_hosts=node.known_hosts_path(),
                     timeout=max(0.5, min(10.0, deadline - time.monotonic())),
                 )
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover

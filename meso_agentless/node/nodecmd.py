@@ -248,7 +248,8 @@ def run_argv(request: dict) -> list[str]:
         out.append(f"--property=RuntimeMaxSec={runtime}")
     grace = _int(request, "grace_sec", 0, 3600, default=10)
     out.append(f"--property=TimeoutStopSec={grace}")
-    return [*out, "--", *argv]
+    # systemd expands $VAR in ExecStart (not % specifiers, given over D-Bus); "$$" is a "$"
+    return [*out, "--", *(arg.replace("$", "$$") for arg in argv)]
 
 
 def admission_error(units: list[dict], request: dict) -> str | None:

@@ -63,8 +63,14 @@ def test_sample_here_is_one_json_object():
     done = subprocess.run([sys.executable, str(NODE_COMMAND), "sample"], capture_output=True,
                           text=True, timeout=60, check=True)  # fmt: skip
     facts = json.loads(done.stdout)
+    assert facts["ok"] is True
     assert facts["cpus"] >= 1 and facts["mem_total"] > facts["mem_available"] > 0
     assert len(facts["boot_id"]) == 36 and len(facts["load"]) == 3
     bad = subprocess.run([sys.executable, str(NODE_COMMAND), "explode"], capture_output=True,
                          text=True, timeout=60, check=False)  # fmt: skip
-    assert bad.returncode == 2 and "usage" in json.loads(bad.stdout)["error"]
+    assert bad.returncode == 1
+    assert json.loads(bad.stdout) == {
+        "ok": False,
+        "error": "verb: 'explode' is not one of "
+        "['forget', 'launch', 'list', 'sample', 'status', 'stop']",
+    }

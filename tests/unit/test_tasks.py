@@ -62,6 +62,8 @@ def test_launch_request_becomes_systemd_run_argv_with_limits_and_sandbox():
     argv = nodecmd.run_argv(request)
     assert argv[:2] == ["systemd-run", "--unit=meso-j_t_2_1"]
     assert argv[argv.index("--") + 1 :] == ["python3", "-c", "print(1)"]
+    dollars = nodecmd.run_argv({**request, "argv": ["echo", "$HOME", "${X}", "$"]})
+    assert dollars[dollars.index("--") + 1 :] == ["echo", "$$HOME", "$${X}", "$$"]
     for expected in ("--property=CPUQuota=150%", f"--property=MemoryMax={256 << 20}",
                      "--property=MemorySwapMax=0", "--property=TasksMax=512",
                      "--property=RuntimeMaxSec=600", "--property=RemainAfterExit=yes",
