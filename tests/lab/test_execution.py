@@ -222,3 +222,31 @@ def test_two_controllers_racing_for_a_host_never_exceed_its_capacity(meso_lab):
         planes[0].stop(host, r["unit"].removesuffix(".service"))
     for p in planes:
         p.close()
+
+
+def test_logs_follow_streams_lines_as_they_come(plane):
+    unit = fresh_unit("follow")
+    script = "for i in 1 2 3; do echo line$i; sleep 0.3; done; sleep 30"
+    plane.launch(HOST, {"unit": unit, "argv": ["sh", "-c", script]})
+    seen = b""
+    stream = plane.logs(HOST, unit, follow=True)
+    started = time.monotonic()
+    for chunk in stream:
+        seen += chunk
+        if b"line3" in seen:
+            break
+        assert time.monotonic() - started < 20, seen
+    stream.close()
+    assert seen.index(b"line1") < seen.index(b"line2") < seen.index(b"line3")
+    assert plane.stop(HOST, unit)["state"] == "killed"
+
+
+def test_stop_waits_the_grace_period_then_kills(plane):
+    unit = fresh_unit("grace")
+    stubborn = "trap 'echo got TERM' TERM; while true; do sleep 0.1; done"
+    plane.launch(HOST, {"unit": unit, "argv": ["sh", "-c", stubborn], "grace_sec": 1})
+    time.sleep(0.5)
+    started = time.monotonic()
+    assert plane.stop(HOST, unit)["state"] == "killed"
+    assert 0.9 < time.monotonic() - started < 10
+    assert plane.status(HOST, unit)["state"] == "unknown"
