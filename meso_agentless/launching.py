@@ -14,7 +14,11 @@ DEFAULT_GRACE_SEC = 10
 
 
 def launch_request(
-    task: Task, placement: Placement, attempt: int, capacity: Mapping[str, int] | None = None
+    task: Task,
+    placement: Placement,
+    attempt: int,
+    capacity: Mapping[str, int] | None = None,
+    service: bool = False,
 ) -> dict:
     """The node command's launch request: unit, argv, env, limits, sandbox, admission capacity.
 
@@ -44,6 +48,8 @@ def launch_request(
     }
     if task.timeout:
         request["runtime_sec"] = task.timeout
+    if service:  # systemd keeps it running on its host; the controller re-places it if lost
+        request["restart"] = "always"
     if capacity:
         request["capacity"] = {"cpus": capacity.get(CPUS), "mem": capacity.get(MEM)}
     return request

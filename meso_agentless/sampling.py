@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from meso_agentless.core.model import Host
 from meso_agentless.core.resources import CPUS, DISK, MEM
@@ -41,23 +41,24 @@ class Sample:
         return used
 
 
-def sample_node(node: Node, timeout: float = SAMPLE_TIMEOUT) -> Sample:
-    """Ask the host's node command for its facts, over a connection of its own."""
-    connection = NodeConnection(node, timeout=timeout)
-    try:
-        return Sample(node.name, connection.request("sample"))
-    finally:
-        connection.close()
+def sample_all(
+    nodes: Sequence[Node], connections: Mapping[str, NodeConnection] | None = None
+) -> tuple[dict[str, Sample], dict[str, str]]:
+    """Samples by host, and the reason for each host that could not be sampled.
 
-
-def sample_all(nodes: Sequence[Node]) -> tuple[dict[str, Sample], dict[str, str]]:
-    """Samples by host, and the reason for each host that could not be sampled."""
+    With `connections` (warm, as the execution plane keeps them) those are used; otherwise each
+    host gets a connection for this one request.
+    """
 
     def one(node: Node) -> Sample | str:
+        connection = (connections or {}).get(node.name) or NodeConnection(node)
         try:
-            return sample_node(node)
+            return Sample(node.name, connection.request("sample"))
         except MesoError as exc:
             return str(exc)
+        finally:
+            if connections is None:
+                connection.close()
 
     with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(nodes)))) as pool:
         results = dict(zip([n.name for n in nodes], pool.map(one, nodes), strict=True))
@@ -66,23 +67,21 @@ def sample_all(nodes: Sequence[Node]) -> tuple[dict[str, Sample], dict[str, str]
     return samples, failed
 
 
-def sampled_hosts(inventory: Inventory) -> tuple[list[Host], dict[str, str]]:
-    """The hosts that answered (capacity declared-over-sampled, used by their meso units), and
-    why each other host could not be sampled: it offers nothing (unreachable is not dead)."""
-    samples, failed = sample_all(inventory.nodes)
+def hosts_from_samples(nodes: Sequence[Node], samples: Mapping[str, Sample]) -> list[Host]:
+    """The hosts that answered: capacity declared-over-sampled, used by their meso units."""
     hosts = []
-    for node in inventory.nodes:
+    for node in nodes:
         sample = samples.get(node.name)
         if sample is not None:
             host = node.to_host(sample.capacity())
-            hosts.append(
-                Host(
-                    host.name,
-                    host.capacity,
-                    host.ports,
-                    host.attributes,
-                    host.reservations,
-                    used=sample.used(),
-                )
-            )
-    return hosts, failed
+            hosts.append(replace(host, used=sample.used()))
+    return hosts
+
+
+def sampled_hosts(
+    inventory: Inventory, connections: Mapping[str, NodeConnection] | None = None
+) -> tuple[list[Host], dict[str, str]]:
+    """The hosts that answered, and why each other could not be sampled: it offers nothing
+    (unreachable is not dead)."""
+    samples, failed = sample_all(inventory.nodes, connections)
+    return hosts_from_samples(inventory.nodes, samples), failed

@@ -182,7 +182,7 @@ def _int(request: dict, key: str, low: int, high: int, default: int | None = Non
 
 
 LAUNCH_KEYS = {"unit", "argv", "env", "cwd", "user", "cpus", "mem", "tasks_max", "runtime_sec",
-               "grace_sec", "sandbox", "capacity", "description"}  # fmt: skip
+               "grace_sec", "sandbox", "capacity", "description", "restart"}  # fmt: skip
 SANDBOX_DEFAULTS = {"no_new_privileges": True, "private_tmp": True, "protect_system": "full",
                     "dynamic_user": True}  # fmt: skip
 
@@ -198,7 +198,14 @@ def run_argv(request: dict) -> list[str]:
         raise RequestError("argv: must be a non-empty list of strings")
     if any("\0" in a for a in argv) or not argv[0]:
         raise RequestError("argv: must not hold NUL characters or an empty program")
-    out = ["systemd-run", f"--unit={unit}", "--quiet", "--property=RemainAfterExit=yes"]
+    out = ["systemd-run", f"--unit={unit}", "--quiet"]
+    restart = request.get("restart", "no")
+    if restart not in ("no", "always", "on-failure"):
+        raise RequestError("restart: no, always or on-failure")
+    if restart == "no":  # a task: it stays loaded after it ends, with its exit status
+        out.append("--property=RemainAfterExit=yes")
+    else:  # a service instance: systemd restarts it on this host
+        out += [f"--property=Restart={restart}", "--property=RestartSec=1"]
     description = request.get("description", unit)
     if not isinstance(description, str) or "\n" in description or len(description) > 200:
         raise RequestError("description: must be one line of text")

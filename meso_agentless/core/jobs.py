@@ -1,0 +1,113 @@
+"""What a job needs next, from its spec and the attempts recorded so far (pure).
+
+For every instance (task, index) the latest attempt decides: nothing yet -> launch attempt 1;
+still staging, running or unreachable -> wait; ended -> done, or a new attempt if the restart
+policy allows (a service always keeps its instances running); missing (the launch never reached
+the host) -> launch the same attempt again, which is safe. Instances past a task's count (the
+job was scaled down) are stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+ACTIVE = frozenset({"staging", "running"})
+WAITING = frozenset({"staging", "running", "unreachable"})
+
+
+class Attempt(Protocol):
+    task: str
+    index: int
+    attempt: int
+    host: str
+    unit: str
+    state: str
+    exit_code: int | None
+    since: float
+
+
+@dataclass(frozen=True)
+class TaskPolicy:
+    name: str
+    count: int
+    restart: Literal["never", "on-failure", "always"]
+    attempts: int  # restarts allowed after the first attempt
+
+
+@dataclass(frozen=True)
+class Launch:
+    task: str
+    index: int
+    attempt: int
+    again: bool = False  # the same attempt once more (its launch never reached the host)
+    avoid: str | None = None  # a host not to use (the instance was lost there)
+
+
+@dataclass
+class Decisions:
+    launch: list[Launch] = field(default_factory=list)
+    stop: list[Attempt] = field(default_factory=list)
+    lost: list[Attempt] = field(default_factory=list)  # unreachable too long: placed elsewhere
+    succeeded: int = 0
+    failed: list[Attempt] = field(default_factory=list)  # ended for good, not successfully
+    running: int = 0
+    waiting: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to launch or wait for."""
+        return not self.launch and not self.waiting
+
+
+def decide(
+    job_type: str,
+    tasks: Sequence[TaskPolicy],
+    attempts: Iterable[Attempt],
+    now: float = 0.0,
+    lost_after: float = 60.0,
+) -> Decisions:
+    latest: dict[tuple[str, int], Attempt] = {}
+    first: dict[tuple[str, int], int] = {}
+    for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
+        latest[(a.task, a.index)] = a
+        first.setdefault((a.task, a.index), a.attempt)
+    out = Decisions()
+    counts = {t.name: t.count for t in tasks}
+    for (task, index), a in sorted(latest.items()):
+        if index >= counts.get(task, 0) and a.state in WAITING:
+            out.stop.append(a)
+    for policy in tasks:
+        for index in range(policy.count):
+            a = latest.get((policy.name, index))
+            if a is None:
+                out.launch.append(Launch(policy.name, index, 1))
+                continue
+            if a.state == "missing":
+                out.launch.append(Launch(policy.name, index, a.attempt, again=True))
+                out.waiting += 1
+                continue
+            if a.state == "unreachable" and job_type == "service" and now - a.since > lost_after:
+                out.lost.append(a)
+                out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
+                continue
+            if a.state in WAITING:
+                out.waiting += 1
+                out.running += a.state == "running"
+                continue
+            ok = a.state == "finished"
+            if job_type == "batch" and ok:
+                out.succeeded += 1
+                continue
+            used = a.attempt - first[(policy.name, index)]
+            allowed = (
+                job_type == "service"
+                or policy.restart == "always"
+                or (policy.restart == "on-failure" and not ok)
+            )
+            if allowed and used < policy.attempts:
+                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+            elif job_type == "batch" or not ok:
+                out.failed.append(a)
+    return out
