@@ -9,8 +9,8 @@ an attempt's unit name is its idempotency key, nothing runs twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
@@ -90,7 +90,8 @@ class Controller:
         """Decide what the job needs, place and launch it. Returns the decisions and what could
         not be placed."""
         rows = self.store.tasks(job.job)
-        decisions = jobcore.decide(job.type, policies(job), rows, now or time.time())
+        decisions = jobcore.decide(job.type, policies(job), rows, now or time.time(),
+                                   numbered_from=self.store.last_attempts(job.job))  # fmt: skip
         for row in decisions.lost:
             self.store.update_task(row.unit, {"state": "lost"})
         for row in decisions.stop:
@@ -115,7 +116,12 @@ class Controller:
         samples, failed = sample_all(self.inventory.nodes, self.plane.connections)
         for host, reason in sorted(failed.items()):
             self.report(f"{host}: not sampled, not placed on: {reason}")
-        hosts = hosts_from_samples(self.inventory.nodes, samples)
+        taken_ports: dict[str, set[int]] = {}
+        for row in self.store.tasks():  # ports are the store's to know: hosts do not track them
+            if row.state in WATCHED or row.state == "missing":
+                taken_ports.setdefault(row.host, set()).update(row.ports)
+        hosts = [replace(h, used_ports=frozenset(taken_ports.get(h.name, ())))
+                 for h in hosts_from_samples(self.inventory.nodes, samples)]  # fmt: skip
         capacity = {h.name: h.capacity for h in hosts}
         specs = {t.name: t for t in job.tasks}
         running: dict[str, dict[str, int]] = {}
@@ -185,7 +191,8 @@ class Controller:
         while True:
             self.sync()
             decisions, unplaced = self.step(job)
-            if unplaced and not decisions.waiting and not _placed_any(decisions, unplaced):
+            # a batch job may wait for its own running tasks to free room; a service's do not end
+            if unplaced and (job.type == "service" or not decisions.waiting):
                 return Outcome(3, "cannot be placed: " + unplaced[0].reason, unplaced)
             if detach:
                 return Outcome(0, "submitted")
@@ -234,10 +241,6 @@ class Controller:
                 self.store.update_task(row.unit, status)
                 stopped.append({"unit": row.unit, "host": row.host, **status})
         return stopped
-
-
-def _placed_any(decisions: jobcore.Decisions, unplaced: Iterable[Unplaced]) -> bool:
-    return len(decisions.launch) > len(list(unplaced))
 
 
 def _describe(status: dict) -> str:

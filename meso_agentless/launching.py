@@ -45,7 +45,12 @@ def launch_request(
         "mem": placement.resources.get(MEM),
         "tasks_max": DEFAULT_TASKS_MAX,
         "grace_sec": DEFAULT_GRACE_SEC,
+        "sandbox": task.sandbox.model_dump(),
     }
+    if task.user:
+        request["user"] = task.user
+    if task.workdir:
+        request["cwd"] = task.workdir
     if task.timeout:
         request["runtime_sec"] = task.timeout
     if service:  # systemd keeps it running on its host; the controller re-places it if lost

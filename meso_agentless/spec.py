@@ -12,6 +12,10 @@
         constraints: [{attribute: rack, op: eq, value: r1}, {op: unique_host}]
         restart: {policy: on-failure, attempts: 3}
         timeout: 10m
+        user: www-data            # default: a throwaway user (sandbox.dynamic_user)
+        workdir: /srv
+        sandbox: {dynamic_user: true, no_new_privileges: true, private_tmp: true,
+                  protect_system: full}     # the defaults; relax them explicitly
 
 Anything unknown, mistyped, negative, absurd or not finite is refused with the file, the line and
 the field, before anything runs.
@@ -31,6 +35,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -99,6 +104,12 @@ class Resources(_Strict):
             self.model_extra[name] = parse_count(value, name)  # type: ignore[index]
         return self
 
+    @model_serializer(mode="plain")
+    def _dump(self) -> dict[str, Any]:
+        """Back to what a job file says (cpus in CPUs, sizes in bytes): it validates again."""
+        return {"cpus": self.cpus / 1000, "mem": self.mem, "disk": self.disk,
+                "ports": self.ports, **(self.model_extra or {})}  # fmt: skip
+
     def amounts(self) -> dict[str, int]:
         """As the core counts them: millicpus, bytes, counts; zeros left out."""
         out = {CPUS: self.cpus, MEM: self.mem, DISK: self.disk, PORTS: self.ports}
@@ -132,6 +143,15 @@ class Constraint(_Strict):
         return model.Constraint(self.op, self.attribute, self.value)
 
 
+class Sandbox(_Strict):
+    """The defaults protect the host; a job relaxes them explicitly, one by one."""
+
+    dynamic_user: bool = True  # run as a throwaway user when no `user` is given
+    no_new_privileges: bool = True
+    private_tmp: bool = True
+    protect_system: Literal["full", "strict", "no"] = "full"
+
+
 class Restart(_Strict):
     policy: Literal["never", "on-failure", "always"] = "on-failure"
     attempts: Annotated[int, Field(ge=0, le=100)] = 3
@@ -160,6 +180,9 @@ class Task(_Strict):
     strategy: Literal["binpack", "spread"] | None = None
     restart: Restart = Restart()
     timeout: Any = None
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
+    workdir: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$")] | None = None
+    sandbox: Sandbox = Sandbox()
 
     @field_validator("command")
     @classmethod

@@ -30,11 +30,13 @@ CREATE TABLE jobs (
     spec TEXT NOT NULL,            -- the job file, validated, as JSON
     inventory TEXT NOT NULL,
     state TEXT NOT NULL,           -- active, killed, done
-    submitted REAL NOT NULL
+    submitted REAL NOT NULL,
+    run INTEGER NOT NULL DEFAULT 1 -- a job that ended and is run again starts a new run
 );
 CREATE TABLE tasks (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     job TEXT NOT NULL REFERENCES jobs(name),
+    run INTEGER NOT NULL,
     task TEXT NOT NULL,
     idx INTEGER NOT NULL,
     attempt INTEGER NOT NULL,
@@ -120,10 +122,10 @@ class Store:
             raise UsageError(
                 f"state {self.path} is schema {version}, newer than this meso ({SCHEMA_VERSION})"
             )
-        if version == 0:
-            with self.transaction():
-                self.db.executescript(SCHEMA)
-                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        if version == 0:  # one script, one transaction: a half-made schema is never left
+            self.db.executescript(
+                f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -143,9 +145,10 @@ class Store:
     def put_job(self, name: str, framework: str, type_: str, spec: dict, inventory: str) -> None:
         """Submit a job, or update its spec (a new submission of the same job)."""
         self.db.execute(
-            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, 'active', ?) ON CONFLICT(name) DO UPDATE SET "
-            "framework=excluded.framework, type=excluded.type, spec=excluded.spec, "
-            "inventory=excluded.inventory, state='active'",
+            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, 'active', ?, 1) ON CONFLICT(name) DO UPDATE "
+            "SET framework=excluded.framework, type=excluded.type, spec=excluded.spec, "
+            "inventory=excluded.inventory, state='active', "
+            "run = CASE WHEN jobs.state = 'active' THEN jobs.run ELSE jobs.run + 1 END",
             (name, framework, type_, json.dumps(spec), inventory, time.time()),
         )
 
@@ -171,10 +174,11 @@ class Store:
         """Written before the launch: from here on the attempt is accounted for."""
         now = time.time()
         self.db.execute(
-            "INSERT INTO tasks (job, task, idx, attempt, host, unit, state, resources, ports, "
-            "since, created, updated) VALUES (?, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?)",
+            "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, resources, ports, "
+            "since, created, updated) SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ? "
+            "FROM jobs WHERE name = ?",
             (job, task, index, attempt, host, unit, json.dumps(resources), json.dumps(ports),
-             now, now, now),
+             now, now, now, job),
         )  # fmt: skip
 
     def update_task(self, unit: str, status: dict) -> None:
@@ -189,13 +193,22 @@ class Store:
         )  # fmt: skip
 
     def tasks(self, job: str | None = None) -> list[TaskRow]:
+        """Attempts of the current run of `job` (or of every job)."""
+        query = (
+            "SELECT tasks.* FROM tasks JOIN jobs ON tasks.job = jobs.name AND tasks.run = jobs.run"
+        )
         if job is None:
-            rows = self.db.execute("SELECT * FROM tasks ORDER BY job, task, idx, attempt")
+            rows = self.db.execute(f"{query} ORDER BY job, task, idx, attempt")
         else:
-            rows = self.db.execute(
-                "SELECT * FROM tasks WHERE job = ? ORDER BY task, idx, attempt", (job,)
-            )
+            rows = self.db.execute(f"{query} WHERE job = ? ORDER BY task, idx, attempt", (job,))
         return [_task(r) for r in rows]
+
+    def last_attempts(self, job: str) -> dict[tuple[str, int], int]:
+        """The highest attempt of each instance over every run: a new run numbers on from it."""
+        rows = self.db.execute(
+            "SELECT task, idx, MAX(attempt) FROM tasks WHERE job = ? GROUP BY task, idx", (job,)
+        )
+        return {(task, idx): attempt for task, idx, attempt in rows}
 
     def host_boots(self) -> dict[str, str]:
         return {r["name"]: r["boot"] for r in self.db.execute("SELECT name, boot FROM hosts")}

@@ -7,6 +7,7 @@ import sys
 import click
 
 from meso_agentless import __version__
+from meso_agentless.cli.jobs import hosts, kill, logs, run, scale, schema, status
 from meso_agentless.cli.lab import lab
 from meso_agentless.cli.plan import plan
 from meso_agentless.errors import MesoError
@@ -20,6 +21,8 @@ def cli() -> None:
 
 cli.add_command(lab)
 cli.add_command(plan)
+for command in (run, status, logs, kill, scale, hosts, schema):
+    cli.add_command(command)
 
 
 def main() -> None:

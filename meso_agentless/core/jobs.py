@@ -9,7 +9,7 @@ job was scaled down) are stopped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -67,7 +67,9 @@ def decide(
     attempts: Iterable[Attempt],
     now: float = 0.0,
     lost_after: float = 60.0,
+    numbered_from: Mapping[tuple[str, int], int] | None = None,
 ) -> Decisions:
+    """`numbered_from`: the last attempt of each instance in earlier runs (new ones follow it)."""
     latest: dict[tuple[str, int], Attempt] = {}
     first: dict[tuple[str, int], int] = {}
     for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
@@ -82,7 +84,8 @@ def decide(
         for index in range(policy.count):
             a = latest.get((policy.name, index))
             if a is None:
-                out.launch.append(Launch(policy.name, index, 1))
+                before = (numbered_from or {}).get((policy.name, index), 0)
+                out.launch.append(Launch(policy.name, index, before + 1))
                 continue
             if a.state == "missing":
                 out.launch.append(Launch(policy.name, index, a.attempt, again=True))

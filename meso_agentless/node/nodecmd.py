@@ -237,6 +237,8 @@ def run_argv(request: dict) -> list[str]:
     for key, prop in (("no_new_privileges", "NoNewPrivileges"), ("private_tmp", "PrivateTmp")):
         if sandbox[key] is True:
             out.append(f"--property={prop}=yes")
+    if not all(isinstance(sandbox[k], bool) for k in SANDBOX_DEFAULTS if k != "protect_system"):
+        raise RequestError("sandbox: dynamic_user, no_new_privileges, private_tmp are true/false")
     if sandbox["protect_system"] not in ("full", "strict", False, "no"):
         raise RequestError("sandbox.protect_system: full, strict or no")
     if sandbox["protect_system"] in ("full", "strict"):
@@ -380,7 +382,8 @@ def logs(request: dict) -> None:
     """Replace this process with journalctl for the unit (its output goes straight out)."""
     unit = check_unit(request.get("unit"))
     lines = _int(request, "lines", 1, 1_000_000, default=1000)
-    argv = ["journalctl", f"--unit={unit}.service", "--output=cat", "--no-pager",
+    # the task's own output, not systemd's lines about the unit
+    argv = ["journalctl", f"_SYSTEMD_UNIT={unit}.service", "--output=cat", "--no-pager",
             f"--lines={lines}"]  # fmt: skip
     if request.get("follow") is True:
         argv.append("--follow")

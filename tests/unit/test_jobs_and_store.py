@@ -1,0 +1,88 @@
+"""What a job needs next (pure), and the SQLite store that remembers it."""
+
+import sqlite3
+from dataclasses import dataclass
+
+import pytest
+
+from meso_agentless.core.jobs import Launch, TaskPolicy, decide
+from meso_agentless.errors import UsageError
+from meso_agentless.store import SCHEMA_VERSION, Store
+
+
+@dataclass
+class A:
+    task: str
+    index: int
+    attempt: int
+    state: str
+    host: str = "h1"
+    unit: str = ""
+    exit_code: int | None = None
+    since: float = 0.0
+
+
+ON_FAILURE = [TaskPolicy("t", 2, "on-failure", 2)]
+
+
+def test_a_new_batch_job_launches_every_instance():
+    d = decide("batch", ON_FAILURE, [])
+    assert d.launch == [Launch("t", 0, 1), Launch("t", 1, 1)]
+
+
+def test_failures_are_retried_until_the_attempts_run_out():
+    d = decide("batch", ON_FAILURE, [A("t", 0, 1, "failed", exit_code=3), A("t", 1, 1, "finished")])
+    assert d.launch == [Launch("t", 0, 2)] and d.succeeded == 1
+    d = decide("batch", ON_FAILURE, [A("t", 0, a, "failed") for a in (1, 2, 3)]
+               + [A("t", 1, 1, "finished")])  # fmt: skip
+    assert d.launch == [] and [a.attempt for a in d.failed] == [3] and d.settled
+    never = [TaskPolicy("t", 1, "never", 5)]
+    assert decide("batch", never, [A("t", 0, 1, "killed")]).failed
+
+
+def test_waiting_missing_lost_and_scaled_away():
+    d = decide("batch", ON_FAILURE, [A("t", 0, 1, "running"), A("t", 1, 1, "unreachable")])
+    assert d.launch == [] and d.waiting == 2 and not d.settled
+    d = decide("batch", ON_FAILURE, [A("t", 0, 1, "missing"), A("t", 1, 1, "running")])
+    assert d.launch == [Launch("t", 0, 1, again=True)]
+    service = [TaskPolicy("s", 1, "always", 3)]
+    lost = decide("service", service, [A("s", 0, 1, "unreachable", since=0)], now=100)
+    assert lost.launch == [Launch("s", 0, 2, avoid="h1")] and len(lost.lost) == 1
+    fresh = decide("service", service, [A("s", 0, 1, "unreachable", since=90)], now=100)
+    assert fresh.launch == [] and fresh.waiting == 1
+    scaled = decide("service", service, [A("s", 0, 1, "running"), A("s", 1, 1, "running")])
+    assert [(a.task, a.index) for a in scaled.stop] == [("s", 1)]
+
+
+def test_a_new_run_numbers_attempts_after_earlier_runs():
+    d = decide("batch", ON_FAILURE, [], numbered_from={("t", 0): 3})
+    assert d.launch == [Launch("t", 0, 4), Launch("t", 1, 1)]
+
+
+def test_store_keeps_jobs_and_attempts_across_processes(tmp_path):
+    path = tmp_path / "state.db"
+    store = Store(path)
+    store.put_job("j", "fw", "batch", {"job": "j"}, "inv.yml")
+    store.add_intent("j", "t", 0, 1, "h1", "meso-j_t_0_1", {"cpus": 100}, [31000])
+    store.update_task("meso-j_t_0_1", {"state": "failed", "exit_code": 3})
+    store.close()
+    again = Store(path)
+    [row] = again.tasks("j")
+    assert (row.state, row.exit_code, row.ports, row.resources) == ("failed", 3, [31000],
+                                                                     {"cpus": 100})  # fmt: skip
+    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with pytest.raises(sqlite3.IntegrityError):  # a unit is launched once: the key says so
+        again.add_intent("j", "t", 0, 1, "h2", "meso-j_t_0_1", {}, [])
+    again.set_job_state("j", "done")
+    again.put_job("j", "fw", "batch", {"job": "j"}, "inv.yml")  # run again: a new run
+    assert again.tasks("j") == [] and again.last_attempts("j") == {("t", 0): 1}
+
+
+def test_a_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA user_version=99")
+    db.close()
+    with pytest.raises(UsageError, match="schema 99, newer than this meso"):
+        Store(path)
