@@ -183,14 +183,23 @@ class Controller:
 
     # -- running a job to its end --------------------------------------------------------------
 
-    def run(self, job: Job, detach: bool = False, timeout: float | None = None) -> Outcome:
-        """Submit `job` and drive it: a batch job to its end, a service until it is up."""
+    def run(
+        self,
+        job: Job,
+        detach: bool = False,
+        timeout: float | None = None,
+        on_cycle: Callable[[], None] | None = None,
+    ) -> Outcome:
+        """Submit `job` and drive it: a batch job to its end, a service until it is up.
+        `on_cycle` is called after every cycle (a live display redraws there)."""
         self.store.put_job(job.job, job.framework, job.type, job.model_dump(mode="json"),
                            self.inventory.source)  # fmt: skip
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             self.sync()
             decisions, unplaced = self.step(job)
+            if on_cycle is not None:
+                on_cycle()
             # a batch job may wait for its own running tasks to free room; a service's do not end
             if unplaced and (job.type == "service" or not decisions.waiting):
                 return Outcome(3, "cannot be placed: " + unplaced[0].reason, unplaced)

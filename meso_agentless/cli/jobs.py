@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.live import Live
 from rich.table import Table
 
 from meso_agentless.cli.base import OUTPUT_OPTION, print_json
@@ -61,11 +62,22 @@ def run(
     job = load_job(job_file)
     cluster = load_inventory(inventory_source(inventory))
     store = open_store(state)
-    controller = Controller(store, cluster, report=plain_report)
-    try:
-        outcome = controller.run(job, detach=detach)
-    finally:
-        controller.close()
+    console = Console(stderr=True, highlight=False)
+    if console.is_terminal and output != "json":
+        with Live(progress_table(store, job.job), console=console, transient=False) as live:
+            controller = Controller(store, cluster, report=lambda line: live.console.print(line))
+            try:
+                outcome = controller.run(
+                    job, detach=detach, on_cycle=lambda: live.update(progress_table(store, job.job))
+                )
+            finally:
+                controller.close()
+    else:
+        controller = Controller(store, cluster, report=plain_report)
+        try:
+            outcome = controller.run(job, detach=detach)
+        finally:
+            controller.close()
     if output == "json":
         print_json({"job": job.job, "exit": outcome.code, "message": outcome.message,
                     "tasks": [_task_json(r) for r in store.tasks(job.job)]})  # fmt: skip
@@ -74,6 +86,20 @@ def run(
         for u in outcome.unplaced[:20]:
             click.echo(f"unplaced {u.job}/{u.task}[{u.index}]: {u.reason}")
     return outcome.code
+
+
+def progress_table(store: Store, job: str) -> Table:
+    """Per task group: instances placed, running, finished, failed (latest attempts)."""
+    latest = {}
+    for row in store.tasks(job):
+        latest[(row.task, row.index)] = row
+    table = Table("task", "placed", "running", "finished", "failed", title=job, box=None)
+    for task in sorted({t for t, _ in latest}):
+        states = [r.state for (t, _), r in latest.items() if t == task]
+        ended_badly = sum(s in ("failed", "killed", "gone", "lost") for s in states)
+        table.add_row(task, str(len(states)), str(states.count("running")),
+                      str(states.count("finished")), str(ended_badly))  # fmt: skip
+    return table
 
 
 @click.command()

@@ -28,7 +28,8 @@ def test_plan_samples_every_host_and_places_the_examples(meso_lab):
     assert result["unplaced"] == []
     hosts = {p["host"] for p in result["placements"]}
     assert hosts <= {"mtest-1", "mtest-2", "mtest-3"}
-    assert len({p["host"] for p in result["placements"] if p["job"] == "web"}) == 3
+    web = [p["host"] for p in result["placements"] if p["job"] == "web"]
+    assert len(web) == 3 and max(web.count(h) for h in web) <= 2
 
 
 def test_running_meso_units_count_as_used(meso_lab, tmp_path):
@@ -57,7 +58,7 @@ def test_unreachable_and_untrusted_hosts_offer_nothing(meso_lab, tmp_path):
         result = plan(meso_lab, str(ROOT / "examples/web.yaml"))
     assert list(result["unreachable"]) == ["mtest-2"]
     assert "mtest-2" not in {p["host"] for p in result["placements"]}
-    assert len(result["unplaced"]) == 1  # 3 unique-host instances, 2 reachable hosts
+    assert len(result["placements"]) == 3 and result["unplaced"] == []
     # a known_hosts file that lacks mtest-3's key: refused, never trusted on first use
     known = tmp_path / "known_hosts"
     lines = meso_lab.paths.known_hosts.read_text().splitlines(keepends=True)
