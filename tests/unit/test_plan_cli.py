@@ -78,3 +78,12 @@ def test_offline_needs_declared_capacity(tmp_path):
     done = meso("plan", str(ROOT / "examples/web.yaml"), "-i", str(inventory), "--offline")
     assert done.returncode == 2
     assert "host a declares no meso_resources.mem; --offline plans need declared" in done.stderr
+
+
+def test_schema_is_the_job_files_json_schema():
+    done = meso("schema")
+    assert done.returncode == 0
+    schema = json.loads(done.stdout)
+    assert schema["title"] == "Job"
+    assert set(schema["required"]) == {"job", "tasks"}
+    assert schema["additionalProperties"] is False
