@@ -6,6 +6,7 @@ import fcntl
 import json
 import os
 import shutil
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,9 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from meso_agentless import ssh
 from meso_agentless.lab import mounts, network, processes
+from meso_agentless.lab.aptproxy import PORT as APT_PROXY_PORT
 from meso_agentless.lab.hostfiles import LAB_MARK_FILE, HostFile, host_files
 from meso_agentless.lab.images import Image, ensure_image, recipe_for
 from meso_agentless.lab.inventory import render_inventory
@@ -207,12 +210,22 @@ def _create(lab: LabLayout, image: Image, progress: Progress) -> None:
     if lab.mode == "vm":
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda h: _make_disk(paths.host(h.name)), lab.hosts))
+    _start_apt_proxy(lab, paths)
     progress(f"starting {len(lab.hosts)} {lab.mode} hosts on {lab.subnet}")
     for host in lab.hosts:
         _start(lab, host, image, paths.host(host.name))
     _wait_all_ready(lab, progress)
     paths.inventory.write_text(render_inventory(lab, paths.key, paths.known_hosts))
     progress(f"lab {lab.name!r} is up; inventory: {paths.inventory}")
+
+
+def _start_apt_proxy(lab: LabLayout, paths: LabPaths) -> None:
+    """The hosts' only way out: HTTP to the Debian mirror, for apt (see lab/aptproxy.py)."""
+    mirror = urlsplit(recipe_for(False).mirror).hostname or "deb.debian.org"
+    argv = [sys.executable, "-m", "meso_agentless.lab.aptproxy", lab.gateway, str(APT_PROXY_PORT),
+            f"{paths.root}/", mirror, "deb.debian.org", "security.debian.org"]  # fmt: skip
+    record = processes.spawn(argv, paths.root / "aptproxy.log")
+    (paths.root / "aptproxy.pid").write_text(record.dump())
 
 
 def _prepare_root(host_dir: Path, image: Image, files: list[HostFile]) -> None:
@@ -347,6 +360,8 @@ def _teardown(name: str, progress: Progress) -> None:
     if pids:
         progress(f"stopping {len(pids)} host processes")
         processes.stop(pids, grace=15.0)
+    proxies = processes.processes_mentioning(f"{paths.root}/", ("python",))
+    processes.stop(proxies, grace=2.0)
     orphans = processes.container_inits(LAB_MARK_FILE, name)
     if orphans:
         progress(f"stopping {len(orphans)} orphaned containers")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from meso_agentless.lab.aptproxy import PORT as APT_PROXY_PORT
 from meso_agentless.lab.layout import HostLayout, LabLayout
 
 # Marks a host's root as part of a lab, so its processes can be found if it is orphaned.
@@ -49,6 +50,10 @@ def host_files(
         HostFile("/etc/ssh/ssh_host_ed25519_key", host_key_private, 0o600),
         HostFile("/etc/ssh/ssh_host_ed25519_key.pub", f"{host_key_public}\n".encode()),
         HostFile("/root/.ssh/authorized_keys", f"{authorized_key}\n".encode(), 0o600),
+        HostFile(
+            "/etc/apt/apt.conf.d/01meso-lab-proxy",
+            f'Acquire::http::Proxy "http://{lab.gateway}:{APT_PROXY_PORT}";\n'.encode(),
+        ),
     ]
     if lab.mode == "vm":
         network = (

@@ -58,8 +58,9 @@ def spawn(argv: list[str], log: Path) -> ProcessRecord:
     return ProcessRecord(proc.pid, ticks if ticks is not None else -1)
 
 
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of host processes (nspawn, qemu) whose command line mentions `text`."""
+def processes_mentioning(text: str, commands: tuple[str, ...] = HOST_COMMANDS) -> list[int]:
+    """Pids of processes named like `commands` (nspawn, qemu) whose command line mentions
+    `text`."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -69,7 +70,7 @@ def processes_mentioning(text: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().decode("utf-8", "replace")
         except OSError:
             continue
-        if comm.startswith(HOST_COMMANDS) and text in cmdline.replace("\0", " "):
+        if comm.startswith(commands) and text in cmdline.replace("\0", " "):
             found.append(int(entry.name))
     return found
 
