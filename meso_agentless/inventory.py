@@ -50,6 +50,9 @@ class Node:
     reserved: Mapping[str, int] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
     reservations: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # "streamed": the node command is sent to python3 on each connection (root hosts);
+    # "installed": the key is pinned to the installed command; only "VERB [JSON]" is sent
+    node_mode: str = "streamed"
 
     def known_hosts_path(self) -> Path:
         """meso_known_hosts_file, or the user's own known_hosts, as ssh would use."""
@@ -158,6 +161,9 @@ def parse_node(name: str, hostvars: Mapping[str, Any]) -> Node:
         str(k): str(v).lower() if isinstance(v, bool) else str(v)
         for k, v in _mapping(hostvars.get("meso_attributes"), where("meso_attributes")).items()
     }
+    node_mode = hostvars.get("meso_node_mode", "streamed")
+    if node_mode not in ("streamed", "installed"):
+        raise UsageError(f"host {name}: meso_node_mode must be streamed or installed")
     port = hostvars.get("ansible_port", 22)
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise UsageError(f"host {name}: ansible_port {port!r} is not a port")
@@ -173,6 +179,7 @@ def parse_node(name: str, hostvars: Mapping[str, Any]) -> Node:
         reserved=reserved,
         attributes=attributes,
         reservations=reservations,
+        node_mode=node_mode,
     )
 
 

@@ -138,6 +138,9 @@ class NodeConnection:
         return channel
 
     def _start_node_command(self, channel: paramiko.Channel, args: list[str]) -> None:
+        if self.node.node_mode == "installed":  # the key's forced command takes it from here
+            channel.exec_command(ssh.shlex_join(args))
+            return
         source = node_command_source()
         channel.exec_command(ssh.shlex_join(["python3", "-c", BOOTSTRAP, *args]))
         channel.sendall(f"{len(source)}\n".encode() + source)

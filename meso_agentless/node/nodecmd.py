@@ -467,7 +467,33 @@ def serve() -> int:
     return 0
 
 
+SSH_VERBS = (*VERBS, "logs", "serve")
+
+
+def from_ssh(original: str | None) -> list[str]:
+    """The verb and request a pinned key asked for (authorized_keys command=, via sudo).
+
+    Anything but "VERB [ONE-JSON-OBJECT]" with a known verb is refused: the key can do
+    nothing else (no shell, no other program).
+    """
+    import shlex
+
+    try:
+        words = shlex.split(original or "")
+    except ValueError:
+        words = []
+    if not words or words[0] not in SSH_VERBS or len(words) > 2:
+        raise RequestError(f"this key runs only the meso node command ({', '.join(SSH_VERBS)})")
+    return words
+
+
 def main(argv: list[str]) -> int:
+    if argv == ["--ssh"]:
+        try:
+            argv = from_ssh(os.environ.get("SSH_ORIGINAL_COMMAND"))
+        except RequestError as exc:
+            print(json.dumps({"ok": False, "error": str(exc)}))
+            return 2
     if argv == ["serve"]:
         return serve()
     if not argv or len(argv) > 2:
