@@ -1,0 +1,39 @@
+"""The Ansible side: ansible-lint (production profile) and the molecule scenarios on lab hosts.
+
+Each scenario creates its own lab hosts, converges, checks idempotence (a second converge
+changes nothing), verifies with testinfra (the node role; the whole site.yml, ending with
+`meso run` as the unprivileged meso user) and destroys them.
+"""
+
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).parents[2]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def run(*argv: str, timeout: int = 900) -> str:
+    done = subprocess.run(list(argv), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          check=False)  # fmt: skip
+    output = ANSI.sub("", done.stdout + done.stderr)
+    assert done.returncode == 0, output[-6000:]
+    return output
+
+
+def test_ansible_lint_production_profile_passes():
+    output = run("ansible-lint")
+    assert "Profile 'production' was required, and it passed" in output
+
+
+@pytest.mark.parametrize(("scenario", "tests"), [("node", 10), ("default", 17)])
+def test_molecule_scenario(scenario, tests):
+    output = run("molecule", "test", "-s", scenario)
+    for step in ("create", "converge", "idempotence", "verify", "destroy"):
+        assert f"{scenario} ➜ {step}: Executed: Successful" in output
+    assert re.search(rf"\b{tests} passed\b", output), output[-4000:]
+    assert "skipped" not in output.split("verify: Executing")[1].split("Verifier completed")[0]
