@@ -9,7 +9,7 @@ an attempt's unit name is its idempotency key, nothing runs twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 
 from meso_agentless.core import jobs as jobcore
@@ -17,6 +17,7 @@ from meso_agentless.core.allocator import allocate
 from meso_agentless.core.model import Constraint, Framework, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.tasks import unit_name
+from meso_agentless.errors import MesoError
 from meso_agentless.execution import ExecutionPlane
 from meso_agentless.inventory import Inventory
 from meso_agentless.launching import launch_request
@@ -81,7 +82,7 @@ class Controller:
     def _forget(self, row: TaskRow) -> None:
         try:
             self.plane.forget(row.host, row.unit)
-        except Exception as exc:
+        except MesoError as exc:
             self.report(f"{row.unit}: could not clean up on {row.host}: {exc}")
 
     # -- one cycle -----------------------------------------------------------------------------
@@ -123,7 +124,6 @@ class Controller:
         hosts = [replace(h, used_ports=frozenset(taken_ports.get(h.name, ())))
                  for h in hosts_from_samples(self.inventory.nodes, samples)]  # fmt: skip
         capacity = {h.name: h.capacity for h in hosts}
-        specs = {t.name: t for t in job.tasks}
         running: dict[str, dict[str, int]] = {}
         for row in rows:
             if row.state in WATCHED:
@@ -149,18 +149,17 @@ class Controller:
                                   list(placement.ports))  # fmt: skip
             self.report(f"{job.job}/{placement.task}[{placement.index}] placed on "
                         f"{placement.host} (attempt {attempt})")  # fmt: skip
-            self._launch(job, placement, attempt, capacity[placement.host],
-                         specs=specs)  # fmt: skip
+            self._launch(job, placement, attempt, capacity[placement.host])
         return plan.unplaced
 
     def _launch(
-        self, job: Job, placement: Placement, attempt: int, capacity: dict | None, specs=None
-    ) -> None:  # type: ignore[no-untyped-def]
-        task = (specs or {t.name: t for t in job.tasks})[placement.task]
+        self, job: Job, placement: Placement, attempt: int, capacity: Mapping[str, int] | None
+    ) -> None:
+        task = next(t for t in job.tasks if t.name == placement.task)
         request = launch_request(task, placement, attempt, capacity, job.type == "service")
         try:
             status = self.plane.launch(placement.host, request)
-        except Exception as exc:
+        except MesoError as exc:
             status = {"state": "failed", "reason": f"launch refused: {exc}"}
         if status["state"] == "unreachable":
             self.report(f"{request['unit']}: {placement.host} unreachable; will reconcile")
@@ -245,7 +244,7 @@ class Controller:
             if row.state in WATCHED or row.state == "missing":
                 try:
                     status = self.plane.stop(row.host, row.unit)
-                except Exception as exc:
+                except MesoError as exc:
                     status = {"state": "unreachable", "reason": str(exc)}
                 self.store.update_task(row.unit, status)
                 stopped.append({"unit": row.unit, "host": row.host, **status})

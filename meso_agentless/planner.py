@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.model import Host, Placement, Plan, TaskGroup, Unplaced
+from meso_agentless.core.model import Host, Placement, Plan, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, PORTS
 from meso_agentless.errors import UsageError
-from meso_agentless.inventory import Inventory, Node
+from meso_agentless.inventory import Inventory
 from meso_agentless.spec import Job, load_job
-
-Sampler = Callable[[Sequence[Node]], Mapping[str, Host]]
 
 
 def load_jobs(paths: Sequence[Path]) -> list[Job]:
@@ -53,28 +52,13 @@ def resources_json(resources: Mapping[str, int]) -> dict[str, float | int]:
 
 
 def plan_json(plan: Plan) -> dict:
-    def placement(p: Placement) -> dict:
-        return {
-            "job": p.job,
-            "task": p.task,
-            "index": p.index,
-            "framework": p.framework,
-            "host": p.host,
-            "resources": resources_json(p.resources),
-            "ports": list(p.ports),
-        }
+    """placements (cpus in CPUs, sizes in bytes, ports), unplaced (with reasons), shares."""
 
-    def unplaced(u: Unplaced) -> dict:
-        return {
-            "job": u.job,
-            "task": u.task,
-            "index": u.index,
-            "framework": u.framework,
-            "reason": u.reason,
-        }
+    def placement(p: Placement) -> dict:
+        return {**asdict(p), "resources": resources_json(p.resources), "ports": list(p.ports)}
 
     return {
         "placements": [placement(p) for p in plan.placements],
-        "unplaced": [unplaced(u) for u in plan.unplaced],
+        "unplaced": [asdict(u) for u in plan.unplaced],
         "shares": {fw: round(share, 6) for fw, share in sorted(plan.shares.items())},
     }

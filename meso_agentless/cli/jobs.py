@@ -19,7 +19,7 @@ from meso_agentless.execution import ExecutionPlane
 from meso_agentless.inventory import inventory_source, load_inventory
 from meso_agentless.planner import resources_json
 from meso_agentless.spec import Job, load_job
-from meso_agentless.store import Store, default_path
+from meso_agentless.store import Store, TaskRow, default_path
 
 INVENTORY_OPTION = click.option(
     "-i", "--inventory", "inventory", help="Ansible inventory [default: $MESO_INVENTORY, config]"
@@ -134,7 +134,7 @@ def status(job: str | None, inventory: str | None, state: Path | None, output: s
     return 0
 
 
-def _task_json(r) -> dict:  # type: ignore[no-untyped-def]
+def _task_json(r: TaskRow) -> dict:
     return {"task": r.task, "index": r.index, "attempt": r.attempt, "host": r.host,
             "unit": r.unit, "state": r.state, "exit_code": r.exit_code, "signal": r.signal,
             "reason": r.reason, "restarts": r.restarts,

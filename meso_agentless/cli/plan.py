@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from meso_agentless.cli.base import OUTPUT_OPTION, print_json
+from meso_agentless.core.model import Plan
 from meso_agentless.core.resources import PORTS, format_resources
 from meso_agentless.inventory import inventory_source, load_inventory
 from meso_agentless.planner import declared_hosts, load_jobs, plan_jobs, plan_json
@@ -43,7 +44,7 @@ def plan(jobs: tuple[Path, ...], inventory: str | None, offline: bool, output: s
     return EXIT_UNPLACED if result.unplaced else 0
 
 
-def _print_table(result) -> None:  # type: ignore[no-untyped-def]
+def _print_table(result: Plan) -> None:
     console = Console(highlight=False)
     table = Table("job", "task", "index", "framework", "host", "resources", "ports", box=None)
     for p in result.placements:
