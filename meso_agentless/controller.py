@@ -131,8 +131,9 @@ class Controller:
                 per_host[row.host] = per_host.get(row.host, 0) + 1
         groups = []
         attempts = {}
+        base_groups = {g.task: g for g in job.groups()}
         for launch in launches:
-            base = next(g for g in job.groups() if g.task == launch.task)
+            base = base_groups[launch.task]
             constraints = base.constraints
             if launch.avoid:
                 constraints = (*constraints, Constraint("ne", "hostname", launch.avoid))
