@@ -1,7 +1,7 @@
 """A small paramiko layer: connect with verified host keys, run an argv with a timeout.
 
 Host keys are checked against a known_hosts file with RejectPolicy: an unknown or changed key
-is refused and nothing runs. Never AutoAddPolicy.
+is refused and nothing runs: keys are never trusted on first use.
 """
 
 from __future__ import annotations

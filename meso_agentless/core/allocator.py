@@ -14,14 +14,20 @@ O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks).
 
 from __future__ import annotations
 
-import heapq
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 
 from meso_agentless.core.drf import DRFSorter
+from meso_agentless.core.lanes import (
+    Demand,
+    GroupCounts,
+    HostState,
+    Lane,
+    SpreadLane,
+    static_allows,
+)
 from meso_agentless.core.model import (
-    HOSTNAME,
     Constraint,
     Filter,
     Framework,
@@ -36,210 +42,11 @@ from meso_agentless.core.resources import (
     DISK,
     MEM,
     PORTS,
-    count_ports,
     format_quantity,
-    merge_ranges,
-    remove_ports,
-    take_ports,
 )
 
 DIM_ORDER = (CPUS, MEM, DISK)
 MAX_REJECTIONS_IN_A_ROW = 3
-
-Demand = tuple[tuple[tuple[int, int], ...], int]  # ((dimension index, amount), ...), ports
-
-
-class _HostState:
-    """A host's free resources during one cycle (mutable, owned by the cycle)."""
-
-    __slots__ = (
-        "attrs", "cap", "free", "name", "nports", "ports", "rfree", "util", "util_version",
-        "version",
-    )  # fmt: skip
-
-    def __init__(self, host: Host, dims: tuple[str, ...]) -> None:
-        self.name = host.name
-        self.attrs = host.attributes
-        capacity, used = host.capacity.get, host.used.get
-        self.cap = [capacity(d, 0) for d in dims]
-        self.rfree: dict[str, list[int]] | None = None
-        if host.reservations:
-            self.rfree = {}
-            reserved_total = [0] * len(dims)
-            for fw, amounts in host.reservations.items():
-                taken = host.used_reserved.get(fw, {})
-                self.rfree[fw] = [max(0, amounts.get(d, 0) - taken.get(d, 0)) for d in dims]
-                for i, d in enumerate(dims):
-                    reserved_total[i] += amounts.get(d, 0)
-            used_reserved = [sum(u.get(d, 0) for u in host.used_reserved.values()) for d in dims]
-            self.free = [
-                max(0, cap - res - (used(d, 0) - ur))
-                for d, cap, res, ur in zip(
-                    dims, self.cap, reserved_total, used_reserved, strict=True
-                )
-            ]
-        else:
-            self.free = free = [c - used(d, 0) for d, c in zip(dims, self.cap)]  # noqa: B905
-            if min(free, default=0) < 0:
-                self.free = [max(0, f) for f in free]
-        ports = host.ports
-        if len(ports) > 1:
-            ports = merge_ranges(ports)
-        if host.used_ports:
-            ports = remove_ports(ports, host.used_ports)
-        self.ports = ports
-        self.nports = count_ports(ports) if ports else 0
-        self.version = self.util_version = 0
-        self.util = self.utilization()
-
-    def attr(self, name: str) -> str | None:
-        """A host attribute; "hostname" is the host's name."""
-        return self.name if name == HOSTNAME else self.attrs.get(name)
-
-    def current_util(self) -> float:
-        """Dominant utilization now (recomputed only when the host changed since)."""
-        if self.util_version != self.version:
-            self.util = self.utilization()
-            self.util_version = self.version
-        return self.util
-
-    def utilization(self) -> float:
-        """Dominant utilization: the largest used fraction of any resource."""
-        rfree = self.rfree
-        util = 0.0
-        for i, (cap, free) in enumerate(zip(self.cap, self.free)):  # noqa: B905
-            if cap:
-                if rfree:
-                    free += sum(r[i] for r in rfree.values())
-                if cap - free > util * cap:
-                    util = (cap - free) / cap
-        return util
-
-    def available(self, framework: str) -> list[int]:
-        own = self.rfree.get(framework) if self.rfree else None
-        return [f + r for f, r in zip(self.free, own, strict=True)] if own else list(self.free)
-
-    def take(self, framework: str, demand: Demand) -> list[int]:
-        nz, nports = demand
-        own = self.rfree.get(framework) if self.rfree else None
-        for i, amount in nz:
-            if own:
-                from_reservation = min(own[i], amount)
-                own[i] -= from_reservation
-                amount -= from_reservation
-            self.free[i] -= amount
-        ports: list[int] = []
-        if nports:
-            ports, self.ports = take_ports(self.ports, nports)
-            self.nports -= nports
-        self.version += 1  # self.util is stale now: current_util() refreshes it
-        return ports
-
-
-class _Lane:
-    """Candidate hosts for one kind of request: a cursor (binpack) or a lazy heap (spread)."""
-
-    __slots__ = ("fits", "heap", "hosts", "pos")
-
-    def __init__(self, hosts: list[_HostState], fits: Callable[[_HostState], bool], spread: bool):
-        self.hosts = hosts
-        self.fits = fits
-        self.pos = 0
-        self.heap: list[tuple[float, str, int, _HostState]] | None = None
-        if spread:
-            self.heap = [(h.current_util(), h.name, h.version, h) for h in hosts]
-            heapq.heapify(self.heap)
-
-    def next(self) -> _HostState | None:
-        fits = self.fits
-        heap = self.heap
-        if heap is None:
-            hosts, i, n = self.hosts, self.pos, len(self.hosts)
-            while i < n:
-                if fits(hosts[i]):
-                    self.pos = i
-                    return hosts[i]
-                i += 1
-            self.pos = n
-            return None
-        while heap:
-            _, _, version, host = heap[0]
-            if version != host.version:
-                heapq.heapreplace(heap, (host.current_util(), host.name, host.version, host))
-            elif not fits(host):
-                heapq.heappop(heap)
-            else:
-                return host
-        return None
-
-
-class _SpreadLane:
-    """Instances spread over an attribute: the value with the fewest instances goes next."""
-
-    __slots__ = ("counts", "heap", "lanes")
-
-    def __init__(self, lanes: dict[str, _Lane], counts: Counter[str]) -> None:
-        self.lanes = lanes
-        self.counts = counts
-        self.heap = [(counts[v], v) for v in lanes]
-        heapq.heapify(self.heap)
-
-    def next(self) -> _HostState | None:
-        heap = self.heap
-        while heap:
-            count, value = heap[0]
-            if count != self.counts[value]:
-                heapq.heapreplace(heap, (self.counts[value], value))
-                continue
-            host = self.lanes[value].next()
-            if host is not None:
-                return host
-            heapq.heappop(heap)
-        return None
-
-
-class _GroupCounts:
-    """Where a task group's instances are, for unique_host, max_per and spread."""
-
-    __slots__ = ("attributes", "per_host", "per_value")
-
-    def __init__(self, group: TaskGroup, hosts: Mapping[str, _HostState]) -> None:
-        self.attributes = sorted({c.attribute for c in group.constraints if not c.is_static})
-        self.per_host: Counter[str] = Counter(group.running)
-        self.per_value: dict[str, Counter[str]] = {a: Counter() for a in self.attributes}
-        for name, count in group.running.items():
-            host = hosts.get(name)
-            if host is not None:
-                self._count(host, count)
-
-    def record(self, host: _HostState) -> None:
-        self.per_host[host.name] += 1
-        self._count(host, 1)
-
-    def _count(self, host: _HostState, n: int) -> None:
-        for attribute, counter in self.per_value.items():
-            value = host.attr(attribute)
-            if value is not None:
-                counter[value] += n
-
-    def allows(self, constraint: Constraint, host: _HostState) -> bool:
-        if constraint.op == "unique_host":
-            return self.per_host[host.name] == 0
-        value = host.attr(constraint.attribute)
-        if value is None:
-            return False
-        if constraint.op == "max_per":
-            return self.per_value[constraint.attribute][value] < int(constraint.value or 0)
-        return True  # spread: any host that has the attribute
-
-
-def _static_allows(constraint: Constraint, host: _HostState, pattern: re.Pattern | None) -> bool:
-    value = host.attr(constraint.attribute)
-    if constraint.op == "eq":
-        return value == str(constraint.value)
-    if constraint.op == "ne":
-        return value != str(constraint.value)
-    return value is not None and pattern is not None and pattern.fullmatch(value) is not None
 
 
 class Cycle:
@@ -260,7 +67,7 @@ class Cycle:
             sorted(names - set(DIM_ORDER))
         )
         self.index = {d: i for i, d in enumerate(self.dims)}
-        self.hosts = [_HostState(h, self.dims) for h in hosts]
+        self.hosts = [HostState(h, self.dims) for h in hosts]
         self.by_name = {h.name: h for h in self.hosts}
         self.total = {d: sum(h.cap[i] for h in self.hosts) for i, d in enumerate(self.dims)}
         self.largest = [
@@ -274,13 +81,13 @@ class Cycle:
             self._refuse(f.framework, f.host)
         # binpack visits the fullest hosts first, so tasks pack onto fewer hosts
         self.binpack_order = sorted(self.hosts, key=lambda h: (-h.util, h.name))
-        self._candidates: dict[tuple[Constraint, ...], list[_HostState]] = {}
-        self._lanes: dict[tuple, _Lane | _SpreadLane] = {}
-        self._groups: dict[tuple[str, str, str], _GroupCounts] = {}
+        self._candidates: dict[tuple[Constraint, ...], list[HostState]] = {}
+        self._lanes: dict[tuple, Lane | SpreadLane] = {}
+        self._groups: dict[tuple[str, str, str], GroupCounts] = {}
         self._patterns: dict[str, re.Pattern] = {}
         self._explained: dict[tuple, str] = {}
-        self._group_lanes: dict[int, tuple[TaskGroup, Demand, _Lane | _SpreadLane]] = {}
-        self._found: tuple[_HostState, TaskGroup, Demand] | None = None
+        self._group_lanes: dict[int, tuple[TaskGroup, Demand, Lane | SpreadLane]] = {}
+        self._found: tuple[HostState, TaskGroup, Demand] | None = None
         # what frameworks with a quota hold, kept up to date as tasks are placed
         self.quota_used: dict[str, dict[str, int]] = {
             name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota
@@ -316,14 +123,14 @@ class Cycle:
                 )
         return None
 
-    def fit_function(self, framework: str, demand: Demand) -> Callable[[_HostState], bool]:
+    def fit_function(self, framework: str, demand: Demand) -> Callable[[HostState], bool]:
         nz, nports = demand
         refused = self.refused.get(framework, set())
         if refused is None:
             return lambda host: False
         if framework not in self.reserving and not refused:
 
-            def fits(host: _HostState) -> bool:
+            def fits(host: HostState) -> bool:
                 free = host.free
                 for i, amount in nz:
                     if free[i] < amount:
@@ -332,7 +139,7 @@ class Cycle:
 
             return fits
 
-        def fits_own(host: _HostState) -> bool:
+        def fits_own(host: HostState) -> bool:
             if host.name in refused:
                 return False
             own = host.rfree.get(framework) if host.rfree else None
@@ -346,7 +153,7 @@ class Cycle:
 
     # -- lanes ---------------------------------------------------------------------------------
 
-    def candidates(self, static: tuple[Constraint, ...]) -> list[_HostState]:
+    def candidates(self, static: tuple[Constraint, ...]) -> list[HostState]:
         """Hosts that pass the static constraints, in binpack order."""
         if not static:
             return self.binpack_order
@@ -356,7 +163,7 @@ class Cycle:
             found = [
                 h
                 for h in self.binpack_order
-                if all(_static_allows(c, h, p) for c, p in zip(static, patterns, strict=True))
+                if all(static_allows(c, h, p) for c, p in zip(static, patterns, strict=True))
             ]
             self._candidates[static] = found
         return found
@@ -369,14 +176,14 @@ class Cycle:
             self._patterns[text] = re.compile(text)
         return self._patterns[text]
 
-    def group_counts(self, group: TaskGroup) -> _GroupCounts:
+    def group_counts(self, group: TaskGroup) -> GroupCounts:
         key = (group.framework, group.job, group.task)
         counts = self._groups.get(key)
         if counts is None:
-            counts = self._groups[key] = _GroupCounts(group, self.by_name)
+            counts = self._groups[key] = GroupCounts(group, self.by_name)
         return counts
 
-    def lane(self, framework: str, group: TaskGroup, demand: Demand) -> _Lane | _SpreadLane:
+    def lane(self, framework: str, group: TaskGroup, demand: Demand) -> Lane | SpreadLane:
         static = tuple(c for c in group.constraints if c.is_static)
         dynamic = tuple(c for c in group.constraints if not c.is_static)
         spread = group.strategy == "spread"
@@ -397,33 +204,33 @@ class Cycle:
         demand: Demand,
         static: tuple[Constraint, ...],
         dynamic: tuple[Constraint, ...],
-    ) -> _Lane | _SpreadLane:
+    ) -> Lane | SpreadLane:
         fits = self.fit_function(framework, demand)
         hosts = self.candidates(static)
         if any(amount > self.largest[i] for i, amount in demand[0]):
             hosts = []  # larger than every host: no need to look at each
         spread = group.strategy == "spread"
         if not dynamic:
-            return _Lane(hosts, fits, spread)
+            return Lane(hosts, fits, spread)
         counts = self.group_counts(group)
 
-        def fits_group(host: _HostState) -> bool:
+        def fits_group(host: HostState) -> bool:
             return all(counts.allows(c, host) for c in dynamic) and fits(host)
 
         over = next((c.attribute for c in dynamic if c.op == "spread"), None)
         if over is None:
-            return _Lane(hosts, fits_group, spread)
-        by_value: dict[str, list[_HostState]] = {}
+            return Lane(hosts, fits_group, spread)
+        by_value: dict[str, list[HostState]] = {}
         for host in hosts:
             value = host.attr(over)
             if value is not None:
                 by_value.setdefault(value, []).append(host)
-        lanes = {v: _Lane(hs, fits_group, spread) for v, hs in by_value.items()}
-        return _SpreadLane(lanes, counts.per_value[over])
+        lanes = {v: Lane(hs, fits_group, spread) for v, hs in by_value.items()}
+        return SpreadLane(lanes, counts.per_value[over])
 
     # -- offers and launches -------------------------------------------------------------------
 
-    def offer(self, host: _HostState, framework: str) -> Offer:
+    def offer(self, host: HostState, framework: str) -> Offer:
         amounts = host.available(framework)
         fw = self.frameworks.get(framework)
         resources = {d: a for d, a in zip(self.dims, amounts, strict=True) if a}
@@ -469,7 +276,7 @@ class Cycle:
             tuple(ports),
         )
 
-    def _check(self, framework: str, launch: Launch) -> tuple[_HostState, Demand] | str:
+    def _check(self, framework: str, launch: Launch) -> tuple[HostState, Demand] | str:
         host = self.by_name.get(launch.host)
         if host is None:
             return f"unknown host {launch.host!r}"
@@ -544,7 +351,7 @@ class Cycle:
             for host in self.hosts:
                 if id(host) not in passed:
                     for constraint, pattern in zip(static, patterns, strict=True):
-                        if not _static_allows(constraint, host, pattern):
+                        if not static_allows(constraint, host, pattern):
                             tally[f'constraint "{constraint.describe()}" filtered'] += 1
                             break
         nz, nports = demand
@@ -561,18 +368,18 @@ class Cycle:
 
     def _why_not(
         self,
-        host: _HostState,
+        host: HostState,
         group: TaskGroup,
         demand: Demand | None,
         patterns: list[re.Pattern | None],
-        counts: _GroupCounts | None,
+        counts: GroupCounts | None,
         refused: set[str] | None,
     ) -> str:
         if refused is None or host.name in refused:
             return "declined by the framework"
         for constraint, pattern in zip(group.constraints, patterns, strict=True):
             if constraint.is_static:
-                allowed = _static_allows(constraint, host, pattern)
+                allowed = static_allows(constraint, host, pattern)
             else:
                 allowed = counts is not None and counts.allows(constraint, host)
             if not allowed:

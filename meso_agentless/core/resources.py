@@ -54,6 +54,14 @@ def _decimal(value: object, what: str) -> Decimal:
     return number
 
 
+def _whole(number: Decimal, value: object, what: str, not_whole: str, limit: int) -> int:
+    if number != number.to_integral_value():
+        raise ResourceError(f"{what} {value!r} {not_whole}")
+    if number > limit:
+        raise ResourceError(f"{what} {value!r} is absurdly large")
+    return int(number)
+
+
 def parse_size(value: object, what: str = "size") -> int:
     """Bytes from 268435456, "256MiB", "4GiB", "1.5G"."""
     if isinstance(value, str):
@@ -63,11 +71,7 @@ def parse_size(value: object, what: str = "size") -> int:
         number = Decimal(match.group(1)) * _UNITS[match.group(2).lower()]
     else:
         number = _decimal(value, what)
-    if number != number.to_integral_value():
-        raise ResourceError(f"{what} {value!r} is not a whole number of bytes")
-    if number > MAX_BYTES:
-        raise ResourceError(f"{what} {value!r} is absurdly large")
-    return int(number)
+    return _whole(number, value, what, "is not a whole number of bytes", MAX_BYTES)
 
 
 def parse_cpus(value: object, what: str = "cpus") -> int:
@@ -76,21 +80,12 @@ def parse_cpus(value: object, what: str = "cpus") -> int:
         number = _decimal(value.strip()[:-1], what)
     else:
         number = _decimal(value, what) * 1000
-    if number != number.to_integral_value():
-        raise ResourceError(f"{what} {value!r} is finer than a thousandth of a CPU")
-    if number > MAX_MILLICPUS:
-        raise ResourceError(f"{what} {value!r} is absurdly large")
-    return int(number)
+    return _whole(number, value, what, "is finer than a thousandth of a CPU", MAX_MILLICPUS)
 
 
 def parse_count(value: object, what: str) -> int:
     """A whole count (ports, gpus, any named scalar)."""
-    number = _decimal(value, what)
-    if number != number.to_integral_value():
-        raise ResourceError(f"{what} {value!r} must be a whole number")
-    if number > MAX_COUNT:
-        raise ResourceError(f"{what} {value!r} is absurdly large")
-    return int(number)
+    return _whole(_decimal(value, what), value, what, "must be a whole number", MAX_COUNT)
 
 
 def parse_quantity(name: str, value: object, what: str | None = None) -> int:

@@ -1,0 +1,212 @@
+"""A host's free resources during one cycle, and the lanes that find hosts for requests.
+
+A lane holds the candidate hosts for one kind of request in strategy order: a cursor over them
+(binpack) or a lazy heap (spread). A host that no longer fits a lane's request is dropped for
+good; within a cycle that is exact, because free resources only shrink and a task group's
+instance counts only grow.
+"""
+
+from __future__ import annotations
+
+import heapq
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+
+from meso_agentless.core.model import HOSTNAME, Constraint, Host, TaskGroup
+from meso_agentless.core.resources import count_ports, merge_ranges, remove_ports, take_ports
+
+Demand = tuple[tuple[tuple[int, int], ...], int]  # ((dimension index, amount), ...), ports
+
+
+class HostState:
+    """A host's free resources during one cycle (mutable, owned by the cycle)."""
+
+    __slots__ = (
+        "attrs", "cap", "free", "name", "nports", "ports", "rfree", "util", "util_version",
+        "version",
+    )  # fmt: skip
+
+    def __init__(self, host: Host, dims: tuple[str, ...]) -> None:
+        self.name = host.name
+        self.attrs = host.attributes
+        capacity, used = host.capacity.get, host.used.get
+        self.cap = [capacity(d, 0) for d in dims]
+        self.rfree: dict[str, list[int]] | None = None
+        if host.reservations:
+            self.rfree = {}
+            reserved_total = [0] * len(dims)
+            for fw, amounts in host.reservations.items():
+                taken = host.used_reserved.get(fw, {})
+                self.rfree[fw] = [max(0, amounts.get(d, 0) - taken.get(d, 0)) for d in dims]
+                for i, d in enumerate(dims):
+                    reserved_total[i] += amounts.get(d, 0)
+            used_reserved = [sum(u.get(d, 0) for u in host.used_reserved.values()) for d in dims]
+            self.free = [
+                max(0, cap - res - (used(d, 0) - ur))
+                for d, cap, res, ur in zip(
+                    dims, self.cap, reserved_total, used_reserved, strict=True
+                )
+            ]
+        else:
+            self.free = free = [c - used(d, 0) for d, c in zip(dims, self.cap)]  # noqa: B905
+            if min(free, default=0) < 0:
+                self.free = [max(0, f) for f in free]
+        ports = host.ports
+        if len(ports) > 1:
+            ports = merge_ranges(ports)
+        if host.used_ports:
+            ports = remove_ports(ports, host.used_ports)
+        self.ports = ports
+        self.nports = count_ports(ports) if ports else 0
+        self.version = self.util_version = 0
+        self.util = self.utilization()
+
+    def attr(self, name: str) -> str | None:
+        """A host attribute; "hostname" is the host's name."""
+        return self.name if name == HOSTNAME else self.attrs.get(name)
+
+    def current_util(self) -> float:
+        """Dominant utilization now (recomputed only when the host changed since)."""
+        if self.util_version != self.version:
+            self.util = self.utilization()
+            self.util_version = self.version
+        return self.util
+
+    def utilization(self) -> float:
+        """Dominant utilization: the largest used fraction of any resource."""
+        rfree = self.rfree
+        util = 0.0
+        for i, (cap, free) in enumerate(zip(self.cap, self.free)):  # noqa: B905
+            if cap:
+                if rfree:
+                    free += sum(r[i] for r in rfree.values())
+                if cap - free > util * cap:
+                    util = (cap - free) / cap
+        return util
+
+    def available(self, framework: str) -> list[int]:
+        own = self.rfree.get(framework) if self.rfree else None
+        return [f + r for f, r in zip(self.free, own, strict=True)] if own else list(self.free)
+
+    def take(self, framework: str, demand: Demand) -> list[int]:
+        nz, nports = demand
+        own = self.rfree.get(framework) if self.rfree else None
+        for i, amount in nz:
+            if own:
+                from_reservation = min(own[i], amount)
+                own[i] -= from_reservation
+                amount -= from_reservation
+            self.free[i] -= amount
+        ports: list[int] = []
+        if nports:
+            ports, self.ports = take_ports(self.ports, nports)
+            self.nports -= nports
+        self.version += 1  # self.util is stale now: current_util() refreshes it
+        return ports
+
+
+class Lane:
+    """Candidate hosts for one kind of request: a cursor (binpack) or a lazy heap (spread)."""
+
+    __slots__ = ("fits", "heap", "hosts", "pos")
+
+    def __init__(self, hosts: list[HostState], fits: Callable[[HostState], bool], spread: bool):
+        self.hosts = hosts
+        self.fits = fits
+        self.pos = 0
+        self.heap: list[tuple[float, str, int, HostState]] | None = None
+        if spread:
+            self.heap = [(h.current_util(), h.name, h.version, h) for h in hosts]
+            heapq.heapify(self.heap)
+
+    def next(self) -> HostState | None:
+        fits = self.fits
+        heap = self.heap
+        if heap is None:
+            hosts, i, n = self.hosts, self.pos, len(self.hosts)
+            while i < n:
+                if fits(hosts[i]):
+                    self.pos = i
+                    return hosts[i]
+                i += 1
+            self.pos = n
+            return None
+        while heap:
+            _, _, version, host = heap[0]
+            if version != host.version:
+                heapq.heapreplace(heap, (host.current_util(), host.name, host.version, host))
+            elif not fits(host):
+                heapq.heappop(heap)
+            else:
+                return host
+        return None
+
+
+class SpreadLane:
+    """Instances spread over an attribute: the value with the fewest instances goes next."""
+
+    __slots__ = ("counts", "heap", "lanes")
+
+    def __init__(self, lanes: dict[str, Lane], counts: Counter[str]) -> None:
+        self.lanes = lanes
+        self.counts = counts
+        self.heap = [(counts[v], v) for v in lanes]
+        heapq.heapify(self.heap)
+
+    def next(self) -> HostState | None:
+        heap = self.heap
+        while heap:
+            count, value = heap[0]
+            if count != self.counts[value]:
+                heapq.heapreplace(heap, (self.counts[value], value))
+                continue
+            host = self.lanes[value].next()
+            if host is not None:
+                return host
+            heapq.heappop(heap)
+        return None
+
+
+class GroupCounts:
+    """Where a task group's instances are, for unique_host, max_per and spread."""
+
+    __slots__ = ("attributes", "per_host", "per_value")
+
+    def __init__(self, group: TaskGroup, hosts: Mapping[str, HostState]) -> None:
+        self.attributes = sorted({c.attribute for c in group.constraints if not c.is_static})
+        self.per_host: Counter[str] = Counter(group.running)
+        self.per_value: dict[str, Counter[str]] = {a: Counter() for a in self.attributes}
+        for name, count in group.running.items():
+            host = hosts.get(name)
+            if host is not None:
+                self._count(host, count)
+
+    def record(self, host: HostState) -> None:
+        self.per_host[host.name] += 1
+        self._count(host, 1)
+
+    def _count(self, host: HostState, n: int) -> None:
+        for attribute, counter in self.per_value.items():
+            value = host.attr(attribute)
+            if value is not None:
+                counter[value] += n
+
+    def allows(self, constraint: Constraint, host: HostState) -> bool:
+        if constraint.op == "unique_host":
+            return self.per_host[host.name] == 0
+        value = host.attr(constraint.attribute)
+        if value is None:
+            return False
+        if constraint.op == "max_per":
+            return self.per_value[constraint.attribute][value] < int(constraint.value or 0)
+        return True  # spread: any host that has the attribute
+
+
+def static_allows(constraint: Constraint, host: HostState, pattern: re.Pattern | None) -> bool:
+    value = host.attr(constraint.attribute)
+    if constraint.op == "eq":
+        return value == str(constraint.value)
+    if constraint.op == "ne":
+        return value != str(constraint.value)
+    return value is not None and pattern is not None and pattern.fullmatch(value) is not None
