@@ -29,7 +29,17 @@ def progress() -> Iterator[Callable[[str], None]]:
     """
     console = stderr_console()
     if not console.is_terminal:
-        yield lambda message: print(message, file=sys.stderr, flush=True)
+        stages: set[str] = set()
+
+        def plain(message: str) -> None:
+            if message.startswith("debootstrap: "):  # the first line of each stage only
+                stage = message.split()[1]
+                if stage in stages:
+                    return
+                stages.add(stage)
+            print(message, file=sys.stderr, flush=True)
+
+        yield plain
         return
     with console.status("starting") as status:
 

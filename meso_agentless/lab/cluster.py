@@ -211,7 +211,7 @@ def _create(lab: LabLayout, image: Image, progress: Progress) -> None:
         with ThreadPoolExecutor(max_workers=4) as pool:
             list(pool.map(lambda h: _make_disk(paths.host(h.name)), lab.hosts))
     _start_apt_proxy(lab, paths)
-    progress(f"starting {len(lab.hosts)} {lab.mode} hosts on {lab.subnet}")
+    progress(f"starting {_hosts(len(lab.hosts))} ({lab.mode}) on {lab.subnet}")
     for host in lab.hosts:
         _start(lab, host, image, paths.host(host.name))
     _wait_all_ready(lab, progress)
@@ -282,7 +282,9 @@ def _wait_all_ready(lab: LabLayout, progress: Progress) -> None:
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
         list(pool.map(lambda h: _wait_ready(lab, paths, h, deadline), lab.hosts))
-    progress(f"{len(lab.hosts)} hosts answer over SSH ({time.monotonic() - started:.1f} s)")
+    progress(
+        f"{_hosts(len(lab.hosts))} up, answering over SSH ({time.monotonic() - started:.1f} s)"
+    )
 
 
 def _wait_ready(lab: LabLayout, paths: LabPaths, host: HostLayout, deadline: float) -> None:
@@ -341,6 +343,10 @@ def _other_labs(name: str) -> list[LabLayout]:
         return []
     others = [p.name for p in root.iterdir() if p.is_dir() and p.name not in (name, ".locks")]
     return [lab for lab in map(load, others) if lab is not None]
+
+
+def _hosts(n: int) -> str:
+    return f"{n} host" if n == 1 else f"{n} hosts"
 
 
 def _write(path: Path, content: bytes, mode: int) -> None:
