@@ -72,9 +72,14 @@ class NodeConnection:
                 if isinstance(exc, ssh.HostKeyError):
                     raise
                 raise Unreachable(f"{self.node.name}: {exc}") from exc
-        answer = json.loads(reply)
-        if not answer.pop("ok", False):
-            raise NodeRefused(f"{self.node.name}: {answer.get('error', 'refused')}")
+        try:
+            answer = json.loads(reply)
+        except ValueError:
+            raise NodeRefused(f"{self.node.name}: not an answer from the node command: "
+                              f"{reply[:200]!r}") from None  # fmt: skip
+        if not isinstance(answer, dict) or not answer.pop("ok", False):
+            error = answer.get("error", "refused") if isinstance(answer, dict) else answer
+            raise NodeRefused(f"{self.node.name}: {error}")
         return answer
 
     def stream(self, verb: str, request: dict, timeout: float | None = None) -> Iterator[bytes]:
