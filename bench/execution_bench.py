@@ -6,7 +6,7 @@
 - Launch latency from request to running on a warm connection, p50 and p99, against a bare
   `systemd-run` timed on the host itself. Goal: within 2x.
 
-Run: sudo .venv/bin/python bench/execution_bench.py [--inventory PATH]  (without --inventory it
+Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH]  (without --inventory it
 starts a 3-host lab named "bench" and takes it down afterwards)
 """
 
