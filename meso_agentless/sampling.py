@@ -51,7 +51,9 @@ def sample_all(
     """
 
     def one(node: Node) -> Sample | str:
-        connection = (connections or {}).get(node.name) or NodeConnection(node)
+        connection = (connections or {}).get(node.name) or NodeConnection(
+            node, timeout=SAMPLE_TIMEOUT
+        )
         try:
             return Sample(node.name, connection.request("sample"))
         except MesoError as exc:
