@@ -25,8 +25,8 @@ from meso_agentless.sampling import hosts_from_samples, sample_all
 from meso_agentless.spec import Job
 from meso_agentless.store import Store, TaskRow
 
-ENDED = frozenset({"finished", "failed", "killed", "gone", "lost"})
-WATCHED = frozenset({"staging", "running", "unreachable"})
+WATCHED = jobcore.WAITING  # staging, running, unreachable: asked about on every sync
+TRACKED = WATCHED | {"missing"}  # may hold resources and ports on their host
 POLL_SECONDS = 0.5
 
 Report = Callable[[str], None]
@@ -61,7 +61,7 @@ class Controller:
     def sync(self) -> None:
         """Bring the store up to date with the hosts' own units (reconcile), and clean up units
         whose end has been stored."""
-        rows = [r for r in self.store.tasks() if r.state in WATCHED or r.state == "missing"]
+        rows = [r for r in self.store.tasks() if r.state in TRACKED]
         if not rows:
             return
         result = self.plane.reconcile({r.unit: r.host for r in rows}, self.store.host_boots())
@@ -117,9 +117,10 @@ class Controller:
         samples, failed = sample_all(self.inventory.nodes, self.plane.connections)
         for host, reason in sorted(failed.items()):
             self.report(f"{host}: not sampled, not placed on: {reason}")
+        every = self.store.tasks()
         taken_ports: dict[str, set[int]] = {}
-        for row in self.store.tasks():  # ports are the store's to know: hosts do not track them
-            if row.state in WATCHED or row.state == "missing":
+        for row in every:  # ports are the store's to know: hosts do not track them
+            if row.state in TRACKED:
                 taken_ports.setdefault(row.host, set()).update(row.ports)
         hosts = [replace(h, used_ports=frozenset(taken_ports.get(h.name, ())))
                  for h in hosts_from_samples(self.inventory.nodes, samples)]  # fmt: skip
@@ -141,7 +142,7 @@ class Controller:
                                     constraints, base.strategy, launch.index,
                                     running.get(launch.task, {})))  # fmt: skip
             attempts[(launch.task, launch.index)] = launch.attempt
-        plan = allocate(hosts, self._frameworks(), [JobScheduler(job.framework, groups)])
+        plan = allocate(hosts, self._frameworks(every), [JobScheduler(job.framework, groups)])
         for placement in plan.placements:
             attempt = attempts[(placement.task, placement.index)]
             unit = unit_name(job.job, placement.task, placement.index, attempt)
@@ -166,11 +167,12 @@ class Controller:
             self.report(f"{request['unit']}: {placement.host} unreachable; will reconcile")
         self.store.update_task(request["unit"], status)
 
-    def _frameworks(self) -> list[Framework]:
-        """The inventory's frameworks, each holding what its running tasks were given."""
+    def _frameworks(self, rows: list[TaskRow]) -> list[Framework]:
+        """The inventory's frameworks, each holding what its running tasks (of `rows`, every
+        job's attempts) were given."""
         held: dict[str, dict[str, int]] = {}
         frameworks = {j.name: j.framework for j in self.store.jobs()}
-        for row in self.store.tasks():
+        for row in rows:
             if row.state in WATCHED:
                 fw = held.setdefault(frameworks[row.job], {})
                 for name, amount in row.resources.items():
@@ -207,22 +209,13 @@ class Controller:
                 return Outcome(0, "submitted")
             if not decisions.launch and not decisions.waiting:
                 return self._outcome(job, decisions)
-            if job.type == "service" and not decisions.launch and self._all_running(job):
-                return Outcome(
-                    0, f"service up: {sum(t.count for t in job.tasks)} instances running"
-                )
+            # nothing was launched this cycle, so the decisions still describe every instance
+            total = sum(t.count for t in job.tasks)
+            if job.type == "service" and not decisions.launch and decisions.running == total:
+                return Outcome(0, f"service up: {total} instances running")
             if deadline is not None and time.monotonic() > deadline:
                 return Outcome(1, "timed out waiting for the job")
             time.sleep(POLL_SECONDS)
-
-    def _all_running(self, job: Job) -> bool:
-        latest: dict[tuple[str, int], TaskRow] = {}
-        for row in self.store.tasks(job.job):
-            latest[(row.task, row.index)] = row
-        return all(
-            latest.get((t.name, i)) is not None and latest[(t.name, i)].state == "running"
-            for t in job.tasks for i in range(t.count)
-        )  # fmt: skip
 
     def _outcome(self, job: Job, decisions: jobcore.Decisions) -> Outcome:
         if decisions.failed:
@@ -242,7 +235,7 @@ class Controller:
         self.store.set_job_state(name, "killed")
         stopped = []
         for row in self.store.tasks(name):
-            if row.state in WATCHED or row.state == "missing":
+            if row.state in TRACKED:
                 try:
                     status = self.plane.stop(row.host, row.unit)
                 except MesoError as exc:

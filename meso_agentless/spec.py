@@ -46,7 +46,6 @@ from meso_agentless.core.resources import (
     DISK,
     MEM,
     PORTS,
-    ResourceError,
     parse_count,
     parse_cpus,
     parse_size,
@@ -277,6 +276,3 @@ def _field_path(loc: Sequence[str | int]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-__all__ = ["Job", "ResourceError", "Task", "load_job", "parse_duration"]

@@ -13,7 +13,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-ACTIVE = frozenset({"staging", "running"})
 WAITING = frozenset({"staging", "running", "unreachable"})
 
 

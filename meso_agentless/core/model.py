@@ -17,8 +17,6 @@ Strategy = Literal["binpack", "spread"]
 ConstraintOp = Literal["eq", "ne", "regex", "unique_host", "max_per", "spread"]
 HOSTNAME = "hostname"  # a pseudo-attribute every host has: its name
 
-EMPTY: Mapping = {}
-
 
 @dataclass(frozen=True, slots=True)
 class Host:

@@ -11,7 +11,6 @@ State = Literal[
     "staging", "running", "finished", "failed", "killed", "unknown", "unreachable", "gone",
     "missing",
 ]  # fmt: skip
-ENDED: frozenset[str] = frozenset({"finished", "failed", "killed", "gone"})
 
 
 def unit_name(job: str, task: str, index: int, attempt: int) -> str:
