@@ -60,8 +60,10 @@ class Controller:
 
     def sync(self) -> None:
         """Bring the store up to date with the hosts' own units (reconcile), and clean up units
-        whose end has been stored."""
-        rows = [r for r in self.store.tasks() if r.state in TRACKED]
+        whose end has been stored. Only this inventory's hosts are asked: attempts on hosts of
+        another inventory are left to a controller of that one."""
+        mine = self.plane.connections
+        rows = [r for r in self.store.tasks() if r.state in TRACKED and r.host in mine]
         if not rows:
             return
         result = self.plane.reconcile({r.unit: r.host for r in rows}, self.store.host_boots())

@@ -111,11 +111,11 @@ def status(job: str | None, inventory: str | None, state: Path | None, output: s
     """Each task instance of JOB (or every job): host, unit, state, exit code."""
     store = open_store(state)
     names = [job] if job else [j.name for j in store.jobs()]
-    for name in names:
-        _, source = stored_job(store, name)
-        controller = Controller(store, load_inventory(inventory or source))
+    sources = {inventory or stored_job(store, name)[1] for name in names}
+    for source in sorted(sources):  # what the hosts say now, of any earlier process's intents
+        controller = Controller(store, load_inventory(source))
         try:
-            controller.sync()  # what the hosts say now, from any earlier meso process's intents
+            controller.sync()
         finally:
             controller.close()
     rows = [r for n in names for r in store.tasks(n)]
