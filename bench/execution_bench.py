@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 import paramiko
 
 from meso_agentless.core.tasks import unit_name
+from meso_agentless.hosts.transport import NodeConnection
 from meso_agentless.inventory import load_inventory
 from meso_agentless.lab import cluster
-from meso_agentless.transport import NodeConnection
 
 ROUNDS = 5
 LAUNCHES = 100  # --launches changes it (the tests' smoke run uses few)

@@ -12,14 +12,14 @@ from rich.live import Live
 from rich.table import Table
 
 from meso_agentless.cli.base import OUTPUT_OPTION, print_json
-from meso_agentless.controller import Controller
+from meso_agentless.controller.loop import Controller
+from meso_agentless.controller.planning import resources_json
 from meso_agentless.core.resources import PORTS, format_resources
 from meso_agentless.errors import UsageError
-from meso_agentless.execution import ExecutionPlane
+from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import inventory_source, load_inventory
-from meso_agentless.planner import resources_json
 from meso_agentless.spec import Job, load_job
-from meso_agentless.store import Store, TaskRow, default_path
+from meso_agentless.state.sqlite import Store, TaskRow, default_path
 
 INVENTORY_OPTION = click.option(
     "-i", "--inventory", "inventory", help="Ansible inventory [default: $MESO_INVENTORY, config]"
@@ -228,7 +228,7 @@ def scale(job: str, task: str, count: int, inventory: str | None, state: Path | 
 @OUTPUT_OPTION
 def hosts(inventory: str | None, state: Path | None, output: str) -> None:
     """Each host: capacity, allocated (by framework), free, load."""
-    from meso_agentless.sampling import Sample, hosts_from_samples, sample_all
+    from meso_agentless.hosts.sampling import Sample, hosts_from_samples, sample_all
 
     cluster = load_inventory(inventory_source(inventory))
     samples, failed = sample_all(cluster.nodes)

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from meso_agentless.cli.base import OUTPUT_OPTION, print_json
+from meso_agentless.controller.planning import declared_hosts, load_jobs, plan_jobs, plan_json
 from meso_agentless.core.model import Plan
 from meso_agentless.core.resources import PORTS, format_resources
 from meso_agentless.inventory import inventory_source, load_inventory
-from meso_agentless.planner import declared_hosts, load_jobs, plan_jobs, plan_json
 
 EXIT_UNPLACED = 3
 
@@ -31,7 +31,7 @@ def plan(jobs: tuple[Path, ...], inventory: str | None, offline: bool, output: s
     if offline:
         hosts = declared_hosts(cluster)
     else:
-        from meso_agentless.sampling import sampled_hosts
+        from meso_agentless.hosts.sampling import sampled_hosts
 
         hosts, unreachable = sampled_hosts(cluster)
     result = plan_jobs(specs, cluster, hosts)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from meso_agentless import ssh
+from meso_agentless.hosts import ssh
 from meso_agentless.lab import mounts, network, processes
 from meso_agentless.lab.aptproxy import PORT as APT_PROXY_PORT
 from meso_agentless.lab.hostfiles import LAB_MARK_FILE, HostFile, host_files

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import paramiko
 
-from meso_agentless import ssh
+from meso_agentless.hosts import ssh
 from meso_agentless.lab import cluster
 from meso_agentless.lab.layout import HostLayout, LabLayout, Mode
 from meso_agentless.lab.paths import LabPaths

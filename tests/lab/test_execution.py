@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meso_agentless.core.tasks import unit_name
-from meso_agentless.execution import ExecutionPlane
+from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.hosts.ssh import HostKeyError
+from meso_agentless.hosts.transport import NodeRefused
 from meso_agentless.inventory import load_inventory
-from meso_agentless.ssh import HostKeyError
-from meso_agentless.transport import NodeRefused
 
 pytestmark = pytest.mark.lab
 

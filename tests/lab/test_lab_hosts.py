@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from meso_agentless import ssh
+from meso_agentless.hosts import ssh
 
 pytestmark = pytest.mark.lab
 

@@ -7,7 +7,7 @@ import pytest
 
 from meso_agentless.core.jobs import Launch, TaskPolicy, decide
 from meso_agentless.errors import UsageError
-from meso_agentless.store import SCHEMA_VERSION, Store
+from meso_agentless.state.sqlite import SCHEMA_VERSION, Store
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 
 from meso_agentless.core.model import Placement
 from meso_agentless.core.tasks import HostReport, parse_unit_name, reconcile, unit_name
-from meso_agentless.launching import launch_request
+from meso_agentless.hosts.launching import launch_request
 from meso_agentless.node import nodecmd
 from meso_agentless.spec import Task
 

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from meso_agentless.execution import ExecutionPlane
+from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import load_inventory
 
 pytestmark = pytest.mark.vm

@@ -9,8 +9,8 @@ from dataclasses import dataclass, replace
 from meso_agentless.core.model import Host
 from meso_agentless.core.resources import CPUS, DISK, MEM
 from meso_agentless.errors import MesoError
+from meso_agentless.hosts.transport import NodeConnection
 from meso_agentless.inventory import Inventory, Node
-from meso_agentless.transport import NodeConnection
 
 MAX_PARALLEL = 32
 SAMPLE_TIMEOUT = 20.0

@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 from meso_agentless.core.tasks import HostReport, Reconciliation, reconcile
 from meso_agentless.errors import UsageError
+from meso_agentless.hosts.ssh import HostKeyError
+from meso_agentless.hosts.transport import DEFAULT_TIMEOUT, NodeConnection, Unreachable
 from meso_agentless.inventory import Node
-from meso_agentless.ssh import HostKeyError
-from meso_agentless.transport import DEFAULT_TIMEOUT, NodeConnection, Unreachable
 
 MAX_PARALLEL = 32
 

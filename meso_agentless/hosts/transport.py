@@ -22,8 +22,8 @@ from typing import Any
 import paramiko
 import tenacity
 
-from meso_agentless import ssh
 from meso_agentless.errors import MesoError
+from meso_agentless.hosts import ssh
 from meso_agentless.inventory import Node
 from meso_agentless.node import node_command_source
 

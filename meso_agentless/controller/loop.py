@@ -18,12 +18,12 @@ from meso_agentless.core.model import Constraint, Framework, Placement, TaskGrou
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.tasks import unit_name
 from meso_agentless.errors import MesoError
-from meso_agentless.execution import ExecutionPlane
+from meso_agentless.hosts.launching import launch_request
+from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.hosts.sampling import hosts_from_samples, sample_all
 from meso_agentless.inventory import Inventory
-from meso_agentless.launching import launch_request
-from meso_agentless.sampling import hosts_from_samples, sample_all
 from meso_agentless.spec import Job
-from meso_agentless.store import Store, TaskRow
+from meso_agentless.state.sqlite import Store, TaskRow
 
 WATCHED = jobcore.WAITING  # staging, running, unreachable: asked about on every sync
 TRACKED = WATCHED | {"missing"}  # may hold resources and ports on their host
