@@ -2,7 +2,8 @@
 
 Enable with `pytest -p meso_agentless.testing.pytest_plugin` or `pytest_plugins = [...]` in a
 conftest. `meso_lab` is three systemd-nspawn hosts, started once per session; `meso_vm_lab` is
-one QEMU guest with its own kernel, where cgroup v2 limits are enforced.
+one QEMU guest with its own kernel, where cgroup v2 limits are enforced. Their lab names are
+`mtest` and `mvm`, or $MESO_TEST_LAB and $MESO_TEST_VM_LAB (two test runs side by side).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ def _require_root() -> None:
 def meso_lab() -> Iterator[LabHandle]:
     """Three nspawn hosts, `mtest-1`..`mtest-3`, up for the whole session."""
     _require_root()
-    with running_lab("mtest", hosts=3) as lab:
+    with running_lab(os.environ.get("MESO_TEST_LAB", "mtest"), hosts=3) as lab:
         yield lab
 
 
@@ -32,5 +33,6 @@ def meso_lab() -> Iterator[LabHandle]:
 def meso_vm_lab() -> Iterator[LabHandle]:
     """One QEMU guest, `mvm-1`, with 1 CPU and 1 GiB, up for the whole session."""
     _require_root()
-    with running_lab("mvm", hosts=1, mode="vm", cpus=1, mem_mib=1024) as lab:
+    name = os.environ.get("MESO_TEST_VM_LAB", "mvm")
+    with running_lab(name, hosts=1, mode="vm", cpus=1, mem_mib=1024) as lab:
         yield lab

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import LAB
+
 pytestmark = pytest.mark.lab
 
 BENCH = Path(__file__).parents[2] / "bench" / "execution_bench.py"
@@ -19,4 +21,4 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     lines = done.stdout.splitlines()
     assert sum(line.startswith("sampling 3 hosts:") for line in lines) == 5
     assert any("ansible all -m setup" in line for line in lines)
-    assert lines[-2].startswith("launch on mtest-1") and "x bare" in lines[-1]
+    assert lines[-2].startswith(f"launch on {LAB}-1") and "x bare" in lines[-1]

@@ -15,10 +15,11 @@ from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.hosts.ssh import HostKeyError
 from meso_agentless.hosts.transport import NodeRefused
 from meso_agentless.inventory import load_inventory
+from tests.conftest import LAB
 
 pytestmark = pytest.mark.lab
 
-HOST = "mtest-1"
+HOST = f"{LAB}-1"
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +136,7 @@ def test_requests_the_node_refuses_name_the_field(plane):
 
 def test_a_changed_host_key_is_refused_and_nothing_launched(meso_lab, tmp_path):
     nodes = {n.name: n for n in load_inventory(str(meso_lab.inventory)).nodes}
-    other_key = meso_lab.run("mtest-2", ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout
+    other_key = meso_lab.run(f"{LAB}-2", ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).stdout
     known = tmp_path / "known_hosts"
     keytype, blob = other_key.split()[:2]
     known.write_text(f"{nodes[HOST].address} {keytype} {blob}\n")
@@ -150,7 +151,7 @@ def test_a_changed_host_key_is_refused_and_nothing_launched(meso_lab, tmp_path):
 def test_a_host_cut_off_mid_launch_is_unreachable_then_reconciled_and_never_runs_twice(
     plane, meso_lab
 ):
-    host = "mtest-2"
+    host = f"{LAB}-2"
     unit = fresh_unit("cut")
     request = {"unit": unit, "argv": ["sh", "-c", f"echo ran >> /var/lib/{unit}.count; sleep 30"],
                "sandbox": {"dynamic_user": False}}  # fmt: skip
@@ -176,7 +177,7 @@ def test_a_host_cut_off_mid_launch_is_unreachable_then_reconciled_and_never_runs
 
 
 def test_reconcile_reports_units_nobody_expects_and_gone_tasks_after_a_restart(plane, meso_lab):
-    host = "mtest-3"
+    host = f"{LAB}-3"
     mine, stray = fresh_unit(), fresh_unit("stray")
     plane.launch(host, {"unit": mine, "argv": ["sleep", "300"]})
     meso_lab.run(host, ["systemd-run", "--unit", stray, "sleep", "300"])
@@ -193,7 +194,7 @@ def test_reconcile_reports_units_nobody_expects_and_gone_tasks_after_a_restart(p
 def test_two_controllers_racing_for_a_host_never_exceed_its_capacity(meso_lab):
     """Two planes, each with its own connection, launch 1-CPU tasks at a 2-CPU host at once."""
     nodes = load_inventory(str(meso_lab.inventory)).nodes
-    host = "mtest-3"
+    host = f"{LAB}-3"
     planes = [ExecutionPlane(nodes, timeout=15) for _ in range(2)]
     capacity = {"cpus": 2000, "mem": 4 << 30}
     results: list[dict] = []

@@ -69,5 +69,5 @@ def test_bad_flags_and_unknown_labs_get_one_line(argv, needles):
 
 def test_unknown_host_is_named(meso_lab):
     done = run([*MESO, "lab", "ssh", "--lab", meso_lab.name, "nosuch-9", "true"])
-    assert_one_line_error(done, "host 'nosuch-9' is not in lab 'mtest'")
+    assert_one_line_error(done, f"host 'nosuch-9' is not in lab '{meso_lab.name}'")
     assert done.returncode == 2

@@ -9,13 +9,14 @@ import time
 import pytest
 
 from meso_agentless.hosts import ssh
+from tests.conftest import LAB
 
 pytestmark = pytest.mark.lab
 
 
 def test_three_hosts_answer_with_distinct_names_and_addresses(meso_lab):
     names = {h.name: meso_lab.run(h.name, ["hostname"]).stdout.strip() for h in meso_lab.hosts}
-    assert names == {"mtest-1": "mtest-1", "mtest-2": "mtest-2", "mtest-3": "mtest-3"}
+    assert names == {f"{LAB}-1": f"{LAB}-1", f"{LAB}-2": f"{LAB}-2", f"{LAB}-3": f"{LAB}-3"}
     seen = set()
     for host in meso_lab.hosts:
         out = meso_lab.run(host.name, ["ip", "-4", "-o", "addr", "show", "dev", "eth0"]).stdout
@@ -53,7 +54,7 @@ def test_each_host_has_its_own_host_key_and_unknown_keys_are_refused(meso_lab, t
     # another host's key under this host's address: a changed key, refused
     wrong = tmp_path / "wrong_known_hosts"
     wrong.write_text(
-        f"{host.address} {keys['mtest-2'].split(' ')[0]} {keys['mtest-2'].split()[1]}\n"
+        f"{host.address} {keys[f'{LAB}-2'].split(' ')[0]} {keys[f'{LAB}-2'].split()[1]}\n"
     )
     with pytest.raises(ssh.SSHError, match="host key changed"):
         ssh.connect(host.address, user="root", key_file=meso_lab.paths.key, known_hosts=wrong)
@@ -68,10 +69,10 @@ def test_openssh_and_ansible_connect_with_strict_host_key_checking(meso_lab):
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("SUCCESS") == 3
     done = subprocess.run(
-        ["meso", "lab", "ssh", "--lab", "mtest", "mtest-3", "--", "cat", "/etc/hostname"],
+        ["meso", "lab", "ssh", "--lab", LAB, f"{LAB}-3", "--", "cat", "/etc/hostname"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert (done.returncode, done.stdout.strip()) == (0, "mtest-3"), done.stderr
+    assert (done.returncode, done.stdout.strip()) == (0, f"{LAB}-3"), done.stderr
 
 
 def _tcp_reachable(address: str, port: int = 22, timeout: float = 1.0) -> bool:
@@ -106,25 +107,25 @@ def test_a_cut_host_is_unreachable_from_everywhere_until_healed(meso_lab):
 
 def test_status_reports_each_host(meso_lab):
     done = subprocess.run(
-        ["meso", "lab", "status", "--lab", "mtest", "-o", "json"],
+        ["meso", "lab", "status", "--lab", LAB, "-o", "json"],
         capture_output=True, text=True, timeout=60, check=True,
     )  # fmt: skip
     status = json.loads(done.stdout)
     assert status["mode"] == "nspawn"
     assert [(h["name"], h["process"], h["network"]) for h in status["hosts"]] == [
-        (f"mtest-{i}", "running", "connected") for i in (1, 2, 3)
+        (f"{LAB}-{i}", "running", "connected") for i in (1, 2, 3)
     ]
     assert all(h["systemd"] in ("running", "degraded") for h in status["hosts"])
 
 
 def test_up_again_is_harmless(meso_lab):
-    before = meso_lab.run("mtest-1", ["cat", "/proc/1/stat"]).stdout.split()[21]
+    before = meso_lab.run(f"{LAB}-1", ["cat", "/proc/1/stat"]).stdout.split()[21]
     done = subprocess.run(
-        ["meso", "lab", "up", "--lab", "mtest", "--hosts", "3"],
+        ["meso", "lab", "up", "--lab", LAB, "--hosts", "3"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(meso_lab.inventory)
     assert "already up" in done.stderr
-    after = meso_lab.run("mtest-1", ["cat", "/proc/1/stat"]).stdout.split()[21]
+    after = meso_lab.run(f"{LAB}-1", ["cat", "/proc/1/stat"]).stdout.split()[21]
     assert before == after  # the same boot: nothing was restarted

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import LAB
+
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).parents[2]
@@ -176,6 +178,6 @@ def test_a_service_stays_up_comes_back_and_scales(meso, meso_lab):
 
 def test_hosts_shows_capacity_allocated_and_free(meso):
     hosts = json.loads(meso("hosts", "-o", "json", check=0).stdout)["hosts"]
-    assert [h["host"] for h in hosts] == ["mtest-1", "mtest-2", "mtest-3"]
+    assert [h["host"] for h in hosts] == [f"{LAB}-1", f"{LAB}-2", f"{LAB}-3"]
     assert all(h["capacity"]["cpus"] == 2 and h["reachable"] for h in hosts)
     assert all(set(h) >= {"allocated", "free", "load", "by_framework"} for h in hosts)

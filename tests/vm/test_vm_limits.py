@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import VM_LAB
+
 pytestmark = pytest.mark.vm
 
-HOST = "mvm-1"
+HOST = f"{VM_LAB}-1"
 
 
 def wait_inactive(lab, unit: str, timeout: float = 120.0) -> dict[str, str]:
