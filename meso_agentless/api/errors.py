@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 
 from meso_agentless.controller.loop import JobConflict, NotFound
 from meso_agentless.controller.runner import Stopped
-from meso_agentless.errors import UsageError
+from meso_agentless.errors import Unplaceable, UsageError
 
 log = logging.getLogger("meso.api")
 
@@ -48,6 +48,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(JobConflict)
     async def _conflict(_request: Request, exc: JobConflict):
         return error(409, str(exc))
+
+    @app.exception_handler(Unplaceable)
+    async def _unplaceable(_request: Request, exc: Unplaceable):
+        return error(422, str(exc), unplaced=exc.unplaced)
 
     @app.exception_handler(UsageError)
     async def _usage(_request: Request, exc: UsageError):

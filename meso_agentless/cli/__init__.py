@@ -23,6 +23,7 @@ COMMANDS = {
     "kill": ("jobs", "kill", "Stop every task of JOB on every host."),
     "scale": ("jobs", "scale", "Set TASK of JOB to COUNT instances."),
     "hosts": ("jobs", "hosts", "Each host: state, capacity, allocated, free, load."),
+    "gc": ("jobs", "gc", "Stop the meso units on the hosts that no job claims."),
     "frameworks": ("jobs", "frameworks", "Each framework: weight, quota, share (and `set`)."),
     "plan": ("plan", "plan", "Where jobs would go, and why what does not fit does not."),
     "schema": ("jobs", "schema", "Print the job file's JSON Schema."),

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from meso_agentless.errors import MesoError, UsageError
+from meso_agentless.errors import MesoError, Unplaceable, UsageError
 
 if TYPE_CHECKING:
     from meso_agentless.spec import Job
@@ -73,10 +73,13 @@ class Remote:
                                else f"{addr}: {exc}")  # fmt: skip
                 continue
             if response.status >= 400:
-                message = _error_of(response.read())
+                body = _body_of(response.read())
                 connection.close()
+                message = str(body.get("error") or "error")
                 if response.status == 401:
                     message += " (check MESO_TOKEN / MESO_TOKEN_FILE)"
+                if isinstance(body.get("unplaced"), list):
+                    raise Unplaceable(message, body["unplaced"])
                 raise ApiError(response.status, message)
             return response
         raise MesoError("cannot reach the controller: " + "; ".join(reasons))
@@ -111,6 +114,9 @@ class Remote:
 
     def kill(self, name: str) -> dict:
         return self._json("DELETE", f"/v1/jobs/{quote(name, safe='')}")
+
+    def gc(self) -> dict:
+        return self._json("POST", "/v1/gc")
 
     def plan(self, jobs: list[Job]) -> dict:
         return self._json("POST", "/v1/plan", {"jobs": [j.model_dump(mode="json") for j in jobs]})
@@ -195,9 +201,12 @@ def _sse(response: http.client.HTTPResponse) -> Iterator[dict]:
             data.append(line[5:].lstrip())
 
 
-def _error_of(body: bytes) -> str:
+def _body_of(body: bytes) -> dict:
+    """An error answer's JSON ({"error": ...}), or its text as the error."""
     try:
         data = json.loads(body)
-        return str(data.get("error") or data)
-    except (ValueError, AttributeError):
-        return body.decode("utf-8", "replace").strip()[:300] or "error"
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    return {"error": body.decode("utf-8", "replace").strip()[:300] or "error"}

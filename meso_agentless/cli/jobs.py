@@ -21,15 +21,19 @@ from meso_agentless.cli.base import (
     print_json,
     stderr_console,
 )
-from meso_agentless.errors import MesoError, UsageError
+from meso_agentless.errors import MesoError, Unplaceable, UsageError
 
 
 def _follow_printer(job: str, live_view: bool, use: object) -> tuple:
     """What prints the events of a job while a command waits on it: plain lines on stderr,
     or a live table with the lines above it on a terminal."""
     console = stderr_console()
+
+    def printable(event: dict) -> bool:  # the outcome itself is the command's own last line
+        return not (event["kind"] == "job" and "code" in event["data"] and event["job"] == job)
+
     if not (live_view and console.is_terminal):
-        return (lambda event: click.echo(event["message"], err=True)), None
+        return (lambda event: printable(event) and click.echo(event["message"], err=True)), None
     from rich.live import Live
 
     from meso_agentless.cli.render import progress_table
@@ -37,7 +41,8 @@ def _follow_printer(job: str, live_view: bool, use: object) -> tuple:
     live = Live(console=console, transient=False)
 
     def on_event(event: dict) -> None:
-        live.console.print(event["message"])
+        if printable(event):
+            live.console.print(event["message"])
         with contextlib.suppress(MesoError):  # the table is a nicety; the lines carry the news
             live.update(progress_table(use.job(job)))  # type: ignore[attr-defined]
 
@@ -64,11 +69,15 @@ def run(
     job = load_job(job_file)
     use = backend(inventory, state)
     on_event, live = _follow_printer(job.job, output != "json" and not detach, use)
-    if live is not None:
-        with live:
+    try:
+        if live is not None:
+            with live:
+                view, outcome = use.run(job, detach, on_event)
+        else:
             view, outcome = use.run(job, detach, on_event)
-    else:
-        view, outcome = use.run(job, detach, on_event)
+    except Unplaceable as exc:  # nothing was stored or launched
+        view = {"tasks": [], "unplaced": exc.unplaced}
+        outcome = {"code": exc.exit_code, "message": str(exc)}
     if outcome is None:  # detached before an outcome
         code = 0
         message = f"submitted: {len(view['tasks'])} placed, {len(view['unplaced'])} pending"
@@ -165,6 +174,21 @@ def hosts(inventory: str | None, state: Path | None, output: str) -> None:
     from meso_agentless.cli.render import console, hosts_table
 
     console().print(hosts_table(result["hosts"]))
+
+
+@click.command()
+@INVENTORY_OPTION
+@STATE_OPTION
+@OUTPUT_OPTION
+def gc(inventory: str | None, state: Path | None, output: str) -> None:
+    """Stop the meso units on the hosts that no job claims (they are reported, never adopted)."""
+    result = backend(inventory, state).gc()
+    if output == "json":
+        print_json(result)
+        return
+    for s in result["stopped"]:
+        click.echo(f"{s['host']}: {s['unit']}: {s['state']}")
+    click.echo(f"{len(result['stopped'])} unit(s) stopped")
 
 
 @click.group(invoke_without_command=True)

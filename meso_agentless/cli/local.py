@@ -110,6 +110,12 @@ class Local:
             stopped = e.controller.kill(name)
             return {"job": name, "stopped": stopped}
 
+    def gc(self) -> dict:
+        with self._embedded(self._source(), write=True) as e:
+            e.fleet.refresh()
+            e.controller.sync()
+            return {"stopped": e.controller.gc()}
+
     def set_framework(self, name: str, change: dict) -> dict:
         from meso_agentless.core.resources import parse_resources
 

@@ -45,6 +45,8 @@ class Options:
     state: Path
     token_file: Path
     interval: float = 1.0
+    suspect_after: float = 2.0
+    unreachable_after: float = 5.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
 
@@ -103,7 +105,8 @@ def _serve(options: Options, inventory: Any, lock: StateLock, host: str, port: i
     events = EventBus(clock.time)
     events.subscribe(callback=lambda e: log.info("%s", e.message))
     plane = ExecutionPlane(inventory.nodes)
-    fleet = Fleet(plane, clock, interval=options.interval)
+    fleet = Fleet(plane, clock, interval=options.interval, suspect_after=options.suspect_after,
+                  unreachable_after=options.unreachable_after)  # fmt: skip
     controller = Controller(store, inventory, plane, fleet, clock, events)
     service = Service(controller)
     metrics = Metrics(service)

@@ -67,7 +67,7 @@ class Fleet:
         *,
         interval: float = 1.0,
         timeout: float = 3.0,
-        suspect_after: float = 2.5,
+        suspect_after: float = 2.0,
         unreachable_after: float = 5.0,
         on_change: Callable[[], None] | None = None,
     ) -> None:

@@ -28,7 +28,7 @@ from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Fleet, HostView
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.health import HostState
+from meso_agentless.core.health import HostState, partitioned
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
@@ -40,9 +40,10 @@ from meso_agentless.core.tasks import (
     TaskState,
     TaskStatus,
     judge,
+    parse_unit_name,
     unit_name,
 )
-from meso_agentless.errors import UsageError
+from meso_agentless.errors import Unplaceable, UsageError
 from meso_agentless.hosts.launching import launch_request
 from meso_agentless.hosts.plane import NodeRefused, Plane, Unreachable, each_host
 from meso_agentless.inventory import Inventory, Node
@@ -117,6 +118,10 @@ class Controller:
         self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
         self.host_states: dict[str, HostState] = {}
         self._acted: dict[str, float] = {}  # unit -> monotonic time of our last action on it
+        self._full: dict[str, float] = {}  # host -> when its admission last refused a launch
+        self._unreachable_since: dict[str, float] = {}  # host -> when it became unreachable
+        self.replacements_paused = False  # many hosts lost at once: the controller is cut off
+        self.replacements_allowed = False  # an operator's override of that pause
         self._dirty = True
         self._last_allocation = -math.inf
 
@@ -137,12 +142,46 @@ class Controller:
                     f"job {job.job!r} is active with another spec: kill it first, or scale it"
                 )
             return existing
+        never = self.never_placeable(job)
+        if never:
+            raise Unplaceable(f"cannot be placed: {never[0].reason}",
+                              [{"task": u.task, "index": u.index, "reason": u.reason}
+                               for u in never])  # fmt: skip
         row = self.store.put_job(job.job, job.framework, job.type, spec, self.inventory.source)
         self.jobs[job.job] = JobState()
         self._dirty = True
         self.events.publish("job", f"{job.job}: submitted (run {row.run})", job.job,
                             state=row.state, run=row.run)  # fmt: skip
         return row
+
+    def never_placeable(self, job: Job) -> list[Unplaced]:
+        """The job's tasks that would not fit even on an empty cluster (every host the fleet
+        knows a capacity of, reachable or not; each framework holding nothing): larger than
+        every host, blocked by their constraints everywhere, or by their framework's quota.
+        A service's instances all run at once, so they must all fit together; a batch job's
+        may run one after another, so each must fit alone. Nothing is judged while no host's
+        capacity is known."""
+        views = self.fleet.views()
+        hosts = []
+        for name, node in self.nodes.items():
+            view = views.get(name)
+            sampled = sampled_capacity(view.facts) if view is not None else {}
+            if sampled or {CPUS, MEM} <= set(node.declared):
+                hosts.append(node.to_host(sampled))
+        if not hosts:
+            return []
+        empty = [replace(f, allocated={}) for f in self.frameworks()]
+        if job.type == "service":
+            return allocate(hosts, empty, [JobScheduler(job.framework, job.groups())]).unplaced
+        never = []
+        for group in job.groups():
+            alone = allocate(hosts, empty, [JobScheduler(job.framework, [replace(group, count=1)])])
+            never += [
+                replace(u, index=i)
+                for u in alone.unplaced
+                for i in range(group.first_index, group.first_index + group.count)
+            ]
+        return never
 
     def scale(self, name: str, task: str, count: int) -> JobRow:
         """Set `task` of an active job to `count` instances."""
@@ -157,6 +196,11 @@ class Controller:
             if t["name"] == task:
                 t["count"] = count
         scaled = Job.model_validate(data)  # the same bounds as a job file
+        never = self.never_placeable(scaled)
+        if never:
+            raise Unplaceable(f"cannot be placed: {never[0].reason}",
+                              [{"task": u.task, "index": u.index, "reason": u.reason}
+                               for u in never])  # fmt: skip
         row = self.store.update_job(job, spec=scaled.model_dump(mode="json"))
         self._dirty = True
         self.events.publish("job", f"{name}/{task}: scaled to {count}", name, task=task,
@@ -173,8 +217,29 @@ class Controller:
         rows = [r for r in self.store.tasks(name) if r.state in TRACKED | {S.LOST}]
         results = self._stop_rows(rows)
         self._outcome(job, jobcore.Outcome(1, "killed"))
-        return [{"unit": r.unit, "host": r.host, **status.to_json()} for r, status in results
-                if not (r.state == S.LOST and status.state == S.LOST)]  # fmt: skip
+        stopped = [{"unit": r.unit, "host": r.host, **status.to_json()} for r, status in results
+                   if not (r.state == S.LOST and status.state == S.LOST)]  # fmt: skip
+        return stopped + self.gc(job=name)
+
+    def gc(self, job: str | None = None) -> list[dict]:
+        """Stop the units of meso's form that nobody claims (of one job's name, or all): they
+        were reported, never adopted; this is the operator saying they must go."""
+        targets = [(host, unit) for host, units in sorted(self.unclaimed.items())
+                   for unit in units if (parsed := parse_unit_name(unit)) is not None
+                   and (job is None or parsed[0] == job)]  # fmt: skip
+
+        def stop(target: tuple[str, str]) -> dict:
+            host, unit = target
+            try:
+                status = TaskStatus.of(self.plane.stop(host, unit, timeout=self.stop_timeout))
+            except (Unreachable, NodeRefused, ValueError) as exc:
+                return {"unit": unit, "host": host, "state": "unreachable", "reason": _short(exc)}
+            self._acted[unit] = self.clock.monotonic()
+            self.events.publish("host", f"{host}: unit {unit}, claimed by nobody, stopped",
+                                host=host, unit=unit)  # fmt: skip
+            return {"unit": unit, "host": host, **status.to_json()}
+
+        return per_host(targets, lambda t: t[0], stop)
 
     def set_framework(
         self, name: str, weight: float | None, quota: Mapping[str, int] | None
@@ -202,6 +267,7 @@ class Controller:
         report = TickReport()
         views = self.fleet.views()
         self._note_hosts(views)
+        self._check_partition()
         forget, strays = self._observe(views)
         jobs = [j for j in self.store.jobs() if j.state == ACTIVE
                 and j.inventory == self.inventory.source]  # fmt: skip
@@ -252,6 +318,10 @@ class Controller:
             if view.boot and boots.get(name) not in (None, view.boot):
                 state = HostState.GONE
             before = self.host_states.get(name)
+            if state == HostState.UNREACHABLE:
+                self._unreachable_since.setdefault(name, self.clock.monotonic())
+            else:
+                self._unreachable_since.pop(name, None)
             if state != before:
                 self.host_states[name] = state
                 self._dirty = True
@@ -260,6 +330,19 @@ class Controller:
                     message = "rebooted: its tasks are gone" if state == HostState.GONE else state
                     self.events.publish("host", f"{name}: {message}{why}", host=name,
                                         state=state.value)  # fmt: skip
+
+    def _check_partition(self) -> None:
+        """Pause replacements while the controller looks cut off; resume when hosts return."""
+        paused = partitioned(self._unreachable_since, len(self.nodes), self.clock.monotonic())
+        if paused and not self.replacements_paused:
+            lost = len(self._unreachable_since)
+            self.events.publish("host", f"{lost} of {len(self.nodes)} hosts unreachable at once: "
+                                "replacing nothing until they return or an operator allows it",
+                                unreachable=lost, paused=True)  # fmt: skip
+        elif not paused and self.replacements_paused:
+            self.replacements_allowed = False
+            self.events.publish("host", "hosts are back: replacements resume", paused=False)
+        self.replacements_paused = paused
 
     def _observe(self, views: Mapping[str, HostView]) -> tuple[list[TaskRow], list[TaskRow]]:
         """Record what the hosts say of every attempt that may be out there. Returns the rows
@@ -340,8 +423,9 @@ class Controller:
     def _decide(self, job: JobRow) -> jobcore.Decisions:
         spec = Job.model_validate(job.spec)
         rows = self.store.tasks(job.name)
+        hold = self.replacements_paused and not self.replacements_allowed
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
-                                   lost_after=self.replace_after,
+                                   lost_after=math.inf if hold else self.replace_after,
                                    numbered_from=self.store.last_attempts(job.name))  # fmt: skip
         for row in decisions.lost:
             assert isinstance(row, TaskRow)  # noqa: S101 - decide() returns what it was given
@@ -443,6 +527,8 @@ class Controller:
         for name, view in sorted(views.items()):
             if not view.placeable or name not in self.nodes:
                 continue
+            if view.asked is not None and view.asked <= self._full.get(name, -math.inf):
+                continue  # it refused a launch since its last sample: wait for the next one
             host = self.nodes[name].to_host(sampled_capacity(view.facts))
             hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name])))
         return hosts
@@ -475,7 +561,7 @@ class Controller:
                                      job.type == "service")  # fmt: skip
             requests.append((row, request))
 
-        def launch(item: tuple[TaskRow, dict]) -> TaskStatus | None:
+        def launch(item: tuple[TaskRow, dict]) -> TaskStatus | str | None:
             row, request = item
             try:
                 return TaskStatus.of(self.plane.launch(row.host, request,
@@ -485,16 +571,33 @@ class Controller:
                                     f"launch; will reconcile ({exc})", row.job,
                                     unit=row.unit)  # fmt: skip
                 return None  # it may or may not have started: the next report says
-            except (NodeRefused, ValueError) as exc:
+            except NodeRefused as exc:
+                if "admission" in str(exc):  # the host is fuller than we knew: nothing started
+                    return _short(exc)
+                return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
+            except ValueError as exc:
                 return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
 
         results = per_host(requests, lambda item: item[0].host, launch)
         with self.store.transaction():
             for (row, _), status in zip(requests, results, strict=True):
                 self._acted[row.unit] = self.clock.monotonic()
-                if status is not None:
+                if isinstance(status, str):
+                    self._refused(row, status)
+                elif status is not None:
                     self._record(row, status)
                 report.launched.append(row.unit)
+
+    def _refused(self, row: TaskRow, why: str) -> None:
+        """A host's admission said no: not a failure. The instance is pending again, to be
+        placed on that host or another once the next sample shows what is really there."""
+        self._full[row.host] = self.clock.monotonic()
+        if self.store.drop_intent(row):
+            self._dirty = True
+            self.events.publish("task", f"{row.job}/{row.task}[{row.index}] refused by "
+                                f"{row.host}, placing it again: {why}", row.job,
+                                task=row.task, index=row.index, host=row.host,
+                                reason=why)  # fmt: skip
 
     def _stop_rows(self, rows: Iterable[TaskRow]) -> list[tuple[TaskRow, TaskStatus]]:
         """Stop these units on their hosts (in parallel), and record how each ended."""
@@ -570,8 +673,7 @@ class Controller:
             return
         spec = Job.model_validate(job.spec)
         total = sum(t.count for t in spec.tasks)
-        reason = state.unplaced[0].reason if state.unplaced else None
-        result = jobcore.outcome(job.type, False, decisions, total, reason)
+        result = jobcore.outcome(job.type, False, decisions, total, len(state.unplaced))
         if result is None:
             return
         if decisions.settled:  # over: done, or failed for good

@@ -34,3 +34,17 @@ def host_state(
     if silent >= suspect_after or (last_failure is not None and last_failure > last_ok):
         return HostState.SUSPECT
     return HostState.UP
+
+
+def partitioned(
+    unreachable_since: dict[str, float], total: int, now: float, window: float = 10.0
+) -> bool:
+    """Whether the controller itself looks cut off: more than a third of the hosts unreachable,
+    and that many of them went unreachable within `window` seconds of each other. A network
+    failure at the controller must not look like a cluster failure (Mesos' agent removal rate
+    limit): then nothing is replaced until the hosts return or an operator says so (pure)."""
+    if total <= 0 or 3 * len(unreachable_since) <= total:
+        return False
+    times = sorted(unreachable_since.values())
+    need = total // 3 + 1  # more than a third
+    return any(times[i + need - 1] - times[i] <= window for i in range(len(times) - need + 1))

@@ -129,21 +129,17 @@ class Outcome:
 
 
 def outcome(
-    job_type: str,
-    killed: bool,
-    decisions: Decisions,
-    total: int,
-    unplaced_reason: str | None = None,
+    job_type: str, killed: bool, decisions: Decisions, total: int, pending: int = 0
 ) -> Outcome | None:
     """The job's outcome after a cycle, or None while it is still on its way (pure).
 
-    A batch job may wait for its own running tasks to free room; a service's never end, so a
-    service with unplaced instances cannot be placed.
+    A task that does not fit now is pending: it waits for room, and the job with it. (One that
+    could never fit is refused when the job is submitted: exit 3 comes from there.)
     """
     if killed:
         return Outcome(1, "killed")
-    if unplaced_reason and (job_type == "service" or not decisions.waiting):
-        return Outcome(3, "cannot be placed: " + unplaced_reason)
+    if pending:
+        return None
     if decisions.settled:
         if decisions.failed:
             first = decisions.failed[0]

@@ -235,6 +235,15 @@ class Store:
         found = self.db.execute("SELECT * FROM tasks WHERE id = ?", (row.id,)).fetchone()
         return _task(found)
 
+    def drop_intent(self, row: TaskRow) -> bool:
+        """Remove an intent its host refused (nothing was started): the instance is pending
+        again. Only a staging row still at `row.version`."""
+        done = self.db.execute(
+            "DELETE FROM tasks WHERE id = ? AND version = ? AND state = 'staging'",
+            (row.id, row.version),
+        )
+        return done.rowcount == 1
+
     def tasks(self, job: str | None = None) -> list[TaskRow]:
         """Attempts of the current run of `job` (or of every job)."""
         query = (

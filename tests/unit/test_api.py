@@ -107,6 +107,16 @@ def test_bad_jobs_get_a_4xx_naming_the_field_and_store_nothing(api, body, kind, 
     assert api.get("/v1/jobs").json() == {"jobs": []}
 
 
+def test_a_job_that_could_never_fit_is_422_with_the_reasons_and_stores_nothing(api):
+    huge = {**JOB, "tasks": [{**JOB["tasks"][0], "resources": {"cpus": 64}}]}
+    done = api.post("/v1/jobs", json=huge)
+    assert done.status_code == 422
+    body = done.json()
+    assert body["error"] == 'cannot be placed: no host fits: dimension "cpus" exhausted on 2 hosts'
+    assert body["unplaced"][0] == {"task": "server", "index": 0, "reason": body["error"][18:]}
+    assert api.get("/v1/jobs").json() == {"jobs": []}
+
+
 def test_scale_kill_and_their_bad_requests(api):
     api.post("/v1/jobs", json=JOB)
     scaled = api.post("/v1/jobs/web/scale", json={"task": "server", "count": 3})

@@ -5,6 +5,7 @@ import pytest
 
 from meso_agentless.controller.loop import JobConflict, NotFound
 from meso_agentless.core.model import Framework
+from meso_agentless.errors import Unplaceable
 from meso_agentless.spec import Job
 from meso_agentless.testing.fakes import FakeCluster
 
@@ -82,8 +83,11 @@ def test_a_report_older_than_the_launch_never_makes_a_task_missing(cluster):
 
 
 def test_an_unreachable_service_instance_is_replaced_after_replace_after_and_the_original_stopped_when_its_host_returns(  # noqa: E501
-    cluster,
+    tmp_path,
 ):
+    # three hosts: losing one is a third, not more (more would look like the controller cut off)
+    cluster = FakeCluster.of(tmp_path, {**TWO_HOSTS, "h3": (2, "4GiB")}, replace_after=30.0)
+    cluster.step()
     cluster.controller.submit(job(type_="service", count=2, cpus=0.5))
     cluster.step()
     cluster.step()  # a cycle that launched nothing more: the service is up
@@ -201,8 +205,9 @@ def test_a_job_that_does_not_fit_now_waits_and_is_placed_when_room_frees(cluster
     cluster.step()
     cluster.controller.submit(job("b", count=1, cpus=1))
     cluster.step()
-    assert outcome(cluster, "b") == (3, 'cannot be placed: no host fits: dimension "cpus" '
-                                        "exhausted on 2 hosts")  # fmt: skip
+    assert outcome(cluster, "b") is None  # pending: it could fit, just not now
+    [pending] = cluster.controller.jobs["b"].unplaced
+    assert pending.reason == 'no host fits: dimension "cpus" exhausted on 2 hosts'
     cluster.plane.finish("meso-a_t_0_1")
     cluster.step()
     cluster.step(5)
@@ -223,11 +228,44 @@ def test_frameworks_share_by_weighted_drf_across_jobs_in_one_cycle(tmp_path):
 def test_a_zero_quota_places_nothing_and_says_so(tmp_path):
     c = FakeCluster.of(tmp_path, TWO_HOSTS, (Framework("capped", 1.0, {"cpus": 0}),))
     c.step()
-    c.controller.submit(job(framework="capped", count=1))
-    c.step()
-    assert c.states("j") == {}
-    code, message = outcome(c)
-    assert code == 3 and "quota of framework capped reached: cpus 0 of 0" in message
+    with pytest.raises(Unplaceable, match="quota of framework capped reached: cpus 0 of 0"):
+        c.controller.submit(job(framework="capped", count=1))
+    assert c.controller.store.jobs() == []
+
+
+@pytest.mark.parametrize(("spec", "reason"), [
+    ({"cpus": 3}, 'no host fits: dimension "cpus" exhausted on 2 hosts'),
+    ({"count": 3, "type_": "service", "constraints": [{"op": "unique_host"}]},
+     'no host fits: constraint "unique host" filtered on 2 hosts'),
+    ({"constraints": [{"attribute": "rack", "op": "eq", "value": "nowhere"}]},
+     'no host fits: constraint "rack = nowhere" filtered on 2 hosts'),
+])  # fmt: skip
+def test_a_task_that_could_never_fit_is_refused_at_submission_storing_nothing(
+    cluster, spec, reason
+):
+    with pytest.raises(Unplaceable) as refused:
+        cluster.controller.submit(job(count=spec.pop("count", 1), **spec))
+    assert refused.value.exit_code == 3 and refused.value.unplaced[-1]["reason"] == reason
+    assert cluster.controller.store.jobs() == [] and cluster.plane.running() == {}
+
+
+def test_a_batch_job_larger_than_the_cluster_runs_in_turns(cluster):
+    """Six 1-CPU tasks on 4 CPUs, each on its own host at a time: they wait for each other."""
+    cluster.controller.submit(job(count=6, cpus=1, constraints=[{"op": "unique_host"}]))
+    for _ in range(3):
+        cluster.step()
+        for unit in list(cluster.plane.running()):
+            cluster.plane.finish(unit)
+    cluster.step()
+    cluster.step()
+    assert outcome(cluster) == (0, "all 6 task(s) finished")
+
+
+def test_scaling_past_what_could_ever_fit_is_refused(cluster):
+    cluster.controller.submit(job(type_="service", count=1, constraints=[{"op": "unique_host"}]))
+    with pytest.raises(Unplaceable):
+        cluster.controller.scale("j", "t", 3)
+    assert Job.model_validate(cluster.controller.store.job("j").spec).tasks[0].count == 1
 
 
 def test_jobs_of_one_framework_are_placed_in_submission_order(tmp_path):
@@ -243,3 +281,64 @@ def test_a_run_time_weight_and_quota_change_persist(cluster):
     cluster.controller.set_framework("web", 2.5, {"cpus": 4000})
     names = {f.name: f for f in cluster.controller.frameworks()}
     assert (names["web"].weight, names["web"].quota) == (2.5, {"cpus": 4000})
+
+
+def test_a_launch_refused_by_host_admission_is_placed_again_not_failed(cluster):
+    """Another controller took h1 between our sample and our launch: the task is pending
+    again, and goes where there is room once the next sample shows it."""
+    cluster.plane.launch("h1", {"unit": "meso-other_t_0_1", "argv": ["sleep"], "cpus": 2000})
+    cluster.controller.submit(job(count=1, cpus=1.5))
+    cluster.controller.tick()  # views from before the other launch: h1 looks free
+    assert cluster.states("j") == {}
+    assert any("refused by h1, placing it again" in m for m in cluster.messages())
+    cluster.step()
+    assert cluster.states("j") == {("t", 0, 1): "running"}
+    assert cluster.plane.where("meso-j_t_0_1") == "h2"
+
+
+def test_kill_and_gc_stop_units_nobody_claims_but_never_adopt_them(cluster):
+    cluster.plane.launch("h1", {"unit": "meso-j_t_0_9", "argv": ["sleep"], "cpus": 100})
+    cluster.plane.launch("h2", {"unit": "meso-other_t_0_1", "argv": ["sleep"], "cpus": 100})
+    cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
+    cluster.step()
+    assert cluster.states("j") == {("t", 0, 1): "running"}  # its own attempt, not the stray
+    stopped = {s["unit"] for s in cluster.controller.kill("j")}
+    assert stopped == {"meso-j_t_0_1", "meso-j_t_0_9"}
+    assert set(cluster.plane.running()) == {"meso-other_t_0_1"}
+    cluster.step()
+    assert [s["unit"] for s in cluster.controller.gc()] == ["meso-other_t_0_1"]
+    assert cluster.plane.running() == {}
+
+
+def test_a_controller_cut_off_from_many_hosts_at_once_replaces_nothing(tmp_path):
+    hosts = {f"h{i}": (2, "4GiB") for i in range(1, 6)}
+    c = FakeCluster.of(tmp_path, hosts, replace_after=30.0)
+    c.step()
+    c.controller.submit(job(type_="service", count=5, cpus=1.5))  # one per host
+    c.step()
+    for host in ("h1", "h2", "h3"):
+        c.plane.cut(host)
+    for _ in range(60):
+        c.step()
+    assert c.controller.replacements_paused
+    assert all(attempt == 1 for (_, _, attempt) in c.states("j"))  # nothing replaced
+    assert any("3 of 5 hosts unreachable at once" in m for m in c.messages())
+    for host in ("h1", "h2", "h3"):
+        c.plane.heal(host)
+    c.step()
+    c.step()
+    assert not c.controller.replacements_paused
+    assert set(c.states("j").values()) == {"running"} and len(c.plane.running()) == 5
+
+
+def test_one_host_lost_among_five_is_still_replaced(tmp_path):
+    hosts = {f"h{i}": (2, "4GiB") for i in range(1, 6)}
+    c = FakeCluster.of(tmp_path, hosts, replace_after=30.0)
+    c.step()
+    c.controller.submit(job(type_="service", count=4, cpus=1.5))
+    c.step()
+    c.plane.cut(c.plane.where("meso-j_t_0_1"))
+    for _ in range(40):
+        c.step()
+    assert not c.controller.replacements_paused
+    assert c.states("j")[("t", 0, 2)] == "running"

@@ -37,6 +37,17 @@ def frameworks(ctx: Ctx) -> FrameworkList:
     return ctx.service.frameworks()
 
 
+class Stopped(BaseModel):
+    stopped: list[dict]
+
+
+@router.post("/gc", response_model=Stopped, tags=["hosts"])
+async def gc(ctx: Ctx) -> Stopped:
+    """Stop every unit of meso's form that no job claims (reported, never adopted)."""
+    controller = ctx.service.controller
+    return Stopped(stopped=await run_in_threadpool(ctx.change, controller.gc))
+
+
 class FrameworkChange(BaseModel):
     """A new weight, a new quota (a maximum per resource; zero is a limit), or both."""
 
