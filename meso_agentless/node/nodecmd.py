@@ -358,6 +358,8 @@ def decode_object(line: bytes) -> dict:
         raise
     except ValueError as exc:
         reason = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+        if "digits" in reason:  # Python's own cap on int("9" * 5000)
+            reason = "a number with thousands of digits"
         raise RequestError(f"request: not JSON ({reason})") from None
     if not isinstance(data, dict):
         raise RequestError("request: must be a JSON object")
@@ -382,9 +384,11 @@ def _fields(request: dict, allowed: tuple[str, ...] | frozenset[str]) -> None:
         raise RequestError(f"{unknown[0]}: unknown field")
 
 
-def _int(request: dict, key: str, low: int, high: int, default: int | None = None) -> int | None:
+def _int(
+    request: dict, key: str, low: int, high: int, default: int | None = None, required=False
+) -> int | None:
     value = request.get(key, default)
-    if value is None:
+    if value is None and not required:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise RequestError(f"{key}: {_short(value)} is not a whole number from {low} to {high}")
@@ -413,9 +417,9 @@ def env_error(key: object, value: object) -> tuple[bool, str] | None:
         return True, f"must be a string, not {_short(value)}"
     if "\0" in value:
         return True, "must not contain NUL characters"
-    size = len(_arg(f"--setenv={key}={value}"))
-    if size > MAX_ARG_BYTES:
-        return True, f"is {size} bytes, more than the {MAX_ARG_BYTES} a host takes in one argument"
+    size, limit = len(_arg(value)), MAX_ARG_BYTES - len(f"--setenv={key}=")
+    if size > limit:
+        return True, f"is {size} bytes, more than the {limit} a host takes for this variable"
     return None
 
 
@@ -478,6 +482,15 @@ def parse_policy(data: object, partial: bool = False) -> dict:
     Every key is optional. A whole policy (a file) takes the built-in defaults for what it
     leaves out; a partial one (a tightening sent on a connection) has only what it says.
     """
+    try:
+        return _parse_policy(data, partial)
+    except PolicyError:
+        raise
+    except RequestError as exc:
+        raise PolicyError(str(exc)) from None
+
+
+def _parse_policy(data: object, partial: bool) -> dict:
     if not isinstance(data, dict):
         raise PolicyError("policy: must be a JSON object")
     _fields(data, POLICY_KEYS)
@@ -512,7 +525,7 @@ def parse_policy(data: object, partial: bool = False) -> dict:
     if "default_limits" in data:
         out["default_limits"] = _limits(data["default_limits"], base.get("default_limits", {}))
     if "max_tasks" in data:
-        out["max_tasks"] = _int(data, "max_tasks", 1, 10**6)
+        out["max_tasks"] = _int(data, "max_tasks", 1, 10**6, required=True)
     for key in ("capacity", "reserve"):
         if key in data:
             out[key] = _amounts(data[key], key, base.get(key, {}), nullable=key == "capacity")
@@ -564,7 +577,7 @@ def _limits(given: object, base: dict) -> dict:
         if out["mem"] < 1 << 20:
             raise PolicyError("default_limits.mem: must be at least 1MiB")
     if "tasks_max" in given:
-        out["tasks_max"] = _int(given, "tasks_max", 1, 10**6)
+        out["tasks_max"] = _int(given, "tasks_max", 1, 10**6, required=True)
     return out
 
 
@@ -842,6 +855,15 @@ def _run(argv: list[str]) -> str:
     return done.stdout
 
 
+def _systemd_run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:
+            raise RequestError("argv: the command line is too long for this host") from None
+        raise
+
+
 def _read(path: str) -> str:
     with open(path) as f:
         return f.read()
@@ -965,7 +987,8 @@ class Session:
 def status(request: dict, session: Session | None = None) -> dict:
     _fields(request, ("unit",))
     unit = check_unit(request.get("unit"))
-    return _state(_show([f"{unit}.service"])[0])
+    shown = _show([f"{unit}.service"])
+    return _state(shown[0] if shown else {"Id": f"{unit}.service"})
 
 
 def launch(request: dict, session: Session | None = None) -> dict:
@@ -998,13 +1021,7 @@ def launch(request: dict, session: Session | None = None) -> dict:
                 if current["state"] != "unknown":
                     return {**current, "existed": True}
                 raise RequestError(error)
-        try:
-            done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT,
-                                  check=False)  # fmt: skip
-        except OSError as exc:
-            if exc.errno == errno.E2BIG:
-                raise RequestError("argv: the command line is too long for this host") from None
-            raise
+        done = _systemd_run(argv)
         if done.returncode != 0:
             current = status({"unit": unit})
             if current["state"] != "unknown":
