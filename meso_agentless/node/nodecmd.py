@@ -230,6 +230,15 @@ class RequestError(ValueError):
     """A request this host refuses; the message starts with the field it is about."""
 
 
+def _label(key: str) -> str:
+    """A field name from a request as it can appear in a message: itself if it looks like a
+    name, else quoted and cut (no newline or megabyte ever reaches an error line)."""
+    return key if _LABEL.fullmatch(key) else _short(key, 40)
+
+
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
 def _short(value: object, limit: int = 60) -> str:
     """repr() cut to a length that fits a one-line message."""
     try:
@@ -305,7 +314,7 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
     out: dict = {}
     for key, value in pairs:
         if key in out:
-            raise RequestError(f"{key}: given twice")
+            raise RequestError(f"{_label(key)}: given twice")
         out[key] = value
     return out
 
@@ -325,8 +334,8 @@ def check_shape(data: object, what: str = "request") -> None:
             items = value.items() if isinstance(value, dict) else enumerate(value)
             for key, item in items:
                 if isinstance(key, str):
-                    _check_text(key, f"{path}.{key}" if path else key)
-                    sub = f"{path}.{key}" if path else key
+                    sub = f"{path}.{_label(key)}" if path else _label(key)
+                    _check_text(key, sub)
                 else:
                     sub = f"{path}[{key}]"
                 stack.append((item, sub, depth + 1))
@@ -381,7 +390,7 @@ def decode_request(line: bytes) -> tuple[str, dict]:
 def _fields(request: dict, allowed: tuple[str, ...] | frozenset[str]) -> None:
     unknown = sorted(set(request) - set(allowed))
     if unknown:
-        raise RequestError(f"{unknown[0]}: unknown field")
+        raise RequestError(f"{_label(unknown[0])}: unknown field")
 
 
 def _int(
@@ -748,7 +757,9 @@ def _sandbox(given: object, minimum: dict) -> dict:
         raise RequestError(f"sandbox: must be an object with fields {list(SANDBOX_KEYS)}")
     unknown = sorted(set(given) - set(SANDBOX_KEYS))
     if unknown:
-        raise RequestError(f"sandbox.{unknown[0]}: unknown field (fields are {list(SANDBOX_KEYS)})")
+        raise RequestError(
+            f"sandbox.{_label(unknown[0])}: unknown field (fields are {list(SANDBOX_KEYS)})"
+        )
     out = {}
     for key in SANDBOX_KEYS:
         floor = minimum[key]

@@ -5,6 +5,7 @@ the same against real hosts."""
 
 import io
 import json
+import os
 import subprocess
 from contextlib import contextmanager
 from unittest import mock
@@ -15,6 +16,9 @@ from hypothesis import strategies as st
 from meso_agentless.node import nodecmd
 
 LAUNCH = {"unit": "meso-j_t_0_1", "argv": ["sh", "-c", "echo hi"], "cpus": 100, "mem": 64 << 20}
+
+# MESO_FUZZ=N runs N times as many examples (a longer hunt)
+FUZZ = int(os.environ.get("MESO_FUZZ", "1"))
 
 
 @contextmanager
@@ -86,7 +90,7 @@ def encode(request: object) -> bytes:
     return json.dumps(request).encode() + b"\n"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=400 * FUZZ, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(request=REQUESTS)
 def test_any_request_gets_one_answer_and_never_an_exception(tmp_path, request):
@@ -97,7 +101,7 @@ def test_any_request_gets_one_answer_and_never_an_exception(tmp_path, request):
         assert any(a.startswith("--property=MemoryMax=") for a in launched[0])
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+@settings(max_examples=300 * FUZZ, deadline=None, suppress_health_check=[HealthCheck.too_slow,
           HealthCheck.function_scoped_fixture])  # fmt: skip
 @given(line=st.one_of(
     st.binary(max_size=300),
