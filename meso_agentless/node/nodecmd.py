@@ -46,7 +46,7 @@ from decimal import Decimal, InvalidOperation
 
 UNIT_PREFIX = "meso-"
 UNIT_NAME = re.compile(
-    r"meso-[a-z0-9][a-z0-9-]{0,62}_[a-z0-9][a-z0-9-]{0,62}_[0-9]{1,9}_[0-9]{1,9}"
+    r"meso-[a-z0-9][a-z0-9-]{0,62}_[a-z0-9][a-z0-9-]{0,62}_[0-9]{1,18}_[0-9]{1,18}"
 )
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
