@@ -13,5 +13,5 @@ def test_the_node_commands_copy_of_the_state_sets_is_the_packages():
 def test_every_state_the_node_reports_is_a_task_state():
     reported = nodecmd.HOLDS_RESOURCES | nodecmd.ENDED | {"unknown"}
     assert reported <= {s.value for s in tasks.TaskState}
-    assert tasks.TRACKED == tasks.WATCHED | {tasks.TaskState.MISSING}
+    assert tasks.WATCHED | {tasks.TaskState.MISSING} == tasks.TRACKED
     assert not tasks.ENDED & tasks.TRACKED
