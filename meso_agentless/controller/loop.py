@@ -217,8 +217,9 @@ class Controller:
         rows = [r for r in self.store.tasks(name) if r.state in TRACKED | {S.LOST}]
         results = self._stop_rows(rows)
         self._outcome(job, jobcore.Outcome(1, "killed"))
+        # a lost attempt counts only if it was found running (it had come back)
         stopped = [{"unit": r.unit, "host": r.host, **status.to_json()} for r, status in results
-                   if not (r.state == S.LOST and status.state == S.LOST)]  # fmt: skip
+                   if r.state != S.LOST or status.state == S.KILLED]  # fmt: skip
         return stopped + self.gc(job=name)
 
     def gc(self, job: str | None = None) -> list[dict]:
