@@ -115,6 +115,18 @@ class Remote:
     def kill(self, name: str) -> dict:
         return self._json("DELETE", f"/v1/jobs/{quote(name, safe='')}")
 
+    def drain(self, host: str, deadline: str | None) -> dict:
+        path = f"/v1/hosts/{quote(host, safe='')}/drain"
+        if deadline is None:
+            return self._json("DELETE", path)
+        return self._json("POST", path, {"deadline": deadline})
+
+    def cluster(self) -> dict:
+        return self._json("GET", "/v1/cluster")
+
+    def allow_replacements(self) -> dict:
+        return self._json("POST", "/v1/cluster/allow-replacements")
+
     def gc(self) -> dict:
         return self._json("POST", "/v1/gc")
 

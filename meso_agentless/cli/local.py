@@ -10,6 +10,7 @@ from typing import Any
 from meso_agentless.controller.embedded import Embedded
 from meso_agentless.controller.events import Event
 from meso_agentless.controller.loop import NotFound
+from meso_agentless.errors import UsageError
 from meso_agentless.settings import Settings
 from meso_agentless.spec import Job
 from meso_agentless.state.sqlite import Store
@@ -109,6 +110,33 @@ class Local:
             e.controller.sync()
             stopped = e.controller.kill(name)
             return {"job": name, "stopped": stopped}
+
+    def drain(self, host: str, deadline: str | None) -> dict:
+        """Embedded, a drain is recorded and acted on by every later command (and by a
+        controller started on this state)."""
+        from meso_agentless.spec import parse_duration
+
+        with self._embedded(self._source(), write=True) as e:
+            e.fleet.refresh()
+            e.controller.sync()
+            if deadline is None:
+                e.controller.undrain(host)
+            else:
+                try:
+                    seconds = parse_duration(deadline)
+                except ValueError as exc:
+                    raise UsageError(f"--deadline: {exc}") from None
+                e.controller.drain(host, seconds)
+            e.controller.tick()
+            return e.service.host(host).model_dump(mode="json")
+
+    def cluster(self) -> dict:
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return e.service.cluster().model_dump(mode="json")
+
+    def allow_replacements(self) -> dict:
+        raise UsageError("replacements pause only in a running controller (set MESO_ADDR)")
 
     def gc(self) -> dict:
         with self._embedded(self._source(), write=True) as e:

@@ -25,10 +25,10 @@ from typing import TypeVar
 
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.events import EventBus
-from meso_agentless.controller.fleet import Fleet, HostView
+from meso_agentless.controller.fleet import Check, Fleet, HostView
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.health import HostState, partitioned
+from meso_agentless.core.health import HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
@@ -54,7 +54,6 @@ from meso_agentless.state.store import Intent, JobRow, StateStore, TaskRow
 S = TaskState
 T = TypeVar("T")
 R = TypeVar("R")
-REPLACE_AFTER = 60.0  # a service instance unreachable this long is placed elsewhere
 REALLOCATE_EVERY = 3.0  # pending tasks are placed again at least this often
 ACTIVE = "active"
 
@@ -100,7 +99,7 @@ class Controller:
         clock: Clock,
         events: EventBus,
         *,
-        replace_after: float = REPLACE_AFTER,
+        replace_after: float | None = None,
         launch_timeout: float = 15.0,
         stop_timeout: float = 60.0,
     ) -> None:
@@ -110,7 +109,7 @@ class Controller:
         self.fleet = fleet
         self.clock = clock
         self.events = events
-        self.replace_after = replace_after
+        self.replace_after = replace_after  # None: each job's own (disconnect.replace_after)
         self.launch_timeout = launch_timeout
         self.stop_timeout = stop_timeout
         self.nodes: dict[str, Node] = {n.name: n for n in inventory.nodes}
@@ -122,6 +121,7 @@ class Controller:
         self._unreachable_since: dict[str, float] = {}  # host -> when it became unreachable
         self.replacements_paused = False  # many hosts lost at once: the controller is cut off
         self.replacements_allowed = False  # an operator's override of that pause
+        self.draining: set[str] = set()
         self._dirty = True
         self._last_allocation = -math.inf
 
@@ -272,8 +272,14 @@ class Controller:
         forget, strays = self._observe(views)
         jobs = [j for j in self.store.jobs() if j.state == ACTIVE
                 and j.inventory == self.inventory.source]  # fmt: skip
+        endings = self._health(jobs, views)
+        endings.update(self._drain(jobs, views))
+        if endings:  # unhealthy, or past its drain's deadline: stopped before deciding
+            self._stop_rows([row for row, _ in endings.values()],
+                            {unit: status for unit, (_, status) in endings.items()})  # fmt: skip
         decided = {j.name: self._decide(j) for j in jobs}
         stops = [r for d in decided.values() for r in d.stop] + strays  # type: ignore[misc]
+        stops += self._superseded(jobs)
         again = [(j, r) for j in jobs for r in self._again(j, decided[j.name], views)]
         fresh = [(j, launch) for j in jobs for launch in decided[j.name].launch
                  if not launch.again]  # fmt: skip
@@ -319,6 +325,8 @@ class Controller:
             if view.boot and boots.get(name) not in (None, view.boot):
                 state = HostState.GONE
             before = self.host_states.get(name)
+            if state == HostState.UP and name in self.draining:
+                continue  # draining or drained: _drain says which
             if state == HostState.UNREACHABLE:
                 self._unreachable_since.setdefault(name, self.clock.monotonic())
             else:
@@ -425,14 +433,142 @@ class Controller:
         spec = Job.model_validate(job.spec)
         rows = self.store.tasks(job.name)
         hold = self.replacements_paused and not self.replacements_allowed
+        after = spec.disconnect.replace_after if self.replace_after is None else self.replace_after
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
-                                   lost_after=math.inf if hold else self.replace_after,
-                                   numbered_from=self.store.last_attempts(job.name))  # fmt: skip
+                                   lost_after=math.inf if hold else after,
+                                   numbered_from=self.store.last_attempts(job.name),
+                                   move=self._moves(job, rows))  # fmt: skip
         for row in decisions.lost:
             assert isinstance(row, TaskRow)  # noqa: S101 - decide() returns what it was given
             self._record(row, TaskStatus(S.LOST, reason=f"{row.host} unreachable; replaced"))
         self.jobs[job.name].decisions = decisions
         return decisions
+
+    # -- health checks and drains --------------------------------------------------------------
+
+    def _health(
+        self, jobs: list[JobRow], views: Mapping[str, HostView]
+    ) -> dict[str, tuple[TaskRow, TaskStatus]]:
+        """Keep the fleet checking every running attempt that has health checks, record what
+        they say, and return the attempts that failed `failures` checks in a row (to stop:
+        their restart policy then decides)."""
+        checks: dict[str, dict[str, Check]] = defaultdict(dict)
+        endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
+        now, wall = self.clock.monotonic(), self.clock.time()
+        for job in jobs:
+            spec = Job.model_validate(job.spec)
+            checked = {t.name: t.health for t in spec.tasks if t.health is not None}
+            if not checked:
+                continue
+            for row in self.store.tasks(job.name):
+                health = checked.get(row.task)
+                view = views.get(row.host)
+                if health is None or row.state != S.RUNNING or view is None:
+                    continue
+                grace_until = now + max(0.0, health.grace - (wall - row.since))
+                checks[row.host][row.unit] = Check(health.request(row.unit), health.interval,
+                                                   grace_until)  # fmt: skip
+                result = view.health.get(row.unit)
+                if result is None:
+                    continue
+                verdict = task_health(result.healthy, result.failures)
+                if verdict != row.health and self.store.set_health(row, verdict) is not None:
+                    self._dirty = True
+                    self.events.publish("task", f"{row.job}/{row.task}[{row.index}] on {row.host}:"
+                                        f" {verdict} ({result.detail})", row.job, unit=row.unit,
+                                        health=verdict, detail=result.detail)  # fmt: skip
+                if result.failures >= health.failures:
+                    reason = (f"unhealthy: {result.failures} checks failed in a row "
+                              f"({result.detail})")  # fmt: skip
+                    endings[row.unit] = (row, TaskStatus(S.FAILED, reason=reason))
+        self.fleet.set_checks(checks)
+        return endings
+
+    def _drain(
+        self, jobs: list[JobRow], views: Mapping[str, HostView]
+    ) -> dict[str, tuple[TaskRow, TaskStatus]]:
+        """Keep draining hosts' states current; return the batch attempts still on a host whose
+        drain's deadline has passed (to stop: they are placed again elsewhere)."""
+        drains = self.store.drains()
+        self.draining = set(drains)
+        wall = self.clock.time()
+        tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in drains]
+        endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
+        batch = {j.name for j in jobs if j.type == "batch"}
+        for row in tracked:
+            if row.job in batch and wall >= drains[row.host] and row.state in HOLDS_RESOURCES:
+                endings[row.unit] = (row, TaskStatus(S.KILLED, reason=jobcore.DRAINED))
+        for host in sorted(drains):
+            left = sum(r.host == host for r in tracked)
+            state = HostState.DRAINING if left else HostState.DRAINED
+            view = views.get(host)
+            up = view is not None and view.state == HostState.UP
+            if up and self.host_states.get(host) != state:
+                self.host_states[host] = state
+                self.events.publish("host", f"{host}: {state}" + (f" ({left} task(s) left)"
+                                    if left else ""), host=host, state=state.value)  # fmt: skip
+        return endings
+
+    def _moves(self, job: JobRow, rows: list[TaskRow]) -> dict[tuple[str, int], str]:
+        """A service's next instance to move off a draining host: one at a time, so the
+        service never has fewer than its count running (the new one starts beside the old)."""
+        if job.type != "service" or not self.draining:
+            return {}
+        latest: dict[tuple[str, int], TaskRow] = {}
+        live: dict[tuple[str, int], int] = defaultdict(int)
+        for row in rows:
+            latest[(row.task, row.index)] = row
+            live[(row.task, row.index)] += row.state in TRACKED
+        if any(n > 1 for n in live.values()):
+            return {}  # a move is under way
+        for key, row in sorted(latest.items()):
+            if row.host in self.draining and row.state == S.RUNNING:
+                return {key: row.host}
+        return {}
+
+    def _superseded(self, jobs: list[JobRow]) -> list[TaskRow]:
+        """Earlier attempts still running beside a newer one that is up (and healthy, where it
+        is checked): a move off a draining host is done, the old one goes."""
+        out = []
+        for job in jobs:
+            rows = self.store.tasks(job.name)
+            latest: dict[tuple[str, int], TaskRow] = {}
+            for row in rows:
+                latest[(row.task, row.index)] = row
+            for row in rows:
+                new = latest[(row.task, row.index)]
+                up = new.state == S.RUNNING and new.health in (None, "healthy")
+                if new is not row and up and row.state in TRACKED:
+                    out.append(row)
+        return out
+
+    def drain(self, host: str, deadline: float) -> None:
+        """Move everything off `host`: nothing new is placed there; service instances move one
+        at a time (the new one up before the old one stops); batch tasks may finish until
+        `deadline` seconds from now, then are stopped and placed elsewhere."""
+        if host not in self.nodes:
+            raise NotFound(f"no host {host!r}")
+        self.store.set_drain(host, self.clock.time() + deadline)
+        self._dirty = True
+        self.events.publish("host", f"{host}: draining (deadline in {deadline:.0f} s)",
+                            host=host, state="draining")  # fmt: skip
+
+    def allow_replacements(self) -> None:
+        """An operator says the lost hosts are really gone: replace their tasks (until the
+        hosts return; a new mass loss pauses again)."""
+        if self.replacements_paused and not self.replacements_allowed:
+            self.replacements_allowed = True
+            self._dirty = True
+            self.events.publish("host", "an operator allowed replacing the tasks of unreachable "
+                                "hosts", paused=False)  # fmt: skip
+
+    def undrain(self, host: str) -> None:
+        if host not in self.nodes:
+            raise NotFound(f"no host {host!r}")
+        self.store.set_drain(host, None)
+        self.host_states.pop(host, None)
+        self._dirty = True
+        self.events.publish("host", f"{host}: drain undone", host=host, state="up")
 
     def _again(
         self, job: JobRow, decisions: jobcore.Decisions, views: Mapping[str, HostView]
@@ -530,6 +666,8 @@ class Controller:
                 continue
             if view.asked is not None and view.asked <= self._full.get(name, -math.inf):
                 continue  # it refused a launch since its last sample: wait for the next one
+            if name in self.draining:
+                continue
             host = self.nodes[name].to_host(sampled_capacity(view.facts))
             hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name])))
         return hosts
@@ -600,8 +738,11 @@ class Controller:
                                 task=row.task, index=row.index, host=row.host,
                                 reason=why)  # fmt: skip
 
-    def _stop_rows(self, rows: Iterable[TaskRow]) -> list[tuple[TaskRow, TaskStatus]]:
-        """Stop these units on their hosts (in parallel), and record how each ended."""
+    def _stop_rows(
+        self, rows: Iterable[TaskRow], endings: Mapping[str, TaskStatus] | None = None
+    ) -> list[tuple[TaskRow, TaskStatus]]:
+        """Stop these units on their hosts (in parallel), and record how each ended (as
+        `endings` says for a unit that was stopped while it ran: unhealthy, drained)."""
         unique = list({r.unit: r for r in rows}.values())
         views = self.fleet.views()
 
@@ -620,6 +761,8 @@ class Controller:
                 if row.state in (S.STAGING, S.MISSING):
                     return TaskStatus(S.KILLED, reason="stopped before it ran")
                 return TaskStatus(S.KILLED) if row.state in TRACKED else row.status
+            if status.state == S.KILLED and endings and row.unit in endings:
+                return replace(endings[row.unit], restarts=status.restarts)
             return status
 
         results = per_host(unique, lambda r: r.host, stop)
@@ -674,7 +817,14 @@ class Controller:
             return
         spec = Job.model_validate(job.spec)
         total = sum(t.count for t in spec.tasks)
-        result = jobcore.outcome(job.type, False, decisions, total, len(state.unplaced))
+        checked = {t.name for t in spec.tasks if t.health is not None}
+        latest: dict[tuple[str, int], TaskRow] = {}
+        for row in self.store.tasks(job.name):
+            latest[(row.task, row.index)] = row
+        unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
+                        for r in latest.values())  # fmt: skip
+        waiting = len(state.unplaced) + unhealthy
+        result = jobcore.outcome(job.type, False, decisions, total, waiting)
         if result is None:
             return
         if decisions.settled:  # over: done, or failed for good

@@ -14,6 +14,7 @@ from meso_agentless import __version__
 from meso_agentless.controller.loop import Controller, NotFound, sampled_capacity
 from meso_agentless.controller.planning import plan_jobs, plan_json, resources_json
 from meso_agentless.controller.views import (
+    Cluster,
     FrameworkInfo,
     FrameworkList,
     Health,
@@ -122,6 +123,7 @@ class Service:
             by_framework[row.host][framework_of.get(row.job, "?")].update(resources)
             counted[row.host] += 1
         unclaimed = dict(controller.unclaimed)
+        drains = self.store.drains()
         out = []
         for name, view in sorted(views.items()):
             node = controller.nodes[name]
@@ -135,13 +137,15 @@ class Service:
             free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
             facts = view.facts
             state = controller.host_states.get(name, view.state)
+            if name in drains and state not in (HostState.DRAINING, HostState.DRAINED):
+                state = HostState.DRAINING if view.state == HostState.UP else state
             usage = {}
             if facts:
                 total, free_mem = int(facts.get("mem_total", 0)), int(facts.get("mem_available", 0))
                 usage[MEM] = max(0, total - free_mem)
             out.append(HostInfo(
-                host=name, state=state, reachable=state in (HostState.UP, HostState.SUSPECT),
-                stale=state != HostState.UP, last_seen=view.seen,
+                host=name, state=state, reachable=view.state in (HostState.UP, HostState.SUSPECT),
+                stale=view.state != HostState.UP, last_seen=view.seen,
                 age=None if view.seen is None else round(max(0.0, now - view.seen), 3),
                 boot=view.boot, error=view.error,
                 capacity=resources_json(capacity), reserved=resources_json(dict(node.reserved)),
@@ -150,9 +154,25 @@ class Service:
                               for fw, a in sorted(by_framework[name].items())},
                 load=[float(x) for x in facts.get("load", [])][:3],
                 usage=resources_json(usage), tasks=counted[name],
-                unclaimed=unclaimed.get(name, []),
+                unclaimed=unclaimed.get(name, []), drain_deadline=drains.get(name),
             ))  # fmt: skip
         return HostList(hosts=out)
+
+    def host(self, name: str) -> HostInfo:
+        for info in self.hosts().hosts:
+            if info.host == name:
+                return info
+        raise NotFound(f"no host {name!r}")
+
+    def cluster(self) -> Cluster:
+        controller = self.controller
+        states = Counter(h.state for h in self.hosts().hosts)
+        if not controller.replacements_paused:
+            replacements = "active"
+        else:
+            replacements = "allowed" if controller.replacements_allowed else "paused"
+        return Cluster(version=__version__, hosts=dict(sorted(states.items())),
+                       replacements=replacements)  # fmt: skip
 
     def frameworks(self) -> FrameworkList:
         controller = self.controller
@@ -214,5 +234,5 @@ def task_view(r: TaskRow) -> TaskView:
         state=r.state.value, exit_code=r.exit_code, signal=r.signal, reason=r.reason,
         restarts=r.restarts, since=r.since,
         resources=resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
-        ports=list(r.ports),
+        ports=list(r.ports), health=r.health,
     )  # fmt: skip

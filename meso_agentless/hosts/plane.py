@@ -39,6 +39,7 @@ class Plane(Protocol):
     def status(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
     def stop(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def health(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def logs(
         self, host: str, unit: str, follow: bool = False, lines: int = 1000
     ) -> Iterator[bytes]: ...
@@ -50,6 +51,9 @@ class ExecutionPlane:
 
     def __init__(self, nodes: Sequence[Node], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.connections = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
+        # health checks wait on tasks, up to their timeouts: on connections of their own, so a
+        # slow check never delays a host's sample or a launch
+        self.checkers = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -86,6 +90,14 @@ class ExecutionPlane:
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         return self._ask(host, "forget", timeout, unit=unit)
 
+    def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
+        """Run a task's health check on its host: {"healthy": bool, "detail": str}."""
+        self.host(host)
+        try:
+            return self.checkers[host].request("health", timeout=timeout, **request)
+        except ssh.SSHError as exc:
+            raise Unreachable(str(exc)) from exc
+
     def logs(
         self, host: str, unit: str, follow: bool = False, lines: int = 1000
     ) -> Iterator[bytes]:
@@ -118,7 +130,7 @@ class ExecutionPlane:
         return reconcile(expected, self.reports(), known_boots)
 
     def close(self) -> None:
-        for connection in self.connections.values():
+        for connection in (*self.connections.values(), *self.checkers.values()):
             connection.close()
 
 

@@ -61,6 +61,8 @@ class FakeUnit:
     signal: int | None = None
     reason: str | None = None
     restarts: int = 0
+    healthy: bool = True
+    health_detail: str = "HTTP 200"
 
     def status(self) -> dict:
         return {"unit": f"{self.name}.service", "state": self.state, "exit_code": self.exit_code,
@@ -157,6 +159,14 @@ class FakePlane:
             self.calls.append(("forget", host, unit))
             return h.units.pop(unit).status()
 
+    def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
+        with self._lock:
+            found = self._host(host).units.get(request["unit"])
+            self.calls.append(("health", host, request["unit"]))
+            if found is None or found.state != "running":
+                return {"healthy": False, "detail": "not running"}
+            return {"healthy": found.healthy, "detail": found.health_detail}
+
     def logs(
         self, host: str, unit: str, follow: bool = False, lines: int = 1000
     ) -> Iterator[bytes]:
@@ -184,6 +194,12 @@ class FakePlane:
         with self._lock:
             u = self._unit(unit)
             u.state, u.exit_code = ("finished" if exit_code == 0 else "failed"), exit_code
+
+    def set_health(self, unit: str, healthy: bool, detail: str = "") -> None:
+        """What the unit's health check will answer from now on."""
+        with self._lock:
+            u = self._unit(unit)
+            u.healthy, u.health_detail = healthy, detail or ("HTTP 200" if healthy else "refused")
 
     def crash(self, unit: str) -> None:
         """A service instance dies; systemd restarts it on its host (Restart=always)."""
