@@ -16,7 +16,8 @@ import testinfra.utils.ansible_runner
 INVENTORY = Path(__file__).resolve().parents[1] / "inventory"
 RUNNER = testinfra.utils.ansible_runner.AnsibleRunner(str(INVENTORY))
 testinfra_hosts = [
-    f"ansible://{name}?ansible_inventory={INVENTORY}" for name in RUNNER.get_hosts("meso_controller")
+    f"ansible://{name}?ansible_inventory={INVENTORY}"
+    for name in RUNNER.get_hosts("meso_controller")
 ]
 assert testinfra_hosts, f"no hosts in {INVENTORY}: is the lab up?"  # never skip silently
 NODES = sorted(RUNNER.get_hosts("meso_nodes"))
@@ -24,7 +25,7 @@ assert len(NODES) == 2, NODES
 
 USER = "meso-controller"
 CONFIG_DIR = "/etc/meso-agentless"
-TOKEN_FILE = "/var/lib/meso-controller/token"
+TOKEN_FILE = "/var/lib/meso-controller/token"  # noqa: S105 (a path)
 VENV = "/opt/meso-agentless"
 WHEELHOUSE_CACHE = Path("~/.cache/meso-agentless/wheelhouse").expanduser()
 
@@ -119,7 +120,7 @@ def test_health_answers_without_a_token_and_everything_else_needs_one(host):
     status, body = get(f"{api_url(host)}/v1/health")
     assert status == 200 and body["ok"] is True
     assert get(f"{api_url(host)}/v1/hosts")[0] == 401
-    assert get(f"{api_url(host)}/v1/hosts", token="not-the-token")[0] == 401
+    assert get(f"{api_url(host)}/v1/hosts", token="not-the-token")[0] == 401  # noqa: S106
 
 
 def test_meso_hosts_here_through_MESO_ADDR_lists_exactly_the_nodes(host):
