@@ -77,34 +77,6 @@ class Inventory:
     frameworks: tuple[Framework, ...]
 
 
-def config_file() -> Path:
-    """$MESO_CONFIG, or config.yaml in the platform's config directory."""
-    import platformdirs
-
-    env = os.environ.get("MESO_CONFIG")
-    return (
-        Path(env) if env else Path(platformdirs.user_config_dir("meso-agentless")) / "config.yaml"
-    )
-
-
-def inventory_source(given: str | None) -> str:
-    """-i, then $MESO_INVENTORY, then `inventory:` in the config file."""
-    source = given or os.environ.get("MESO_INVENTORY")
-    path = config_file()
-    if not source and path.exists():
-        from meso_agentless import yamlsafe
-
-        data, _ = yamlsafe.load(path, "config file")
-        if not isinstance(data, dict) or not isinstance(data.get("inventory", ""), str):
-            raise UsageError(f"{path}: inventory: must be the path of an inventory")
-        source = data.get("inventory")
-    if not source:
-        raise UsageError(
-            f"no inventory: pass -i INVENTORY, set MESO_INVENTORY, or put inventory: in {path}"
-        )
-    return source
-
-
 def load_inventory(source: str) -> Inventory:
     """Read an inventory with ansible-core; UsageError (one line) on anything wrong."""
     if "," not in source and not Path(source).exists():
@@ -212,7 +184,7 @@ def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> 
             raise UsageError(f"inventory {source}: {where}.weight must be a positive number")
         try:
             quota = (
-                parse_resources(_mapping(settings["quota"], where), f"{where}.quota")
+                parse_resources(_mapping(settings["quota"], where), f"{where}.quota", True)
                 if "quota" in settings
                 else None
             )

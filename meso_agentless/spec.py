@@ -276,3 +276,35 @@ def _field_path(loc: Sequence[str | int]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def job_from_data(data: object) -> Job:
+    """A job from already parsed data (JSON through the API); UsageError `field: reason`."""
+    if not isinstance(data, dict):
+        raise UsageError("a job is a mapping with job, framework, type and tasks")
+    try:
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        return _raise_first(exc)
+
+
+def job_from_text(text: bytes | str, source: str | None = None) -> Job:
+    """A job from YAML (or JSON) text; errors `SOURCE:LINE: field: reason`, or `line N: ...`."""
+    data, locate = yamlsafe.loads(text, source or "request")
+    if not isinstance(data, dict):
+        raise UsageError(f"{source or 'line 1'}: a job is a mapping with job, framework, type "
+                         "and tasks")  # fmt: skip
+    try:
+        return Job.model_validate(data)
+    except ValidationError as exc:
+        message = _first_error(Path(source or "request"), exc, locate)
+        if source is None:
+            where, _, rest = message.partition(": ")
+            line = where.partition(":")[2]
+            message = f"line {line}: {rest}" if line else rest
+        raise UsageError(message) from None
+
+
+def _raise_first(exc: ValidationError) -> Job:
+    message = _first_error(Path("request"), exc, lambda _loc: None)
+    raise UsageError(message.partition(": ")[2]) from None

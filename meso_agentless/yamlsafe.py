@@ -53,6 +53,19 @@ def load(path: Path, what: str = "file") -> tuple[Any, Locate]:
         raise UsageError(f"{path}: no such {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"{path}: cannot read {what}: {exc}") from None
+    return loads(text, str(path))
+
+
+def loads(text: bytes | str, source: str = "text") -> tuple[Any, Locate]:
+    """Parse YAML text (at most MAX_BYTES) safely; UsageError with source and line."""
+    if len(text) > MAX_BYTES:
+        raise UsageError(f"{source}: {len(text)} bytes, more than the {MAX_BYTES} allowed")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UsageError(f"{source}: not UTF-8 text: {exc}") from None
+    path = source
     try:
         loader = _Loader(text)
         try:

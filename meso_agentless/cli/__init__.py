@@ -1,28 +1,61 @@
-"""The `meso` command line: a thin layer over the package; the core never imports it."""
+"""The `meso` command line: a thin layer over the package; the core never imports it.
+
+Commands are imported only when they run (a command's module pulls in what it needs), so
+`meso --help` and a client command through a controller start fast.
+"""
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from meso_agentless import __version__
-from meso_agentless.cli.jobs import hosts, kill, logs, run, scale, schema, status
-from meso_agentless.cli.lab import lab
-from meso_agentless.cli.plan import plan
 from meso_agentless.errors import MesoError
 
+# name -> (module, attribute, the one line `meso --help` shows)
+COMMANDS = {
+    "controller": ("controller", "controller", "Run the controller and its HTTP API."),
+    "run": ("jobs", "run", "Run JOB_FILE on the cluster and follow it."),
+    "status": ("jobs", "status", "Each task instance of JOB (or every job)."),
+    "logs": ("jobs", "logs", "The journal of JOB's tasks."),
+    "kill": ("jobs", "kill", "Stop every task of JOB on every host."),
+    "scale": ("jobs", "scale", "Set TASK of JOB to COUNT instances."),
+    "hosts": ("jobs", "hosts", "Each host: state, capacity, allocated, free, load."),
+    "gc": ("jobs", "gc", "Stop the meso units on the hosts that no job claims."),
+    "frameworks": ("jobs", "frameworks", "Each framework: weight, quota, share (and `set`)."),
+    "plan": ("plan", "plan", "Where jobs would go, and why what does not fit does not."),
+    "schema": ("jobs", "schema", "Print the job file's JSON Schema."),
+    "lab": ("lab", "lab", "Lab hosts on this machine (nspawn containers or QEMU guests)."),
+}  # fmt: skip
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """Loads a command's module when the command is used, not to list it."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute, _ = COMMANDS[name]
+        return getattr(importlib.import_module(f"meso_agentless.cli.{module}"), attribute)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, _, line) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="meso")
 def cli() -> None:
-    """meso-agentless: share a few large servers between frameworks, over SSH and systemd."""
+    """meso-agentless: share a few large servers between frameworks, over SSH and systemd.
 
-
-cli.add_command(lab)
-cli.add_command(plan)
-for command in (run, status, logs, kill, scale, hosts, schema):
-    cli.add_command(command)
+    With MESO_ADDR (or `controller:` in the config file) every command goes through that
+    controller's API; without, it runs an embedded controller on the state file.
+    """
 
 
 def main() -> None:
@@ -39,4 +72,6 @@ def main() -> None:
     except click.Abort:
         click.echo("meso: interrupted", err=True)
         sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(141)
     sys.exit(code if isinstance(code, int) else 0)

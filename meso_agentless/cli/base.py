@@ -1,23 +1,52 @@
-"""What every command shares: progress, JSON output."""
+"""What every command shares: options, progress, and the backend (a controller's API when
+MESO_ADDR is set, else an embedded controller on the state file)."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
-from rich.console import Console
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from meso_agentless.cli.client import Remote
+    from meso_agentless.cli.local import Local
 
 OUTPUT_OPTION = click.option(
     "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True,
     help="Output format.",
 )  # fmt: skip
+INVENTORY_OPTION = click.option(
+    "-i", "--inventory", "inventory", help="Ansible inventory [default: $MESO_INVENTORY, config]"
+)
+STATE_OPTION = click.option(
+    "--state", "state", type=click.Path(path_type=Path), default=None,
+    help="State database, without a controller [default: $MESO_STATE, config, state dir]",
+)  # fmt: skip
+
+
+def backend(inventory: str | None = None, state: Path | None = None) -> Remote | Local:
+    """The controller's API if one is configured (MESO_ADDR, `controller:`), else embedded."""
+    from meso_agentless import settings
+
+    current = settings.current()
+    if current.remote:
+        from meso_agentless.cli.client import Remote
+
+        return Remote(current.addrs, current.read_token())
+    from meso_agentless.cli.local import Local
+
+    return Local(current, inventory, state)
 
 
 def stderr_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, highlight=False)
 
 
@@ -52,4 +81,6 @@ def progress() -> Iterator[Callable[[str], None]]:
 
 
 def print_json(data: Any) -> None:
+    import json
+
     click.echo(json.dumps(data, indent=2))

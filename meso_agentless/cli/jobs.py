@@ -1,105 +1,98 @@
-"""The everyday commands: run, status, logs, kill, scale, hosts, schema."""
+"""The everyday commands: run, status, logs, kill, scale, hosts, frameworks, schema.
+
+Each works the same through a controller (MESO_ADDR) and embedded: same output, same exit
+codes (0 done or up, 1 failed or killed, 2 bad input, 3 cannot be placed).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.live import Live
-from rich.table import Table
 
-from meso_agentless.cli.base import OUTPUT_OPTION, print_json
-from meso_agentless.controller.loop import Controller
-from meso_agentless.controller.planning import resources_json
-from meso_agentless.core.resources import PORTS, format_resources
-from meso_agentless.errors import UsageError
-from meso_agentless.hosts.plane import ExecutionPlane
-from meso_agentless.inventory import inventory_source, load_inventory
-from meso_agentless.spec import Job, load_job
-from meso_agentless.state.sqlite import Store, TaskRow, default_path
-
-INVENTORY_OPTION = click.option(
-    "-i", "--inventory", "inventory", help="Ansible inventory [default: $MESO_INVENTORY, config]"
+from meso_agentless.cli.base import (
+    INVENTORY_OPTION,
+    OUTPUT_OPTION,
+    STATE_OPTION,
+    backend,
+    print_json,
+    stderr_console,
 )
-STATE_OPTION = click.option(
-    "--state", "state", type=click.Path(path_type=Path), default=None,
-    help="State database [default: $MESO_STATE, or the platform's state directory]",
-)  # fmt: skip
+from meso_agentless.errors import MesoError, Unplaceable, UsageError
 
 
-def open_store(state: Path | None) -> Store:
-    return Store(state or default_path())
+def _follow_printer(job: str, live_view: bool, use: object) -> tuple:
+    """What prints the events of a job while a command waits on it: plain lines on stderr,
+    or a live table with the lines above it on a terminal."""
+    console = stderr_console()
 
+    def printable(event: dict) -> bool:  # the outcome itself is the command's own last line
+        return not (event["kind"] == "job" and "code" in event["data"] and event["job"] == job)
 
-def stored_job(store: Store, name: str) -> tuple[Job, str]:
-    row = store.job(name)
-    if row is None:
-        raise UsageError(f"no job {name!r} in {store.path}")
-    return Job.model_validate(row.spec), row.inventory
+    if not (live_view and console.is_terminal):
+        return (lambda event: printable(event) and click.echo(event["message"], err=True)), None
+    from rich.live import Live
 
+    from meso_agentless.cli.render import progress_table
 
-def plain_report(line: str) -> None:
-    click.echo(line, err=True)
+    live = Live(console=console, transient=False)
+
+    def on_event(event: dict) -> None:
+        if printable(event):
+            live.console.print(event["message"])
+        with contextlib.suppress(MesoError):  # the table is a nicety; the lines carry the news
+            live.update(progress_table(use.job(job)))  # type: ignore[attr-defined]
+
+    return on_event, live
 
 
 @click.command()
 @click.argument("job_file", type=click.Path(path_type=Path))
 @INVENTORY_OPTION
 @STATE_OPTION
-@click.option("--detach", is_flag=True, help="Submit and launch what fits, then return.")
+@click.option("--detach", is_flag=True, help="Submit, place what fits, and return.")
 @OUTPUT_OPTION
 def run(
     job_file: Path, inventory: str | None, state: Path | None, detach: bool, output: str
 ) -> int:
-    """Run JOB_FILE on the cluster.
+    """Run JOB_FILE on the cluster and follow it: a batch job to its end, a service until up.
 
     Exit 0: every task finished (or the service is up); 1: a task failed or was killed;
     2: bad input; 3: it cannot be placed.
     """
+    from meso_agentless.cli.render import unplaced_lines
+    from meso_agentless.spec import load_job
+
     job = load_job(job_file)
-    cluster = load_inventory(inventory_source(inventory))
-    store = open_store(state)
-    console = Console(stderr=True, highlight=False)
-    if console.is_terminal and output != "json":
-        with Live(progress_table(store, job.job), console=console, transient=False) as live:
-            controller = Controller(store, cluster, report=lambda line: live.console.print(line))
-            try:
-                outcome = controller.run(
-                    job, detach=detach, on_cycle=lambda: live.update(progress_table(store, job.job))
-                )
-            finally:
-                controller.close()
+    use = backend(inventory, state)
+    on_event, live = _follow_printer(job.job, output != "json" and not detach, use)
+    try:
+        if live is not None:
+            with live:
+                view, outcome = use.run(job, detach, on_event)
+        else:
+            view, outcome = use.run(job, detach, on_event)
+    except Unplaceable as exc:  # nothing was stored or launched
+        view = {"tasks": [], "unplaced": exc.unplaced}
+        outcome = {"code": exc.exit_code, "message": str(exc)}
+    if outcome is None:  # detached before an outcome
+        code = 0
+        message = f"submitted: {len(view['tasks'])} placed, {len(view['unplaced'])} pending"
     else:
-        controller = Controller(store, cluster, report=plain_report)
-        try:
-            outcome = controller.run(job, detach=detach)
-        finally:
-            controller.close()
+        code, message = outcome["code"], outcome["message"]
+        if detach and code != 3:
+            code, message = 0, f"submitted ({message})"
     if output == "json":
-        print_json({"job": job.job, "exit": outcome.code, "message": outcome.message,
-                    "tasks": [_task_json(r) for r in store.tasks(job.job)]})  # fmt: skip
+        print_json({"job": job.job, "exit": code, "message": message, "tasks": view["tasks"],
+                    "unplaced": view["unplaced"]})  # fmt: skip
     else:
-        click.echo(f"{job.job}: {outcome.message}")
-        for u in outcome.unplaced[:20]:
-            click.echo(f"unplaced {u.job}/{u.task}[{u.index}]: {u.reason}")
-    return outcome.code
-
-
-def progress_table(store: Store, job: str) -> Table:
-    """Per task group: instances placed, running, finished, failed (latest attempts)."""
-    latest = {}
-    for row in store.tasks(job):
-        latest[(row.task, row.index)] = row
-    table = Table("task", "placed", "running", "finished", "failed", title=job, box=None)
-    for task in sorted({t for t, _ in latest}):
-        states = [r.state for (t, _), r in latest.items() if t == task]
-        ended_badly = sum(s in ("failed", "killed", "gone", "lost") for s in states)
-        table.add_row(task, str(len(states)), str(states.count("running")),
-                      str(states.count("finished")), str(ended_badly))  # fmt: skip
-    return table
+        click.echo(f"{job.job}: {message}")
+        for line in unplaced_lines(job.job, view["unplaced"])[:20]:
+            click.echo(line)
+    return code
 
 
 @click.command()
@@ -109,37 +102,14 @@ def progress_table(store: Store, job: str) -> Table:
 @OUTPUT_OPTION
 def status(job: str | None, inventory: str | None, state: Path | None, output: str) -> int:
     """Each task instance of JOB (or every job): host, unit, state, exit code."""
-    store = open_store(state)
-    names = [job] if job else [j.name for j in store.jobs()]
-    sources = {inventory or stored_job(store, name)[1] for name in names}
-    for source in sorted(sources):  # what the hosts say now, of any earlier process's intents
-        controller = Controller(store, load_inventory(source))
-        try:
-            controller.sync()
-        finally:
-            controller.close()
-    rows = [r for n in names for r in store.tasks(n)]
+    result = backend(inventory, state).jobs([job] if job else None)
     if output == "json":
-        jobs = {j.name: j for j in store.jobs()}
-        print_json({"jobs": [{"job": n, "state": jobs[n].state, "type": jobs[n].type,
-                              "tasks": [_task_json(r) for r in rows if r.job == n]}
-                             for n in names]})  # fmt: skip
+        print_json(result)
         return 0
-    table = Table("job", "task", "index", "attempt", "host", "unit", "state", "exit", box=None)
-    for r in rows:
-        how = r.state + (f" ({r.reason})" if r.reason else "")
-        table.add_row(r.job, r.task, str(r.index), str(r.attempt), r.host, r.unit, how,
-                      "" if r.exit_code is None else str(r.exit_code))  # fmt: skip
-    Console(highlight=False).print(table)
+    from meso_agentless.cli.render import console, jobs_table
+
+    console().print(jobs_table(result["jobs"]))
     return 0
-
-
-def _task_json(r: TaskRow) -> dict:
-    return {"task": r.task, "index": r.index, "attempt": r.attempt, "host": r.host,
-            "unit": r.unit, "state": r.state, "exit_code": r.exit_code, "signal": r.signal,
-            "reason": r.reason, "restarts": r.restarts,
-            "resources": resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
-            "ports": r.ports}  # fmt: skip
 
 
 @click.command()
@@ -152,28 +122,14 @@ def _task_json(r: TaskRow) -> dict:
 def logs(job: str, which: str | None, follow: bool, lines: int, inventory: str | None,
          state: Path | None) -> None:  # fmt: skip
     """The journal of JOB's tasks; WHICH picks TASK or TASK/INDEX (latest attempt)."""
-    store = open_store(state)
-    _, source = stored_job(store, job)
     task, _, index = (which or "").partition("/")
     if index and not index.isdigit():
         raise UsageError(f"{which!r}: use TASK or TASK/INDEX")
-    latest = {}
-    for r in store.tasks(job):
-        if (not task or r.task == task) and (not index or r.index == int(index)):
-            latest[(r.task, r.index)] = r
-    if not latest:
-        raise UsageError(f"job {job!r} has no task {which!r}")
-    plane = ExecutionPlane(load_inventory(inventory or source).nodes)
-    try:
-        for r in latest.values():
-            if len(latest) > 1:
-                click.echo(f"==> {r.task}[{r.index}] on {r.host} ({r.unit}) <==")
-            for chunk in plane.logs(r.host, r.unit, follow=follow and len(latest) == 1,
-                                    lines=lines):  # fmt: skip
-                sys.stdout.buffer.write(chunk)
-                sys.stdout.flush()
-    finally:
-        plane.close()
+    for chunk in backend(inventory, state).logs(
+        job, task or None, int(index) if index else None, follow, lines
+    ):
+        sys.stdout.buffer.write(chunk)
+        sys.stdout.flush()
 
 
 @click.command()
@@ -182,18 +138,12 @@ def logs(job: str, which: str | None, follow: bool, lines: int, inventory: str |
 @STATE_OPTION
 @OUTPUT_OPTION
 def kill(job: str, inventory: str | None, state: Path | None, output: str) -> None:
-    """Stop every task of JOB; nothing of it is restarted."""
-    store = open_store(state)
-    _, source = stored_job(store, job)
-    controller = Controller(store, load_inventory(inventory or source))
-    try:
-        stopped = controller.kill(job)
-    finally:
-        controller.close()
+    """Stop every task of JOB on every host; nothing of it is restarted."""
+    result = backend(inventory, state).kill(job)
     if output == "json":
-        print_json({"job": job, "stopped": stopped})
+        print_json(result)
     else:
-        click.echo(f"{job}: killed, {len(stopped)} task(s) stopped")
+        click.echo(f"{job}: killed, {len(result['stopped'])} task(s) stopped")
 
 
 @click.command()
@@ -204,22 +154,11 @@ def kill(job: str, inventory: str | None, state: Path | None, output: str) -> No
 @STATE_OPTION
 def scale(job: str, task: str, count: int, inventory: str | None, state: Path | None) -> int:
     """Set TASK of JOB to COUNT instances, starting or stopping the difference."""
-    store = open_store(state)
-    spec, source = stored_job(store, job)
-    if task not in {t.name for t in spec.tasks}:
-        raise UsageError(f"job {job!r} has no task {task!r}")
-    data = spec.model_dump(mode="json")
-    for t in data["tasks"]:
-        if t["name"] == task:
-            t["count"] = count
-    scaled = Job.model_validate(data)
-    controller = Controller(store, load_inventory(inventory or source), report=plain_report)
-    try:
-        outcome = controller.run(scaled)
-    finally:
-        controller.close()
-    click.echo(f"{job}/{task}: {count} instance(s); {outcome.message}")
-    return outcome.code
+    use = backend(inventory, state)
+    on_event, _ = _follow_printer(job, False, use)
+    _view, outcome = use.scale(job, task, count, on_event)
+    click.echo(f"{job}/{task}: {count} instance(s); {outcome['message']}")
+    return outcome["code"]
 
 
 @click.command()
@@ -227,52 +166,76 @@ def scale(job: str, task: str, count: int, inventory: str | None, state: Path | 
 @STATE_OPTION
 @OUTPUT_OPTION
 def hosts(inventory: str | None, state: Path | None, output: str) -> None:
-    """Each host: capacity, allocated (by framework), free, load."""
-    from meso_agentless.hosts.sampling import Sample, hosts_from_samples, sample_all
-
-    cluster = load_inventory(inventory_source(inventory))
-    samples, failed = sample_all(cluster.nodes)
-    store = open_store(state)
-    framework_of = {j.name: j.framework for j in store.jobs()}
-    by_host: dict[str, dict[str, dict[str, int]]] = {}
-    for r in store.tasks():
-        if r.state in ("staging", "running", "unreachable"):
-            fw = by_host.setdefault(r.host, {}).setdefault(framework_of[r.job], {})
-            for k, v in r.resources.items():
-                if k != PORTS:
-                    fw[k] = fw.get(k, 0) + v
-    result = []
-    for host in hosts_from_samples(cluster.nodes, samples):
-        sample: Sample = samples[host.name]
-        free = {k: max(0, v - host.used.get(k, 0)) for k, v in host.capacity.items()}
-        result.append({"host": host.name, "capacity": resources_json(host.capacity),
-                       "allocated": resources_json(dict(host.used)),
-                       "free": resources_json(free), "load": sample.facts["load"],
-                       "by_framework": {f: resources_json(a)
-                                        for f, a in by_host.get(host.name, {}).items()},
-                       "reachable": True})  # fmt: skip
-    for name, reason in sorted(failed.items()):
-        result.append({"host": name, "reachable": False, "error": reason})
+    """Each host: state, capacity, allocated (by framework), free, load."""
+    result = backend(inventory, state).hosts()
     if output == "json":
-        print_json({"hosts": result})
+        print_json(result)
         return
-    table = Table("host", "capacity", "allocated", "free", "load", "by framework", box=None)
-    for h in result:
-        if not h["reachable"]:
-            table.add_row(h["host"], "unreachable", "", "", "", h["error"])
-            continue
-        load = " ".join(f"{x:.2f}" for x in h["load"])
-        frameworks = "; ".join(f"{f}: {_fmt(a)}" for f, a in h["by_framework"].items())
-        sizes = [_fmt(h[k]) for k in ("capacity", "allocated", "free")]
-        table.add_row(h["host"], *sizes, load, frameworks)
-    Console(highlight=False).print(table)
+    from meso_agentless.cli.render import console, hosts_table
+
+    console().print(hosts_table(result["hosts"]))
 
 
-def _fmt(resources: dict) -> str:
-    return format_resources({k: int(v * 1000) if k == "cpus" else v for k, v in resources.items()})
+@click.command()
+@INVENTORY_OPTION
+@STATE_OPTION
+@OUTPUT_OPTION
+def gc(inventory: str | None, state: Path | None, output: str) -> None:
+    """Stop the meso units on the hosts that no job claims (they are reported, never adopted)."""
+    result = backend(inventory, state).gc()
+    if output == "json":
+        print_json(result)
+        return
+    for s in result["stopped"]:
+        click.echo(f"{s['host']}: {s['unit']}: {s['state']}")
+    click.echo(f"{len(result['stopped'])} unit(s) stopped")
+
+
+@click.group(invoke_without_command=True)
+@INVENTORY_OPTION
+@STATE_OPTION
+@OUTPUT_OPTION
+@click.pass_context
+def frameworks(ctx: click.Context, inventory: str | None, state: Path | None, output: str) -> None:
+    """Each framework: weight, quota, what it holds, its dominant share."""
+    ctx.obj = (inventory, state)
+    if ctx.invoked_subcommand is not None:
+        return
+    result = backend(inventory, state).frameworks()
+    if output == "json":
+        print_json(result)
+        return
+    from meso_agentless.cli.render import console, frameworks_table
+
+    console().print(frameworks_table(result["frameworks"]))
+
+
+@frameworks.command("set")
+@click.argument("name")
+@click.option("--weight", type=click.FloatRange(min=0, min_open=True, max=1e6), default=None)
+@click.option("--quota", default=None, metavar="R=N,...",
+              help="A maximum per resource, e.g. cpus=8,mem=32GiB (0 is a limit).")  # fmt: skip
+@click.pass_obj
+def set_framework(obj: tuple, name: str, weight: float | None, quota: str | None) -> None:
+    """Change a framework's weight or quota at run time (kept in the state)."""
+    change: dict = {}
+    if weight is not None:
+        change["weight"] = weight
+    if quota is not None:
+        pairs = [p.partition("=") for p in quota.split(",") if p.strip()]
+        if any(not sep or not k.strip() for k, sep, _ in pairs):
+            raise UsageError(f"--quota: {quota!r} is not RESOURCE=AMOUNT,...")
+        change["quota"] = {k.strip(): v.strip() for k, _, v in pairs}
+    if not change:
+        raise UsageError("give --weight, --quota or both")
+    info = backend(*obj).set_framework(name, change)
+    click.echo(f"{name}: weight {info['weight']:g}, quota "
+               f"{'none' if info['quota'] is None else info['quota']}")  # fmt: skip
 
 
 @click.command()
 def schema() -> None:
     """Print the job file's JSON Schema (version 1)."""
+    from meso_agentless.spec import Job
+
     click.echo(json.dumps(Job.model_json_schema(), indent=2))

@@ -11,11 +11,11 @@ from rich.table import Table
 
 from meso_agentless.cli.base import OUTPUT_OPTION, print_json, progress
 from meso_agentless.lab import cluster
-from meso_agentless.lab.paths import LabPaths
+from meso_agentless.lab.paths import LabPaths, default_lab
 from meso_agentless.lab.system import LabError
 
 LAB_OPTION = click.option(
-    "--lab", "lab_name", default=lambda: os.environ.get("MESO_LAB", "lab"),
+    "--lab", "lab_name", default=default_lab,
     show_default="lab, or $MESO_LAB", help="Which lab (several can run side by side).",
 )  # fmt: skip
 

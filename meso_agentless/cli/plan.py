@@ -2,61 +2,53 @@
 
 from __future__ import annotations
 
-from itertools import groupby
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
-from meso_agentless.cli.base import OUTPUT_OPTION, print_json
-from meso_agentless.controller.planning import declared_hosts, load_jobs, plan_jobs, plan_json
-from meso_agentless.core.model import Plan
-from meso_agentless.core.resources import PORTS, format_resources
-from meso_agentless.inventory import inventory_source, load_inventory
+from meso_agentless.cli.base import (
+    INVENTORY_OPTION,
+    OUTPUT_OPTION,
+    STATE_OPTION,
+    backend,
+    print_json,
+)
 
 EXIT_UNPLACED = 3
 
 
 @click.command()
 @click.argument("jobs", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("-i", "--inventory", "inventory", help="Ansible inventory [default: $MESO_INVENTORY]")
+@INVENTORY_OPTION
+@STATE_OPTION
 @click.option("--offline", is_flag=True, help="Use declared meso_resources; connect to nothing.")
 @OUTPUT_OPTION
-def plan(jobs: tuple[Path, ...], inventory: str | None, offline: bool, output: str) -> int:
-    """Place JOBS as if submitted together. Exit 0 if all fit, 3 if some do not."""
+def plan(
+    jobs: tuple[Path, ...], inventory: str | None, state: Path | None, offline: bool, output: str
+) -> int:
+    """Place JOBS as if submitted together, in the order given. Exit 0 if all fit, 3 if some
+    do not. Through a controller, running tasks count as used and hosts that are not up offer
+    nothing."""
+    from meso_agentless.cli.render import plan_output
+    from meso_agentless.controller.planning import load_jobs
+
     specs = load_jobs(jobs)
-    cluster = load_inventory(inventory_source(inventory))
-    unreachable: dict[str, str] = {}
-    if offline:
-        hosts = declared_hosts(cluster)
-    else:
-        from meso_agentless.hosts.sampling import sampled_hosts
-
-        hosts, unreachable = sampled_hosts(cluster)
-    result = plan_jobs(specs, cluster, hosts)
+    result = _offline(specs, inventory) if offline else backend(inventory, state).plan(specs)
     if output == "json":
-        print_json({**plan_json(result), "unreachable": unreachable})
+        print_json(result)
     else:
-        for name, reason in sorted(unreachable.items()):
+        for name, reason in sorted(result["unreachable"].items()):
             click.echo(f"meso: warning: {name} not sampled, not planned on: {reason}", err=True)
-        _print_table(result)
-    return EXIT_UNPLACED if result.unplaced else 0
+        plan_output(result)
+    return EXIT_UNPLACED if result["unplaced"] else 0
 
 
-def _print_table(result: Plan) -> None:
-    console = Console(highlight=False)
-    table = Table("job", "task", "index", "framework", "host", "resources", "ports", box=None)
-    for p in result.placements:
-        resources = {n: a for n, a in p.resources.items() if n != PORTS}
-        ports = ",".join(map(str, p.ports))
-        table.add_row(p.job, p.task, str(p.index), p.framework, p.host,
-                      format_resources(resources), ports)  # fmt: skip
-    console.print(table)
-    for (job, task, reason), items in groupby(result.unplaced, lambda u: (u.job, u.task, u.reason)):
-        indexes = [u.index for u in items]
-        span = f"{indexes[0]}" if len(indexes) == 1 else f"{indexes[0]}-{indexes[-1]}"
-        console.print(f"unplaced {job}/{task}[{span}]: {reason}")
-    shares = ", ".join(f"{fw} {share:.1%}" for fw, share in sorted(result.shares.items()))
-    console.print(f"{len(result.placements)} placed, {len(result.unplaced)} unplaced; "
-                  f"weighted dominant shares: {shares}")  # fmt: skip
+def _offline(specs: list, inventory: str | None) -> dict:
+    """From the inventory's declared capacity alone: nothing is asked of any host."""
+    from meso_agentless import settings
+    from meso_agentless.controller.planning import declared_hosts, plan_jobs, plan_json
+    from meso_agentless.inventory import load_inventory
+
+    cluster = load_inventory(settings.current().inventory_source(inventory))
+    result = plan_jobs(specs, cluster.frameworks, declared_hosts(cluster))
+    return {**plan_json(result), "unreachable": {}}

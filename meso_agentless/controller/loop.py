@@ -1,256 +1,761 @@
-"""The controller loop, embedded in the CLI: sample, allocate, launch, watch, restart, finish.
+"""The controller: the one writer of the cluster's state, and the loop that keeps it true.
 
-Every step goes through the store first: the intent of an attempt (host, unit) is written before
-it is launched, and what the hosts say is written as it is learnt. A controller killed at any
-point loses nothing; the next command reconciles the store with the hosts' own units, and since
-an attempt's unit name is its idempotency key, nothing runs twice.
+A cycle (`tick`): take what the fleet saw on the hosts and record it (a task that ended, a host
+that rebooted or cannot be reached); decide what every active job needs next; place the
+pending tasks of all jobs at once (weighted DRF across frameworks, jobs in submission order);
+write the intents; launch, stop and clean up on the hosts, each host in parallel with its own
+deadline; then say how each job stands. The same class runs inside `meso controller` (driven by
+`controller.runner`) and inside an embedded CLI command; its plane, fleet, clock and store are
+injected, so its paths are tested on a fake fleet with a fake clock.
+
+Exactly once: an attempt's intent (host, unit) is stored before its launch; its unit name is the
+launch's idempotency key; a host report older than our last action on a unit is not used to
+judge that unit; a unit the store says was replaced or killed is stopped when it shows up; a
+unit nobody launched is reported, never adopted.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping
+import contextlib
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
+from meso_agentless.controller.clock import Clock
+from meso_agentless.controller.events import EventBus
+from meso_agentless.controller.fleet import Fleet, HostView
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.model import Constraint, Framework, Placement, TaskGroup, Unplaced
+from meso_agentless.core.health import HostState, partitioned
+from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import JobScheduler
-from meso_agentless.core.tasks import unit_name
-from meso_agentless.errors import MesoError
+from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
+from meso_agentless.core.tasks import (
+    ENDED_ON_NODE,
+    HOLDS_RESOURCES,
+    TRACKED,
+    WATCHED,
+    TaskState,
+    TaskStatus,
+    judge,
+    parse_unit_name,
+    unit_name,
+)
+from meso_agentless.errors import Unplaceable, UsageError
 from meso_agentless.hosts.launching import launch_request
-from meso_agentless.hosts.plane import ExecutionPlane
-from meso_agentless.hosts.sampling import hosts_from_samples, sample_all
-from meso_agentless.inventory import Inventory
+from meso_agentless.hosts.plane import NodeRefused, Plane, Unreachable, each_host
+from meso_agentless.inventory import Inventory, Node
 from meso_agentless.spec import Job
-from meso_agentless.state.sqlite import Store, TaskRow
+from meso_agentless.state.sqlite import Conflict
+from meso_agentless.state.store import Intent, JobRow, StateStore, TaskRow
 
-WATCHED = jobcore.WAITING  # staging, running, unreachable: asked about on every sync
-TRACKED = WATCHED | {"missing"}  # may hold resources and ports on their host
-POLL_SECONDS = 0.5
+S = TaskState
+T = TypeVar("T")
+R = TypeVar("R")
+REPLACE_AFTER = 60.0  # a service instance unreachable this long is placed elsewhere
+REALLOCATE_EVERY = 3.0  # pending tasks are placed again at least this often
+ACTIVE = "active"
 
-Report = Callable[[str], None]
+
+class NotFound(UsageError):
+    """No such job, task, host or framework."""
+
+
+class JobConflict(UsageError):
+    """The request does not fit the job's current state (409)."""
 
 
 @dataclass
-class Outcome:
-    """How a `meso run` ended: its exit code and the line that says why."""
+class JobState:
+    """What the controller knows of a job beyond its rows: the last allocation's unplaced tasks
+    and its outcome (with the job version it was computed for)."""
 
-    code: int
-    message: str
     unplaced: list[Unplaced] = field(default_factory=list)
+    outcome: jobcore.Outcome | None = None
+    version: int = 0  # the job row version the outcome belongs to
+    decisions: jobcore.Decisions | None = None
 
 
-def policies(job: Job) -> list[jobcore.TaskPolicy]:
+@dataclass
+class TickReport:
+    """What one cycle did (for tests and metrics)."""
+
+    placed: list[Placement] = field(default_factory=list)
+    unplaced: list[Unplaced] = field(default_factory=list)
+    launched: list[str] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)
+    allocated: bool = False
+    allocation_seconds: float = 0.0
+
+
+class Controller:
+    def __init__(
+        self,
+        store: StateStore,
+        inventory: Inventory,
+        plane: Plane,
+        fleet: Fleet,
+        clock: Clock,
+        events: EventBus,
+        *,
+        replace_after: float = REPLACE_AFTER,
+        launch_timeout: float = 15.0,
+        stop_timeout: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.inventory = inventory
+        self.plane = plane
+        self.fleet = fleet
+        self.clock = clock
+        self.events = events
+        self.replace_after = replace_after
+        self.launch_timeout = launch_timeout
+        self.stop_timeout = stop_timeout
+        self.nodes: dict[str, Node] = {n.name: n for n in inventory.nodes}
+        self.jobs: dict[str, JobState] = defaultdict(JobState)
+        self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
+        self.host_states: dict[str, HostState] = {}
+        self._acted: dict[str, float] = {}  # unit -> monotonic time of our last action on it
+        self._full: dict[str, float] = {}  # host -> when its admission last refused a launch
+        self._unreachable_since: dict[str, float] = {}  # host -> when it became unreachable
+        self.replacements_paused = False  # many hosts lost at once: the controller is cut off
+        self.replacements_allowed = False  # an operator's override of that pause
+        self._dirty = True
+        self._last_allocation = -math.inf
+
+    def close(self) -> None:
+        self.fleet.stop()
+        self.plane.close()
+
+    # -- commands ------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> JobRow:
+        """Store a job to run: new, the same one again (nothing changes), or a new run of one
+        that ended. JobConflict if it is active with another spec."""
+        spec = job.model_dump(mode="json")
+        existing = self.store.job(job.job)
+        if existing is not None and existing.state == ACTIVE:
+            if existing.spec != spec or existing.inventory != self.inventory.source:
+                raise JobConflict(
+                    f"job {job.job!r} is active with another spec: kill it first, or scale it"
+                )
+            return existing
+        never = self.never_placeable(job)
+        if never:
+            raise Unplaceable(f"cannot be placed: {never[0].reason}",
+                              [{"task": u.task, "index": u.index, "reason": u.reason}
+                               for u in never])  # fmt: skip
+        row = self.store.put_job(job.job, job.framework, job.type, spec, self.inventory.source)
+        self.jobs[job.job] = JobState()
+        self._dirty = True
+        self.events.publish("job", f"{job.job}: submitted (run {row.run})", job.job,
+                            state=row.state, run=row.run)  # fmt: skip
+        return row
+
+    def never_placeable(self, job: Job) -> list[Unplaced]:
+        """The job's tasks that would not fit even on an empty cluster (every host the fleet
+        knows a capacity of, reachable or not; each framework holding nothing): larger than
+        every host, blocked by their constraints everywhere, or by their framework's quota.
+        A service's instances all run at once, so they must all fit together; a batch job's
+        may run one after another, so each must fit alone. Nothing is judged while no host's
+        capacity is known."""
+        views = self.fleet.views()
+        hosts = []
+        for name, node in self.nodes.items():
+            view = views.get(name)
+            sampled = sampled_capacity(view.facts) if view is not None else {}
+            if sampled or {CPUS, MEM} <= set(node.declared):
+                hosts.append(node.to_host(sampled))
+        if not hosts:
+            return []
+        empty = [replace(f, allocated={}) for f in self.frameworks()]
+        if job.type == "service":
+            return allocate(hosts, empty, [JobScheduler(job.framework, job.groups())]).unplaced
+        never = []
+        for group in job.groups():
+            alone = allocate(hosts, empty, [JobScheduler(job.framework, [replace(group, count=1)])])
+            never += [
+                replace(u, index=i)
+                for u in alone.unplaced
+                for i in range(group.first_index, group.first_index + group.count)
+            ]
+        return never
+
+    def scale(self, name: str, task: str, count: int) -> JobRow:
+        """Set `task` of an active job to `count` instances."""
+        job = self._job(name)
+        if job.state != ACTIVE:
+            raise JobConflict(f"job {name!r} is {job.state}, not active: run it again first")
+        spec = Job.model_validate(job.spec)
+        if task not in {t.name for t in spec.tasks}:
+            raise NotFound(f"job {name!r} has no task {task!r}")
+        data = spec.model_dump(mode="json")
+        for t in data["tasks"]:
+            if t["name"] == task:
+                t["count"] = count
+        scaled = Job.model_validate(data)  # the same bounds as a job file
+        never = self.never_placeable(scaled)
+        if never:
+            raise Unplaceable(f"cannot be placed: {never[0].reason}",
+                              [{"task": u.task, "index": u.index, "reason": u.reason}
+                               for u in never])  # fmt: skip
+        row = self.store.update_job(job, spec=scaled.model_dump(mode="json"))
+        self._dirty = True
+        self.events.publish("job", f"{name}/{task}: scaled to {count}", name, task=task,
+                            count=count)  # fmt: skip
+        return row
+
+    def kill(self, name: str) -> list[dict]:
+        """Stop every unit of the job on every host it can reach (lost ones included: they may
+        have come back); nothing of it is restarted. A host that cannot be reached now has its
+        units stopped when it returns."""
+        job = self._job(name)
+        if job.state == ACTIVE:
+            job = self.store.update_job(job, state="killed")
+        rows = [r for r in self.store.tasks(name) if r.state in TRACKED | {S.LOST}]
+        results = self._stop_rows(rows)
+        self._outcome(job, jobcore.Outcome(1, "killed"))
+        stopped = [{"unit": r.unit, "host": r.host, **status.to_json()} for r, status in results
+                   if not (r.state == S.LOST and status.state == S.LOST)]  # fmt: skip
+        return stopped + self.gc(job=name)
+
+    def gc(self, job: str | None = None) -> list[dict]:
+        """Stop the units of meso's form that nobody claims (of one job's name, or all): they
+        were reported, never adopted; this is the operator saying they must go."""
+        targets = [(host, unit) for host, units in sorted(self.unclaimed.items())
+                   for unit in units if (parsed := parse_unit_name(unit)) is not None
+                   and (job is None or parsed[0] == job)]  # fmt: skip
+
+        def stop(target: tuple[str, str]) -> dict:
+            host, unit = target
+            try:
+                status = TaskStatus.of(self.plane.stop(host, unit, timeout=self.stop_timeout))
+            except (Unreachable, NodeRefused, ValueError) as exc:
+                return {"unit": unit, "host": host, "state": "unreachable", "reason": _short(exc)}
+            self._acted[unit] = self.clock.monotonic()
+            self.events.publish("host", f"{host}: unit {unit}, claimed by nobody, stopped",
+                                host=host, unit=unit)  # fmt: skip
+            return {"unit": unit, "host": host, **status.to_json()}
+
+        return per_host(targets, lambda t: t[0], stop)
+
+    def set_framework(
+        self, name: str, weight: float | None, quota: Mapping[str, int] | None
+    ) -> None:
+        self.store.set_framework(name, weight, quota)
+        self._dirty = True
+
+    def frameworks(self) -> list[Framework]:
+        """The inventory's frameworks with their run-time changes, and any that jobs name."""
+        known = {f.name: f for f in self.inventory.frameworks}
+        for name, (weight, quota) in self.store.framework_settings().items():
+            base = known.get(name, Framework(name))
+            known[name] = replace(base, weight=base.weight if weight is None else weight,
+                                  quota=base.quota if quota is None else quota)  # fmt: skip
+        for job in self.store.jobs():
+            known.setdefault(job.framework, Framework(job.framework))
+        return [known[n] for n in sorted(known)]
+
+    # -- the cycle -----------------------------------------------------------------------------
+
+    def tick(self, allocate_now: bool | None = None) -> TickReport:
+        """One cycle. `allocate_now`: force (True) or skip (False) placing pending tasks; by
+        default they are placed when something changed, and every few seconds while some
+        wait."""
+        report = TickReport()
+        views = self.fleet.views()
+        self._note_hosts(views)
+        self._check_partition()
+        forget, strays = self._observe(views)
+        jobs = [j for j in self.store.jobs() if j.state == ACTIVE
+                and j.inventory == self.inventory.source]  # fmt: skip
+        decided = {j.name: self._decide(j) for j in jobs}
+        stops = [r for d in decided.values() for r in d.stop] + strays  # type: ignore[misc]
+        again = [(j, r) for j in jobs for r in self._again(j, decided[j.name], views)]
+        fresh = [(j, launch) for j in jobs for launch in decided[j.name].launch
+                 if not launch.again]  # fmt: skip
+        for job in jobs:
+            if not any(launch for launch in decided[job.name].launch if not launch.again):
+                self.jobs[job.name].unplaced = []
+        now = self.clock.monotonic()
+        due = self._dirty or (fresh and now - self._last_allocation >= REALLOCATE_EVERY)
+        placed: list[tuple[JobRow, TaskRow]] = []
+        if fresh and (allocate_now if allocate_now is not None else due):
+            placed = self._place(fresh, views, report)
+        self._dirty = False
+        self._launch_all(again + placed, report)
+        for row, _status in self._stop_rows(stops):
+            report.stopped.append(row.unit)
+        self._forget(forget)
+        for job in jobs:
+            self._settle(job)
+        cutoff = self.clock.monotonic() - 60.0
+        self._acted = {u: t for u, t in self._acted.items() if t > cutoff}
+        return report
+
+    def sync(self) -> None:
+        """Record what the hosts say (states, ends, reboots) and nothing else: no launch, no
+        stop. What an embedded `meso status` does."""
+        views = self.fleet.views()
+        self._note_hosts(views)
+        self._observe(views)
+
+    def scan(self, views: Mapping[str, HostView]) -> None:
+        """Find the units nobody claims, writing nothing (read-only commands)."""
+        claimed: dict[str, set[str]] = defaultdict(set)
+        for row in self.store.tasks_in(TRACKED | {S.LOST}):
+            claimed[row.host].add(row.unit)
+        self._find_unclaimed(views, claimed, [], [], quiet=True)
+
+    def _note_hosts(self, views: Mapping[str, HostView]) -> None:
+        """Publish host state changes; a host that went unreachable or came back changes what
+        can be placed."""
+        boots = self.store.host_boots()
+        for name, view in views.items():
+            state = view.state
+            if view.boot and boots.get(name) not in (None, view.boot):
+                state = HostState.GONE
+            before = self.host_states.get(name)
+            if state == HostState.UNREACHABLE:
+                self._unreachable_since.setdefault(name, self.clock.monotonic())
+            else:
+                self._unreachable_since.pop(name, None)
+            if state != before:
+                self.host_states[name] = state
+                self._dirty = True
+                if before is not None or state != HostState.UP:
+                    why = f" ({view.error})" if view.error and state != HostState.UP else ""
+                    message = "rebooted: its tasks are gone" if state == HostState.GONE else state
+                    self.events.publish("host", f"{name}: {message}{why}", host=name,
+                                        state=state.value)  # fmt: skip
+
+    def _check_partition(self) -> None:
+        """Pause replacements while the controller looks cut off; resume when hosts return."""
+        paused = partitioned(self._unreachable_since, len(self.nodes), self.clock.monotonic())
+        if paused and not self.replacements_paused:
+            lost = len(self._unreachable_since)
+            self.events.publish("host", f"{lost} of {len(self.nodes)} hosts unreachable at once: "
+                                "replacing nothing until they return or an operator allows it",
+                                unreachable=lost, paused=True)  # fmt: skip
+        elif not paused and self.replacements_paused:
+            self.replacements_allowed = False
+            self.events.publish("host", "hosts are back: replacements resume", paused=False)
+        self.replacements_paused = paused
+
+    def _observe(self, views: Mapping[str, HostView]) -> tuple[list[TaskRow], list[TaskRow]]:
+        """Record what the hosts say of every attempt that may be out there. Returns the rows
+        whose units ended (to clean up on their hosts) and stray ones (to stop)."""
+        boots = self.store.host_boots()
+        rows = [r for r in self.store.tasks_in(TRACKED | {S.LOST}) if r.host in self.nodes]
+        active = {(j.name, j.run) for j in self.store.jobs() if j.state == ACTIVE}
+        forget: list[TaskRow] = []
+        strays: list[TaskRow] = []
+        claimed: dict[str, set[str]] = defaultdict(set)
+        with self.store.transaction():
+            for row in rows:
+                view = views.get(row.host)
+                if view is None:
+                    continue
+                claimed[row.host].add(row.unit)
+                trusted = view.asked is not None and view.asked > self._acted.get(row.unit, 0.0)
+                if view.state in (HostState.UP, HostState.SUSPECT) and not trusted:
+                    continue  # the report was asked for before our last action on the unit
+                seen_raw = view.units.get(row.unit)
+                seen = _status(seen_raw)
+                rebooted = boots.get(row.host) not in (None, view.boot)
+                if (
+                    seen is not None
+                    and seen.state in HOLDS_RESOURCES
+                    and (row.state == S.LOST or (row.job, row.run) not in active)
+                ):
+                    strays.append(row)  # replaced, killed or of an ended run: it must not run
+                    continue
+                if row.state == S.LOST and seen is not None and seen.state in ENDED_ON_NODE:
+                    forget.append(row)
+                    continue
+                status = judge(row.state, view.state, seen, rebooted)
+                if status is not None and status != row.status:
+                    updated = self._record(row, status)
+                    row = updated or row
+                if row.state in ENDED_ON_NODE and seen is not None:
+                    forget.append(row)
+            for name, view in views.items():
+                if view.boot and view.state == HostState.UP and boots.get(name) != view.boot:
+                    self.store.set_host_boot(name, view.boot)
+        self._find_unclaimed(views, claimed, forget, strays)
+        return forget, strays
+
+    def _find_unclaimed(
+        self,
+        views: Mapping[str, HostView],
+        claimed: Mapping[str, set[str]],
+        forget: list[TaskRow],
+        strays: list[TaskRow],
+        quiet: bool = False,
+    ) -> None:
+        """Units on the hosts that no watched attempt claims. One nobody launched is reported,
+        never adopted; one of an attempt that ended is cleaned up, or stopped if it runs."""
+        unclaimed: dict[str, list[str]] = {}
+        holding = {s.value for s in HOLDS_RESOURCES}
+        for name, view in views.items():
+            if view.state not in (HostState.UP, HostState.SUSPECT):
+                if name in self.unclaimed:
+                    unclaimed[name] = self.unclaimed[name]  # last known
+                continue
+            for unit in sorted(set(view.units) - claimed.get(name, set())):
+                row = self.store.task_by_unit(unit)
+                if row is None or row.host != name:
+                    unclaimed.setdefault(name, []).append(unit)
+                    if not quiet and unit not in self.unclaimed.get(name, ()):
+                        self.events.publish("host", f"{name}: unit {unit} was not launched by "
+                                            "this controller; left alone", host=name,
+                                            unit=unit)  # fmt: skip
+                elif view.asked is None or view.asked <= self._acted.get(unit, 0.0):
+                    continue
+                elif view.units[unit].get("state") in holding:
+                    strays.append(row)
+                else:
+                    forget.append(row)
+        self.unclaimed = unclaimed
+
+    def _decide(self, job: JobRow) -> jobcore.Decisions:
+        spec = Job.model_validate(job.spec)
+        rows = self.store.tasks(job.name)
+        hold = self.replacements_paused and not self.replacements_allowed
+        decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
+                                   lost_after=math.inf if hold else self.replace_after,
+                                   numbered_from=self.store.last_attempts(job.name))  # fmt: skip
+        for row in decisions.lost:
+            assert isinstance(row, TaskRow)  # noqa: S101 - decide() returns what it was given
+            self._record(row, TaskStatus(S.LOST, reason=f"{row.host} unreachable; replaced"))
+        self.jobs[job.name].decisions = decisions
+        return decisions
+
+    def _again(
+        self, job: JobRow, decisions: jobcore.Decisions, views: Mapping[str, HostView]
+    ) -> list[TaskRow]:
+        """Attempts whose launch never reached their host: launched again there, once it is up."""
+        wanted = {(launch.task, launch.index, launch.attempt)
+                  for launch in decisions.launch if launch.again}  # fmt: skip
+        return [row for row in self.store.tasks(job.name)
+                if (row.task, row.index, row.attempt) in wanted and row.host in views
+                and views[row.host].placeable]  # fmt: skip
+
+    def _place(
+        self,
+        fresh: list[tuple[JobRow, jobcore.Launch]],
+        views: Mapping[str, HostView],
+        report: TickReport,
+    ) -> list[tuple[JobRow, TaskRow]]:
+        """Place every pending task of every job in one allocation cycle, store the intents."""
+        started = self.clock.monotonic()
+        tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in self.nodes]
+        hosts = self.placeable_hosts(views, tracked)
+        specs = {job.name: Job.model_validate(job.spec) for job, _ in fresh}
+        groups: dict[str, list[TaskGroup]] = defaultdict(list)
+        attempts: dict[tuple[str, str, int], int] = {}
+        jobs_by_name: dict[str, JobRow] = {}
+        running = _running_per_host(tracked)
+        for job, launch in fresh:
+            jobs_by_name[job.name] = job
+            base = {g.task: g for g in specs[job.name].groups(order=job.seq)}[launch.task]
+            constraints = base.constraints
+            if launch.avoid:
+                constraints = (*constraints, Constraint("ne", "hostname", launch.avoid))
+            groups[job.framework].append(replace(
+                base, count=1, first_index=launch.index, constraints=constraints,
+                running=running.get((job.name, launch.task), {}),
+            ))  # fmt: skip
+            attempts[(job.name, launch.task, launch.index)] = launch.attempt
+        schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
+        plan = allocate(hosts, self.frameworks_holding(tracked), schedulers)
+        placed = []
+        intents = []
+        for p in plan.placements:
+            attempt = attempts[(p.job, p.task, p.index)]
+            unit = unit_name(p.job, p.task, p.index, attempt)
+            intents.append(Intent(p.job, p.task, p.index, attempt, p.host, unit,
+                                  dict(p.resources), tuple(p.ports)))  # fmt: skip
+            placed.append((jobs_by_name[p.job], p, attempt))
+            self._acted[unit] = self.clock.monotonic()
+        self.store.add_intents(intents)  # decide-and-record: one transaction
+        for _job, p, attempt in placed:
+            self.events.publish("placed", f"{p.job}/{p.task}[{p.index}] placed on {p.host} "
+                                f"(attempt {attempt})", p.job, task=p.task, index=p.index,
+                                host=p.host, attempt=attempt)  # fmt: skip
+        by_job: dict[str, list[Unplaced]] = defaultdict(list)
+        for u in plan.unplaced:
+            by_job[u.job].append(u)
+        for job, _ in fresh:
+            before = {(u.task, u.index, u.reason) for u in self.jobs[job.name].unplaced}
+            self.jobs[job.name].unplaced = by_job.get(job.name, [])
+            for u in by_job.get(job.name, []):
+                if (u.task, u.index, u.reason) not in before:
+                    self.events.publish("unplaced", f"{u.job}/{u.task}[{u.index}] not placed: "
+                                        f"{u.reason}", u.job, task=u.task, index=u.index,
+                                        reason=u.reason)  # fmt: skip
+        self._last_allocation = self.clock.monotonic()
+        report.placed = [p for _, p, _ in placed]
+        report.unplaced = plan.unplaced
+        report.allocated = True
+        report.allocation_seconds = self._last_allocation - started
+        rows = {r.unit: r for r in self.store.tasks_in([S.STAGING])}
+        return [(job, rows[i.unit]) for (job, _, _), i in zip(placed, intents, strict=True)
+                if i.unit in rows]  # fmt: skip
+
+    def placeable_hosts(self, views: Mapping[str, HostView], tracked: list[TaskRow]) -> list[Host]:
+        """Up hosts as the allocator sees them: capacity declared over sampled (the node's own
+        admission capacity where it says one), used by what the store tracks there and by
+        units nobody claims."""
+        used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        ports: dict[str, set[int]] = defaultdict(set)
+        for row in tracked:
+            for name, amount in row.resources.items():
+                if name != PORTS:
+                    used[row.host][name] += amount
+            ports[row.host].update(row.ports)
+        for host, units in self.unclaimed.items():
+            view = views.get(host)
+            for unit in units:
+                status = (view.units.get(unit) if view else None) or {}
+                if status.get("state") in {s.value for s in HOLDS_RESOURCES}:
+                    used[host][CPUS] += status.get("millicpus") or 0
+                    used[host][MEM] += status.get("memory_max") or 0
+        hosts = []
+        for name, view in sorted(views.items()):
+            if not view.placeable or name not in self.nodes:
+                continue
+            if view.asked is not None and view.asked <= self._full.get(name, -math.inf):
+                continue  # it refused a launch since its last sample: wait for the next one
+            host = self.nodes[name].to_host(sampled_capacity(view.facts))
+            hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name])))
+        return hosts
+
+    def frameworks_holding(self, tracked: list[TaskRow]) -> list[Framework]:
+        """Frameworks, each holding what its watched tasks were given."""
+        framework_of = {j.name: j.framework for j in self.store.jobs()}
+        held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for row in tracked:
+            if row.state in WATCHED and row.job in framework_of:
+                for name, amount in row.resources.items():
+                    held[framework_of[row.job]][name] += amount
+        return [replace(f, allocated=dict(held.get(f.name, {}))) for f in self.frameworks()]
+
+    # -- on the hosts --------------------------------------------------------------------------
+
+    def _launch_all(self, items: list[tuple[JobRow, TaskRow]], report: TickReport) -> None:
+        """Launch each stored intent on its host; hosts in parallel, each with its own deadline."""
+        if not items:
+            return
+        specs: dict[str, Job] = {}
+        requests = []
+        for job, row in items:
+            spec = specs.setdefault(job.name, Job.model_validate(job.spec))
+            task = next(t for t in spec.tasks if t.name == row.task)
+            placement = Placement(job.name, row.task, row.index, job.framework, row.host,
+                                  row.resources, tuple(row.ports))  # fmt: skip
+            capacity = sampled_capacity(self.fleet.view(row.host).facts)
+            request = launch_request(task, placement, row.attempt, capacity,
+                                     job.type == "service")  # fmt: skip
+            requests.append((row, request))
+
+        def launch(item: tuple[TaskRow, dict]) -> TaskStatus | str | None:
+            row, request = item
+            try:
+                return TaskStatus.of(self.plane.launch(row.host, request,
+                                                       timeout=self.launch_timeout))  # fmt: skip
+            except Unreachable as exc:
+                self.events.publish("task", f"{row.unit}: {row.host} unreachable during the "
+                                    f"launch; will reconcile ({exc})", row.job,
+                                    unit=row.unit)  # fmt: skip
+                return None  # it may or may not have started: the next report says
+            except NodeRefused as exc:
+                if "admission" in str(exc):  # the host is fuller than we knew: nothing started
+                    return _short(exc)
+                return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
+            except ValueError as exc:
+                return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
+
+        results = per_host(requests, lambda item: item[0].host, launch)
+        with self.store.transaction():
+            for (row, _), status in zip(requests, results, strict=True):
+                self._acted[row.unit] = self.clock.monotonic()
+                if isinstance(status, str):
+                    self._refused(row, status)
+                elif status is not None:
+                    self._record(row, status)
+                report.launched.append(row.unit)
+
+    def _refused(self, row: TaskRow, why: str) -> None:
+        """A host's admission said no: not a failure. The instance is pending again, to be
+        placed on that host or another once the next sample shows what is really there."""
+        self._full[row.host] = self.clock.monotonic()
+        if self.store.drop_intent(row):
+            self._dirty = True
+            self.events.publish("task", f"{row.job}/{row.task}[{row.index}] refused by "
+                                f"{row.host}, placing it again: {why}", row.job,
+                                task=row.task, index=row.index, host=row.host,
+                                reason=why)  # fmt: skip
+
+    def _stop_rows(self, rows: Iterable[TaskRow]) -> list[tuple[TaskRow, TaskStatus]]:
+        """Stop these units on their hosts (in parallel), and record how each ended."""
+        unique = list({r.unit: r for r in rows}.values())
+        views = self.fleet.views()
+
+        def stop(row: TaskRow) -> TaskStatus:
+            view = views.get(row.host)
+            if view is None or view.state == HostState.UNREACHABLE:
+                return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
+            try:
+                status = TaskStatus.of(self.plane.stop(row.host, row.unit,
+                                                       timeout=self.stop_timeout))  # fmt: skip
+            except Unreachable:
+                return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
+            except (NodeRefused, ValueError) as exc:
+                return replace(row.status, reason=f"stop refused: {_short(exc)}")
+            if status.state == S.UNKNOWN:  # nothing there (any more)
+                if row.state in (S.STAGING, S.MISSING):
+                    return TaskStatus(S.KILLED, reason="stopped before it ran")
+                return TaskStatus(S.KILLED) if row.state in TRACKED else row.status
+            return status
+
+        results = per_host(unique, lambda r: r.host, stop)
+        out = []
+        with self.store.transaction():
+            for row, status in zip(unique, results, strict=True):
+                self._acted[row.unit] = self.clock.monotonic()
+                if row.state == S.LOST:
+                    if status.state != S.UNREACHABLE:
+                        self.events.publish("task", f"{row.job}/{row.task}[{row.index}] on "
+                                            f"{row.host}: stopped (it had been replaced)",
+                                            row.job, unit=row.unit)  # fmt: skip
+                    out.append((row, status))
+                    continue
+                self._record(row, status)
+                out.append((row, status))
+        return out
+
+    def _forget(self, rows: list[TaskRow]) -> None:
+        """Unload units whose end is stored (best effort: the next cycle tries again)."""
+
+        def forget(row: TaskRow) -> None:
+            with contextlib.suppress(Unreachable, NodeRefused):
+                self.plane.forget(row.host, row.unit, timeout=self.launch_timeout)
+            self._acted[row.unit] = self.clock.monotonic()
+
+        per_host(rows, lambda r: r.host, forget)
+
+    # -- recording -----------------------------------------------------------------------------
+
+    def _record(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
+        """Store a new status (compare-and-set) and publish it."""
+        if status == row.status:
+            return row
+        updated = self.store.update_task(row, status)
+        if updated is None:
+            return None
+        self._dirty = True  # something ended, started or moved: worth placing again
+        if status.state != row.state or status.exit_code != row.exit_code:
+            self.events.publish(
+                "task", f"{row.job}/{row.task}[{row.index}] on {row.host}: {status.describe()}",
+                row.job, task=row.task, index=row.index, attempt=row.attempt, host=row.host,
+                unit=row.unit, **status.to_json(),
+            )  # fmt: skip
+        return updated
+
+    def _settle(self, job: JobRow) -> None:
+        """Work out how the job stands after this cycle; end it when it has ended."""
+        state = self.jobs[job.name]
+        decisions = state.decisions
+        if decisions is None:
+            return
+        spec = Job.model_validate(job.spec)
+        total = sum(t.count for t in spec.tasks)
+        result = jobcore.outcome(job.type, False, decisions, total, len(state.unplaced))
+        if result is None:
+            return
+        if decisions.settled:  # over: done, or failed for good
+            try:
+                job = self.store.update_job(job, state="done" if result.code == 0 else "failed")
+            except Conflict:
+                return  # changed meanwhile (scaled, killed): the next cycle looks again
+        self._outcome(job, result)
+
+    def _outcome(self, job: JobRow, result: jobcore.Outcome) -> None:
+        state = self.jobs[job.name]
+        if state.outcome == result and state.version == job.version:
+            return
+        state.outcome, state.version = result, job.version
+        self.events.publish("job", f"{job.name}: {result.message}", job.name,
+                            code=result.code, outcome=result.message, run=job.run,
+                            version=job.version, state=job.state)  # fmt: skip
+
+    def outcome(self, name: str) -> tuple[jobcore.Outcome | None, int]:
+        """The job's latest outcome, and the job version it was computed for."""
+        state = self.jobs.get(name)
+        return (None, 0) if state is None else (state.outcome, state.version)
+
+    def _job(self, name: str) -> JobRow:
+        job = self.store.job(name)
+        if job is None:
+            raise NotFound(f"no job {name!r}")
+        return job
+
+
+def sampled_capacity(facts: Mapping) -> dict[str, int]:
+    """A host's capacity from its sample: the node's own admission capacity where it states
+    one, else what it measured."""
+    if not facts:
+        return {}
+    capacity = {CPUS: int(facts.get("cpus", 0)) * 1000, MEM: int(facts.get("mem_total", 0)),
+                DISK: int(facts.get("disk_total", 0))}  # fmt: skip
+    own = facts.get("capacity")
+    if isinstance(own, dict):
+        for key, name in (("cpus", CPUS), ("mem", MEM)):
+            if isinstance(own.get(key), int) and not isinstance(own.get(key), bool):
+                capacity[name] = own[key]
+    return capacity
+
+
+def per_host(items: list[T], host_of: Callable[[T], str], call: Callable[[T], R]) -> list[R]:
+    """`call` on every item; items of one host one after another, hosts at once."""
+    by_host: dict[str, list[int]] = defaultdict(list)
+    for i, item in enumerate(items):
+        by_host[host_of(item)].append(i)
+    results: list[R | None] = [None] * len(items)
+
+    def one_host(host: str) -> None:
+        for i in by_host[host]:
+            results[i] = call(items[i])
+
+    each_host(list(by_host), one_host)
+    return results  # type: ignore[return-value]
+
+
+def _policies(job: Job) -> list[jobcore.TaskPolicy]:
     return [jobcore.TaskPolicy(t.name, t.count, t.restart.policy, t.restart.attempts)
             for t in job.tasks]  # fmt: skip
 
 
-class Controller:
-    def __init__(self, store: Store, inventory: Inventory, report: Report | None = None) -> None:
-        self.store = store
-        self.inventory = inventory
-        self.plane = ExecutionPlane(inventory.nodes)
-        self.report = report or (lambda _line: None)
-
-    def close(self) -> None:
-        self.plane.close()
-
-    # -- watching ------------------------------------------------------------------------------
-
-    def sync(self) -> None:
-        """Bring the store up to date with the hosts' own units (reconcile), and clean up units
-        whose end has been stored. Only this inventory's hosts are asked: attempts on hosts of
-        another inventory are left to a controller of that one."""
-        mine = self.plane.connections
-        rows = [r for r in self.store.tasks() if r.state in TRACKED and r.host in mine]
-        if not rows:
-            return
-        result = self.plane.reconcile({r.unit: r.host for r in rows}, self.store.host_boots())
-        for host, boot in result.boots.items():
-            self.store.set_host_boot(host, boot)
-        for row in rows:
-            status = dict(result.states[row.unit])
-            if status["state"] in ("unknown", "missing"):
-                # never acknowledged: the launch may not have reached the host; launching the
-                # same unit again is safe. Acknowledged and vanished: lost.
-                status["state"] = "missing" if row.state in ("staging", "missing") else "lost"
-            if status["state"] != row.state:
-                self.report(f"{row.job}/{row.task}[{row.index}] on {row.host}: {_describe(status)}")
-            self.store.update_task(row.unit, status)
-            if status["state"] in ("finished", "failed", "killed"):
-                self._forget(row)
-
-    def _forget(self, row: TaskRow) -> None:
-        try:
-            self.plane.forget(row.host, row.unit)
-        except MesoError as exc:
-            self.report(f"{row.unit}: could not clean up on {row.host}: {exc}")
-
-    # -- one cycle -----------------------------------------------------------------------------
-
-    def step(self, job: Job, now: float | None = None) -> tuple[jobcore.Decisions, list[Unplaced]]:
-        """Decide what the job needs, place and launch it. Returns the decisions and what could
-        not be placed."""
-        rows = self.store.tasks(job.job)
-        decisions = jobcore.decide(job.type, policies(job), rows, now or time.time(),
-                                   numbered_from=self.store.last_attempts(job.job))  # fmt: skip
-        for row in decisions.lost:
-            self.store.update_task(row.unit, {"state": "lost"})
-        for row in decisions.stop:
-            self.report(f"{row.job}/{row.task}[{row.index}]: scaled away, stopping")
-            self.store.update_task(row.unit, self.plane.stop(row.host, row.unit))
-        again = [launch for launch in decisions.launch if launch.again]
-        fresh = [launch for launch in decisions.launch if not launch.again]
-        for launch in again:
-            row = next(r for r in rows if (r.task, r.index, r.attempt) ==
-                       (launch.task, launch.index, launch.attempt))  # fmt: skip
-            placement = Placement(job.job, row.task, row.index, job.framework, row.host,
-                                  row.resources, tuple(row.ports))  # fmt: skip
-            self._launch(job, placement, row.attempt, capacity=None)
-        unplaced: list[Unplaced] = []
-        if fresh:
-            unplaced = self._place_and_launch(job, fresh, rows)
-        return decisions, unplaced
-
-    def _place_and_launch(
-        self, job: Job, launches: list[jobcore.Launch], rows: list[TaskRow]
-    ) -> list[Unplaced]:
-        samples, failed = sample_all(self.inventory.nodes, self.plane.connections)
-        for host, reason in sorted(failed.items()):
-            self.report(f"{host}: not sampled, not placed on: {reason}")
-        every = self.store.tasks()
-        taken_ports: dict[str, set[int]] = {}
-        for row in every:  # ports are the store's to know: hosts do not track them
-            if row.state in TRACKED:
-                taken_ports.setdefault(row.host, set()).update(row.ports)
-        hosts = [replace(h, used_ports=frozenset(taken_ports.get(h.name, ())))
-                 for h in hosts_from_samples(self.inventory.nodes, samples)]  # fmt: skip
-        capacity = {h.name: h.capacity for h in hosts}
-        running: dict[str, dict[str, int]] = {}
-        for row in rows:
-            if row.state in WATCHED:
-                per_host = running.setdefault(row.task, {})
-                per_host[row.host] = per_host.get(row.host, 0) + 1
-        groups = []
-        attempts = {}
-        base_groups = {g.task: g for g in job.groups()}
-        for launch in launches:
-            base = base_groups[launch.task]
-            constraints = base.constraints
-            if launch.avoid:
-                constraints = (*constraints, Constraint("ne", "hostname", launch.avoid))
-            groups.append(TaskGroup(job.job, launch.task, job.framework, 1, base.resources,
-                                    constraints, base.strategy, launch.index,
-                                    running.get(launch.task, {})))  # fmt: skip
-            attempts[(launch.task, launch.index)] = launch.attempt
-        plan = allocate(hosts, self._frameworks(every), [JobScheduler(job.framework, groups)])
-        for placement in plan.placements:
-            attempt = attempts[(placement.task, placement.index)]
-            unit = unit_name(job.job, placement.task, placement.index, attempt)
-            self.store.add_intent(job.job, placement.task, placement.index, attempt,
-                                  placement.host, unit, dict(placement.resources),
-                                  list(placement.ports))  # fmt: skip
-            self.report(f"{job.job}/{placement.task}[{placement.index}] placed on "
-                        f"{placement.host} (attempt {attempt})")  # fmt: skip
-            self._launch(job, placement, attempt, capacity[placement.host])
-        return plan.unplaced
-
-    def _launch(
-        self, job: Job, placement: Placement, attempt: int, capacity: Mapping[str, int] | None
-    ) -> None:
-        task = next(t for t in job.tasks if t.name == placement.task)
-        request = launch_request(task, placement, attempt, capacity, job.type == "service")
-        try:
-            status = self.plane.launch(placement.host, request)
-        except MesoError as exc:
-            status = {"state": "failed", "reason": f"launch refused: {exc}"}
-        if status["state"] == "unreachable":
-            self.report(f"{request['unit']}: {placement.host} unreachable; will reconcile")
-        self.store.update_task(request["unit"], status)
-
-    def _frameworks(self, rows: list[TaskRow]) -> list[Framework]:
-        """The inventory's frameworks, each holding what its running tasks (of `rows`, every
-        job's attempts) were given."""
-        held: dict[str, dict[str, int]] = {}
-        frameworks = {j.name: j.framework for j in self.store.jobs()}
-        for row in rows:
-            if row.state in WATCHED:
-                fw = held.setdefault(frameworks[row.job], {})
-                for name, amount in row.resources.items():
-                    fw[name] = fw.get(name, 0) + amount
-        known = {f.name: f for f in self.inventory.frameworks}
-        names = set(known) | set(held)
-        return [Framework(n, known[n].weight if n in known else 1.0,
-                          known[n].quota if n in known else None, held.get(n, {}))
-                for n in sorted(names)]  # fmt: skip
-
-    # -- running a job to its end --------------------------------------------------------------
-
-    def run(
-        self,
-        job: Job,
-        detach: bool = False,
-        timeout: float | None = None,
-        on_cycle: Callable[[], None] | None = None,
-    ) -> Outcome:
-        """Submit `job` and drive it: a batch job to its end, a service until it is up.
-        `on_cycle` is called after every cycle (a live display redraws there)."""
-        self.store.put_job(job.job, job.framework, job.type, job.model_dump(mode="json"),
-                           self.inventory.source)  # fmt: skip
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.sync()
-            decisions, unplaced = self.step(job)
-            if on_cycle is not None:
-                on_cycle()
-            # a batch job may wait for its own running tasks to free room; a service's do not end
-            if unplaced and (job.type == "service" or not decisions.waiting):
-                return Outcome(3, "cannot be placed: " + unplaced[0].reason, unplaced)
-            if detach:
-                return Outcome(0, "submitted")
-            if not decisions.launch and not decisions.waiting:
-                return self._outcome(job, decisions)
-            # nothing was launched this cycle, so the decisions still describe every instance
-            total = sum(t.count for t in job.tasks)
-            if job.type == "service" and not decisions.launch and decisions.running == total:
-                return Outcome(0, f"service up: {total} instances running")
-            if deadline is not None and time.monotonic() > deadline:
-                return Outcome(1, "timed out waiting for the job")
-            time.sleep(POLL_SECONDS)
-
-    def _outcome(self, job: Job, decisions: jobcore.Decisions) -> Outcome:
-        if decisions.failed:
-            first = decisions.failed[0]
-            how = (
-                first.state if first.exit_code is None else f"{first.state} exit {first.exit_code}"
-            )
-            return Outcome(
-                1,
-                f"{len(decisions.failed)} task(s) failed; first {first.task}[{first.index}]: {how}",
-            )
-        self.store.set_job_state(job.job, "done")
-        return Outcome(0, f"all {decisions.succeeded} task(s) finished")
-
-    def kill(self, name: str) -> list[dict]:
-        """Stop every running attempt of the job; it will not be restarted."""
-        self.store.set_job_state(name, "killed")
-        stopped = []
-        for row in self.store.tasks(name):
-            if row.state in TRACKED:
-                try:
-                    status = self.plane.stop(row.host, row.unit)
-                except MesoError as exc:
-                    status = {"state": "unreachable", "reason": str(exc)}
-                self.store.update_task(row.unit, status)
-                stopped.append({"unit": row.unit, "host": row.host, **status})
-        return stopped
+def _running_per_host(rows: Iterable[TaskRow]) -> dict[tuple[str, str], dict[str, int]]:
+    """(job, task) -> host -> instances watched there (for the dynamic constraints)."""
+    out: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for row in rows:
+        if row.state in WATCHED:
+            out[(row.job, row.task)][row.host] += 1
+    return {k: dict(v) for k, v in out.items()}
 
 
-def _describe(status: dict) -> str:
-    text = status["state"]
-    if status.get("exit_code") is not None and status["state"] != "running":
-        text += f" (exit {status['exit_code']})"
-    if status.get("reason"):
-        text += f" ({status['reason']})"
-    return text
+def _status(raw: Mapping | None) -> TaskStatus | None:
+    if raw is None:
+        return None
+    try:
+        return TaskStatus.of(raw)
+    except (KeyError, ValueError):
+        return None
+
+
+def _short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.model import Host, Placement, Plan, TaskGroup
+from meso_agentless.core.model import Framework, Host, Placement, Plan, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, PORTS
 from meso_agentless.errors import UsageError
@@ -36,14 +36,14 @@ def declared_hosts(inventory: Inventory) -> list[Host]:
     return [node.to_host() for node in inventory.nodes]
 
 
-def plan_jobs(jobs: Sequence[Job], inventory: Inventory, hosts: Sequence[Host]) -> Plan:
-    """Place the jobs as if submitted together, in weighted DRF order."""
+def plan_jobs(jobs: Sequence[Job], frameworks: Iterable[Framework], hosts: Sequence[Host]) -> Plan:
+    """Place the jobs as if submitted together, in the order given, in weighted DRF order."""
     by_framework: dict[str, list[TaskGroup]] = {}
-    for job in jobs:
-        for group in job.groups():
+    for order, job in enumerate(jobs):
+        for group in job.groups(order=order):
             by_framework.setdefault(group.framework, []).append(group)
     schedulers = [JobScheduler(fw, groups) for fw, groups in sorted(by_framework.items())]
-    return allocate(hosts, inventory.frameworks, schedulers)
+    return allocate(hosts, frameworks, schedulers)
 
 
 def resources_json(resources: Mapping[str, int]) -> dict[str, float | int]:

@@ -90,7 +90,7 @@ class Cycle:
         self._found: tuple[HostState, TaskGroup, Demand] | None = None
         # what frameworks with a quota hold, kept up to date as tasks are placed
         self.quota_used: dict[str, dict[str, int]] = {
-            name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota
+            name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota is not None
         }
 
     # -- demand, quota, fit --------------------------------------------------------------------
@@ -235,7 +235,7 @@ class Cycle:
         fw = self.frameworks.get(framework)
         resources = {d: a for d, a in zip(self.dims, amounts, strict=True) if a}
         held = self.quota_used.get(framework)
-        if fw is not None and fw.quota and held is not None:
+        if fw is not None and fw.quota is not None and held is not None:
             for name, limit in fw.quota.items():
                 if name in resources:
                     resources[name] = max(0, min(resources[name], limit - held.get(name, 0)))

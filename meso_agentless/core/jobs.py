@@ -13,7 +13,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-WAITING = frozenset({"staging", "running", "unreachable"})
+from meso_agentless.core.tasks import WATCHED, TaskState
+
+WAITING = WATCHED  # staging, running, unreachable: still to be waited for
 
 
 class Attempt(Protocol):
@@ -86,19 +88,20 @@ def decide(
                 before = (numbered_from or {}).get((policy.name, index), 0)
                 out.launch.append(Launch(policy.name, index, before + 1))
                 continue
-            if a.state == "missing":
+            if a.state == TaskState.MISSING:
                 out.launch.append(Launch(policy.name, index, a.attempt, again=True))
                 out.waiting += 1
                 continue
-            if a.state == "unreachable" and job_type == "service" and now - a.since > lost_after:
+            unreachable = a.state == TaskState.UNREACHABLE
+            if unreachable and job_type == "service" and now - a.since > lost_after:
                 out.lost.append(a)
                 out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
                 continue
             if a.state in WAITING:
                 out.waiting += 1
-                out.running += a.state == "running"
+                out.running += a.state == TaskState.RUNNING
                 continue
-            ok = a.state == "finished"
+            ok = a.state == TaskState.FINISHED
             if job_type == "batch" and ok:
                 out.succeeded += 1
                 continue
@@ -113,3 +116,39 @@ def decide(
             elif job_type == "batch" or not ok:
                 out.failed.append(a)
     return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job stands for whoever waits on it: `meso run`'s exit code and the line that says
+    why. 0: every task finished, or the service is up; 1: failed or killed; 3: cannot be
+    placed."""
+
+    code: int
+    message: str
+
+
+def outcome(
+    job_type: str, killed: bool, decisions: Decisions, total: int, pending: int = 0
+) -> Outcome | None:
+    """The job's outcome after a cycle, or None while it is still on its way (pure).
+
+    A task that does not fit now is pending: it waits for room, and the job with it. (One that
+    could never fit is refused when the job is submitted: exit 3 comes from there.)
+    """
+    if killed:
+        return Outcome(1, "killed")
+    if pending:
+        return None
+    if decisions.settled:
+        if decisions.failed:
+            first = decisions.failed[0]
+            how = str(first.state)
+            if first.exit_code is not None:
+                how += f" exit {first.exit_code}"
+            return Outcome(1, f"{len(decisions.failed)} task(s) failed; "
+                              f"first {first.task}[{first.index}]: {how}")  # fmt: skip
+        return Outcome(0, f"all {decisions.succeeded} task(s) finished")
+    if job_type == "service" and not decisions.launch and decisions.running == total:
+        return Outcome(0, f"service up: {total} instances running")
+    return None

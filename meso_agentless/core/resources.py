@@ -98,8 +98,11 @@ def parse_quantity(name: str, value: object, what: str | None = None) -> int:
     return parse_count(value, what)
 
 
-def parse_resources(raw: Mapping[str, object], what: str = "resources") -> dict[str, int]:
-    """A resources mapping ({cpus: 0.5, mem: 256MiB, gpus: 1}) as integers; zeros dropped."""
+def parse_resources(
+    raw: Mapping[str, object], what: str = "resources", keep_zeros: bool = False
+) -> dict[str, int]:
+    """A resources mapping ({cpus: 0.5, mem: 256MiB, gpus: 1}) as integers; zeros dropped
+    unless `keep_zeros` (a limit of zero is a limit)."""
     if not isinstance(raw, Mapping):
         raise ResourceError(f"{what} must be a mapping of resource names to amounts")
     parsed = {}
@@ -107,7 +110,7 @@ def parse_resources(raw: Mapping[str, object], what: str = "resources") -> dict[
         if not isinstance(name, str) or not re.fullmatch(r"[a-z][a-z0-9_]*", name):
             raise ResourceError(f"{what}: {name!r} is not a resource name")
         amount = parse_quantity(name, value, f"{what}.{name}")
-        if amount:
+        if amount or keep_zeros:
             parsed[name] = amount
     return parsed
 

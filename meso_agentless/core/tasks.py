@@ -1,16 +1,79 @@
-"""Tasks on hosts: unit names, states, and reconciling what the controller expects with what
-the hosts report (pure)."""
+"""Tasks on hosts: one typed state from node to store to API, unit names, and reconciling what
+the controller expects with what the hosts report (pure)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
-State = Literal[
-    "staging", "running", "finished", "failed", "killed", "unknown", "unreachable", "gone",
-    "missing",
-]  # fmt: skip
+from meso_agentless.core.health import HostState
+
+
+class TaskState(StrEnum):
+    """The state of one task attempt. A StrEnum: it is stored, sent and compared as its value."""
+
+    STAGING = "staging"  # launched, not yet running
+    RUNNING = "running"
+    FINISHED = "finished"  # exit 0
+    FAILED = "failed"  # exit code, or a reason: oom-killed, timed out
+    KILLED = "killed"  # by a signal, or stopped
+    UNKNOWN = "unknown"  # the node has no such unit loaded
+    UNREACHABLE = "unreachable"  # its host cannot be asked; not known to be lost
+    GONE = "gone"  # its host rebooted: transient units do not survive that
+    MISSING = "missing"  # never acknowledged and not on its host: launching it again is safe
+    LOST = "lost"  # acknowledged, then vanished, or replaced after its host stayed unreachable
+
+
+S = TaskState
+# On the node (the node command keeps a stdlib copy of these two; a test checks they agree):
+HOLDS_RESOURCES = frozenset({S.STAGING, S.RUNNING})  # the unit holds what it was given
+ENDED_ON_NODE = frozenset({S.FINISHED, S.FAILED, S.KILLED})  # nodecmd.ENDED
+# In the controller:
+ENDED = ENDED_ON_NODE | {S.GONE, S.LOST}  # an attempt in these states is over for good
+WATCHED = HOLDS_RESOURCES | {S.UNREACHABLE}  # waited for; counted as holding its resources
+TRACKED = WATCHED | {S.MISSING}  # may hold resources and ports on its host: reconciled
+
+
+@dataclass(frozen=True, slots=True)
+class TaskStatus:
+    """What is known of one attempt: its state and how it ended."""
+
+    state: TaskState
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    restarts: int = 0
+
+    @classmethod
+    def of(cls, answer: Mapping) -> TaskStatus:
+        """From a node command's answer (or any mapping with these keys); unknown states are
+        refused with ValueError."""
+
+        def opt_int(key: str) -> int | None:
+            value = answer.get(key)
+            return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+        reason = answer.get("reason")
+        return cls(
+            TaskState(answer["state"]),
+            opt_int("exit_code"),
+            opt_int("signal"),
+            str(reason)[:500] if reason is not None else None,
+            opt_int("restarts") or 0,
+        )
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "state": self.state.value}
+
+    def describe(self) -> str:
+        """running, failed (exit 3), failed (oom-killed), ..."""
+        text = self.state.value
+        if self.exit_code is not None and self.state != S.RUNNING:
+            text += f" (exit {self.exit_code})"
+        if self.reason:
+            text += f" ({self.reason})"
+        return text
 
 
 def unit_name(job: str, task: str, index: int, attempt: int) -> str:
@@ -41,7 +104,7 @@ class HostReport:
 
 @dataclass(frozen=True)
 class Reconciliation:
-    states: dict[str, dict] = field(default_factory=dict)  # expected unit -> state
+    states: dict[str, TaskStatus] = field(default_factory=dict)  # expected unit -> status
     unknown: list[tuple[str, str]] = field(default_factory=list)  # (host, unit) not expected
     boots: dict[str, str] = field(default_factory=dict)  # host -> boot identity now
 
@@ -64,13 +127,13 @@ def reconcile(
     for unit, host in sorted(expected.items()):
         report = reports.get(host)
         if report is None:
-            result.states[unit] = {"state": "unreachable"}
+            result.states[unit] = TaskStatus(S.UNREACHABLE)
         elif unit in report.units:
-            result.states[unit] = dict(report.units[unit])
+            result.states[unit] = TaskStatus.of(report.units[unit])
         elif host in known_boots and known_boots[host] != report.boot:
-            result.states[unit] = {"state": "gone"}
+            result.states[unit] = TaskStatus(S.GONE)
         else:
-            result.states[unit] = {"state": "missing"}
+            result.states[unit] = TaskStatus(S.MISSING)
     for host, report in sorted(reports.items()):
         if report is None:
             continue
@@ -79,3 +142,30 @@ def reconcile(
             if expected.get(unit) != host:
                 result.unknown.append((host, unit))
     return result
+
+
+def judge(
+    stored: TaskState, host: HostState, seen: TaskStatus | None, rebooted: bool
+) -> TaskStatus | None:
+    """What a stored attempt becomes from what its host says now (pure); None: keep it.
+
+    `host` is the host's state, `seen` the unit's status in the host's report (None: the unit
+    is not there), `rebooted` whether that report's boot identity differs from the stored one.
+    A host that cannot be asked makes its running tasks unreachable, never lost. A unit absent
+    from a host that rebooted is gone; absent from a host that did not, it is missing if it was
+    never acknowledged (launching the same attempt again is safe) and lost if it was. Lost is
+    final here: a lost unit that shows up again is the caller's to stop (its replacement wins).
+    """
+    if stored == S.LOST or host in (HostState.UNKNOWN, HostState.GONE):
+        return None
+    if host == HostState.UNREACHABLE:
+        return TaskStatus(S.UNREACHABLE) if stored in HOLDS_RESOURCES else None
+    if seen is not None and seen.state != S.UNKNOWN:
+        return seen
+    if rebooted:
+        return TaskStatus(S.GONE) if stored in TRACKED else None
+    if stored in (S.STAGING, S.MISSING):
+        return TaskStatus(S.MISSING)
+    if stored in (S.RUNNING, S.UNREACHABLE):
+        return TaskStatus(S.LOST)
+    return None

@@ -1,25 +1,59 @@
-"""The execution plane: launch, watch, stop and reconcile tasks on hosts over SSH (the shell
-around `core.tasks`). One NodeConnection per host, shared by every call."""
+"""The execution plane: sample hosts, launch, watch, stop and reconcile tasks on them.
+
+`Plane` is what the controller needs from its hands; `ExecutionPlane` does it over SSH (one warm
+NodeConnection per host), and `meso_agentless.testing.fakes.FakePlane` in memory.
+
+Every verb treats a host failure the same way: `Unreachable` (network, sshd, deadline, or a
+host key that is unknown or changed) when the host could not be asked, `NodeRefused` when the
+node command said no. Each call has its own deadline, and concerns one host only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+import paramiko
 
 from meso_agentless.core.tasks import HostReport, Reconciliation, reconcile
 from meso_agentless.errors import UsageError
-from meso_agentless.hosts.ssh import HostKeyError
-from meso_agentless.hosts.transport import DEFAULT_TIMEOUT, NodeConnection, Unreachable
+from meso_agentless.hosts import ssh
+from meso_agentless.hosts.transport import DEFAULT_TIMEOUT, NodeConnection, NodeRefused, Unreachable
 from meso_agentless.inventory import Node
 
 MAX_PARALLEL = 32
+T = TypeVar("T")
+
+__all__ = ["ExecutionPlane", "NodeRefused", "Plane", "Unreachable"]
+
+
+class Plane(Protocol):
+    """The controller's hands on its hosts. Each verb asks one host and may raise Unreachable or
+    NodeRefused; answers are the node command's (see node/nodecmd.py)."""
+
+    @property
+    def hosts(self) -> tuple[str, ...]: ...
+    def sample(self, host: str, timeout: float | None = None) -> dict: ...
+    def launch(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
+    def status(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def stop(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def logs(
+        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+    ) -> Iterator[bytes]: ...
+    def close(self) -> None: ...
 
 
 class ExecutionPlane:
-    """Every host of a cluster, each behind its warm connection."""
+    """Every host of a cluster, each behind its warm SSH connection."""
 
     def __init__(self, nodes: Sequence[Node], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.connections = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(self.connections)
 
     def host(self, name: str) -> NodeConnection:
         try:
@@ -27,48 +61,55 @@ class ExecutionPlane:
         except KeyError:
             raise UsageError(f"host {name!r} is not in the inventory") from None
 
+    def _ask(self, host: str, verb: str, timeout: float | None, **fields: object) -> dict:
+        connection = self.host(host)
+        try:
+            return connection.request(verb, timeout=timeout, **fields)
+        except ssh.SSHError as exc:  # a host key refused: no more reachable than a cut host
+            raise Unreachable(str(exc)) from exc
+
+    def sample(self, host: str, timeout: float | None = None) -> dict:
+        """What the host says of itself: capacity, load, boot identity, its meso units."""
+        return self._ask(host, "sample", timeout)
+
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
-        """Launch on `host`; state "unreachable" if it could not be asked (the launch may or may
-        not have happened: reconcile, then launching the same unit again is safe)."""
-        try:
-            return self.host(host).request("launch", timeout=timeout, **request)
-        except Unreachable as exc:
-            return {"unit": f"{request['unit']}.service", "state": "unreachable",
-                    "error": str(exc)}  # fmt: skip
+        """Launch on `host`. Unreachable: it may or may not have happened; reconcile, then
+        launching the same unit again is safe (the unit name is the idempotency key)."""
+        return self._ask(host, "launch", timeout, **request)
 
-    def status(self, host: str, unit: str) -> dict:
-        try:
-            return self.host(host).request("status", unit=unit)
-        except Unreachable as exc:
-            return {"unit": f"{unit}.service", "state": "unreachable", "error": str(exc)}
+    def status(self, host: str, unit: str, timeout: float | None = None) -> dict:
+        return self._ask(host, "status", timeout, unit=unit)
 
-    def stop(self, host: str, unit: str, timeout: float = 60.0) -> dict:
-        return self.host(host).request("stop", timeout=timeout, unit=unit)
+    def stop(self, host: str, unit: str, timeout: float | None = 60.0) -> dict:
+        return self._ask(host, "stop", timeout, unit=unit)
 
-    def forget(self, host: str, unit: str) -> dict:
-        return self.host(host).request("forget", unit=unit)
+    def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
+        return self._ask(host, "forget", timeout, unit=unit)
 
     def logs(
         self, host: str, unit: str, follow: bool = False, lines: int = 1000
     ) -> Iterator[bytes]:
+        """The unit's journal, as it comes (follow: until the caller stops reading)."""
         request = {"unit": unit, "follow": follow, "lines": lines}
         timeout = 365 * 86400.0 if follow else None
-        return self.host(host).stream("logs", request, timeout=timeout)
+        stream = self.host(host).stream("logs", request, timeout=timeout)
+        try:
+            yield from stream
+        except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+            raise Unreachable(f"{host}: {exc}") from exc
 
     def reports(self) -> dict[str, HostReport | None]:
         """Every host's meso units, asked in parallel; None for a host that could not be asked."""
 
-        def one(connection: NodeConnection) -> HostReport | None:
+        def one(host: str) -> HostReport | None:
             try:
-                listed = connection.request("list")
-            except (Unreachable, HostKeyError):
+                listed = self._ask(host, "list", None)
+            except (Unreachable, NodeRefused):
                 return None
             units = {u["unit"].removesuffix(".service"): u for u in listed["units"]}
             return HostReport(listed["boot"], units)
 
-        conns = list(self.connections.values())
-        with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(conns)))) as pool:
-            return dict(zip(self.connections, pool.map(one, conns), strict=True))
+        return dict(zip(self.hosts, each_host(self.hosts, one), strict=True))
 
     def reconcile(
         self, expected: Mapping[str, str], known_boots: Mapping[str, str]
@@ -79,3 +120,11 @@ class ExecutionPlane:
     def close(self) -> None:
         for connection in self.connections.values():
             connection.close()
+
+
+def each_host(items: Sequence[str], call: Callable[[str], T]) -> list[T]:
+    """`call` for every item at once (threads: each waits on its own host)."""
+    if len(items) <= 1:
+        return [call(i) for i in items]
+    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, len(items))) as pool:
+        return list(pool.map(call, items))

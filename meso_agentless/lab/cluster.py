@@ -24,7 +24,7 @@ from meso_agentless.lab.images import Image, ensure_image, recipe_for
 from meso_agentless.lab.inventory import render_inventory
 from meso_agentless.lab.keys import known_hosts_line, new_keypair
 from meso_agentless.lab.layout import HostLayout, LabLayout, Mode, choose_subnet, plan_lab
-from meso_agentless.lab.paths import LabPaths, cache_root, labs_root
+from meso_agentless.lab.paths import LabPaths, accel, cache_root, labs_root
 from meso_agentless.lab.system import (
     NSPAWN_TOOLS,
     VM_TOOLS,
@@ -254,7 +254,7 @@ def _start(lab: LabLayout, host: HostLayout, image: Image, host_dir: Path) -> No
             "ip", "netns", "exec", host.netns,
             "qemu-system-x86_64",
             "-name", host.name,
-            "-accel", os.environ.get("MESO_LAB_ACCEL", "tcg"),
+            "-accel", accel(),
             "-m", str(lab.mem_mib), "-smp", str(lab.cpus),
             "-kernel", str(image.kernel), "-initrd", str(image.initrd),
             "-append", "root=/dev/vda rw console=ttyS0 net.ifnames=0 quiet",

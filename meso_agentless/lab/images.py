@@ -5,7 +5,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import time
@@ -13,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from meso_agentless.lab import mounts
+from meso_agentless.lab import mounts, paths
 from meso_agentless.lab.system import LabError, run
 
 # Bump when customize() changes what ends up in an image: it is part of the cache key.
@@ -67,7 +66,7 @@ class Image:
 
 
 def recipe_for(vm: bool) -> Recipe:
-    mirror = os.environ.get("MESO_LAB_MIRROR", DEFAULT_MIRROR)
+    mirror = paths.mirror(DEFAULT_MIRROR)
     packages = BASE_PACKAGES + (VM_PACKAGES if vm else ())
     return Recipe(suite="bookworm", mirror=mirror, packages=packages, kernel=vm)
 

@@ -1,4 +1,4 @@
-"""Where a lab keeps its files on this machine."""
+"""Where a lab keeps its files on this machine, and the lab's settings (MESO_LAB_*)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,20 @@ def labs_root() -> Path:
 
 def cache_root() -> Path:
     return Path(os.environ.get("MESO_LAB_CACHE", "/var/cache/meso-lab"))
+
+
+def default_lab() -> str:
+    return os.environ.get("MESO_LAB", "lab")
+
+
+def mirror(default: str) -> str:
+    """The Debian mirror lab images are built from."""
+    return os.environ.get("MESO_LAB_MIRROR", default)
+
+
+def accel() -> str:
+    """QEMU's accelerator for VM hosts: tcg, or kvm where it works."""
+    return os.environ.get("MESO_LAB_ACCEL", "tcg")
 
 
 @dataclass(frozen=True)

@@ -1,27 +1,29 @@
-"""The controller's state in SQLite (WAL, schema versioned with PRAGMA user_version).
+"""The cluster's state in SQLite (WAL, schema versioned with PRAGMA user_version).
 
-Jobs, and one row per task attempt: the intent (host, unit) is written before the launch and
-the outcome after, so a controller that dies mid-way loses nothing: the next one reconciles the
-rows with the hosts' own units. Kept behind this small class so that another database (shared by
-several controllers) can take its place.
+Jobs, frameworks' run-time settings, hosts' boot identities, and one row per task attempt: the
+intent (host, unit) is written before the launch and the outcome after, so a controller that
+dies mid-way loses nothing: the next one reconciles the rows with the hosts' own units.
+
+Every change of a task or a job is a compare-and-set on the row's version: a writer that read
+an older row changes nothing. Each thread gets its own connection, so the controller's loop
+writes while the API's threads read consistent snapshots.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
-import platformdirs
-
+from meso_agentless.core.tasks import TaskStatus
 from meso_agentless.errors import UsageError
+from meso_agentless.state.store import Intent, JobRow, TaskRow
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -29,7 +31,7 @@ CREATE TABLE jobs (
     type TEXT NOT NULL,
     spec TEXT NOT NULL,            -- the job file, validated, as JSON
     inventory TEXT NOT NULL,
-    state TEXT NOT NULL,           -- active, killed, done
+    state TEXT NOT NULL,           -- active, done, failed, killed
     submitted REAL NOT NULL,
     run INTEGER NOT NULL DEFAULT 1 -- a job that ended and is run again starts a new run
 );
@@ -42,7 +44,7 @@ CREATE TABLE tasks (
     attempt INTEGER NOT NULL,
     host TEXT NOT NULL,
     unit TEXT NOT NULL UNIQUE,
-    state TEXT NOT NULL,           -- staging, running, finished, failed, killed, gone, lost...
+    state TEXT NOT NULL,           -- core.tasks.TaskState
     exit_code INTEGER,
     signal INTEGER,
     reason TEXT,
@@ -61,74 +63,75 @@ CREATE TABLE hosts (
     seen REAL NOT NULL
 );
 """
+# version 1 -> 2: row versions (compare-and-set), submission order, frameworks' settings
+MIGRATIONS = {
+    2: """
+ALTER TABLE tasks ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE jobs ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE jobs SET seq = rowid;
+CREATE TABLE frameworks (
+    name TEXT PRIMARY KEY,
+    weight REAL,                   -- NULL: the inventory's
+    quota TEXT,                    -- JSON; NULL: the inventory's
+    version INTEGER NOT NULL DEFAULT 1
+);
+""",
+}
 
 
-@dataclass(frozen=True)
-class TaskRow:
-    id: int
-    job: str
-    task: str
-    index: int
-    attempt: int
-    host: str
-    unit: str
-    state: str
-    exit_code: int | None
-    signal: int | None
-    reason: str | None
-    resources: dict
-    ports: list[int]
-    restarts: int
-    since: float
-
-
-@dataclass(frozen=True)
-class JobRow:
-    name: str
-    framework: str
-    type: str
-    spec: dict
-    inventory: str
-    state: str
-
-
-def default_path() -> Path:
-    """--state, then $MESO_STATE, then the platform's state directory."""
-    env = os.environ.get("MESO_STATE")
-    if env:
-        return Path(env)
-    return Path(platformdirs.user_state_dir("meso-agentless")) / "state.db"
+class Conflict(Exception):
+    """A compare-and-set found a newer row: nothing was written."""
 
 
 class Store:
-    """One SQLite database; every write is its own transaction."""
+    """One SQLite database, a connection per thread."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
+        """`clock`: the wall clock times are stored by (the controller's)."""
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.clock = clock
+        self._local = threading.local()
         try:
-            self.db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        except sqlite3.Error as exc:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._migrate(self.db)
+        except (OSError, sqlite3.Error) as exc:
             raise UsageError(f"state {path}: {exc}") from None
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA foreign_keys=ON")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self._migrate()
 
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+    @property
+    def db(self) -> sqlite3.Connection:
+        """This thread's connection."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise UsageError(
                 f"state {self.path} is schema {version}, newer than this meso ({SCHEMA_VERSION})"
             )
-        if version == 0:  # one script, one transaction: a half-made schema is never left
-            self.db.executescript(
-                f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version={SCHEMA_VERSION};\nCOMMIT;"
+        # one script, one transaction per step: a half-made schema is never left
+        if version == 0:
+            db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version=1;\nCOMMIT;")
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            db.executescript(
+                f"BEGIN IMMEDIATE;\n{MIGRATIONS[target]}\nPRAGMA user_version={target};\nCOMMIT;"
             )
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        """Writes inside are one transaction (nested calls join the outer one)."""
+        if self.db.in_transaction:
+            yield
+            return
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield
@@ -137,60 +140,109 @@ class Store:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """Reads inside see one consistent state."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self.db.execute("COMMIT")
+
     def close(self) -> None:
-        self.db.close()
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def put_job(self, name: str, framework: str, type_: str, spec: dict, inventory: str) -> None:
-        """Submit a job, or update its spec (a new submission of the same job)."""
-        self.db.execute(
-            "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, 'active', ?, 1) ON CONFLICT(name) DO UPDATE "
-            "SET framework=excluded.framework, type=excluded.type, spec=excluded.spec, "
-            "inventory=excluded.inventory, state='active', "
-            "run = CASE WHEN jobs.state = 'active' THEN jobs.run ELSE jobs.run + 1 END",
-            (name, framework, type_, json.dumps(spec), inventory, time.time()),
-        )
+    def put_job(self, name: str, framework: str, type_: str, spec: dict, inventory: str) -> JobRow:
+        """Submit a job: new, the same active one again, or a new run of one that ended."""
+        with self.transaction():
+            seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
+            self.db.execute(
+                "INSERT INTO jobs (name, framework, type, spec, inventory, state, submitted, run, "
+                "version, seq) VALUES (?, ?, ?, ?, ?, 'active', ?, 1, 1, ?) "
+                "ON CONFLICT(name) DO UPDATE SET framework=excluded.framework, "
+                "type=excluded.type, spec=excluded.spec, inventory=excluded.inventory, "
+                "state='active', version = jobs.version + 1, "
+                "submitted = CASE WHEN jobs.state = 'active' THEN jobs.submitted "
+                "ELSE excluded.submitted END, "
+                "seq = CASE WHEN jobs.state = 'active' THEN jobs.seq ELSE excluded.seq END, "
+                "run = CASE WHEN jobs.state = 'active' THEN jobs.run ELSE jobs.run + 1 END",
+                (name, framework, type_, json.dumps(spec), inventory, self.clock(), seq),
+            )
+            job = self.job(name)
+        assert job is not None  # noqa: S101 - just written, in this transaction
+        return job
 
     def job(self, name: str) -> JobRow | None:
         row = self.db.execute("SELECT * FROM jobs WHERE name = ?", (name,)).fetchone()
         return None if row is None else _job(row)
 
     def jobs(self) -> list[JobRow]:
-        return [_job(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY submitted, name")]
+        return [_job(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY seq, name")]
 
-    def set_job_state(self, name: str, state: str) -> None:
-        self.db.execute("UPDATE jobs SET state = ? WHERE name = ?", (state, name))
-
-    def set_job_spec(self, name: str, spec: dict) -> None:
-        self.db.execute("UPDATE jobs SET spec = ? WHERE name = ?", (json.dumps(spec), name))
+    def update_job(
+        self, job: JobRow, *, state: str | None = None, spec: dict | None = None
+    ) -> JobRow:
+        """Change a job's state or spec if it is still at `job.version`; else Conflict."""
+        done = self.db.execute(
+            "UPDATE jobs SET state = COALESCE(?, state), spec = COALESCE(?, spec), "
+            "version = version + 1 WHERE name = ? AND version = ?",
+            (state, None if spec is None else json.dumps(spec), job.name, job.version),
+        )
+        if done.rowcount != 1:
+            raise Conflict(f"job {job.name} changed meanwhile")
+        return self.job(job.name)  # type: ignore[return-value]
 
     # -- tasks ---------------------------------------------------------------------------------
 
-    def add_intent(
-        self, job: str, task: str, index: int, attempt: int, host: str, unit: str,
-        resources: dict, ports: list[int],
-    ) -> None:  # fmt: skip
-        """Written before the launch: from here on the attempt is accounted for."""
-        now = time.time()
-        self.db.execute(
-            "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, resources, ports, "
-            "since, created, updated) SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ? "
-            "FROM jobs WHERE name = ?",
-            (job, task, index, attempt, host, unit, json.dumps(resources), json.dumps(ports),
-             now, now, now, job),
-        )  # fmt: skip
+    def add_intents(self, intents: Iterable[Intent]) -> None:
+        """Written before the launches: from here on each attempt is accounted for."""
+        now = self.clock()
+        with self.transaction():
+            for i in intents:
+                self.db.execute(
+                    "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, "
+                    "resources, ports, since, created, updated, version) "
+                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1 "
+                    "FROM jobs WHERE name = ?",
+                    (i.job, i.task, i.index, i.attempt, i.host, i.unit,
+                     json.dumps(dict(i.resources)), json.dumps(list(i.ports)), now, now, now,
+                     i.job),
+                )  # fmt: skip
 
-    def update_task(self, unit: str, status: dict) -> None:
-        """Record what the host said of a unit (state, exit code, signal, reason, restarts)."""
-        self.db.execute(
+    def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
+        """Record `status` if the row is still at `row.version`: the new row, or None (a newer
+        state was written meanwhile, and is kept)."""
+        now = self.clock()
+        done = self.db.execute(
             "UPDATE tasks SET since = CASE WHEN state = ?1 THEN since ELSE ?6 END, "
             "state = ?1, exit_code = COALESCE(?2, exit_code), "
             "signal = COALESCE(?3, signal), reason = COALESCE(?4, reason), "
-            "restarts = MAX(restarts, ?5), updated = ?6 WHERE unit = ?7",
-            (status["state"], status.get("exit_code"), status.get("signal"), status.get("reason"),
-             status.get("restarts") or 0, time.time(), unit),
+            "restarts = MAX(restarts, ?5), updated = ?6, version = version + 1 "
+            "WHERE id = ?7 AND version = ?8",
+            (status.state.value, status.exit_code, status.signal, status.reason,
+             status.restarts, now, row.id, row.version),
         )  # fmt: skip
+        if done.rowcount != 1:
+            return None
+        found = self.db.execute("SELECT * FROM tasks WHERE id = ?", (row.id,)).fetchone()
+        return _task(found)
+
+    def drop_intent(self, row: TaskRow) -> bool:
+        """Remove an intent its host refused (nothing was started): the instance is pending
+        again. Only a staging row still at `row.version`."""
+        done = self.db.execute(
+            "DELETE FROM tasks WHERE id = ? AND version = ? AND state = 'staging'",
+            (row.id, row.version),
+        )
+        return done.rowcount == 1
 
     def tasks(self, job: str | None = None) -> list[TaskRow]:
         """Attempts of the current run of `job` (or of every job)."""
@@ -203,12 +255,28 @@ class Store:
             rows = self.db.execute(f"{query} WHERE job = ? ORDER BY task, idx, attempt", (job,))
         return [_task(r) for r in rows]
 
+    def tasks_in(self, states: Iterable[str]) -> list[TaskRow]:
+        """Attempts of any run in these states (a unit of an earlier run may still be out there)."""
+        wanted = sorted(states)
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.execute(
+            f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY job, task, idx, attempt",  # noqa: S608 - only placeholders
+            wanted,
+        )
+        return [_task(r) for r in rows]
+
+    def task_by_unit(self, unit: str) -> TaskRow | None:
+        row = self.db.execute("SELECT * FROM tasks WHERE unit = ?", (unit,)).fetchone()
+        return None if row is None else _task(row)
+
     def last_attempts(self, job: str) -> dict[tuple[str, int], int]:
         """The highest attempt of each instance over every run: a new run numbers on from it."""
         rows = self.db.execute(
             "SELECT task, idx, MAX(attempt) FROM tasks WHERE job = ? GROUP BY task, idx", (job,)
         )
         return {(task, idx): attempt for task, idx, attempt in rows}
+
+    # -- hosts and frameworks ------------------------------------------------------------------
 
     def host_boots(self) -> dict[str, str]:
         return {r["name"]: r["boot"] for r in self.db.execute("SELECT name, boot FROM hosts")}
@@ -217,18 +285,37 @@ class Store:
         self.db.execute(
             "INSERT INTO hosts VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
             "boot=excluded.boot, seen=excluded.seen",
-            (name, boot, time.time()),
+            (name, boot, self.clock()),
+        )
+
+    def framework_settings(self) -> dict[str, tuple[float | None, dict[str, int] | None]]:
+        """Run-time changes of frameworks: name -> (weight, quota), None where unchanged."""
+        rows = self.db.execute("SELECT name, weight, quota FROM frameworks ORDER BY name")
+        return {r["name"]: (r["weight"], None if r["quota"] is None else json.loads(r["quota"]))
+                for r in rows}  # fmt: skip
+
+    def set_framework(
+        self, name: str, weight: float | None, quota: Mapping[str, int] | None
+    ) -> None:
+        """Change a framework's weight or quota (None keeps what it was)."""
+        self.db.execute(
+            "INSERT INTO frameworks (name, weight, quota) VALUES (?1, ?2, ?3) "
+            "ON CONFLICT(name) DO UPDATE SET weight = COALESCE(?2, weight), "
+            "quota = COALESCE(?3, quota), version = version + 1",
+            (name, weight, None if quota is None else json.dumps(dict(quota))),
         )
 
 
 def _job(row: sqlite3.Row) -> JobRow:
     return JobRow(row["name"], row["framework"], row["type"], json.loads(row["spec"]),
-                  row["inventory"], row["state"])  # fmt: skip
+                  row["inventory"], row["state"], row["submitted"], row["run"], row["seq"],
+                  row["version"])  # fmt: skip
 
 
 def _task(row: sqlite3.Row) -> TaskRow:
     return TaskRow(
-        row["id"], row["job"], row["task"], row["idx"], row["attempt"], row["host"], row["unit"],
-        row["state"], row["exit_code"], row["signal"], row["reason"],
+        row["id"], row["job"], row["run"], row["task"], row["idx"], row["attempt"], row["host"],
+        row["unit"], row["state"], row["exit_code"], row["signal"], row["reason"],
         json.loads(row["resources"]), json.loads(row["ports"]), row["restarts"], row["since"],
+        row["version"],
     )  # fmt: skip

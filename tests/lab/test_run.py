@@ -181,3 +181,29 @@ def test_hosts_shows_capacity_allocated_and_free(meso):
     assert [h["host"] for h in hosts] == [f"{LAB}-1", f"{LAB}-2", f"{LAB}-3"]
     assert all(h["capacity"]["cpus"] == 2 and h["reachable"] for h in hosts)
     assert all(set(h) >= {"allocated", "free", "load", "by_framework"} for h in hosts)
+
+
+def test_status_looping_while_a_run_launches_never_runs_a_task_twice_or_marks_one_lost(
+    meso, tmp_path
+):
+    """Readers never write over a newer state: one writer per state file (the run), and every
+    change is a compare-and-set."""
+    job = write(tmp_path, "quick.yaml", """\
+job: quick
+tasks:
+  - name: t
+    count: 60
+    command: ["true"]
+    resources: {cpus: 0.01, mem: 8MiB}
+""")  # fmt: skip
+    run = subprocess.Popen([*MESO, "run", job], env=meso.env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)  # fmt: skip
+    readers = 0
+    while run.poll() is None:
+        done = meso("status", "-o", "json")
+        assert done.returncode == 0, done.stderr
+        readers += 1
+    assert run.returncode == 0 and readers >= 2
+    tasks = status_of(meso, "quick")["tasks"]
+    assert len(tasks) == 60
+    assert {(t["attempt"], t["state"], t["exit_code"]) for t in tasks} == {(1, "finished", 0)}

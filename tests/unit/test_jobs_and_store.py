@@ -6,8 +6,10 @@ from dataclasses import dataclass
 import pytest
 
 from meso_agentless.core.jobs import Launch, TaskPolicy, decide
+from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import UsageError
-from meso_agentless.state.sqlite import SCHEMA_VERSION, Store
+from meso_agentless.state.sqlite import SCHEMA, SCHEMA_VERSION, Conflict, Store
+from meso_agentless.state.store import Intent
 
 
 @dataclass
@@ -63,8 +65,9 @@ def test_store_keeps_jobs_and_attempts_across_processes(tmp_path):
     path = tmp_path / "state.db"
     store = Store(path)
     store.put_job("j", "fw", "batch", {"job": "j"}, "inv.yml")
-    store.add_intent("j", "t", 0, 1, "h1", "meso-j_t_0_1", {"cpus": 100}, [31000])
-    store.update_task("meso-j_t_0_1", {"state": "failed", "exit_code": 3})
+    store.add_intents([Intent("j", "t", 0, 1, "h1", "meso-j_t_0_1", {"cpus": 100}, (31000,))])
+    [row] = store.tasks("j")
+    assert store.update_task(row, TaskStatus(TaskState.FAILED, exit_code=3)) is not None
     store.close()
     again = Store(path)
     [row] = again.tasks("j")
@@ -73,10 +76,43 @@ def test_store_keeps_jobs_and_attempts_across_processes(tmp_path):
     assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
     with pytest.raises(sqlite3.IntegrityError):  # a unit is launched once: the key says so
-        again.add_intent("j", "t", 0, 1, "h2", "meso-j_t_0_1", {}, [])
-    again.set_job_state("j", "done")
+        again.add_intents([Intent("j", "t", 0, 1, "h2", "meso-j_t_0_1", {}, ())])
+    assert len(again.tasks("j")) == 1  # the failed transaction left nothing
+    again.update_job(again.job("j"), state="done")
     again.put_job("j", "fw", "batch", {"job": "j"}, "inv.yml")  # run again: a new run
     assert again.tasks("j") == [] and again.last_attempts("j") == {("t", 0): 1}
+    assert again.job("j").run == 2
+
+
+def test_every_change_is_a_compare_and_set_on_the_row_version(tmp_path):
+    """A writer holding an older row changes nothing: finished is never overwritten by lost."""
+    store = Store(tmp_path / "state.db")
+    store.put_job("j", "fw", "batch", {"job": "j"}, "inv")
+    store.add_intents([Intent("j", "t", 0, 1, "h1", "meso-j_t_0_1", {}, ())])
+    [stale] = store.tasks("j")
+    assert store.update_task(stale, TaskStatus(TaskState.FINISHED, exit_code=0)) is not None
+    assert store.update_task(stale, TaskStatus(TaskState.LOST)) is None
+    assert store.tasks("j")[0].state == "finished"
+    job = store.job("j")
+    store.update_job(job, spec={"job": "j", "changed": True})
+    with pytest.raises(Conflict):
+        store.update_job(job, state="killed")
+    assert store.job("j").state == "active"
+
+
+def test_a_version_1_state_is_migrated_in_place(tmp_path):
+    path = tmp_path / "state.db"
+    db = sqlite3.connect(path)
+    db.executescript(f"{SCHEMA}\nPRAGMA user_version=1;")
+    db.execute("INSERT INTO jobs VALUES ('old', 'fw', 'batch', '{}', 'inv', 'active', 1.0, 1)")
+    db.commit()
+    db.close()
+    store = Store(path)
+    assert store.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    job = store.job("old")
+    assert (job.version, job.seq, job.state) == (1, 1, "active")
+    store.set_framework("fw", 2.0, {"cpus": 0})
+    assert store.framework_settings() == {"fw": (2.0, {"cpus": 0})}
 
 
 def test_a_newer_schema_is_refused(tmp_path):

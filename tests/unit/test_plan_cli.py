@@ -87,3 +87,45 @@ def test_schema_is_the_job_files_json_schema():
     assert schema["title"] == "Job"
     assert set(schema["required"]) == {"job", "tasks"}
     assert schema["additionalProperties"] is False
+
+
+def one_host_inventory(tmp_path, frameworks=""):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  vars:\n" + (frameworks or "    meso_frameworks: {}\n")
+        + "  hosts:\n    only:\n      meso_resources: {cpus: 1, mem: 4GiB}\n"
+    )  # fmt: skip
+    return str(inventory)
+
+
+def job_file(tmp_path, name, framework="default"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"job: {name}\nframework: {framework}\ntasks:\n  - name: t\n"
+                    "    command: [ls]\n    resources: {cpus: 1, mem: 64MiB}\n")  # fmt: skip
+    return str(path)
+
+
+def test_jobs_are_placed_in_the_order_given_not_by_name(tmp_path):
+    inventory = one_host_inventory(tmp_path)
+    zz, aa = job_file(tmp_path, "zz"), job_file(tmp_path, "aa")
+    done = meso("plan", zz, aa, "-i", inventory, "--offline", "-o", "json")
+    assert done.returncode == 3
+    assert [p["job"] for p in json.loads(done.stdout)["placements"]] == ["zz"]
+    done = meso("plan", aa, zz, "-i", inventory, "--offline", "-o", "json")
+    assert [p["job"] for p in json.loads(done.stdout)["placements"]] == ["aa"]
+
+
+def test_a_zero_quota_is_a_limit_not_no_quota(tmp_path):
+    for quota, needs in (("{cpus: 0, mem: 0}", "cpus"), ("{cpus: 0, mem: 4GiB}", "cpus"),
+                         ("{cpus: 4, mem: 0}", "mem")):  # fmt: skip
+        inventory = one_host_inventory(
+            tmp_path, f"    meso_frameworks:\n      capped: {{quota: {quota}}}\n"
+        )
+        done = meso("plan", job_file(tmp_path, "j", "capped"), "-i", inventory, "--offline",
+                    "-o", "json")  # fmt: skip
+        assert done.returncode == 3, (quota, done.stdout)
+        plan = json.loads(done.stdout)
+        assert plan["placements"] == []
+        assert plan["unplaced"][0]["reason"].startswith(
+            f"quota of framework capped reached: {needs} 0"
+        ), plan

@@ -122,7 +122,7 @@ def test_reconcile_tells_unreachable_gone_missing_and_unknown():
         "h3": HostReport("boot-3b", {}),
     }
     result = reconcile(expected, reports, {"h1": "boot-1", "h3": "boot-3a"})
-    assert {u: s["state"] for u, s in result.states.items()} == {
+    assert {u: s.state for u, s in result.states.items()} == {
         "meso-a_t_0_1": "running",
         "meso-b_t_0_1": "unreachable",
         "meso-c_t_0_1": "gone",

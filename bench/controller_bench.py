@@ -1,0 +1,119 @@
+"""The controller as a service, side by side in one run on lab hosts (root).
+
+- `meso hosts -o json` as a whole process: through a running controller, embedded (samples every
+  host itself), and `ansible all -m setup`. Target: <= 0.1 s through the controller.
+- `meso --help` as a whole process. Target: <= 0.15 s.
+- `GET /v1/hosts` on a warm HTTP connection (httpx), p50 and p99. Target: p99 <= 10 ms.
+- The controller's own CPU at idle, every host sampled every second, over --idle seconds.
+  Target: <= 3% of one core.
+
+Run as root: .venv/bin/python bench/controller_bench.py [--inventory PATH] [--rounds N]
+(without --inventory it starts a 3-host lab named "bench" and takes it down afterwards)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from meso_agentless.lab import cluster
+from meso_agentless.testing.controller import running_controller
+
+BIN = Path(sys.executable).parent
+MESO, ANSIBLE = str(BIN / "meso"), str(BIN / "ansible")
+
+
+def timed(argv: list[str], env: dict[str, str], rounds: int) -> float:
+    """Median wall time of running argv `rounds` times (after one warm-up run)."""
+    times = []
+    for i in range(rounds + 1):
+        started = time.perf_counter()
+        subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       check=True, timeout=120)  # fmt: skip
+        if i:
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def run(inventory: str, rounds: int, requests: int, idle: float, out: Callable) -> None:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MESO_")}
+    base["MESO_INVENTORY"] = inventory
+    with tempfile.TemporaryDirectory() as tmp, running_controller(inventory, Path(tmp)) as ctl:
+        remote = {**base, **ctl.env}
+        embedded = {**base, "MESO_STATE": f"{tmp}/embedded.db"}
+        hosts_remote = timed([MESO, "hosts", "-o", "json"], remote, rounds)
+        hosts_embedded = timed([MESO, "hosts", "-o", "json"], embedded, rounds)
+        setup = timed([ANSIBLE, "all", "-i", inventory, "-m", "ansible.builtin.setup"], base,
+                      max(1, rounds // 3))  # fmt: skip
+        help_time = timed([MESO, "--help"], base, rounds)
+        out(f"meso hosts -o json, through the controller:   {hosts_remote * 1000:7.1f} ms "
+            f"(target <= 100 ms)")  # fmt: skip
+        out(f"meso hosts -o json, embedded (samples hosts): {hosts_embedded * 1000:7.1f} ms "
+            f"({hosts_embedded / hosts_remote:.1f}x)")  # fmt: skip
+        out(f"ansible all -m setup:                         {setup * 1000:7.1f} ms "
+            f"({setup / hosts_remote:.1f}x)")  # fmt: skip
+        out(f"meso --help:                                  {help_time * 1000:7.1f} ms "
+            f"(target <= 150 ms)")  # fmt: skip
+        with httpx.Client(base_url=ctl.url, headers=ctl.headers) as http:
+            http.get("/v1/hosts").raise_for_status()
+            latencies = []
+            for _ in range(requests):
+                started = time.perf_counter()
+                http.get("/v1/hosts").raise_for_status()
+                latencies.append(time.perf_counter() - started)
+        out(f"GET /v1/hosts, warm connection, {requests} requests: "
+            f"p50 {percentile(latencies, 50) * 1000:.2f} ms, "
+            f"p99 {percentile(latencies, 99) * 1000:.2f} ms (target p99 <= 10 ms)")  # fmt: skip
+        time.sleep(2)  # let the requests' own work settle
+        before, started = cpu_seconds(ctl.process.pid), time.monotonic()
+        time.sleep(idle)
+        used = (cpu_seconds(ctl.process.pid) - before) / (time.monotonic() - started)
+        hosts = len(httpx.get(f"{ctl.url}/v1/hosts", headers=ctl.headers).json()["hosts"])
+        out(f"controller CPU at idle, {hosts} hosts sampled every 1 s, over {idle:.0f} s: "
+            f"{used * 100:.2f}% of one core (target <= 3%)")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inventory")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=1000)
+    parser.add_argument("--idle", type=float, default=30.0)
+    args = parser.parse_args()
+
+    def out(line: str) -> None:
+        print(line, flush=True)
+
+    if args.inventory:
+        run(args.inventory, args.rounds, args.requests, args.idle, out)
+        return
+    layout = cluster.up("bench", 3, "nspawn", 2, 4096, progress=lambda _m: None)
+    try:
+        run(str(cluster.LabPaths.of(layout.name).inventory), args.rounds, args.requests,
+            args.idle, out)  # fmt: skip
+    finally:
+        cluster.down("bench", progress=lambda _m: None)
+
+
+if __name__ == "__main__":
+    main()

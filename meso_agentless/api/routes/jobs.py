@@ -1,0 +1,141 @@
+"""/v1/jobs: submit (JSON or YAML, validated like a job file), list, one job, scale, kill, logs;
+and /v1/plan."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from meso_agentless.api.auth import require_token
+from meso_agentless.api.context import ApiContext, context
+from meso_agentless.controller.views import JobList, JobView, KillResult
+from meso_agentless.errors import UsageError
+from meso_agentless.spec import MAX_COUNT, Job, job_from_data, job_from_text
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["jobs"])
+Ctx = Annotated[ApiContext, Depends(context)]
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+JOB_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/Job"}},
+            "application/yaml": {"schema": {"type": "string", "description": "a job file"}},
+        },
+    }
+}
+
+
+class ScaleRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    task: str
+    count: Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+def parse_json(body: bytes) -> object:
+    """JSON text to data; UsageError (one line) on anything that is not."""
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        raise UsageError(f"body: not JSON: {str(exc).splitlines()[0][:200]}") from None
+
+
+def job_from_body(body: bytes, content_type: str) -> Job:
+    kind = content_type.split(";")[0].strip().lower()
+    if kind in YAML_TYPES:
+        return job_from_text(body)
+    if kind not in ("application/json", ""):
+        raise UsageError(f"content-type: {kind} is not application/json or application/yaml")
+    return job_from_data(parse_json(body))
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(ctx: Ctx) -> JobList:
+    return ctx.service.jobs()
+
+
+@router.post("/jobs", status_code=201, response_model=JobView, openapi_extra=JOB_BODY,
+             responses={200: {"description": "the same job was already active"},
+                        409: {"description": "active with another spec"}})  # fmt: skip
+async def submit(request: Request, response: Response, ctx: Ctx) -> JobView:
+    job = job_from_body(await request.body(), request.headers.get("content-type", ""))
+    controller = ctx.service.controller
+
+    def command() -> tuple[bool, JobView]:
+        before = controller.store.job(job.job)
+        row = controller.submit(job)
+        created = before is None or before.state != "active" or before.run != row.run
+        if created:
+            controller.tick(allocate_now=True)  # the answer says what the first cycle placed
+        return created, ctx.service.job(job.job)
+
+    created, view = await run_in_threadpool(ctx.change, command)
+    if not created:
+        response.status_code = 200
+    return view
+
+
+@router.get("/jobs/{name}", response_model=JobView)
+def get_job(name: str, ctx: Ctx) -> JobView:
+    return ctx.service.job(name)
+
+
+@router.delete("/jobs/{name}", response_model=KillResult)
+async def kill(name: str, ctx: Ctx) -> KillResult:
+    controller = ctx.service.controller
+    stopped = await run_in_threadpool(ctx.change, lambda: controller.kill(name))
+    return KillResult(job=name, stopped=stopped)
+
+
+@router.post("/jobs/{name}/scale", response_model=JobView)
+async def scale(name: str, request: ScaleRequest, ctx: Ctx) -> JobView:
+    controller = ctx.service.controller
+
+    def command() -> JobView:
+        controller.scale(name, request.task, request.count)
+        controller.tick(allocate_now=True)
+        return ctx.service.job(name)
+
+    return await run_in_threadpool(ctx.change, command)
+
+
+@router.get("/jobs/{name}/logs", response_class=StreamingResponse,
+            responses={200: {"content": {"text/plain": {}}}})  # fmt: skip
+def logs(
+    name: str,
+    ctx: Ctx,
+    task: Annotated[str | None, Query(max_length=63)] = None,
+    index: Annotated[int | None, Query(ge=0, le=MAX_COUNT)] = None,
+    follow: bool = False,
+    lines: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
+) -> StreamingResponse:
+    """The journal of the job's latest attempts; `follow` streams one instance's."""
+    ctx.service.latest_attempts(name, task, index)  # 404 now, not halfway through a stream
+    chunks = ctx.service.logs(name, task, index, follow, lines)
+    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+
+
+class PlanRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jobs: Annotated[list[dict], Field(min_length=1, max_length=100)]
+
+
+@router.post("/plan", tags=["plan"])
+def plan(request: PlanRequest, ctx: Ctx) -> dict:
+    """`meso plan` through the controller: where the jobs would go now; nothing is launched."""
+    jobs = []
+    for i, data in enumerate(request.jobs):
+        try:
+            jobs.append(job_from_data(data))
+        except UsageError as exc:
+            raise UsageError(f"jobs[{i}].{exc}") from None
+    names = [j.job for j in jobs]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise UsageError(f"jobs: job {duplicate!r} is given twice")
+    return ctx.service.plan(jobs)

@@ -1,0 +1,212 @@
+"""The CLI as a client of `meso controller` (MESO_ADDR): the API over HTTP, standard library only
+so a command starts and answers in well under 0.1 s.
+
+Several addresses (comma-separated) are tried in order until one answers. Errors come back as
+one line: a 4xx is bad input (exit 2), anything else is exit 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote, urlencode, urlsplit
+
+from meso_agentless.errors import MesoError, Unplaceable, UsageError
+
+if TYPE_CHECKING:
+    from meso_agentless.spec import Job
+
+TIMEOUT = 130.0  # a kill waits for its tasks' grace periods on the controller's side
+
+
+class ApiError(MesoError):
+    """The controller answered with an error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.exit_code = 2 if 400 <= status < 500 else 1
+
+
+class Remote:
+    """The controller's API, for the CLI's commands."""
+
+    def __init__(self, addrs: tuple[str, ...], token: str, timeout: float = TIMEOUT) -> None:
+        self.addrs = addrs
+        self.token = token
+        self.timeout = timeout
+
+    # -- plumbing ------------------------------------------------------------------------------
+
+    def _connect(self, addr: str, timeout: float | None) -> http.client.HTTPConnection:
+        parts = urlsplit(addr if "://" in addr else f"http://{addr}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise UsageError(f"MESO_ADDR: {addr!r} is not http://HOST:PORT or https://HOST:PORT")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if parts.scheme == "https":
+            import ssl  # only for https: it costs start-up time
+
+            return http.client.HTTPSConnection(parts.hostname, port, timeout=timeout,
+                                               context=ssl.create_default_context())  # fmt: skip
+        return http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
+
+    def _open(
+        self, method: str, path: str, body: Any = None, timeout: float | None = None
+    ) -> http.client.HTTPResponse:
+        """Send the request to the first controller that takes it; the response, unread."""
+        payload = None if body is None else json.dumps(body).encode()
+        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        reasons = []
+        for addr in self.addrs:
+            connection = self._connect(addr, self.timeout if timeout is None else timeout)
+            try:
+                connection.request(method, path, body=payload, headers=headers)
+                response = connection.getresponse()
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                reasons.append(f"{addr}: {exc.strerror or exc}" if isinstance(exc, OSError)
+                               else f"{addr}: {exc}")  # fmt: skip
+                continue
+            if response.status >= 400:
+                body = _body_of(response.read())
+                connection.close()
+                message = str(body.get("error") or "error")
+                if response.status == 401:
+                    message += " (check MESO_TOKEN / MESO_TOKEN_FILE)"
+                if isinstance(body.get("unplaced"), list):
+                    raise Unplaceable(message, body["unplaced"])
+                raise ApiError(response.status, message)
+            return response
+        raise MesoError("cannot reach the controller: " + "; ".join(reasons))
+
+    def _json(self, method: str, path: str, body: Any = None) -> Any:
+        response = self._open(method, path, body)
+        try:
+            return json.loads(response.read())
+        except ValueError as exc:
+            raise MesoError(f"the controller sent something that is not JSON: {exc}") from None
+        finally:
+            response.close()
+
+    # -- operations ----------------------------------------------------------------------------
+
+    def hosts(self) -> dict:
+        return self._json("GET", "/v1/hosts")
+
+    def frameworks(self) -> dict:
+        return self._json("GET", "/v1/frameworks")
+
+    def set_framework(self, name: str, change: dict) -> dict:
+        return self._json("PATCH", f"/v1/frameworks/{quote(name, safe='')}", change)
+
+    def jobs(self, names: list[str] | None = None) -> dict:
+        if not names:
+            return self._json("GET", "/v1/jobs")
+        return {"jobs": [self.job(n) for n in names]}
+
+    def job(self, name: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{quote(name, safe='')}")
+
+    def kill(self, name: str) -> dict:
+        return self._json("DELETE", f"/v1/jobs/{quote(name, safe='')}")
+
+    def gc(self) -> dict:
+        return self._json("POST", "/v1/gc")
+
+    def plan(self, jobs: list[Job]) -> dict:
+        return self._json("POST", "/v1/plan", {"jobs": [j.model_dump(mode="json") for j in jobs]})
+
+    def logs(
+        self, name: str, task: str | None, index: int | None, follow: bool, lines: int
+    ) -> Iterator[bytes]:
+        query = {"lines": lines, "follow": str(follow).lower()}
+        if task is not None:
+            query["task"] = task
+        if index is not None:
+            query["index"] = index
+        path = f"/v1/jobs/{quote(name, safe='')}/logs?{urlencode(query)}"
+        response = self._open("GET", path, timeout=None if follow else self.timeout)
+        try:
+            while chunk := response.read1(65536):
+                yield chunk
+        finally:
+            response.close()
+
+    def run(self, job: Job, detach: bool, on_event: Callable[[dict], None]) -> tuple[dict, Any]:
+        """Submit and follow the job's events until its outcome (or not, with `detach`)."""
+        stream = None if detach else self._events(job.job)
+        try:
+            view = self._json("POST", "/v1/jobs", job.model_dump(mode="json"))
+            outcome = self._follow(view, stream, on_event, detach)
+            return (view if outcome is None else self.job(job.job)), outcome
+        finally:
+            if stream is not None:
+                stream.close()
+
+    def scale(self, name: str, task: str, count: int, on_event: Callable[[dict], None]) -> tuple:
+        stream = self._events(name)
+        try:
+            view = self._json("POST", f"/v1/jobs/{quote(name, safe='')}/scale",
+                              {"task": task, "count": count})  # fmt: skip
+            outcome = self._follow(view, stream, on_event, False)
+            return self.job(name), outcome
+        finally:
+            stream.close()
+
+    def _events(self, name: str) -> http.client.HTTPResponse:
+        """The job's event stream, subscribed before anything is changed (nothing is missed)."""
+        return self._open("GET", f"/v1/events?{urlencode({'job': name})}", timeout=None)
+
+    def _follow(
+        self,
+        view: dict,
+        stream: http.client.HTTPResponse | None,
+        on_event: Callable[[dict], None],
+        detach: bool,
+    ) -> dict | None:
+        """The outcome for the job's version (or later): from the events when following them
+        (each is printed, up to the outcome's own), else from the view."""
+        version = view["version"]
+        if detach or stream is None:
+            outcome = view.get("outcome")
+            return outcome if outcome is not None and outcome["version"] >= version else None
+        for event in _sse(stream):
+            on_event(event)
+            data = event.get("data", {})
+            if event.get("kind") == "job" and "code" in data and data.get("version", 0) >= version:
+                return {"code": data["code"], "message": data["outcome"],
+                        "version": data["version"]}  # fmt: skip
+        raise MesoError("the controller closed the event stream (shutting down?)")
+
+
+def _sse(response: http.client.HTTPResponse) -> Iterator[dict]:
+    """Server-Sent Events' data objects, as they come."""
+    data: list[str] = []
+    while True:
+        raw = response.readline()
+        if not raw:
+            return
+        line = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not line:
+            if data:
+                with contextlib.suppress(ValueError):  # not ours: skip it
+                    yield json.loads("\n".join(data))
+                data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def _body_of(body: bytes) -> dict:
+    """An error answer's JSON ({"error": ...}), or its text as the error."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        return data
+    return {"error": body.decode("utf-8", "replace").strip()[:300] or "error"}

@@ -1,0 +1,140 @@
+"""The CLI with no controller to talk to: each command runs an embedded one on the state file,
+answering with the same service calls (and so the same JSON) as the controller's API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from meso_agentless.controller.embedded import Embedded
+from meso_agentless.controller.events import Event
+from meso_agentless.controller.loop import NotFound
+from meso_agentless.settings import Settings
+from meso_agentless.spec import Job
+from meso_agentless.state.sqlite import Store
+
+
+class Local:
+    def __init__(self, settings: Settings, inventory: str | None, state: Path | None) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.state = state or settings.state
+
+    def _source(self, job: str | None = None) -> str:
+        """-i; else the inventory the job was run with; else the settings' inventory."""
+        if self.inventory or job is None:
+            return self.settings.inventory_source(self.inventory)
+        store = Store(self.state)
+        try:
+            row = store.job(job)
+        finally:
+            store.close()
+        if row is None:
+            raise NotFound(f"no job {job!r}")
+        return row.inventory
+
+    def _embedded(self, source: str, write: bool, on_event: Any = None) -> Embedded:
+        return Embedded(source, self.state, write=write, on_event=on_event)
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def hosts(self) -> dict:
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return e.service.hosts().model_dump(mode="json")
+
+    def frameworks(self) -> dict:
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return e.service.frameworks().model_dump(mode="json")
+
+    def jobs(self, names: list[str] | None = None) -> dict:
+        """Every job (or these), after bringing the store up to date with their hosts when no
+        other process holds the state."""
+        store = Store(self.state)
+        try:
+            rows = {j.name: j for j in store.jobs()}
+        finally:
+            store.close()
+        wanted = names or list(rows)
+        missing = [n for n in wanted if n not in rows]
+        if missing:
+            raise NotFound(f"no job {missing[0]!r}")
+        sources = {self.inventory or rows[n].inventory for n in wanted}
+        result = None
+        for source in sorted(sources):
+            with self._embedded(source, write=False) as e:
+                e.sync(record=True)
+                result = e.service.jobs(wanted)
+        if result is None:  # no jobs at all
+            return {"jobs": []}
+        return result.model_dump(mode="json")
+
+    def job(self, name: str) -> dict:
+        return self.jobs([name])["jobs"][0]
+
+    def plan(self, jobs: list[Job]) -> dict:
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return e.service.plan(jobs)
+
+    def logs(
+        self, name: str, task: str | None, index: int | None, follow: bool, lines: int
+    ) -> Iterator[bytes]:
+        with self._embedded(self._source(name), write=False) as e:
+            yield from e.service.logs(name, task, index, follow, lines)
+
+    # -- changes -------------------------------------------------------------------------------
+
+    def run(self, job: Job, detach: bool, on_event: Callable[[dict], None]) -> tuple[dict, Any]:
+        with self._embedded(self._source(), write=True, on_event=_adapt(on_event)) as e:
+            e.fleet.refresh()
+            e.controller.tick(allocate_now=False)  # reconcile what earlier commands left
+            row = e.controller.submit(job)
+            outcome = e.drive(job.job, row.version, detach=detach)
+            return e.service.job(job.job).model_dump(mode="json"), _outcome(outcome, e, job.job)
+
+    def scale(self, name: str, task: str, count: int, on_event: Callable[[dict], None]) -> tuple:
+        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event)) as e:
+            e.fleet.refresh()
+            e.controller.tick(allocate_now=False)
+            row = e.controller.scale(name, task, count)
+            outcome = e.drive(name, row.version)
+            return e.service.job(name).model_dump(mode="json"), _outcome(outcome, e, name)
+
+    def kill(self, name: str) -> dict:
+        with self._embedded(self._source(name), write=True) as e:
+            e.fleet.refresh()
+            e.controller.sync()
+            stopped = e.controller.kill(name)
+            return {"job": name, "stopped": stopped}
+
+    def gc(self) -> dict:
+        with self._embedded(self._source(), write=True) as e:
+            e.fleet.refresh()
+            e.controller.sync()
+            return {"stopped": e.controller.gc()}
+
+    def set_framework(self, name: str, change: dict) -> dict:
+        from meso_agentless.core.resources import parse_resources
+
+        with self._embedded(self._source(), write=True) as e:
+            e.service.known_framework(name)
+            quota = None
+            if change.get("quota") is not None:
+                quota = parse_resources(change["quota"], "quota", keep_zeros=True)
+            e.controller.set_framework(name, change.get("weight"), quota)
+            e.fleet.refresh()
+            return e.service.framework(name).model_dump(mode="json")
+
+
+def _adapt(on_event: Callable[[dict], None]) -> Callable[[Event], None]:
+    return lambda event: on_event(event.to_json())
+
+
+def _outcome(outcome: Any, e: Embedded, name: str) -> dict | None:
+    if outcome is None:
+        return None
+    _, version = e.controller.outcome(name)
+    return {"code": outcome.code, "message": outcome.message, "version": version}

@@ -1,0 +1,114 @@
+"""A controller inside one CLI command, when no `meso controller` runs (no MESO_ADDR).
+
+It is the same Controller on the same state file. A command that changes the state holds the
+state file's lock for as long as it runs (one writer; the next one waits a little, or is told
+who holds it); one that only reads takes the lock only if nobody holds it, to bring the store
+up to date with the hosts first, and otherwise reads what the holder keeps current.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from meso_agentless.controller.clock import SystemClock
+from meso_agentless.controller.events import Event, EventBus
+from meso_agentless.controller.fleet import Fleet
+from meso_agentless.controller.loop import Controller
+from meso_agentless.controller.service import Service
+from meso_agentless.core.jobs import Outcome
+from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.inventory import load_inventory
+from meso_agentless.state.lock import StateLock
+from meso_agentless.state.sqlite import Store
+
+LOCK_WAIT = 10.0  # seconds a changing command waits for another one to finish
+WATCH_INTERVAL = 0.5  # how often an embedded command samples while it waits on a job
+
+
+class Embedded:
+    """Store, fleet and controller for one command; use as a context manager."""
+
+    def __init__(
+        self,
+        inventory_source: str,
+        state: Path,
+        *,
+        write: bool,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> None:
+        self.lock = StateLock(state)
+        self.locked = False
+        if write:
+            self.lock.acquire_or_explain("meso (embedded)", wait=LOCK_WAIT)
+            self.locked = True
+        else:
+            self.locked = self.lock.acquire("meso (embedded, reading)")
+        try:
+            inventory = load_inventory(inventory_source)
+            self.store = Store(state)
+        except BaseException:
+            self.lock.release()
+            raise
+        clock = SystemClock()
+        self.events = EventBus(clock.time)
+        if on_event is not None:
+            self.events.subscribe(callback=on_event)
+        plane = ExecutionPlane(inventory.nodes)
+        self.fleet = Fleet(plane, clock, interval=WATCH_INTERVAL)
+        self.controller = Controller(self.store, inventory, plane, self.fleet, clock, self.events)
+        self.service = Service(self.controller)
+
+    def __enter__(self) -> Embedded:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.controller.close()
+        self.store.close()
+        self.lock.release()
+
+    def sync(self, record: bool = True) -> None:
+        """Sample every host once; record what they say if `record` and this command holds
+        the lock (else only find the units nobody claims, writing nothing)."""
+        self.fleet.refresh()
+        if record and self.locked:
+            self.controller.sync()
+        else:
+            self.controller.scan(self.fleet.views())
+
+    def drive(
+        self,
+        name: str,
+        version: int,
+        on_cycle: Callable[[], None] | None = None,
+        detach: bool = False,
+    ) -> Outcome | None:
+        """Run cycles until the job has an outcome for `version` or later (None with `detach`,
+        after one cycle, if it has none yet)."""
+        self.controller.tick(allocate_now=True)
+        if on_cycle is not None:
+            on_cycle()
+        outcome, seen = self.controller.outcome(name)
+        if detach or (outcome is not None and seen >= version):
+            return outcome if outcome is not None and seen >= version else None
+        self.fleet.start()
+        try:
+            while True:
+                self.fleet.wait_round(timeout=WATCH_INTERVAL * 4)
+                self.controller.tick()
+                if on_cycle is not None:
+                    on_cycle()
+                outcome, seen = self.controller.outcome(name)
+                if outcome is not None and seen >= version:
+                    return outcome
+        finally:
+            self.fleet.stop()

@@ -1,0 +1,218 @@
+"""The operations users call, shared by the HTTP API and the CLI's embedded mode.
+
+Reads (jobs, hosts, frameworks, plan, logs) only read: the store, the fleet's latest samples,
+the controller's memory. Changes (submit, scale, kill, frameworks) go to the controller, which
+in `meso controller` runs them on its own thread, one at a time.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
+
+from meso_agentless import __version__
+from meso_agentless.controller.loop import Controller, NotFound, sampled_capacity
+from meso_agentless.controller.planning import plan_jobs, plan_json, resources_json
+from meso_agentless.controller.views import (
+    FrameworkInfo,
+    FrameworkList,
+    Health,
+    HostInfo,
+    HostList,
+    JobList,
+    JobView,
+    OutcomeView,
+    TaskView,
+    UnplacedView,
+)
+from meso_agentless.core.health import HostState
+from meso_agentless.core.model import Framework
+from meso_agentless.core.resources import CPUS, MEM, PORTS
+from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
+from meso_agentless.spec import Job
+from meso_agentless.state.store import JobRow, TaskRow
+
+
+class Service:
+    def __init__(self, controller: Controller) -> None:
+        self.controller = controller
+        self.store = controller.store
+
+    def health(self) -> Health:
+        return Health(ok=True, version=__version__)
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def jobs(self, names: Sequence[str] | None = None) -> JobList:
+        with self.store.snapshot():
+            rows = self.store.jobs()
+            found = {j.name: j for j in rows}
+            wanted = list(names) if names else [j.name for j in rows]
+            missing = [n for n in wanted if n not in found]
+            if missing:
+                raise NotFound(f"no job {missing[0]!r}")
+            tasks = self.store.tasks()
+        by_job: dict[str, list[TaskRow]] = defaultdict(list)
+        for row in tasks:
+            by_job[row.job].append(row)
+        return JobList(jobs=[self._job_view(found[n], by_job.get(n, [])) for n in wanted])
+
+    def job(self, name: str) -> JobView:
+        return self.jobs([name]).jobs[0]
+
+    def _job_view(self, job: JobRow, rows: list[TaskRow]) -> JobView:
+        latest: dict[tuple[str, int], TaskRow] = {}
+        for row in rows:
+            latest[(row.task, row.index)] = row
+        state = self.controller.jobs.get(job.name)
+        outcome = None
+        if state is not None and state.outcome is not None:
+            outcome = OutcomeView(code=state.outcome.code, message=state.outcome.message,
+                                  version=state.version)  # fmt: skip
+        unplaced = list(state.unplaced) if state is not None and job.state == "active" else []
+        return JobView(
+            job=job.name, framework=job.framework, type=job.type, state=job.state, run=job.run,
+            version=job.version, submitted=job.submitted,
+            counts=dict(Counter(r.state.value for r in latest.values())),
+            tasks=[task_view(r) for r in rows],
+            unplaced=[UnplacedView(task=u.task, index=u.index, reason=u.reason)
+                      for u in unplaced],
+            outcome=outcome, spec=job.spec,
+        )  # fmt: skip
+
+    def latest_attempts(self, name: str, task: str | None, index: int | None) -> list[TaskRow]:
+        """The latest attempt of each instance of the job (of one task, or one instance)."""
+        if self.store.job(name) is None:
+            raise NotFound(f"no job {name!r}")
+        latest: dict[tuple[str, int], TaskRow] = {}
+        for row in self.store.tasks(name):
+            if (task is None or row.task == task) and (index is None or row.index == index):
+                latest[(row.task, row.index)] = row
+        if not latest:
+            which = task if index is None else f"{task}/{index}"
+            raise NotFound(f"job {name!r} has no task {which!r}")
+        return list(latest.values())
+
+    def logs(
+        self, name: str, task: str | None, index: int | None, follow: bool, lines: int
+    ) -> Iterator[bytes]:
+        """The journal of the job's latest attempts (headed by instance when there are several;
+        follow only with one)."""
+        rows = self.latest_attempts(name, task, index)
+        for row in rows:
+            if len(rows) > 1:
+                yield f"==> {row.task}[{row.index}] on {row.host} ({row.unit}) <==\n".encode()
+            yield from self.controller.plane.logs(
+                row.host, row.unit, follow=follow and len(rows) == 1, lines=lines
+            )
+
+    # -- hosts and frameworks ------------------------------------------------------------------
+
+    def hosts(self) -> HostList:
+        controller = self.controller
+        views = controller.fleet.views()
+        now = controller.clock.time()
+        framework_of = {j.name: j.framework for j in self.store.jobs()}
+        allocated: dict[str, Counter[str]] = defaultdict(Counter)
+        by_framework: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
+        counted: Counter[str] = Counter()
+        for row in self.store.tasks_in(TRACKED):
+            resources = {k: v for k, v in row.resources.items() if k != PORTS}
+            allocated[row.host].update(resources)
+            by_framework[row.host][framework_of.get(row.job, "?")].update(resources)
+            counted[row.host] += 1
+        unclaimed = dict(controller.unclaimed)
+        out = []
+        for name, view in sorted(views.items()):
+            node = controller.nodes[name]
+            for unit in unclaimed.get(name, []):
+                status = view.units.get(unit) or {}
+                if status.get("state") in {s.value for s in HOLDS_RESOURCES}:
+                    allocated[name][CPUS] += status.get("millicpus") or 0
+                    allocated[name][MEM] += status.get("memory_max") or 0
+            capacity = dict(node.to_host(sampled_capacity(view.facts)).capacity)
+            used = {k: v for k, v in allocated[name].items() if v}
+            free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
+            facts = view.facts
+            state = controller.host_states.get(name, view.state)
+            usage = {}
+            if facts:
+                total, free_mem = int(facts.get("mem_total", 0)), int(facts.get("mem_available", 0))
+                usage[MEM] = max(0, total - free_mem)
+            out.append(HostInfo(
+                host=name, state=state, reachable=state in (HostState.UP, HostState.SUSPECT),
+                stale=state != HostState.UP, last_seen=view.seen,
+                age=None if view.seen is None else round(max(0.0, now - view.seen), 3),
+                boot=view.boot, error=view.error,
+                capacity=resources_json(capacity), reserved=resources_json(dict(node.reserved)),
+                allocated=resources_json(used), free=resources_json(free),
+                by_framework={fw: resources_json(dict(a))
+                              for fw, a in sorted(by_framework[name].items())},
+                load=[float(x) for x in facts.get("load", [])][:3],
+                usage=resources_json(usage), tasks=counted[name],
+                unclaimed=unclaimed.get(name, []),
+            ))  # fmt: skip
+        return HostList(hosts=out)
+
+    def frameworks(self) -> FrameworkList:
+        controller = self.controller
+        views = controller.fleet.views()
+        total: Counter[str] = Counter()
+        for name, view in views.items():
+            if view.facts:
+                total.update(controller.nodes[name].to_host(sampled_capacity(view.facts)).capacity)
+        framework_of = {j.name: j.framework for j in self.store.jobs()}
+        held: dict[str, Counter[str]] = defaultdict(Counter)
+        tasks: Counter[str] = Counter()
+        for row in self.store.tasks_in(WATCHED):
+            fw = framework_of.get(row.job)
+            if fw is not None:
+                held[fw].update({k: v for k, v in row.resources.items() if k != PORTS})
+                tasks[fw] += 1
+        out = []
+        for fw in controller.frameworks():
+            allocated = dict(held.get(fw.name, {}))
+            share = max((a / total[k] for k, a in allocated.items() if total.get(k)), default=0.0)
+            out.append(FrameworkInfo(
+                name=fw.name, weight=fw.weight,
+                quota=None if fw.quota is None else resources_json(dict(fw.quota)),
+                allocated=resources_json(allocated), share=round(share, 6),
+                weighted_share=round(share / fw.weight, 6), tasks=tasks[fw.name],
+            ))  # fmt: skip
+        return FrameworkList(frameworks=out)
+
+    def framework(self, name: str) -> FrameworkInfo:
+        found = [f for f in self.frameworks().frameworks if f.name == name]
+        if not found:
+            raise NotFound(f"no framework {name!r}")
+        return found[0]
+
+    def known_framework(self, name: str) -> Framework:
+        for fw in self.controller.frameworks():
+            if fw.name == name:
+                return fw
+        raise NotFound(f"no framework {name!r}")
+
+    # -- plan ----------------------------------------------------------------------------------
+
+    def plan(self, jobs: Sequence[Job]) -> dict:
+        """`meso plan` on the cluster as the controller sees it now: running tasks count as
+        used; hosts that are not up offer nothing and are listed with the reason."""
+        controller = self.controller
+        views = controller.fleet.views()
+        tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in controller.nodes]
+        hosts = controller.placeable_hosts(views, tracked)
+        result = plan_jobs(jobs, controller.frameworks_holding(tracked), hosts)
+        unreachable = {name: view.error or f"host is {view.state}"
+                       for name, view in sorted(views.items()) if not view.placeable}  # fmt: skip
+        return {**plan_json(result), "unreachable": unreachable}
+
+
+def task_view(r: TaskRow) -> TaskView:
+    return TaskView(
+        task=r.task, index=r.index, attempt=r.attempt, host=r.host, unit=r.unit,
+        state=r.state.value, exit_code=r.exit_code, signal=r.signal, reason=r.reason,
+        restarts=r.restarts, since=r.since,
+        resources=resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
+        ports=list(r.ports),
+    )  # fmt: skip

@@ -1,0 +1,116 @@
+"""What the API answers and the CLI prints: one set of pydantic models for both.
+
+cpus are in CPUs, sizes in bytes, times are Unix seconds. The embedded CLI builds the same
+models from the same service calls, so its output is the controller's, field for field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class View(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+Amounts = dict[str, float | int]
+
+
+class TaskView(View):
+    task: str
+    index: int
+    attempt: int
+    host: str
+    unit: str
+    state: str
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    restarts: int
+    since: float
+    resources: Amounts
+    ports: list[int]
+
+
+class UnplacedView(View):
+    task: str
+    index: int
+    reason: str
+
+
+class OutcomeView(View):
+    """How the job stands for `meso run`: 0 done or up, 1 failed or killed, 3 cannot be placed;
+    `version` is the job version it was worked out for."""
+
+    code: int
+    message: str
+    version: int
+
+
+class JobView(View):
+    job: str
+    framework: str
+    type: str
+    state: str  # active, done, failed, killed
+    run: int
+    version: int
+    submitted: float
+    counts: dict[str, int]  # latest attempt of each instance, by state
+    tasks: list[TaskView]
+    unplaced: list[UnplacedView]
+    outcome: OutcomeView | None
+    spec: dict[str, Any]
+
+
+class JobList(View):
+    jobs: list[JobView]
+
+
+class HostInfo(View):
+    host: str
+    state: str  # up, suspect, unreachable, gone, unknown
+    reachable: bool
+    stale: bool  # what is shown is the last known, not fresh
+    age: float | None  # seconds since it last answered
+    last_seen: float | None
+    boot: str | None
+    error: str | None
+    capacity: Amounts
+    reserved: Amounts
+    allocated: Amounts
+    free: Amounts
+    by_framework: dict[str, Amounts]
+    load: list[float]
+    usage: Amounts  # what the host says is really in use (memory) and its load
+    tasks: int  # attempts the controller watches there
+    unclaimed: list[str]  # meso units there that nobody launched (never adopted)
+
+
+class HostList(View):
+    hosts: list[HostInfo]
+
+
+class FrameworkInfo(View):
+    name: str
+    weight: float
+    quota: Amounts | None
+    allocated: Amounts
+    share: float  # dominant share of the cluster
+    weighted_share: float  # share / weight: what DRF evens out
+    tasks: int
+
+
+class FrameworkList(View):
+    frameworks: list[FrameworkInfo]
+
+
+class KillResult(View):
+    job: str
+    stopped: list[dict[str, Any]]
+
+
+class Health(View):
+    ok: bool
+    version: str

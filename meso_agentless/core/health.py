@@ -1,0 +1,50 @@
+"""Whether a host is up, from when it last answered (pure).
+
+A host that answered within `suspect_after` seconds is up. One that has been silent longer, or
+whose last request failed, is suspect: nothing new is placed there, nothing is replaced yet.
+Silent for `unreachable_after` seconds, it is unreachable: its tasks are unreachable, not lost.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class HostState(StrEnum):
+    UNKNOWN = "unknown"  # never asked yet
+    UP = "up"
+    SUSPECT = "suspect"
+    UNREACHABLE = "unreachable"
+    GONE = "gone"  # it answered with a new boot identity: its units are gone
+
+
+def host_state(
+    last_ok: float | None,
+    last_failure: float | None,
+    now: float,
+    suspect_after: float,
+    unreachable_after: float,
+) -> HostState:
+    """The state of a host at `now`, from the times (one clock) of its last answer and failure."""
+    if last_ok is None:
+        return HostState.UNKNOWN if last_failure is None else HostState.UNREACHABLE
+    silent = now - last_ok
+    if silent >= unreachable_after:
+        return HostState.UNREACHABLE
+    if silent >= suspect_after or (last_failure is not None and last_failure > last_ok):
+        return HostState.SUSPECT
+    return HostState.UP
+
+
+def partitioned(
+    unreachable_since: dict[str, float], total: int, now: float, window: float = 10.0
+) -> bool:
+    """Whether the controller itself looks cut off: more than a third of the hosts unreachable,
+    and that many of them went unreachable within `window` seconds of each other. A network
+    failure at the controller must not look like a cluster failure (Mesos' agent removal rate
+    limit): then nothing is replaced until the hosts return or an operator says so (pure)."""
+    if total <= 0 or 3 * len(unreachable_since) <= total:
+        return False
+    times = sorted(unreachable_since.values())
+    need = total // 3 + 1  # more than a third
+    return any(times[i + need - 1] - times[i] <= window for i in range(len(times) - need + 1))

@@ -1,0 +1,100 @@
+"""What the store holds, as plain rows, and the interface every store keeps (SQLite today).
+
+The controller is the only writer; every change of a row is a compare-and-set on its version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from meso_agentless.core.tasks import TaskState, TaskStatus
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRow:
+    """One attempt of one task instance, as stored."""
+
+    id: int
+    job: str
+    run: int
+    task: str
+    index: int
+    attempt: int
+    host: str
+    unit: str
+    state: TaskState
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    resources: dict
+    ports: list[int]
+    restarts: int
+    since: float
+    version: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state", TaskState(self.state))
+
+    @property
+    def status(self) -> TaskStatus:
+        return TaskStatus(self.state, self.exit_code, self.signal, self.reason, self.restarts)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    name: str
+    framework: str
+    type: str
+    spec: dict
+    inventory: str
+    state: str  # active, done, failed, killed
+    submitted: float
+    run: int
+    seq: int  # submission order
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Intent:
+    """An attempt about to be launched: written before the launch."""
+
+    job: str
+    task: str
+    index: int
+    attempt: int
+    host: str
+    unit: str
+    resources: Mapping[str, int]
+    ports: tuple[int, ...] = ()
+
+
+class StateStore(Protocol):
+    """The store's interface (state.sqlite.Store implements it)."""
+
+    def transaction(self) -> AbstractContextManager[None]: ...
+    def snapshot(self) -> AbstractContextManager[None]: ...
+    def put_job(
+        self, name: str, framework: str, type_: str, spec: dict, inventory: str
+    ) -> JobRow: ...
+    def job(self, name: str) -> JobRow | None: ...
+    def jobs(self) -> list[JobRow]: ...
+    def update_job(
+        self, job: JobRow, *, state: str | None = None, spec: dict | None = None
+    ) -> JobRow: ...
+    def add_intents(self, intents: Iterable[Intent]) -> None: ...
+    def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None: ...
+    def drop_intent(self, row: TaskRow) -> bool: ...
+    def tasks(self, job: str | None = None) -> list[TaskRow]: ...
+    def tasks_in(self, states: Iterable[str]) -> list[TaskRow]: ...
+    def task_by_unit(self, unit: str) -> TaskRow | None: ...
+    def last_attempts(self, job: str) -> dict[tuple[str, int], int]: ...
+    def host_boots(self) -> dict[str, str]: ...
+    def set_host_boot(self, name: str, boot: str) -> None: ...
+    def framework_settings(self) -> dict[str, tuple[float | None, dict[str, int] | None]]: ...
+    def set_framework(
+        self, name: str, weight: float | None, quota: Mapping[str, int] | None
+    ) -> None: ...
+    def close(self) -> None: ...

@@ -1,0 +1,267 @@
+"""An in-memory fleet for testing the controller (and your own frameworks) without a lab.
+
+`FakePlane` answers the node command's verbs for scripted hosts: capacity, units that start,
+end, crash or vanish, hosts that are cut off or reboot, launches that are refused. `FakeClock`
+moves only when told. `FakeCluster` puts a real controller (SQLite store, allocator, decisions)
+on top of them, the way Nomad's scheduler tests run on a harness:
+
+    cluster = FakeCluster.of(tmp_path, hosts={"h1": (4, "8GiB"), "h2": (4, "8GiB")})
+    cluster.controller.submit(job)
+    cluster.step()                       # sample every host, then one controller cycle
+    cluster.plane.finish("meso-j_t_0_1", exit_code=0)
+    cluster.step()
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections import Counter
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from meso_agentless.controller.events import Event, EventBus
+from meso_agentless.controller.fleet import Fleet
+from meso_agentless.controller.loop import Controller
+from meso_agentless.core.model import Framework
+from meso_agentless.core.resources import parse_size
+from meso_agentless.hosts.plane import NodeRefused, Unreachable
+from meso_agentless.inventory import Inventory, Node
+from meso_agentless.node.nodecmd import UNIT_NAME
+from meso_agentless.state.sqlite import Store
+
+
+class FakeClock:
+    """A monotonic and a wall clock that move only with advance()."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self._now = start
+        self._lock = threading.Lock()
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._now
+
+    def time(self) -> float:
+        with self._lock:
+            return self._now + 1_700_000_000.0
+
+    def advance(self, seconds: float) -> None:
+        with self._lock:
+            self._now += seconds
+
+
+@dataclass
+class FakeUnit:
+    name: str
+    request: dict
+    state: str = "running"
+    exit_code: int | None = None
+    signal: int | None = None
+    reason: str | None = None
+    restarts: int = 0
+
+    def status(self) -> dict:
+        return {"unit": f"{self.name}.service", "state": self.state, "exit_code": self.exit_code,
+                "signal": self.signal, "reason": self.reason, "restarts": self.restarts,
+                "millicpus": self.request.get("cpus"), "memory_max": self.request.get("mem"),
+                "active": "active" if self.state in ("running", "staging") else "inactive",
+                "sub": "running" if self.state in ("running", "staging") else "exited"}  # fmt: skip
+
+
+@dataclass
+class FakeHost:
+    name: str
+    cpus: int = 4
+    mem: int = 8 << 30
+    disk: int = 100 << 30
+    reachable: bool = True
+    boot: str = field(default_factory=lambda: uuid.uuid4().hex)
+    units: dict[str, FakeUnit] = field(default_factory=dict)
+    refuse: str | None = None  # every launch is refused with this reason
+
+
+class FakePlane:
+    """Scripted hosts behind the same verbs as the SSH plane; thread-safe."""
+
+    def __init__(self, hosts: Mapping[str, FakeHost]) -> None:
+        self.by_name = dict(hosts)
+        self.started: Counter[str] = Counter()  # unit -> how many times it was started
+        self.calls: list[tuple[str, str, str]] = []  # (verb, host, unit)
+        self._lock = threading.RLock()
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return tuple(self.by_name)
+
+    def _host(self, name: str) -> FakeHost:
+        host = self.by_name[name]
+        if not host.reachable:
+            raise Unreachable(f"{name}: timed out (cut off)")
+        return host
+
+    def sample(self, host: str, timeout: float | None = None) -> dict:
+        with self._lock:
+            h = self._host(host)
+            self.calls.append(("sample", host, ""))
+            return {"hostname": host, "cpus": h.cpus, "mem_total": h.mem, "mem_available": h.mem,
+                    "disk_total": h.disk, "disk_available": h.disk, "load": [0.0, 0.0, 0.0],
+                    "boot_id": h.boot, "boot": h.boot, "cgroup": "v2", "systemd": 252,
+                    "units": [u.status() for u in h.units.values()]}  # fmt: skip
+
+    def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
+        with self._lock:
+            h = self._host(host)
+            unit = request["unit"]
+            self.calls.append(("launch", host, unit))
+            if not UNIT_NAME.match(unit):
+                raise NodeRefused(f"{host}: unit: {unit!r} is not a meso unit name")
+            if unit in h.units:
+                return {**h.units[unit].status(), "existed": True}
+            if h.refuse:
+                raise NodeRefused(f"{host}: {h.refuse}")
+            held = sum(u.request.get("cpus") or 0 for u in h.units.values()
+                       if u.state in ("running", "staging"))  # fmt: skip
+            if held + (request.get("cpus") or 0) > h.cpus * 1000:
+                raise NodeRefused(f"{host}: admission: cpus would exceed the host's capacity")
+            h.units[unit] = FakeUnit(unit, dict(request))
+            self.started[unit] += 1
+            return {**h.units[unit].status(), "existed": False}
+
+    def status(self, host: str, unit: str, timeout: float | None = None) -> dict:
+        with self._lock:
+            found = self._host(host).units.get(unit)
+            return found.status() if found else {"unit": f"{unit}.service", "state": "unknown"}
+
+    def stop(self, host: str, unit: str, timeout: float | None = None) -> dict:
+        with self._lock:
+            h = self._host(host)
+            self.calls.append(("stop", host, unit))
+            found = h.units.pop(unit, None)
+            if found is None:
+                return {"unit": f"{unit}.service", "state": "unknown"}
+            status = found.status()
+            if found.state in ("running", "staging"):
+                status.update(state="killed", signal=15)
+            return status
+
+    def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
+        with self._lock:
+            h = self._host(host)
+            found = h.units.get(unit)
+            if found is None:
+                return {"unit": f"{unit}.service", "state": "unknown"}
+            if found.state in ("running", "staging"):
+                raise NodeRefused(f"{host}: unit: {unit} is still {found.state}; stop it instead")
+            self.calls.append(("forget", host, unit))
+            return h.units.pop(unit).status()
+
+    def logs(
+        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+    ) -> Iterator[bytes]:
+        with self._lock:
+            self._host(host)
+            yield f"{unit} on {host}\n".encode()
+
+    def close(self) -> None:
+        pass
+
+    # -- scripting -----------------------------------------------------------------------------
+
+    def where(self, unit: str) -> str | None:
+        with self._lock:
+            return next((h.name for h in self.by_name.values() if unit in h.units), None)
+
+    def running(self) -> dict[str, str]:
+        """unit -> host, for every unit that runs."""
+        with self._lock:
+            return {u.name: h.name for h in self.by_name.values() for u in h.units.values()
+                    if u.state in ("running", "staging")}  # fmt: skip
+
+    def finish(self, unit: str, exit_code: int = 0) -> None:
+        """The unit's main process exits (RemainAfterExit keeps its result)."""
+        with self._lock:
+            u = self._unit(unit)
+            u.state, u.exit_code = ("finished" if exit_code == 0 else "failed"), exit_code
+
+    def crash(self, unit: str) -> None:
+        """A service instance dies; systemd restarts it on its host (Restart=always)."""
+        with self._lock:
+            self._unit(unit).restarts += 1
+
+    def vanish(self, unit: str) -> None:
+        """Someone stopped and unloaded the unit behind the controller's back."""
+        with self._lock:
+            host = self.where(unit)
+            if host is not None:
+                del self.by_name[host].units[unit]
+
+    def cut(self, host: str) -> None:
+        with self._lock:
+            self.by_name[host].reachable = False
+
+    def heal(self, host: str) -> None:
+        with self._lock:
+            self.by_name[host].reachable = True
+
+    def reboot(self, host: str) -> None:
+        """A new boot identity; transient units are gone."""
+        with self._lock:
+            h = self.by_name[host]
+            h.boot, h.units = uuid.uuid4().hex, {}
+
+    def _unit(self, unit: str) -> FakeUnit:
+        host = self.where(unit)
+        if host is None:
+            raise KeyError(unit)
+        return self.by_name[host].units[unit]
+
+
+@dataclass
+class FakeCluster:
+    """A real controller on a fake plane, with a fake clock and a real SQLite store."""
+
+    controller: Controller
+    plane: FakePlane
+    clock: FakeClock
+    fleet: Fleet
+    events: EventBus
+    seen: list[Event]
+
+    @classmethod
+    def of(
+        cls,
+        directory: Path,
+        hosts: Mapping[str, tuple[int, str]],
+        frameworks: tuple[Framework, ...] = (),
+        **controller_options: float,
+    ) -> FakeCluster:
+        """`hosts`: name -> (cpus, mem)."""
+        plane = FakePlane({name: FakeHost(name, cpus, parse_size(mem, "mem"))
+                           for name, (cpus, mem) in hosts.items()})  # fmt: skip
+        clock = FakeClock()
+        nodes = tuple(Node(name, address=name) for name in hosts)
+        inventory = Inventory("fake", nodes, frameworks)
+        events = EventBus(clock.time)
+        seen: list[Event] = []
+        events.subscribe(callback=seen.append)
+        fleet = Fleet(plane, clock)
+        store = Store(directory / "state.db", clock=clock.time)
+        controller = Controller(store, inventory, plane, fleet, clock, events,
+                                **controller_options)  # type: ignore[arg-type]  # fmt: skip
+        return cls(controller, plane, clock, fleet, events, seen)
+
+    def step(self, seconds: float = 1.0) -> None:
+        """Time passes, every host is sampled, and the controller runs one cycle."""
+        self.clock.advance(seconds)
+        self.fleet.refresh()
+        self.controller.tick()
+
+    def states(self, job: str) -> dict[tuple[str, int, int], str]:
+        """(task, index, attempt) -> state, as stored."""
+        return {(r.task, r.index, r.attempt): r.state.value
+                for r in self.controller.store.tasks(job)}  # fmt: skip
+
+    def messages(self) -> list[str]:
+        return [e.message for e in self.seen]
