@@ -45,12 +45,16 @@ def get(url: str, token: str | None = None) -> tuple[int, dict]:
         return error.code, {}
 
 
-def meso_hosts(host, token: str) -> subprocess.CompletedProcess:
-    """`meso hosts -o json` on this machine, through the API only: no inventory, no config."""
+def meso(host, token: str, *argv: str) -> subprocess.CompletedProcess:
+    """`meso ...` on this machine, through the API only: no inventory, no config, no state."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESO_")}
     env |= {"MESO_ADDR": api_url(host), "MESO_TOKEN": token, "MESO_CONFIG": "/nonexistent.yaml"}
-    return subprocess.run(["meso", "hosts", "-o", "json"], capture_output=True, text=True,
-                          env=env, timeout=60, check=False)  # fmt: skip
+    return subprocess.run(["meso", *argv], capture_output=True, text=True, env=env, timeout=120,
+                          check=False)  # fmt: skip
+
+
+def meso_hosts(host, token: str) -> subprocess.CompletedProcess:
+    return meso(host, token, "hosts", "-o", "json")
 
 
 def main_pid(host) -> int:
@@ -125,20 +129,50 @@ def test_health_answers_without_a_token_and_everything_else_needs_one(host):
 
 def test_meso_hosts_here_through_MESO_ADDR_lists_exactly_the_nodes(host):
     token = host.file(TOKEN_FILE).content_string.strip()
-    deadline = time.monotonic() + 60  # the nodes got the controller's key after it started
+    deadline = time.monotonic() + 30  # the nodes got the controller's key after it started
     while True:
         done = meso_hosts(host, token)
         assert done.returncode == 0, done.stderr
         listed = json.loads(done.stdout)["hosts"]
-        names = sorted(h["host"] for h in listed)
-        assert names == NODES  # the controller's own host is not a node
-        if all(h.get("reachable", True) for h in listed) or time.monotonic() > deadline:
+        assert sorted(h["host"] for h in listed) == NODES  # its own host is not a node
+        if all(h["state"] == "up" for h in listed) or time.monotonic() > deadline:
             break
         time.sleep(1)
-    assert all(h.get("reachable", True) for h in listed), listed
+    assert [h["state"] for h in listed] == ["up", "up"], listed
+    assert all(h["boot"] for h in listed)  # sampled over SSH by the service, as meso
 
 
 def test_meso_hosts_with_a_wrong_token_is_refused(host):
     done = meso_hosts(host, "not-the-token")
-    assert done.returncode != 0
-    assert done.stdout == ""
+    assert done.returncode != 0 and done.stdout == ""
+    assert "check MESO_TOKEN" in done.stderr, done.stderr  # the API's 401, not some other error
+
+
+def test_a_job_runs_on_the_nodes_through_the_service(host):
+    """The service, as its unprivileged user, launches on the nodes as meso with its own key."""
+    token = host.file(TOKEN_FILE).content_string.strip()
+    job = Path(os.environ["MOLECULE_PROJECT_DIRECTORY"]) / "examples/wordcount.yaml"
+    done = meso(host, token, "run", str(job), "-o", "json")
+    assert done.returncode == 0, done.stderr
+    tasks = json.loads(done.stdout)["tasks"]
+    assert len(tasks) == 5 and {t["state"] for t in tasks} == {"finished"}
+    assert {t["host"] for t in tasks} <= set(NODES)
+
+
+def test_sigterm_stops_it_cleanly_and_it_starts_again(host):
+    """Last: it restarts the service (tasks on the hosts are not its to stop)."""
+    started = time.monotonic()
+    host.check_output("systemctl stop meso-controller.service")
+    assert time.monotonic() - started < 10
+    shown = host.check_output("systemctl show -p Result -p ExecMainStatus meso-controller.service")
+    assert sorted(shown.splitlines()) == ["ExecMainStatus=0", "Result=success"]
+    host.check_output("systemctl start meso-controller.service")
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if get(f"{api_url(host)}/v1/health")[0] == 200:
+                break
+        except urllib.error.URLError:  # not listening yet
+            pass
+        assert time.monotonic() < deadline, "no answer 30 s after a start"
+        time.sleep(0.5)
