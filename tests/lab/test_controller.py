@@ -73,6 +73,13 @@ def normalized(name, done):
     return done.returncode, out, done.stderr.splitlines()[-1:] if done.returncode else []
 
 
+def clean_journals(lab):
+    """Each session's state names its units the same as earlier runs on these hosts did, and
+    `meso logs` reads a unit's journal: start from an empty one."""
+    for host in lab.hosts:
+        lab.run(host.name, ["journalctl", "--rotate", "--vacuum-time=1s", "-q"])
+
+
 def session(env, tmp_path):
     """The same commands, in order, as a user would type them."""
     files = {}
@@ -102,9 +109,9 @@ def session(env, tmp_path):
 def test_every_command_gives_the_same_output_and_exit_code_through_the_controller(
     meso_lab, base_env, tmp_path
 ):
+    clean_journals(meso_lab)
     embedded = session({**base_env, "MESO_STATE": str(tmp_path / "embedded.db")}, tmp_path)
-    for host in meso_lab.hosts:  # the second state names its units the same: a clean journal
-        meso_lab.run(host.name, ["journalctl", "--rotate", "--vacuum-time=1s", "-q"])
+    clean_journals(meso_lab)
     with running_controller(meso_lab.inventory, tmp_path / "ctl") as ctl:
         remote = session({**base_env, **ctl.env}, tmp_path)
     codes = {name: done.returncode for name, done in embedded.items()}
