@@ -4,6 +4,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -110,6 +111,9 @@ def test_a_build_is_cached_and_made_again_only_when_the_package_changes(tmp_path
     assert first["wheels"] == ["tiny-1.0-py3-none-any.whl"]
     assert first["python"] == f"{sys.version_info.major}.{sys.version_info.minor}"
     assert Path(first["dir"]) == cache / first["key"]
+    with tarfile.open(first["archive"]) as tar:  # the same wheels, in one file to send
+        assert [(m.name, m.mtime, m.uid) for m in tar] == [(first["wheels"][0], 0, 0)]
+        assert tar.extractfile(first["wheels"][0]).read() == wheel.read_bytes()
     again = build(wheel, cache)
     assert (again["changed"], again["key"]) == (False, first["key"])
     assert build(wheel, cache, "--force")["changed"] is True

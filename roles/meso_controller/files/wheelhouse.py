@@ -16,8 +16,9 @@ from a copy of exactly the files hashed, so the wheel never holds anything the k
 the package changes, and only then (or with --force; an unpinned requirement never changes: pin
 it, or pass --force to pick up a new release).
 
-Prints one JSON object on stdout: {"changed", "key", "dir", "wheels", "python"}; pip's own
-output goes to stderr.
+DIR/KEY also holds wheels.tar, the same wheels in one archive (sent to a host in one transfer).
+Prints one JSON object on stdout: {"changed", "key", "dir", "archive", "wheels", "python"};
+pip's own output goes to stderr.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 SKIPPED_NAMES = frozenset({"__pycache__", "node_modules"})
 SKIPPED_TOP = frozenset({"build", "dist"})
+ARCHIVE = "wheels.tar"
 
 
 def skipped(relative: str) -> bool:
@@ -188,15 +191,35 @@ def locked_wheelhouse(
                 raise SystemExit(f"wheelhouse: pip wheel {package} made no wheels")
             shutil.rmtree(built, ignore_errors=True)
             wheel_dir.rename(built)  # complete or absent, never half-built
+    wheels = sorted(p.name for p in built.glob("*.whl"))
+    archive = built / ARCHIVE
+    if not archive.exists():
+        write_archive(built, wheels, archive)
     os.utime(built)  # most recently used
     prune(cache, keep, built)
     return {
         "changed": changed,
         "key": key,
         "dir": str(built),
-        "wheels": sorted(p.name for p in built.glob("*.whl")),
+        "archive": str(archive),
+        "wheels": wheels,
         "python": python_tag(),
     }
+
+
+def write_archive(directory: Path, wheels: Sequence[str], archive: Path) -> None:
+    """The wheels in one uncompressed tar (they are zips already), to send in one transfer;
+    the same wheels make the same bytes (no times, no owners)."""
+
+    def plain(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.mtime, info.uid, info.gid, info.uname, info.gname, info.mode = 0, 0, 0, "", "", 0o644
+        return info
+
+    partial = archive.with_name(archive.name + ".partial")
+    with tarfile.open(partial, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in wheels:
+            tar.add(directory / name, arcname=name, filter=plain)
+    partial.rename(archive)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
