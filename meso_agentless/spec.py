@@ -18,11 +18,18 @@
                   protect_system: full}     # the defaults; relax them explicitly
 
 Anything unknown, mistyped, negative, absurd or not finite is refused with the file, the line and
-the field, before anything runs.
+the field, in one line, before anything is stored or runs: so is anything a host would refuse
+(env names and values, argument sizes, the whole command line: the node command's own checks
+and limits, see `meso_agentless.node.nodecmd`). Hosts decide the rest for themselves (which
+users and sandbox relaxations they allow): see the README's security model.
+
+`load_job(path)` reads a file (regular files only, at most 1 MiB); `job_from_text(text)` takes
+YAML or JSON text and `job_from_data(data)` parsed JSON, with the same checks and messages.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,6 +58,7 @@ from meso_agentless.core.resources import (
     parse_size,
 )
 from meso_agentless.errors import UsageError
+from meso_agentless.node import nodecmd
 
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
 MAX_COUNT = 10_000
@@ -58,6 +66,14 @@ MAX_TIMEOUT = 30 * 24 * 3600
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
 _TYPE_NAME = re.compile(r"^(str|int|list|dict|constrained-str)\b|\[")
 _SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+MAX_REGEX = 256
+# What a launch adds to a task's own command and env on the host's command line and in its
+# request line (properties, description, MESO_* variables with up to 100 ports): kept free.
+LAUNCH_OVERHEAD = 16 * 1024
+_NAME_RULE = (
+    "use lowercase letters, digits and dashes (at most 63, not starting or ending with a dash)"
+)
+_USER_RULE = "lowercase letters, digits, _ and - (at most 32, not starting with a digit or -)"
 
 
 class _Strict(BaseModel):
@@ -77,7 +93,7 @@ class Resources(_Strict):
     @field_validator("cpus", mode="before")
     @classmethod
     def _cpus(cls, value: object) -> int:
-        millicpus = parse_cpus(value, "cpus")
+        millicpus = _quantity(parse_cpus, value, "cpus")
         if millicpus <= 0:
             raise ValueError("cpus must be more than 0")
         return millicpus
@@ -85,7 +101,7 @@ class Resources(_Strict):
     @field_validator("mem", mode="before")
     @classmethod
     def _mem(cls, value: object) -> int:
-        size = parse_size(value, "mem")
+        size = _quantity(parse_size, value, "mem")
         if size <= 0:
             raise ValueError("mem must be more than 0")
         return size
@@ -93,14 +109,14 @@ class Resources(_Strict):
     @field_validator("disk", mode="before")
     @classmethod
     def _disk(cls, value: object) -> int:
-        return parse_size(value, "disk")
+        return _quantity(parse_size, value, "disk")
 
     @model_validator(mode="after")
     def _named(self) -> Resources:
         for name, value in (self.model_extra or {}).items():
             if not re.fullmatch(r"[a-z][a-z0-9_]*", name):
                 raise ValueError(f"{name!r} is not a resource name")
-            self.model_extra[name] = parse_count(value, name)  # type: ignore[index]
+            self.model_extra[name] = _quantity(parse_count, value, name)  # type: ignore[index]
         return self
 
     @model_serializer(mode="plain")
@@ -116,22 +132,33 @@ class Resources(_Strict):
         return {k: v for k, v in out.items() if v}
 
 
+def _quantity(parse: Any, value: object, what: str) -> int:
+    """A resource amount; a number too large for decimal arithmetic ("1e999999") is absurd."""
+    try:
+        return parse(value, what)
+    except ArithmeticError:
+        raise ValueError(f"{what} {_short(value)} is absurdly large") from None
+
+
 class Constraint(_Strict):
     """eq / ne / regex on a host attribute; unique_host; max_per (value: N); spread."""
 
     op: Literal["eq", "ne", "regex", "unique_host", "max_per", "spread"]
     attribute: Annotated[str, StringConstraints(min_length=1, max_length=128)] = model.HOSTNAME
-    value: str | int | None = None
+    value: Annotated[str, StringConstraints(max_length=1024)] | int | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Constraint:
         if self.op in ("eq", "ne", "regex") and not isinstance(self.value, str):
             raise ValueError(f"op {self.op} needs a string value")
         if self.op == "regex":
+            if len(str(self.value)) > MAX_REGEX:
+                raise ValueError(f"a regular expression of at most {MAX_REGEX} characters")
             try:
                 re.compile(str(self.value))
-            except re.error as exc:
-                raise ValueError(f"value is not a valid regular expression: {exc}") from None
+            except (re.error, RecursionError, OverflowError, ValueError, MemoryError) as exc:
+                reason = " ".join(str(exc).split())[:100] or type(exc).__name__
+                raise ValueError(f"value is not a valid regular expression: {reason}") from None
         if self.op == "max_per" and not (isinstance(self.value, int) and self.value >= 1):
             raise ValueError("op max_per needs a whole number value of at least 1")
         if self.op in ("unique_host", "spread") and self.value is not None:
@@ -237,38 +264,214 @@ class Job(_Strict):
         ]
 
 
+Problem = tuple[tuple[str | int, ...], str]
+
+
 def load_job(path: Path) -> Job:
     """Read and validate a job file; UsageError names the file, line and field."""
-    data, locate = yamlsafe.load(path, "job file")
+    return job_from_text(yamlsafe.read_file(path, "job file"), str(path))
+
+
+def job_from_text(text: bytes | str, source: str | None = None) -> Job:
+    """A job from YAML or JSON text (an HTTP body, a file's contents).
+
+    UsageError, in one line: "SOURCE:LINE: field: reason" when `source` is given, else
+    "line N: field: reason" ("SOURCE: reason" / "field: reason" where there is no line).
+    """
+    try:
+        decoded = yamlsafe.decode(text)
+        data, locate = _parse_json(decoded) or yamlsafe.parse(decoded)
+    except yamlsafe.TextError as exc:
+        raise UsageError(_message(source, exc.line, exc.reason)) from None
+    return _validate(data, locate, source, text=True)
+
+
+def job_from_data(data: object) -> Job:
+    """A job from already parsed JSON; UsageError "field: reason" in one line."""
+    return _validate(data, lambda loc: None, None, text=False)
+
+
+def _parse_json(text: str) -> tuple[Any, yamlsafe.Locate] | None:
+    """JSON text as JSON (numbers as JSON reads them), with lines from the YAML reader; None
+    when it is not JSON (then it is read as YAML, whose messages have lines)."""
+    if not text.lstrip("\ufeff \t\r\n").startswith("{"):
+        return None
+    try:
+        data = json.loads(text, object_pairs_hook=_unique_pairs)
+    except (ValueError, RecursionError):
+        return None
+    return data, yamlsafe.locator(text)
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise ValueError("duplicate key")  # read as YAML, which says which and where
+    return out
+
+
+def _validate(data: object, locate: yamlsafe.Locate, source: str | None, text: bool) -> Job:
     if not isinstance(data, dict):
-        raise UsageError(f"{path}:1: a job file is a mapping with job, framework, type and tasks")
+        what = "a job file" if text else "a job"
+        reason = f"{what} is a mapping with job, framework, type and tasks"
+        raise UsageError(_message(source, locate(()) or (1 if text else None), reason))
+    problem = _data_problem(data)
+    if problem is None:
+        job = _model(data)
+        if isinstance(job, Job):
+            problem = _host_problem(job)
+            if problem is None:
+                return job
+        else:
+            problem = job
+    loc, reason = problem
+    field = _field_path(loc) or "(top level)"
+    raise UsageError(_message(source, locate(loc), f"{field}: {reason}"))
+
+
+def _message(source: str | None, line: int | None, reason: str) -> str:
+    """One line, whatever the source or the reason hold."""
+    if source is not None:
+        where = f"{source}:{line}: " if line else f"{source}: "
+    else:
+        where = f"line {line}: " if line else ""
+    return _one_line(where + reason)
+
+
+def _one_line(text: str) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _data_problem(data: object) -> Problem | None:
+    """Plain data a job can be: keys are strings, text has no NUL nor lone surrogates, depth
+    and size within the YAML reader's limits (job_from_data gets data from elsewhere)."""
+    stack: list[tuple[object, tuple[str | int, ...]]] = [(data, ())]
+    count = 0
+    while stack:
+        value, loc = stack.pop()
+        count += 1
+        if count > yamlsafe.MAX_NODES:
+            return (), f"more than {yamlsafe.MAX_NODES} values"
+        if len(loc) > yamlsafe.MAX_DEPTH:
+            return loc[:-1], f"nested deeper than {yamlsafe.MAX_DEPTH} levels"
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return loc, f"keys must be strings, not {_short(key)}"
+                problem = _text_problem(key)
+                if problem:
+                    return loc, f"key {_short(key)} {problem}"
+                stack.append((item, (*loc, key)))
+        elif isinstance(value, list):
+            stack.extend((item, (*loc, i)) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            problem = _text_problem(value)
+            if problem:
+                return loc, problem
+    return None
+
+
+def _text_problem(text: str) -> str | None:
+    if "\0" in text:
+        return "must not contain NUL characters"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it holds a lone surrogate)"
+    return None
+
+
+def _model(data: dict) -> Job | Problem:
+    """The model, or its first error as (field path, message)."""
     try:
         return Job.model_validate(data)
     except ValidationError as exc:
-        raise UsageError(_first_error(path, exc, locate)) from None
+        return _first_error(exc)
+    except RecursionError:  # defensive: _data_problem keeps data shallow
+        return (), "nested too deep"
 
 
-def _first_error(path: Path, exc: ValidationError, locate: yamlsafe.Locate) -> str:
+def _first_error(exc: ValidationError) -> Problem:
     error = exc.errors(include_url=False)[0]
-    # union members ("str", "list[str]") in the location are noise for a user
-    loc = [p for p in error["loc"] if isinstance(p, int) or not _TYPE_NAME.search(p)]
-    field = _field_path(loc) or "(top level)"
+    raw = error["loc"]
+    # union members ("str", "list[str]") and "[key]" in the location are noise for a user
+    loc = tuple(p for p in raw if isinstance(p, int) or not _TYPE_NAME.search(p))
     message = error["msg"].removeprefix("Value error, ")
     kind = error["type"]
+    shown = _short(error.get("input"))
+    last = next((p for p in reversed(loc) if isinstance(p, str)), "")
+    if "[key]" in raw:  # a mapping key, e.g. an env name: the error is the mapping's
+        loc = loc[:-1]
+        last = next((p for p in reversed(loc) if isinstance(p, str)), "")
+        if kind == "string_pattern_mismatch" and last == "env":
+            return loc, nodecmd.env_error(error["input"], "")[1]  # type: ignore[index]
+        return loc, f"key {shown}: {message}"
     if kind == "extra_forbidden":
         message = "unknown field"
     elif kind == "missing":
         message = "required field is missing"
     elif kind == "string_pattern_mismatch":
-        message = (
-            f"{error['input']!r} is not a name: use lowercase letters, digits and dashes "
-            "(at most 63, not starting or ending with a dash)"
-        )
+        message = {
+            "user": f"{shown} is not a user name: {_USER_RULE}",
+            "workdir": f"{shown} must be an absolute path (starting with /)",
+        }.get(last, f"{shown} is not a name: {_NAME_RULE}")
     elif kind.endswith("_type") or kind.endswith("_parsing") or kind == "literal_error":
-        message = f"{message}, not {error['input']!r}"
-    line = locate(loc)
-    where = f"{path}:{line}" if line else str(path)
-    return f"{where}: {field}: {message}"
+        message = f"{message}, not {shown}"
+    return loc, message
+
+
+def _host_problem(job: Job) -> Problem | None:
+    """What a host would refuse of this job (the node command's own checks and limits)."""
+    for i, task in enumerate(job.tasks):
+        where: tuple[str | int, ...] = ("tasks", i)
+        problem = nodecmd.argv_error(task.argv)
+        if problem:
+            match = re.fullmatch(r"\[(\d+)\] (.*)", problem)
+            if match and isinstance(task.command, list):
+                return (*where, "command", int(match[1])), match[2]
+            return (*where, "command"), match[2] if match else problem
+        for key, value in task.env.items():
+            env = nodecmd.env_error(key, value)
+            if env:
+                return ((*where, "env", key), env[1]) if env[0] else ((*where, "env"), env[1])
+        if task.workdir is not None:
+            problem = nodecmd.cwd_error(task.workdir)
+            if problem:
+                return (*where, "workdir"), problem
+        problem = _command_line_problem(task)
+        if problem:
+            return (*where, problem[0]), problem[1]
+    return None
+
+
+def _command_line_problem(task: Task) -> tuple[str, str] | None:
+    """Whether the task's command and env fit on the host's command line and in one request."""
+    env_args = [f"--setenv={k}={v}" for k, v in task.env.items()]
+    command_args = [arg.replace("$", "$$") for arg in task.argv]
+    on_line = nodecmd.command_bytes(env_args) + nodecmd.command_bytes(command_args)
+    in_request = len(json.dumps({"argv": task.argv, "env": task.env}))
+    field = "env" if len(json.dumps(task.env)) > len(json.dumps(task.argv)) else "command"
+    limit = nodecmd.MAX_COMMAND_BYTES - LAUNCH_OVERHEAD
+    if on_line > limit:
+        return field, (
+            f"command and env take {on_line} bytes on one command line, more than the "
+            f"{limit} a host takes"
+        )
+    limit = nodecmd.MAX_LINE - LAUNCH_OVERHEAD
+    if in_request > limit:
+        return field, (
+            f"command and env take {in_request} bytes in a launch request, more than the "
+            f"{limit} a host reads"
+        )
+    return None
+
+
+def _short(value: object, limit: int = 60) -> str:
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _field_path(loc: Sequence[str | int]) -> str:
@@ -276,35 +479,3 @@ def _field_path(loc: Sequence[str | int]) -> str:
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
-
-
-def job_from_data(data: object) -> Job:
-    """A job from already parsed data (JSON through the API); UsageError `field: reason`."""
-    if not isinstance(data, dict):
-        raise UsageError("a job is a mapping with job, framework, type and tasks")
-    try:
-        return Job.model_validate(data)
-    except ValidationError as exc:
-        return _raise_first(exc)
-
-
-def job_from_text(text: bytes | str, source: str | None = None) -> Job:
-    """A job from YAML (or JSON) text; errors `SOURCE:LINE: field: reason`, or `line N: ...`."""
-    data, locate = yamlsafe.loads(text, source or "request")
-    if not isinstance(data, dict):
-        raise UsageError(f"{source or 'line 1'}: a job is a mapping with job, framework, type "
-                         "and tasks")  # fmt: skip
-    try:
-        return Job.model_validate(data)
-    except ValidationError as exc:
-        message = _first_error(Path(source or "request"), exc, locate)
-        if source is None:
-            where, _, rest = message.partition(": ")
-            line = where.partition(":")[2]
-            message = f"line {line}: {rest}" if line else rest
-        raise UsageError(message) from None
-
-
-def _raise_first(exc: ValidationError) -> Job:
-    message = _first_error(Path("request"), exc, lambda _loc: None)
-    raise UsageError(message.partition(": ")[2]) from None

@@ -325,7 +325,7 @@ class Controller:
             if state != before:
                 self.host_states[name] = state
                 self._dirty = True
-                if before is not None or state != HostState.UP:
+                if state != HostState.UNKNOWN and (before is not None or state != HostState.UP):
                     why = f" ({view.error})" if view.error and state != HostState.UP else ""
                     message = "rebooted: its tasks are gone" if state == HostState.GONE else state
                     self.events.publish("host", f"{name}: {message}{why}", host=name,

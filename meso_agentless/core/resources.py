@@ -49,6 +49,8 @@ def _decimal(value: object, what: str) -> Decimal:
         raise ResourceError(f"{what} must be a number, not {value!r}")
     if not number.is_finite():
         raise ResourceError(f"{what} must be a finite number, not {value!r}")
+    if number.adjusted() > 30:  # 1e999999 would overflow the arithmetic that follows
+        raise ResourceError(f"{what} {value!r} is absurdly large")
     if number < 0:
         raise ResourceError(f"{what} must not be negative, not {value!r}")
     return number

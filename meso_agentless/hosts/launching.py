@@ -7,10 +7,20 @@ from collections.abc import Mapping
 from meso_agentless.core.model import Placement
 from meso_agentless.core.resources import CPUS, MEM
 from meso_agentless.core.tasks import unit_name
+from meso_agentless.node import nodecmd
 from meso_agentless.spec import Task
 
 DEFAULT_TASKS_MAX = 512
 DEFAULT_GRACE_SEC = 10
+
+# What the controller asks of hosts without the meso_node role (the node command streamed to
+# python3 as root), at connection time: no root tasks, the sandbox minimum, default limits. A
+# host only tightens its own policy (file or built-in defaults) with it, for that connection.
+NODE_POLICY: dict = {
+    "allow_root": False,
+    "sandbox_minimum": dict(nodecmd.DEFAULT_POLICY["sandbox_minimum"]),
+    "default_limits": dict(nodecmd.DEFAULT_POLICY["default_limits"]),
+}
 
 
 def launch_request(
@@ -20,7 +30,10 @@ def launch_request(
     capacity: Mapping[str, int] | None = None,
     service: bool = False,
 ) -> dict:
-    """The node command's launch request: unit, argv, env, limits, sandbox, admission capacity.
+    """The node command's launch request: unit, argv, env, limits, sandbox.
+
+    `capacity` (the controller's view of the host) is sent for node commands that predate the
+    node's own capacity; a host only ever lowers its own with it.
 
     The task sees MESO_JOB, MESO_TASK, MESO_INDEX, MESO_ATTEMPT, MESO_HOST and its ports as
     MESO_PORT0, MESO_PORT1, ... (and MESO_PORTS, comma-separated).

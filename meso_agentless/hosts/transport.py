@@ -24,6 +24,7 @@ import tenacity
 
 from meso_agentless.errors import MesoError
 from meso_agentless.hosts import ssh
+from meso_agentless.hosts.launching import NODE_POLICY
 from meso_agentless.inventory import Node
 from meso_agentless.node import node_command_source
 
@@ -140,7 +141,23 @@ class NodeConnection:
         channel = client.get_transport().open_session(timeout=self.timeout)  # type: ignore[union-attr]
         self._start_node_command(channel, ["serve"])
         self._channel, self._buffer = channel, b""
+        if self.node.node_mode != "installed":
+            self._send_policy(channel, deadline)
         return channel
+
+    def _send_policy(self, channel: paramiko.Channel, deadline: float) -> None:
+        """First request on a streamed host's serve channel: the controller's default policy
+        (no root tasks, the sandbox minimum, default limits). The node only tightens its own
+        policy with it, for this connection; a host that refuses it gets nothing else."""
+        channel.sendall(json.dumps({"verb": "policy", "policy": NODE_POLICY}).encode() + b"\n")
+        reply = self._read_line(channel, deadline)
+        try:
+            ok = json.loads(reply).get("ok") is True
+        except (ValueError, AttributeError):
+            ok = False
+        if not ok:
+            self._drop()
+            raise NodeRefused(f"{self.node.name}: refused the controller's policy: {reply[:200]!r}")
 
     def _start_node_command(self, channel: paramiko.Channel, args: list[str]) -> None:
         if self.node.node_mode == "installed":  # the key's forced command takes it from here

@@ -4,43 +4,98 @@
 Runs on the host with nothing but the Python standard library, as root (streamed to python3 by
 the controller) or installed root-owned for the unprivileged meso user. Verbs:
 
-    sample              cpus, memory, disk, load, boot id, cgroup and systemd versions, units
-    launch REQUEST      start a task as a transient systemd service (admission-checked)
+    sample              cpus, memory, disk, load, boot id, cgroup and systemd versions, units,
+                        the capacity this host admits against and its policy
+    launch REQUEST      start a task as a transient systemd service (policy- and admission-checked)
     status REQUEST      the state of one task unit
     list                every meso unit and its state
     stop REQUEST        stop a task (SIGTERM, then SIGKILL after its grace period)
     forget REQUEST      unload a finished unit once the controller has stored its result
     logs REQUEST        the task's journal (follow: true streams it)
+    policy [REQUEST]    the policy in force; {"policy": {...}} tightens it for this connection
     serve               answer JSON-line requests ({"verb": ..., ...}) until stdin closes
+    check-policy FILE   validate a policy file (the meso_node role runs it before installing one)
 
-REQUEST is one JSON object. Every request is validated here: unit names must be meso's,
-properties come from an allow-list, argv is a JSON list passed to systemd-run as separate
-arguments (no shell ever sees it). Facts are read by small functions and parsed by pure ones
-(parse_*, task_state, run_argv), which the package's tests check against real output.
+The host decides what tasks may do, not the request. A root-owned policy file
+(/etc/meso-agentless/node-policy.json, written by the meso_node role; built-in defaults when
+there is none) says which users tasks may run as (a DynamicUser, users on its allow-list, root
+only where it says so), the sandbox minimum, the limits a task gets when its request has none,
+and the capacity admission counts against. It is read on every request. A request can tighten
+all of it and loosen none of it; a `policy` request on a serve channel tightens it for that
+connection only (the controller sends its defaults that way to hosts without the role).
+
+Every request is size-capped (MAX_LINE), depth-capped (MAX_DEPTH) and checked field by field;
+a refusal is one JSON line naming the field, and no traceback ever leaves this program. Unit
+names must be meso's, properties are built here (never taken from the request), argv is a JSON
+list passed to systemd-run word by word (no shell ever sees it). Facts are read by small
+functions and parsed by pure ones (parse_*, task_state, plan_launch, parse_policy), which the
+package's tests check against real output.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
+from decimal import Decimal, InvalidOperation
 
 UNIT_PREFIX = "meso-"
-UNIT_NAME = re.compile(r"^meso-[a-z0-9][a-z0-9-]*_[a-z0-9][a-z0-9-]*_[0-9]+_[0-9]+$")
+UNIT_NAME = re.compile(
+    r"meso-[a-z0-9][a-z0-9-]{0,62}_[a-z0-9][a-z0-9-]{0,62}_[0-9]{1,18}_[0-9]{1,18}"
+)
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
     "ExecMainPID", "CPUQuotaPerSecUSec", "MemoryMax", "TasksMax", "RuntimeMaxUSec",
-    "NRestarts", "InvocationID",
+    "NRestarts", "InvocationID", "ControlGroup",
 )  # fmt: skip
 TIMEOUT = 20
 STATE_DIR = "/run/meso-node"  # tmpfs: it goes with a reboot, as transient units do
 LEDGER = STATE_DIR + "/ledger.json"  # what launched units were given: admission's fast path
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+POLICY_FILE = "/etc/meso-agentless/node-policy.json"
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3  # ExecMainCode values (siginfo si_code)
+
+# Task states that still hold their resources on the host, and the ones a task ends in.
+# core/tasks.py holds the package's copy; a test checks the two are equal.
+HOLDS_RESOURCES = frozenset({"staging", "running"})
+ENDED = frozenset({"finished", "failed", "killed"})
+
+# What a request may be. The job file validation (spec.py) uses the same numbers.
+MAX_LINE = 1 << 20  # bytes in one request line (or one REQUEST argument)
+MAX_DEPTH = 8  # nesting of lists and objects in a request
+MAX_ARG_BYTES = 128 * 1024 - 1  # one argument (the kernel's MAX_ARG_STRLEN, less its NUL)
+MAX_COMMAND_BYTES = 512 * 1024  # systemd-run's whole argv: well under ARG_MAX (2 MiB)
+MAX_PATH = 4095
+MAX_POLICY_BYTES = 64 * 1024
+EXIT_TYPE_CGROUP = 250  # the first systemd with ExitType=cgroup
+PROTECT_SYSTEM = ("no", "yes", "full", "strict")  # from loosest to tightest
+SANDBOX_FLAGS = ("dynamic_user", "no_new_privileges", "private_tmp")
+SANDBOX_KEYS = (*SANDBOX_FLAGS, "protect_system")
+SANDBOX_DEFAULTS = {"dynamic_user": True, "no_new_privileges": True, "private_tmp": True,
+                    "protect_system": "full"}  # fmt: skip
+
+# The policy when the host has no policy file: the meso_node role's defaults.
+DEFAULT_POLICY: dict = {
+    "allow_root": False,
+    "task_users": [],
+    "sandbox_minimum": {
+        "dynamic_user": False,
+        "no_new_privileges": True,
+        "private_tmp": True,
+        "protect_system": "full",
+    },
+    "default_limits": {"cpus": "100m", "mem": "128MiB", "tasks_max": 512},
+    "max_tasks": 4096,
+    "capacity": {"cpus": None, "mem": None},
+    "reserve": {"cpus": 0, "mem": 0},
+}
 
 
 def parse_meminfo(text: str) -> dict[str, int]:
@@ -162,127 +217,711 @@ def unit_limits(props: dict[str, str]) -> dict:
     }
 
 
+def parse_populated(text: str) -> bool | None:
+    """A cgroup v2 `cgroup.events` file: is any process left in the cgroup?"""
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "populated":
+            return value.strip() == "1"
+    return None
+
+
 class RequestError(ValueError):
-    """A request this host refuses; the message says which field."""
+    """A request this host refuses; the message starts with the field it is about."""
 
 
-def check_unit(name: object) -> str:
-    if not isinstance(name, str) or not UNIT_NAME.match(name):
-        raise RequestError(f"unit: {name!r} is not a meso unit name (meso-JOB_TASK_INDEX_ATTEMPT)")
-    return name
+def _label(key: str) -> str:
+    """A field name from a request as it can appear in a message: itself if it looks like a
+    name, else quoted and cut (no newline or megabyte ever reaches an error line)."""
+    return key if _LABEL.fullmatch(key) else _short(key, 40)
 
 
-def _int(request: dict, key: str, low: int, high: int, default: int | None = None) -> int | None:
+_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    """repr() cut to a length that fits a one-line message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- sizes, as core/resources.py parses them (stdlib only here; a test checks they agree) --------
+
+_SIZE_UNITS = {
+    "": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
+    "t": 10**12, "tb": 10**12, "ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20,
+    "gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40, "tib": 1 << 40,
+}  # fmt: skip
+_SIZE = re.compile(r"\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*([a-zA-Z]{0,3})\s*")
+MAX_BYTES_VALUE = 1 << 60
+MAX_MILLICPUS = 10**9
+
+
+def _number(value: object, field: str) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RequestError(f"{field}: {_short(value)} is not a number")
+    try:
+        number = Decimal(repr(value) if isinstance(value, float) else str(value).strip())
+    except (InvalidOperation, ValueError):
+        raise RequestError(f"{field}: {_short(value)} is not a number") from None
+    if not number.is_finite() or number < 0:
+        raise RequestError(f"{field}: {_short(value)} must be a finite number, not negative")
+    return number
+
+
+def _whole(number: Decimal, value: object, field: str, limit: int) -> int:
+    try:
+        if number > limit:
+            raise RequestError(f"{field}: {_short(value)} is absurdly large")
+        if number != number.to_integral_value():
+            raise RequestError(f"{field}: {_short(value)} is not a whole number")
+    except ArithmeticError:
+        raise RequestError(f"{field}: {_short(value)} is absurdly large") from None
+    return int(number)
+
+
+def parse_size(value: object, field: str) -> int:
+    """Bytes from 268435456, "256MiB", "4GiB", "1.5G" (as core.resources.parse_size)."""
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value)
+        if not match or match.group(2).lower() not in _SIZE_UNITS:
+            raise RequestError(f"{field}: {_short(value)} is not a size like 256MiB or 4GiB")
+        number = Decimal(match.group(1)) * _SIZE_UNITS[match.group(2).lower()]
+    else:
+        number = _number(value, field)
+    return _whole(number, value, field, MAX_BYTES_VALUE)
+
+
+def parse_cpus(value: object, field: str) -> int:
+    """Millicpus from 2, 0.5, "1.5" or "500m" (as core.resources.parse_cpus)."""
+    if isinstance(value, str) and value.strip().endswith("m"):
+        number = _number(value.strip()[:-1], field)
+    else:
+        try:
+            number = _number(value, field) * 1000
+        except ArithmeticError:
+            raise RequestError(f"{field}: {_short(value)} is absurdly large") from None
+    return _whole(number, value, field, MAX_MILLICPUS)
+
+
+# -- requests: size, depth, text, fields ---------------------------------------------------------
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    out: dict = {}
+    for key, value in pairs:
+        if key in out:
+            raise RequestError(f"{_label(key)}: given twice")
+        out[key] = value
+    return out
+
+
+def _no_constant(name: str) -> None:
+    raise RequestError(f"request: {name} is not a JSON number")
+
+
+def check_shape(data: object, what: str = "request") -> None:
+    """Nesting at most MAX_DEPTH; every string (keys too) is text that encodes as UTF-8."""
+    stack: list[tuple[object, str, int]] = [(data, "", 1)]
+    while stack:
+        value, path, depth = stack.pop()
+        if isinstance(value, (dict, list)):
+            if depth > MAX_DEPTH:
+                raise RequestError(f"{path or what}: nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str):
+                    sub = f"{path}.{_label(key)}" if path else _label(key)
+                    _check_text(key, sub)
+                else:
+                    sub = f"{path}[{key}]"
+                stack.append((item, sub, depth + 1))
+        elif isinstance(value, str):
+            _check_text(value, path or what)
+
+
+def _check_text(text: str, field: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RequestError(f"{field}: not valid Unicode text (a lone surrogate)") from None
+
+
+def decode_object(line: bytes) -> dict:
+    """One JSON object from a request line: at most MAX_LINE bytes, UTF-8, no duplicate keys,
+    no NaN, at most MAX_DEPTH deep, text that encodes back to UTF-8 (RequestError if not)."""
+    if len(line) > MAX_LINE:
+        raise RequestError(f"request: longer than {MAX_LINE} bytes")
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"request: not UTF-8 text (byte {exc.start})") from None
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except RecursionError:
+        raise RequestError(f"request: nested deeper than {MAX_DEPTH} levels") from None
+    except RequestError:
+        raise
+    except ValueError as exc:
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0][:100]
+        if "digits" in reason:  # Python's own cap on int("9" * 5000)
+            reason = "a number with thousands of digits"
+        raise RequestError(f"request: not JSON ({reason})") from None
+    if not isinstance(data, dict):
+        raise RequestError("request: must be a JSON object")
+    check_shape(data)
+    return data
+
+
+def decode_request(line: bytes) -> tuple[str, dict]:
+    """One request line as (verb, fields); RequestError (naming the field) if it is not one."""
+    data = decode_object(line)
+    if "verb" not in data:
+        raise RequestError("verb: missing (each line is a JSON object with a verb)")
+    verb = data.pop("verb")
+    if not isinstance(verb, str):
+        raise RequestError(f"verb: must be a string, not {_short(verb)}")
+    return verb, data
+
+
+def _fields(request: dict, allowed: tuple[str, ...] | frozenset[str]) -> None:
+    unknown = sorted(set(request) - set(allowed))
+    if unknown:
+        raise RequestError(f"{_label(unknown[0])}: unknown field")
+
+
+def _int(
+    request: dict, key: str, low: int, high: int, default: int | None = None, required=False
+) -> int | None:
     value = request.get(key, default)
-    if value is None:
+    if value is None and not required:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise RequestError(f"{key}: {value!r} is not a whole number from {low} to {high}")
+        raise RequestError(f"{key}: {_short(value)} is not a whole number from {low} to {high}")
     return value
 
 
-LAUNCH_KEYS = {"unit", "argv", "env", "cwd", "user", "cpus", "mem", "tasks_max", "runtime_sec",
-               "grace_sec", "sandbox", "capacity", "description", "restart"}  # fmt: skip
-SANDBOX_DEFAULTS = {"no_new_privileges": True, "private_tmp": True, "protect_system": "full",
-                    "dynamic_user": True}  # fmt: skip
+def check_unit(name: object) -> str:
+    if not isinstance(name, str) or not UNIT_NAME.fullmatch(name):
+        raise RequestError(
+            f"unit: {_short(name)} is not a meso unit name (meso-JOB_TASK_INDEX_ATTEMPT)"
+        )
+    return name
 
 
-def run_argv(request: dict) -> list[str]:
-    """The systemd-run argv for a launch request (pure; every field checked, nothing shelled)."""
-    unknown = set(request) - LAUNCH_KEYS
-    if unknown:
-        raise RequestError(f"{sorted(unknown)[0]}: unknown field")
+def env_error(key: object, value: object) -> tuple[bool, str] | None:
+    """Why a host refuses this environment variable, or None (spec.py asks the same).
+
+    The first item says whether it is about the value (else the name).
+    """
+    if not isinstance(key, str) or not ENV_NAME.fullmatch(key):
+        return False, (
+            f"{_short(key)} is not an environment variable name "
+            "(letters, digits and _, not starting with a digit, at most 256)"
+        )
+    if not isinstance(value, str):
+        return True, f"must be a string, not {_short(value)}"
+    if "\0" in value:
+        return True, "must not contain NUL characters"
+    size, limit = len(_arg(value)), MAX_ARG_BYTES - len(f"--setenv={key}=")
+    if size > limit:
+        return True, f"is {size} bytes, more than the {limit} a host takes for this variable"
+    return None
+
+
+def argv_error(argv: object) -> str | None:
+    """Why a host refuses this argv, or None (spec.py asks the same)."""
+    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+        return "must be a non-empty list of strings"
+    if not argv[0]:
+        return "must not start with an empty program name"
+    for index, arg in enumerate(argv):
+        if "\0" in arg:
+            return f"[{index}] must not contain NUL characters"
+        size = len(_arg(_escape(arg)))
+        if size > MAX_ARG_BYTES:
+            return f"[{index}] is {size} bytes, more than the {MAX_ARG_BYTES} a host takes"
+    return None
+
+
+def cwd_error(cwd: object) -> str | None:
+    """Why a host refuses this working directory, or None (spec.py asks the same)."""
+    if not isinstance(cwd, str) or not cwd.startswith("/"):
+        return "must be an absolute path (starting with /)"
+    if CONTROL.search(cwd):
+        return "must not contain control characters"
+    if ".." in cwd.split("/"):
+        return "must not contain .. (a normalized path)"
+    if len(_arg(cwd)) > MAX_PATH:
+        return f"must be at most {MAX_PATH} bytes"
+    return None
+
+
+def command_bytes(argv: list[str]) -> int:
+    """What an argv takes on a command line: every argument's bytes and its NUL."""
+    return sum(len(_arg(arg)) + 1 for arg in argv)
+
+
+def _arg(text: str) -> bytes:
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _escape(arg: str) -> str:
+    # systemd expands $VAR in ExecStart (not % specifiers, given over D-Bus); "$$" is a "$"
+    return arg.replace("$", "$$")
+
+
+# -- the node's policy ---------------------------------------------------------------------------
+
+
+class PolicyError(RequestError):
+    """A policy (file or request) that cannot be understood; nothing launches under it."""
+
+
+POLICY_KEYS = ("version", "comment", "allow_root", "task_users", "sandbox_minimum",
+               "default_limits", "max_tasks", "capacity", "reserve")  # fmt: skip
+
+
+def parse_policy(data: object, partial: bool = False) -> dict:
+    """A policy as the node uses it (pure): cpus in millicpus, sizes in bytes.
+
+    Every key is optional. A whole policy (a file) takes the built-in defaults for what it
+    leaves out; a partial one (a tightening sent on a connection) has only what it says.
+    """
+    try:
+        return _parse_policy(data, partial)
+    except PolicyError:
+        raise
+    except RequestError as exc:
+        raise PolicyError(str(exc)) from None
+
+
+def _parse_policy(data: object, partial: bool) -> dict:
+    if not isinstance(data, dict):
+        raise PolicyError("policy: must be a JSON object")
+    _fields(data, POLICY_KEYS)
+    base = {} if partial else _normalized_default()
+    out = dict(base)
+    version = data.get("version", 1)
+    if version != 1 or isinstance(version, bool):
+        raise PolicyError(f"version: {_short(version)} is not a policy version this host knows (1)")
+    if not isinstance(data.get("comment", ""), str):
+        raise PolicyError("comment: must be a string")
+    if "allow_root" in data:
+        if not isinstance(data["allow_root"], bool):
+            raise PolicyError("allow_root: must be true or false")
+        out["allow_root"] = data["allow_root"]
+    if "task_users" in data:
+        users = data["task_users"]
+        if not isinstance(users, list) or len(users) > 1000:
+            raise PolicyError("task_users: must be a list of user names")
+        for user in users:
+            if not isinstance(user, str) or not USER_NAME.fullmatch(user):
+                raise PolicyError(f"task_users: {_short(user)} is not a user name")
+        out["task_users"] = sorted(set(users))
+    if "sandbox_minimum" in data:
+        given = data["sandbox_minimum"]
+        if not isinstance(given, dict):
+            raise PolicyError("sandbox_minimum: must be an object")
+        _fields(given, SANDBOX_KEYS)
+        minimum = dict(base.get("sandbox_minimum", {}))
+        for key, value in given.items():
+            minimum[key] = _sandbox_value(key, value, "sandbox_minimum")
+        out["sandbox_minimum"] = minimum
+    if "default_limits" in data:
+        out["default_limits"] = _limits(data["default_limits"], base.get("default_limits", {}))
+    if "max_tasks" in data:
+        out["max_tasks"] = _int(data, "max_tasks", 1, 10**6, required=True)
+    for key in ("capacity", "reserve"):
+        if key in data:
+            out[key] = _amounts(data[key], key, base.get(key, {}), nullable=key == "capacity")
+    if not partial:
+        limits = out["default_limits"]
+        limits["tasks_max"] = min(limits["tasks_max"], out["max_tasks"])
+    return out
+
+
+def _normalized_default() -> dict:
+    return {
+        "allow_root": False,
+        "task_users": [],
+        "sandbox_minimum": dict(DEFAULT_POLICY["sandbox_minimum"]),
+        "default_limits": {"cpus": 100, "mem": 128 << 20, "tasks_max": 512},
+        "max_tasks": DEFAULT_POLICY["max_tasks"],
+        "capacity": {"cpus": None, "mem": None},
+        "reserve": {"cpus": 0, "mem": 0},
+    }
+
+
+def _sandbox_value(key: str, value: object, where: str) -> bool | str:
+    if key == "protect_system":
+        if value is False:
+            return "no"
+        if value is True:
+            return "yes"
+        if value not in PROTECT_SYSTEM:
+            raise RequestError(
+                f"{where}.protect_system: no, yes, full or strict, not {_short(value)}"
+            )
+        return str(value)
+    if not isinstance(value, bool):
+        raise RequestError(f"{where}.{key}: must be true or false, not {_short(value)}")
+    return value
+
+
+def _limits(given: object, base: dict) -> dict:
+    if not isinstance(given, dict):
+        raise PolicyError("default_limits: must be an object with cpus, mem and tasks_max")
+    _fields(given, ("cpus", "mem", "tasks_max"))
+    out = dict(base)
+    if "cpus" in given:
+        out["cpus"] = parse_cpus(given["cpus"], "default_limits.cpus")
+        if not out["cpus"]:
+            raise PolicyError("default_limits.cpus: must be more than 0")
+    if "mem" in given:
+        out["mem"] = parse_size(given["mem"], "default_limits.mem")
+        if out["mem"] < 1 << 20:
+            raise PolicyError("default_limits.mem: must be at least 1MiB")
+    if "tasks_max" in given:
+        out["tasks_max"] = _int(given, "tasks_max", 1, 10**6, required=True)
+    return out
+
+
+def _amounts(given: object, key: str, base: dict, nullable: bool) -> dict:
+    if not isinstance(given, dict):
+        raise PolicyError(f"{key}: must be an object with cpus and mem")
+    _fields(given, ("cpus", "mem"))
+    out = dict(base)
+    for name, parse in (("cpus", parse_cpus), ("mem", parse_size)):
+        if name in given:
+            value = given[name]
+            out[name] = None if value is None and nullable else parse(value, f"{key}.{name}")
+    return out
+
+
+def tighten(policy: dict, layer: dict) -> dict:
+    """`policy` as `layer` (a partial policy) narrows it; nothing in `layer` can widen it."""
+    out = {**policy, "sandbox_minimum": dict(policy["sandbox_minimum"]),
+           "default_limits": dict(policy["default_limits"]),
+           "cap": dict(policy.get("cap", {}))}  # fmt: skip
+    if "allow_root" in layer:
+        out["allow_root"] = policy["allow_root"] and layer["allow_root"]
+    if "task_users" in layer:
+        out["task_users"] = sorted(set(policy["task_users"]) & set(layer["task_users"]))
+    for key, value in layer.get("sandbox_minimum", {}).items():
+        out["sandbox_minimum"][key] = _stricter(key, out["sandbox_minimum"][key], value)
+    for key, value in layer.get("default_limits", {}).items():
+        out["default_limits"][key] = min(out["default_limits"][key], value)
+    if "max_tasks" in layer:
+        out["max_tasks"] = min(policy["max_tasks"], layer["max_tasks"])
+    out["default_limits"]["tasks_max"] = min(out["default_limits"]["tasks_max"], out["max_tasks"])
+    for key in ("cpus", "mem"):  # a capacity in a layer caps; its reserve adds to the host's
+        value = layer.get("capacity", {}).get(key)
+        if value is not None:
+            out["cap"][key] = min(value, out["cap"].get(key, value))
+        if key in layer.get("reserve", {}):
+            out["reserve"] = {
+                **out["reserve"],
+                key: max(out["reserve"][key], layer["reserve"][key]),
+            }
+    return out
+
+
+def _stricter(key: str, a: bool | str, b: bool | str) -> bool | str:
+    if key == "protect_system":
+        return max(a, b, key=PROTECT_SYSTEM.index)  # type: ignore[arg-type]
+    return bool(a or b)
+
+
+def node_capacity(policy: dict, measured: dict[str, int]) -> dict[str, int]:
+    """What this host admits against: the policy's capacity (or what it measured), less the
+    reserve, within any cap a connection set (pure)."""
+    out = {}
+    for key in ("cpus", "mem"):
+        declared = policy["capacity"].get(key)
+        total = measured.get(key, 0) if declared is None else declared
+        amount = max(0, total - policy["reserve"].get(key, 0))
+        cap = policy.get("cap", {}).get(key)
+        out[key] = amount if cap is None else min(amount, cap)
+    return out
+
+
+def describe_policy(policy: dict, source: str) -> dict:
+    """The policy in force, for answers (cpus in millicpus, sizes in bytes)."""
+    return {**{k: v for k, v in policy.items() if k != "cap"}, "source": source,
+            "connection_cap": policy.get("cap", {})}  # fmt: skip
+
+
+# -- launching -----------------------------------------------------------------------------------
+
+LAUNCH_KEYS = ("unit", "argv", "env", "cwd", "user", "cpus", "mem", "tasks_max", "runtime_sec",
+               "grace_sec", "sandbox", "capacity", "description", "restart")  # fmt: skip
+
+
+def plan_launch(
+    request: dict,
+    policy: dict | None = None,
+    lookup_user=None,
+    systemd: int = 252,
+) -> tuple[list[str], dict[str, int]]:
+    """The systemd-run argv for a launch request under `policy`, and the limits it gives the
+    task (pure but for the user lookup; every field checked, nothing shelled).
+
+    A task always gets CPUQuota, MemoryMax (no swap) and TasksMax: the request's, else the
+    policy's defaults. It runs as a DynamicUser, as a user on the policy's allow-list, or as
+    root where the policy allows it. Its sandbox is the request's, which may only be stricter
+    than the policy's minimum. On systemd >= 250 it has ExitType=cgroup: the unit (and the task)
+    ends when its whole cgroup is empty, not when its main process exits, so processes it left
+    behind keep it running and holding its resources (and RuntimeMaxSec and `stop` still reach
+    them); stopping the unit instead once the main process exits would kill a task's
+    legitimate children, and reporting it ended while they live would let admission hand its
+    resources to another task. On older systemd, status reads the unit's cgroup for the same
+    answer (see cgroup_populated).
+    """
+    policy = policy if policy is not None else parse_policy({})
+    _fields(request, LAUNCH_KEYS)
     unit = check_unit(request.get("unit"))
     argv = request.get("argv")
-    if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-        raise RequestError("argv: must be a non-empty list of strings")
-    if any("\0" in a for a in argv) or not argv[0]:
-        raise RequestError("argv: must not hold NUL characters or an empty program")
+    problem = argv_error(argv)
+    if problem:
+        raise RequestError(f"argv: {problem}")
     out = ["systemd-run", f"--unit={unit}", "--quiet"]
     restart = request.get("restart", "no")
     if restart not in ("no", "always", "on-failure"):
-        raise RequestError("restart: no, always or on-failure")
+        raise RequestError(f"restart: no, always or on-failure, not {_short(restart)}")
     if restart == "no":  # a task: it stays loaded after it ends, with its exit status
         out.append("--property=RemainAfterExit=yes")
     else:  # a service instance: systemd restarts it on this host
         out += [f"--property=Restart={restart}", "--property=RestartSec=1"]
+    if systemd >= EXIT_TYPE_CGROUP:
+        out.append("--property=ExitType=cgroup")
     description = request.get("description", unit)
-    if not isinstance(description, str) or "\n" in description or len(description) > 200:
-        raise RequestError("description: must be one line of text")
+    if not isinstance(description, str) or CONTROL.search(description) or len(description) > 200:
+        raise RequestError("description: must be one line of text, at most 200 characters")
     out.append(f"--description={description}")
-    env = request.get("env") or {}
+    env = request.get("env")
+    env = {} if env is None else env
     if not isinstance(env, dict):
-        raise RequestError("env: must be a mapping")
+        raise RequestError("env: must be an object of names to strings")
     for key, value in sorted(env.items()):
-        if not ENV_NAME.match(str(key)) or not isinstance(value, str) or "\0" in value:
-            raise RequestError(f"env: {key!r} is not a variable name with a string value")
+        problem = env_error(key, value)
+        if problem:
+            raise RequestError(f"env.{key}: {problem[1]}" if problem[0] else f"env: {problem[1]}")
         out.append(f"--setenv={key}={value}")
     cwd = request.get("cwd")
     if cwd is not None:
-        if not isinstance(cwd, str) or not cwd.startswith("/") or "\0" in cwd:
-            raise RequestError("cwd: must be an absolute path")
+        problem = cwd_error(cwd)
+        if problem:
+            raise RequestError(f"cwd: {problem}")
         out.append(f"--working-directory={cwd}")
-    sandbox = dict(SANDBOX_DEFAULTS)
-    given = request.get("sandbox") or {}
-    if not isinstance(given, dict) or set(given) - set(SANDBOX_DEFAULTS):
-        raise RequestError(f"sandbox: fields are {sorted(SANDBOX_DEFAULTS)}")
-    sandbox.update(given)
-    user = request.get("user")
-    if user is not None:
-        if not isinstance(user, str) or not USER_NAME.match(user):
-            raise RequestError(f"user: {user!r} is not a user name")
-        out.append(f"--uid={user}")
-    elif sandbox["dynamic_user"] is True:
-        out.append("--property=DynamicUser=yes")
+    sandbox = _sandbox(request.get("sandbox"), policy["sandbox_minimum"])
+    out += _identity(request.get("user"), sandbox, policy, lookup_user or _lookup_user)
     for key, prop in (("no_new_privileges", "NoNewPrivileges"), ("private_tmp", "PrivateTmp")):
-        if sandbox[key] is True:
+        if sandbox[key]:
             out.append(f"--property={prop}=yes")
-    if not all(isinstance(sandbox[k], bool) for k in SANDBOX_DEFAULTS if k != "protect_system"):
-        raise RequestError("sandbox: dynamic_user, no_new_privileges, private_tmp are true/false")
-    if sandbox["protect_system"] not in ("full", "strict", False, "no"):
-        raise RequestError("sandbox.protect_system: full, strict or no")
-    if sandbox["protect_system"] in ("full", "strict"):
+    if sandbox["protect_system"] != "no":
         out.append(f"--property=ProtectSystem={sandbox['protect_system']}")
-    cpus = _int(request, "cpus", 1, 10**6)
-    if cpus is not None:
-        out.append(f"--property=CPUQuota={cpus / 10:g}%")
-    mem = _int(request, "mem", 1 << 20, 1 << 50)
-    if mem is not None:
-        out += [f"--property=MemoryMax={mem}", "--property=MemorySwapMax=0"]
-    tasks = _int(request, "tasks_max", 1, 10**6)
-    if tasks is not None:
-        out.append(f"--property=TasksMax={tasks}")
+    limits = _task_limits(request, policy)
+    out += [f"--property=CPUQuota={limits['cpus'] / 10:g}%",
+            f"--property=MemoryMax={limits['mem']}", "--property=MemorySwapMax=0",
+            f"--property=TasksMax={limits['tasks_max']}", "--property=OOMPolicy=stop"]  # fmt: skip
     runtime = _int(request, "runtime_sec", 1, 10**8)
     if runtime is not None:
         out.append(f"--property=RuntimeMaxSec={runtime}")
     grace = _int(request, "grace_sec", 0, 3600, default=10)
     out.append(f"--property=TimeoutStopSec={grace}")
-    # systemd expands $VAR in ExecStart (not % specifiers, given over D-Bus); "$$" is a "$"
-    return [*out, "--", *(arg.replace("$", "$$") for arg in argv)]
+    _capacity_field(request.get("capacity"))
+    out = [*out, "--", *(_escape(arg) for arg in argv)]
+    size = command_bytes(out)
+    if size > MAX_COMMAND_BYTES:
+        raise RequestError(
+            f"argv: with env the command line is {size} bytes, more than the "
+            f"{MAX_COMMAND_BYTES} a host takes"
+        )
+    return out, limits
 
 
-def admission_error(units: list[dict], request: dict) -> str | None:
-    """Why the task would take the host past its capacity, given the meso units on it (pure).
+def run_argv(request: dict, policy: dict | None = None, lookup_user=None) -> list[str]:
+    """The systemd-run argv alone (see plan_launch)."""
+    return plan_launch(request, policy, lookup_user)[0]
 
-    Units that still hold resources count with their limits; finished ones do not.
-    """
-    capacity = request.get("capacity")
-    if not capacity:
-        return None
-    for key, field in (("cpus", "millicpus"), ("mem", "memory_max")):
-        limit = capacity.get(key)
-        need = request.get(key) or 0
-        if limit is None or not need:
+
+def _sandbox(given: object, minimum: dict) -> dict:
+    """The request's sandbox: each option as given (never below the minimum), else the
+    stricter of the default and the minimum."""
+    given = {} if given is None else given
+    if not isinstance(given, dict):
+        raise RequestError(f"sandbox: must be an object with fields {list(SANDBOX_KEYS)}")
+    unknown = sorted(set(given) - set(SANDBOX_KEYS))
+    if unknown:
+        raise RequestError(
+            f"sandbox.{_label(unknown[0])}: unknown field (fields are {list(SANDBOX_KEYS)})"
+        )
+    out = {}
+    for key in SANDBOX_KEYS:
+        floor = minimum[key]
+        if key not in given:
+            out[key] = _stricter(key, SANDBOX_DEFAULTS[key], floor)
             continue
-        held = sum((u.get(field) or 0) for u in units
-                   if u.get("active") in ("active", "activating", "deactivating", "reloading")
-                   and u.get("sub") != "exited")  # fmt: skip
-        if held + need > limit:
+        value = _sandbox_value(key, given[key], "sandbox")
+        if _stricter(key, value, floor) != value:
+            raise RequestError(
+                f"sandbox.{key}: {_short(given[key])} is looser than this host's minimum "
+                f"({_short(floor)}); a request may only tighten the sandbox"
+            )
+        out[key] = value
+    return out
+
+
+def _identity(user: object, sandbox: dict, policy: dict, lookup_user) -> list[str]:
+    """Who the task runs as: a DynamicUser, an allow-listed user, or root where allowed."""
+    if user is None:
+        if sandbox["dynamic_user"]:
+            return ["--property=DynamicUser=yes"]
+        if not policy["allow_root"]:
+            raise RequestError(
+                "sandbox.dynamic_user: false without a user runs the task as root, which "
+                "this host's policy does not allow"
+            )
+        return []
+    if not isinstance(user, str) or not USER_NAME.fullmatch(user):
+        raise RequestError(f"user: {_short(user)} is not a user name")
+    if policy["sandbox_minimum"]["dynamic_user"]:
+        raise RequestError(f"user: this host runs tasks only as a DynamicUser, not {user!r}")
+    found = lookup_user(user)
+    if found is None:
+        raise RequestError(f"user: {user!r} does not exist on this host")
+    if 0 in found:
+        if not policy["allow_root"]:
+            raise RequestError(f"user: {user!r} is root, which this host's policy does not allow")
+    elif user not in policy["task_users"]:
+        allowed = ", ".join(policy["task_users"]) or "none"
+        raise RequestError(
+            f"user: {user!r} is not allowed on this host (a DynamicUser, or one of: {allowed})"
+        )
+    return [f"--uid={user}"]
+
+
+def _task_limits(request: dict, policy: dict) -> dict[str, int]:
+    defaults = policy["default_limits"]
+    cpus = _int(request, "cpus", 1, 10**6)
+    mem = _int(request, "mem", 1 << 20, 1 << 50)
+    tasks = _int(request, "tasks_max", 1, 10**6)
+    if tasks is not None and tasks > policy["max_tasks"]:
+        raise RequestError(
+            f"tasks_max: {tasks} is more than this host allows ({policy['max_tasks']})"
+        )
+    return {
+        "cpus": defaults["cpus"] if cpus is None else cpus,
+        "mem": defaults["mem"] if mem is None else mem,
+        "tasks_max": defaults["tasks_max"] if tasks is None else tasks,
+    }
+
+
+def _capacity_field(capacity: object) -> dict[str, int]:
+    """The controller's idea of the host's capacity (old controllers send it): it can only
+    lower what this host admits against."""
+    if capacity is None:
+        return {}
+    if not isinstance(capacity, dict):
+        raise RequestError("capacity: must be an object with cpus and mem")
+    _fields(capacity, ("cpus", "mem"))
+    out = {}
+    for key in ("cpus", "mem"):
+        value = capacity.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1 << 60:
+            raise RequestError(f"capacity.{key}: {_short(value)} is not a whole number")
+        out[key] = value
+    return out
+
+
+def admission_error(
+    units: list[dict], need: dict[str, int], capacity: dict[str, int]
+) -> str | None:
+    """Why the task would take the host past `capacity`, given the meso units on it (pure).
+
+    Units that still hold resources (staging, running: see HOLDS_RESOURCES) count with their
+    limits; ended ones do not.
+    """
+    for key, field in (("cpus", "millicpus"), ("mem", "memory_max")):
+        held = sum((u.get(field) or 0) for u in units if u.get("state") in HOLDS_RESOURCES)
+        if held + need[key] > capacity[key]:
             return (
                 f"admission: {key} would exceed the host's capacity "
-                f"({held} held + {need} > {limit})"
+                f"({held} held + {need[key]} > {capacity[key]})"
             )
     return None
+
+
+# -- the host: reading facts, running systemd ----------------------------------------------------
+
+
+def _run(argv: list[str]) -> str:
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    return done.stdout
+
+
+def _systemd_run(argv: list[str]) -> subprocess.CompletedProcess:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    except OSError as exc:
+        if exc.errno == errno.E2BIG:
+            raise RequestError("argv: the command line is too long for this host") from None
+        raise
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+def _lookup_user(name: str) -> tuple[int, int] | None:
+    import pwd
+
+    try:
+        entry = pwd.getpwnam(name)
+    except KeyError:
+        return None
+    return entry.pw_uid, entry.pw_gid
+
+
+_SYSTEMD: list[int] = []
+
+
+def systemd_version() -> int:
+    if not _SYSTEMD:
+        _SYSTEMD.append(parse_systemd_version(_run(["systemctl", "--version"])))
+    return _SYSTEMD[0]
+
+
+def cgroup_populated(control_group: str) -> bool | None:
+    """Whether processes are left in a unit's cgroup (v2, hybrid or v1), None if unknown."""
+    if not control_group.startswith("/") or ".." in control_group.split("/"):
+        return None
+    for root in ("/sys/fs/cgroup", "/sys/fs/cgroup/unified"):
+        try:
+            return parse_populated(_read(f"{root}{control_group}/cgroup.events"))
+        except OSError:
+            continue
+    try:
+        return bool(_read(f"/sys/fs/cgroup/systemd{control_group}/cgroup.procs").strip())
+    except OSError:
+        return None
+
+
+def _state(props: dict[str, str]) -> dict:
+    """A shown unit's task state; a unit whose main process exited is still running while
+    processes are left in its cgroup (only without ExitType=cgroup, on old systemd)."""
+    state = task_state(props)
+    exited = props.get("SubState") == "exited" and props.get("ActiveState") == "active"
+    if exited and cgroup_populated(props.get("ControlGroup", "")):
+        state["state"] = "running"
+    return state
 
 
 def _show(units: list[str]) -> list[dict[str, str]]:
@@ -290,38 +929,110 @@ def _show(units: list[str]) -> list[dict[str, str]]:
                             *units]))  # fmt: skip
 
 
-def status(request: dict) -> dict:
+def measure() -> dict[str, int]:
+    """This host's CPUs (millicpus) and memory (bytes), as the kernel reports them."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cpus = os.cpu_count() or 1
+    memory = parse_meminfo(_read("/proc/meminfo"))
+    return {"cpus": cpus * 1000, "mem": memory.get("MemTotal", 0)}
+
+
+def load_policy(path: str | None = None) -> tuple[dict, str]:
+    """The host's policy (its file, or the built-in defaults if there is none) and where it
+    came from. A file that is not root's alone or does not parse is refused (PolicyError):
+    nothing launches until it is fixed."""
+    path = path or POLICY_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return parse_policy({}), "built-in defaults"
+    except OSError as exc:
+        raise PolicyError(f"policy: {path}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        parent = os.stat(os.path.dirname(path))
+        for what, st in (("file", info), ("directory", parent)):
+            if st.st_uid != 0 or st.st_mode & 0o022:
+                raise PolicyError(
+                    f"policy: {path}: the {what} must be owned by root and writable by root only"
+                )
+        if not stat.S_ISREG(info.st_mode):
+            raise PolicyError(f"policy: {path}: not a regular file")
+        data = os.read(fd, MAX_POLICY_BYTES + 1)
+    finally:
+        os.close(fd)
+    return parse_policy_bytes(data, path), path
+
+
+def parse_policy_bytes(data: bytes, path: str) -> dict:
+    if len(data) > MAX_POLICY_BYTES:
+        raise PolicyError(f"policy: {path}: more than {MAX_POLICY_BYTES} bytes")
+    try:
+        parsed = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates,
+                            parse_constant=_no_constant)  # fmt: skip
+        check_shape(parsed, "policy")
+        return parse_policy(parsed)
+    except RecursionError:
+        raise PolicyError(f"policy: {path}: nested too deep") from None
+    except RequestError as exc:
+        raise PolicyError(f"policy: {path}: {exc}") from None
+    except ValueError as exc:  # not UTF-8, not JSON
+        raise PolicyError(f"policy: {path}: not JSON ({str(exc).splitlines()[0][:100]})") from None
+
+
+class Session:
+    """One caller: the host's policy, tightened by what this connection sent (`policy`)."""
+
+    def __init__(self) -> None:
+        self.layers: list[dict] = []
+
+    def policy(self) -> tuple[dict, str]:
+        policy, source = load_policy()
+        for layer in self.layers:
+            policy = tighten(policy, layer)
+        return policy, source + (" (tightened by this connection)" if self.layers else "")
+
+
+def status(request: dict, session: Session | None = None) -> dict:
+    _fields(request, ("unit",))
     unit = check_unit(request.get("unit"))
-    return task_state(_show([f"{unit}.service"])[0])
+    shown = _show([f"{unit}.service"])
+    return _state(shown[0] if shown else {"Id": f"{unit}.service"})
 
 
-def launch(request: dict) -> dict:
+def launch(request: dict, session: Session | None = None) -> dict:
     """Start the task unless its unit exists already (then report it: launching is idempotent).
 
     Under a host-wide lock, admission adds the request to what earlier launches were given
-    (a ledger in /run) and, only if that would pass the capacity, rechecks against the units
-    really holding resources; so two controllers racing for a host cannot overcommit it.
+    (a ledger in /run) and, only if that would pass the host's capacity, rechecks against the
+    units really holding resources; so two controllers racing for a host cannot overcommit it.
+    The capacity is this host's own (policy, or measured, less the reserve); a `capacity` in
+    the request can only lower it.
     """
-    argv = run_argv(request)
+    policy, _ = (session or Session()).policy()
+    argv, limits = plan_launch(request, policy, systemd=systemd_version())
     unit = request["unit"]
+    capacity = node_capacity(policy, measure())
+    for key, value in _capacity_field(request.get("capacity")).items():
+        capacity[key] = min(capacity[key], value)
     os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
     with open(LEDGER + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         ledger = _read_ledger()
-        entry = {
-            "unit": f"{unit}.service",
-            "millicpus": request.get("cpus"),
-            "memory_max": request.get("mem"),
-            "active": "active",
-            "sub": "running",
-        }
-        if admission_error(ledger, request):
-            ledger = [u for u in meso_units() if u["state"] in ("running", "staging")]
-            error = admission_error(ledger, request)
+        entry = {"unit": f"{unit}.service", "state": "running", "millicpus": limits["cpus"],
+                 "memory_max": limits["mem"]}  # fmt: skip
+        if ledger is None or admission_error(ledger, limits, capacity):
+            ledger = [u for u in meso_units() if u["state"] in HOLDS_RESOURCES]
+            error = admission_error(ledger, limits, capacity)
             if error:
                 _write_ledger(ledger)
+                current = status({"unit": unit})
+                if current["state"] != "unknown":
+                    return {**current, "existed": True}
                 raise RequestError(error)
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+        done = _systemd_run(argv)
         if done.returncode != 0:
             current = status({"unit": unit})
             if current["state"] != "unknown":
@@ -331,62 +1042,78 @@ def launch(request: dict) -> dict:
         _write_ledger([*ledger, entry])
     # systemd-run returns once the service has started: it runs (or already ran)
     return {"unit": f"{unit}.service", "state": "running", "exit_code": None, "signal": None,
-            "reason": None, "restarts": 0, "existed": False}  # fmt: skip
+            "reason": None, "restarts": 0, "existed": False, "limits": limits}  # fmt: skip
 
 
-def _read_ledger() -> list[dict]:
+def _read_ledger() -> list[dict] | None:
+    """The ledger, or None if there is none or it is not ours (then units are counted)."""
     try:
         with open(LEDGER) as f:
-            return json.load(f)
+            ledger = json.load(f)
     except (OSError, ValueError):
-        return []
+        return None
+    if not isinstance(ledger, list) or not all(
+        isinstance(u, dict) and u.get("state") in HOLDS_RESOURCES for u in ledger
+    ):
+        return None
+    return ledger
 
 
 def _write_ledger(units: list[dict]) -> None:
+    keep = [{k: u.get(k) for k in ("unit", "state", "millicpus", "memory_max")} for u in units]
     with open(LEDGER + ".tmp", "w") as f:
-        json.dump(units, f)
+        json.dump(keep, f)
     os.replace(LEDGER + ".tmp", LEDGER)
 
 
-def stop(request: dict) -> dict:
+def stop(request: dict, session: Session | None = None) -> dict:
     """Stop a task (SIGTERM, SIGKILL after its grace) and unload it; report how it ended."""
-    unit = check_unit(request.get("unit"))
-    before = status({"unit": unit})
+    before = status(request)
+    unit = request["unit"]
     _run(["systemctl", "stop", f"{unit}.service"])
     _run(["systemctl", "reset-failed", f"{unit}.service"])
-    if before["state"] in ("running", "staging"):
+    if before["state"] in HOLDS_RESOURCES:
         return {**before, "state": "killed"}
     return before
 
 
-def forget(request: dict) -> dict:
+def forget(request: dict, session: Session | None = None) -> dict:
     """Unload a unit that has ended, once the controller has stored how it ended."""
-    unit = check_unit(request.get("unit"))
-    current = status({"unit": unit})
-    if current["state"] in ("running", "staging"):
+    current = status(request)
+    unit = request["unit"]
+    if current["state"] in HOLDS_RESOURCES:
         raise RequestError(f"unit: {unit} is still {current['state']}; stop it instead")
     _run(["systemctl", "stop", f"{unit}.service"])
     _run(["systemctl", "reset-failed", f"{unit}.service"])
     return current
 
 
-def list_units(request: dict | None = None) -> dict:
+def list_units(request: dict | None = None, session: Session | None = None) -> dict:
+    _fields(request or {}, ())
     listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
                    "--type=service", f"{UNIT_PREFIX}*"])  # fmt: skip
     names = [line.split()[0] for line in listed.splitlines() if line.strip()]
     shown = _show(names) if names else []
-    return {"boot": boot_identity(), "units": [{**task_state(p), **unit_limits(p)} for p in shown]}
+    units = [{**_state(p), **unit_limits(p)} for p in shown]
+    return {"boot": boot_identity(), "units": units}
+
+
+def logs_argv(request: dict) -> list[str]:
+    """journalctl's argv for a logs request: the task's own output, not systemd's lines."""
+    _fields(request, ("unit", "lines", "follow"))
+    unit = check_unit(request.get("unit"))
+    lines = _int(request, "lines", 1, 1_000_000, default=1000)
+    follow = request.get("follow", False)
+    if not isinstance(follow, bool):
+        raise RequestError(f"follow: must be true or false, not {_short(follow)}")
+    argv = ["journalctl", f"_SYSTEMD_UNIT={unit}.service", "--output=cat", "--no-pager",
+            f"--lines={lines}"]  # fmt: skip
+    return [*argv, "--follow"] if follow else argv
 
 
 def logs(request: dict) -> None:
     """Replace this process with journalctl for the unit (its output goes straight out)."""
-    unit = check_unit(request.get("unit"))
-    lines = _int(request, "lines", 1, 1_000_000, default=1000)
-    # the task's own output, not systemd's lines about the unit
-    argv = ["journalctl", f"_SYSTEMD_UNIT={unit}.service", "--output=cat", "--no-pager",
-            f"--lines={lines}"]  # fmt: skip
-    if request.get("follow") is True:
-        argv.append("--follow")
+    argv = logs_argv(request)
     sys.stdout.flush()
     os.execvp("journalctl", argv)  # noqa: S606 - argv list, no shell
 
@@ -399,30 +1126,26 @@ def boot_identity() -> str:
     return f"{boot_id}/{start}"
 
 
-def _run(argv: list[str]) -> str:
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
-    return done.stdout
-
-
-def _read(path: str) -> str:
-    with open(path) as f:
-        return f.read()
-
-
 def meso_units() -> list[dict]:
     return list_units()["units"]
 
 
-def sample(request: dict | None = None) -> dict:
+def sample(request: dict | None = None, session: Session | None = None) -> dict:
+    """Facts about this host, its meso units, and the capacity it admits launches against
+    (0 when its policy file is broken: nothing launches there)."""
+    _fields(request or {}, ())
     memory = parse_meminfo(_read("/proc/meminfo"))
     disk = os.statvfs("/")
+    measured = measure()
     try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cpus = os.cpu_count() or 1
+        policy, source = (session or Session()).policy()
+        capacity = node_capacity(policy, measured)
+        described = describe_policy(policy, source)
+    except PolicyError as exc:
+        capacity, described = {"cpus": 0, "mem": 0}, {"error": str(exc)}
     return {
         "hostname": os.uname().nodename,
-        "cpus": cpus,
+        "cpus": measured["cpus"] // 1000,
         "mem_total": memory.get("MemTotal", 0),
         "mem_available": memory.get("MemAvailable", memory.get("MemFree", 0)),
         "disk_total": disk.f_blocks * disk.f_frsize,
@@ -431,43 +1154,95 @@ def sample(request: dict | None = None) -> dict:
         "boot_id": _read("/proc/sys/kernel/random/boot_id").strip(),
         "boot": boot_identity(),
         "cgroup": parse_cgroup_mode(_read("/proc/mounts")),
-        "systemd": parse_systemd_version(_run(["systemctl", "--version"])),
+        "systemd": systemd_version(),
         "units": meso_units(),
+        "capacity": capacity,
+        "policy": described,
     }
+
+
+def policy_verb(request: dict, session: Session | None = None) -> dict:
+    """The policy in force; {"policy": {...}} first tightens it for this session."""
+    _fields(request, ("policy",))
+    session = session if session is not None else Session()
+    if "policy" in request:
+        try:
+            layer = parse_policy(request["policy"], partial=True)
+        except RequestError as exc:
+            message = str(exc) if str(exc).startswith("policy") else f"policy.{exc}"
+            raise RequestError(message) from None
+        session.layers.append(layer)
+    policy, source = session.policy()
+    return {"policy": describe_policy(policy, source)}
 
 
 VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_units, "stop": stop,
          "forget": forget}  # fmt: skip
+SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 
-def answer(verb: str, request: dict) -> dict:
-    """One request's answer: {"ok": true, ...} or {"ok": false, "error": "..."}."""
-    if verb not in VERBS:
-        return {"ok": False, "error": f"verb: {verb!r} is not one of {sorted(VERBS)}"}
+def answer(verb: object, request: object, session: Session | None = None) -> dict:
+    """One request's answer: {"ok": true, ...} or {"ok": false, "error": "FIELD: ..."}.
+
+    Never raises: whatever goes wrong becomes one error answer.
+    """
     try:
-        return {"ok": True, **VERBS[verb](request)}
+        handler = VERBS.get(verb) or SESSION_VERBS.get(verb)  # type: ignore[call-overload]
+    except TypeError:  # an unhashable verb
+        handler = None
+    if handler is None:
+        return {"ok": False, "error": f"verb: {_short(verb)} is not one of {sorted(VERBS)}"}
+    if not isinstance(request, dict):
+        return {"ok": False, "error": "request: must be a JSON object"}
+    try:
+        return {"ok": True, **handler(request, session)}
+    except RequestError as exc:
+        return {"ok": False, "error": str(exc)[:2000]}
+    except Exception as exc:
+        return {
+            "ok": False,
+            "error": f"internal error: {type(exc).__name__}: {_short(str(exc), 200)}",
+        }
+
+
+def handle_line(line: bytes, session: Session) -> dict:
+    """The answer to one request line (never raises)."""
+    try:
+        verb, request = decode_request(line)
     except RequestError as exc:
         return {"ok": False, "error": str(exc)}
-    except Exception as exc:  # one JSON error, never a traceback on the wire
-        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+    except Exception as exc:
+        return {"ok": False, "error": f"request: {type(exc).__name__}"}
+    return answer(verb, request, session)
 
 
-def serve() -> int:
-    """Answer JSON-line requests until stdin closes (one warm process for many requests)."""
-    for line in sys.stdin:
-        try:
-            request = json.loads(line)
-            verb = request.pop("verb")
-        except (ValueError, KeyError, AttributeError):
-            reply = {"ok": False, "error": "each line must be a JSON object with a verb"}
+def serve(stdin=None, stdout=None) -> int:
+    """Answer JSON-line requests until stdin closes (one warm process for many requests).
+
+    A line is read MAX_LINE bytes at most; a longer one is skipped to its end, unread, and
+    refused. Every line gets exactly one answer line.
+    """
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    session = Session()
+    while True:
+        line = stdin.readline(MAX_LINE + 1)
+        if not line:
+            return 0
+        if len(line) > MAX_LINE:
+            while line and not line.endswith(b"\n"):
+                line = stdin.readline(1 << 16)
+            reply = {"ok": False, "error": f"request: longer than {MAX_LINE} bytes"}
         else:
-            reply = answer(verb, request)
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-    return 0
+            reply = handle_line(line, session)
+        try:
+            stdout.write(json.dumps(reply).encode() + b"\n")
+            stdout.flush()
+        except BrokenPipeError:
+            return 0
 
 
-SSH_VERBS = (*VERBS, "logs", "serve")
+SSH_VERBS = (*VERBS, "policy", "logs", "serve")
 
 
 def from_ssh(original: str | None) -> list[str]:
@@ -478,49 +1253,66 @@ def from_ssh(original: str | None) -> list[str]:
     """
     import shlex
 
+    refusal = f"this key runs only the meso node command ({', '.join(SSH_VERBS)})"
+    if original is None or len(original) > MAX_LINE + 64:
+        raise RequestError(refusal)
     try:
-        words = shlex.split(original or "")
+        words = shlex.split(original)
     except ValueError:
         words = []
     if not words or words[0] not in SSH_VERBS or len(words) > 2:
-        raise RequestError(f"this key runs only the meso node command ({', '.join(SSH_VERBS)})")
+        raise RequestError(refusal)
     return words
 
 
+def _print(reply: dict) -> None:
+    print(json.dumps(reply))
+
+
 def main(argv: list[str]) -> int:
+    try:
+        return _main(argv)
+    except Exception as exc:
+        _print({"ok": False, "error": f"internal error: {type(exc).__name__}"})
+        return 1
+
+
+def _main(argv: list[str]) -> int:
     if argv == ["--ssh"]:
         try:
             argv = from_ssh(os.environ.get("SSH_ORIGINAL_COMMAND"))
         except RequestError as exc:
-            print(json.dumps({"ok": False, "error": str(exc)}))
+            _print({"ok": False, "error": str(exc)})
             return 2
     if argv == ["serve"]:
         return serve()
+    if len(argv) == 2 and argv[0] == "check-policy":
+        try:
+            with open(argv[1], "rb") as f:
+                policy = parse_policy_bytes(f.read(MAX_POLICY_BYTES + 1), argv[1])
+        except (OSError, RequestError) as exc:
+            _print({"ok": False, "error": str(exc)})
+            return 1
+        _print({"ok": True, "policy": describe_policy(policy, argv[1])})
+        return 0
     if not argv or len(argv) > 2:
-        print(
-            json.dumps(
-                {
-                    "ok": False,
-                    "error": f"usage: nodecmd VERB [REQUEST] ({sorted(VERBS)}, logs, serve)",
-                }
-            )
-        )
+        _print({"ok": False,
+                "error": f"usage: nodecmd VERB [REQUEST] ({', '.join(SSH_VERBS)})"})  # fmt: skip
         return 2
     try:
-        request = json.loads(argv[1]) if len(argv) == 2 else {}
-        if not isinstance(request, dict):
-            raise ValueError
-    except ValueError:
-        print(json.dumps({"ok": False, "error": "REQUEST must be one JSON object"}))
+        raw = argv[1].encode("utf-8", "surrogateescape") if len(argv) == 2 else b"{}"
+        request = decode_object(raw)
+    except RequestError as exc:
+        _print({"ok": False, "error": str(exc)})
         return 2
     if argv[0] == "logs":
         try:
             logs(request)
         except RequestError as exc:
-            print(json.dumps({"ok": False, "error": str(exc)}))
+            _print({"ok": False, "error": str(exc)})
             return 2
     reply = answer(argv[0], request)
-    print(json.dumps(reply))
+    _print(reply)
     return 0 if reply["ok"] else 1
 
 

@@ -31,7 +31,7 @@ def test_ansible_lint_production_profile_passes():
     assert "Profile 'production' was required, and it passed" in output
 
 
-@pytest.mark.parametrize(("scenario", "tests"), [("node", 10), ("default", 17), ("controller", 10)])
+@pytest.mark.parametrize(("scenario", "tests"), [("node", 21), ("default", 23), ("controller", 10)])
 def test_molecule_scenario(scenario, tests):
     output = run("molecule", "test", "-s", scenario)
     for step in ("create", "converge", "idempotence", "verify", "destroy"):

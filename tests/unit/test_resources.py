@@ -8,6 +8,7 @@ from meso_agentless.core.resources import (
     ResourceError,
     count_ports,
     format_quantity,
+    parse_count,
     parse_cpus,
     parse_port_ranges,
     parse_resources,
@@ -101,3 +102,10 @@ def test_format_quantity():
     assert format_quantity("mem", 256 * 2**20) == "256MiB"
     assert format_quantity("mem", 3 * 2**29) == "1.5GiB"
     assert format_quantity("gpus", 2) == "2"
+
+
+@pytest.mark.parametrize("value", ["1e999999", 10**400, "9" * 5000, "1e31"])
+def test_absurd_quantities_are_refused_not_overflowed(value):
+    for parse in (parse_cpus, parse_size, parse_count):
+        with pytest.raises(ResourceError, match=r"absurdly large|not a size"):
+            parse(value, "x")

@@ -72,8 +72,11 @@ def test_launch_request_becomes_systemd_run_argv_with_limits_and_sandbox():
                      "--setenv=A=x y;$(id)", "--setenv=MESO_PORT0=31000",
                      "--setenv=MESO_INDEX=2", "--setenv=MESO_HOST=h1"):  # fmt: skip
         assert expected in argv
+    # relaxing the sandbox, or naming a user, takes a host whose policy allows it
     sandbox = {"protect_system": "no", "private_tmp": False}
-    relaxed = nodecmd.run_argv({**request, "user": "nobody", "sandbox": sandbox})
+    lenient = nodecmd.parse_policy({"task_users": ["nobody"], "sandbox_minimum": sandbox})
+    relaxed = nodecmd.run_argv({**request, "user": "nobody", "sandbox": sandbox}, lenient,
+                               lookup_user={"nobody": (65534, 65534)}.get)  # fmt: skip
     assert "--uid=nobody" in relaxed and "--property=DynamicUser=yes" not in relaxed
     assert not any("ProtectSystem" in a or "PrivateTmp" in a for a in relaxed)
 
@@ -89,7 +92,7 @@ def test_launch_request_becomes_systemd_run_argv_with_limits_and_sandbox():
         ({"cwd": "relative"}, "cwd: must be an absolute path"),
         ({"cpus": -5}, "cpus: -5 is not a whole number"),
         ({"properties": {"ExecStartPre": "/bin/sh"}}, "properties: unknown field"),
-        ({"sandbox": {"privileged": True}}, "sandbox: fields are"),
+        ({"sandbox": {"privileged": True}}, "sandbox.privileged: unknown field"),
     ],
 )
 def test_launch_requests_are_validated_field_by_field(change, message):
@@ -100,15 +103,15 @@ def test_launch_requests_are_validated_field_by_field(change, message):
 
 def test_admission_counts_units_that_hold_resources():
     units = [
-        {"active": "active", "sub": "running", "millicpus": 1500, "memory_max": 1 << 30},
-        {"active": "active", "sub": "exited", "millicpus": 2000, "memory_max": 1 << 30},  # done
-        {"active": "failed", "sub": "failed", "millicpus": 2000, "memory_max": None},  # done
+        {"state": "running", "millicpus": 1500, "memory_max": 1 << 30},
+        {"state": "staging", "millicpus": None, "memory_max": None},  # no limits: counts 0
+        {"state": "finished", "millicpus": 2000, "memory_max": 1 << 30},  # ended
+        {"state": "failed", "millicpus": 2000, "memory_max": None},  # ended
     ]
-    fits = {"cpus": 500, "mem": 1 << 30, "capacity": {"cpus": 2000, "mem": 4 << 30}}
-    assert nodecmd.admission_error(units, fits) is None
-    too_much = {**fits, "cpus": 501}
-    assert "admission: cpus would exceed" in nodecmd.admission_error(units, too_much)
-    assert nodecmd.admission_error(units, {"cpus": 10**6}) is None  # no capacity: no check
+    capacity = {"cpus": 2000, "mem": 4 << 30}
+    assert nodecmd.admission_error(units, {"cpus": 500, "mem": 1 << 30}, capacity) is None
+    too_much = nodecmd.admission_error(units, {"cpus": 501, "mem": 1 << 30}, capacity)
+    assert too_much == "admission: cpus would exceed the host's capacity (1500 held + 501 > 2000)"
 
 
 def test_reconcile_tells_unreachable_gone_missing_and_unknown():
