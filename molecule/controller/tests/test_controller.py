@@ -97,7 +97,7 @@ def test_the_key_and_token_are_its_own_and_its_config_is_read_only_to_it(host):
         secret = host.file(path)
         assert (secret.user, secret.group, secret.mode) == (USER, USER, 0o600), path
     directory = host.file(CONFIG_DIR)
-    assert (directory.user, directory.group, directory.mode) == ("root", USER, 0o750)
+    assert (directory.user, directory.group, directory.mode) == ("root", "root", 0o711)
     for name in ("inventory.yml", "config.yaml", "known_hosts"):
         config = host.file(f"{CONFIG_DIR}/{name}")
         assert (config.user, config.group, config.mode) == ("root", USER, 0o640), name
