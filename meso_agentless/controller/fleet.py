@@ -11,6 +11,7 @@ passes `on_change`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from meso_agentless.core.health import HostState, host_state
 from meso_agentless.errors import MesoError
 from meso_agentless.hosts.plane import NodeRefused, Plane, each_host
 
+log = logging.getLogger("meso.fleet")
 MAX_BACKOFF = 2.0  # a host that fails is asked again within this: back up within ~2 s of a heal
 CHECK_TICK = 0.5  # how often the checker looks for due health checks
 
@@ -169,7 +171,10 @@ class Fleet:
 
         def check_host(host: str) -> None:
             for unit, check in due[host]:
-                self._check(host, unit, check)
+                try:
+                    self._check(host, unit, check)
+                except Exception:  # a bug in one check must not stop the others
+                    log.exception("health check of %s on %s failed", unit, host)
 
         each_host(hosts, check_host)
 
@@ -203,6 +208,9 @@ class Fleet:
             error = None
         except MesoError as exc:  # Unreachable or NodeRefused: the same to the watcher
             facts, error = None, str(exc)
+        except Exception as exc:  # a bug here must not stop watching the host
+            log.exception("sampling %s failed", host)
+            facts, error = None, f"{type(exc).__name__}: {exc}"
         self.sampled(self.clock.monotonic() - asked, facts is not None)
         self._record(host, asked, facts, error)
 

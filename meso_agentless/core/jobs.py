@@ -114,7 +114,9 @@ def decide(
                 continue
             leaving = (move or {}).get((policy.name, index))
             if leaving is not None and a.state == TaskState.RUNNING and a.host == leaving:
-                out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=leaving))
+                # no `avoid`: the caller places nothing on a draining host, and once the drain
+                # is undone the host is as good as any
+                out.launch.append(Launch(policy.name, index, a.attempt + 1))
                 out.waiting += 1
                 out.running += 1
                 continue
@@ -127,7 +129,7 @@ def decide(
                 out.succeeded += 1
                 continue
             if a.reason == DRAINED:  # stopped by its host's drain: not a failure
-                out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
+                out.launch.append(Launch(policy.name, index, a.attempt + 1))
                 continue
             allowed = (
                 job_type == "service"

@@ -94,7 +94,7 @@ class ExecutionPlane:
         """Run a task's health check on its host: {"healthy": bool, "detail": str}."""
         self.host(host)
         try:
-            return self.checkers[host].request("health", timeout=timeout, **request)
+            return self.checkers[host].ask("health", request, timeout)
         except ssh.SSHError as exc:
             raise Unreachable(str(exc)) from exc
 
