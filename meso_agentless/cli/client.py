@@ -19,7 +19,8 @@ from meso_agentless.errors import MesoError, Unplaceable, UsageError
 if TYPE_CHECKING:
     from meso_agentless.spec import Job
 
-TIMEOUT = 130.0  # a kill waits for its tasks' grace periods on the controller's side
+TIMEOUT = 60.0  # for an answer (a submit runs a cycle first)
+CONNECT_TIMEOUT = 3.0  # a controller that does not take the connection: the next one is tried
 
 
 class ApiError(MesoError):
@@ -43,9 +44,12 @@ class Remote:
 
     def _connect(self, addr: str, timeout: float | None) -> http.client.HTTPConnection:
         parts = urlsplit(addr if "://" in addr else f"http://{addr}")
-        if parts.scheme not in ("http", "https") or not parts.hostname:
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            port = 0
+        if parts.scheme not in ("http", "https") or not parts.hostname or not port:
             raise UsageError(f"MESO_ADDR: {addr!r} is not http://HOST:PORT or https://HOST:PORT")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         if parts.scheme == "https":
             import ssl  # only for https: it costs start-up time
 
@@ -54,7 +58,7 @@ class Remote:
         return http.client.HTTPConnection(parts.hostname, port, timeout=timeout)
 
     def _open(
-        self, method: str, path: str, body: Any = None, timeout: float | None = None
+        self, method: str, path: str, body: Any = None, timeout: float | None = TIMEOUT
     ) -> http.client.HTTPResponse:
         """Send the request to the first controller that takes it; the response, unread."""
         payload = None if body is None else json.dumps(body).encode()
@@ -63,8 +67,10 @@ class Remote:
             headers["Content-Type"] = "application/json"
         reasons = []
         for addr in self.addrs:
-            connection = self._connect(addr, self.timeout if timeout is None else timeout)
+            connection = self._connect(addr, CONNECT_TIMEOUT)
             try:
+                connection.connect()
+                connection.sock.settimeout(timeout)  # type: ignore[union-attr]
                 connection.request(method, path, body=payload, headers=headers)
                 response = connection.getresponse()
             except (OSError, http.client.HTTPException) as exc:
@@ -72,9 +78,18 @@ class Remote:
                 reasons.append(f"{addr}: {exc.strerror or exc}" if isinstance(exc, OSError)
                                else f"{addr}: {exc}")  # fmt: skip
                 continue
-            if response.status >= 400:
-                body = _body_of(response.read())
+            if not response.getheader("content-type", "").startswith(("application/json",
+                                                                        "text/")):  # fmt: skip
                 connection.close()
+                reasons.append(f"{addr}: not a meso controller")
+                continue
+            if response.status >= 400:
+                raw = response.read()
+                connection.close()
+                if not response.getheader("content-type", "").startswith("application/json"):
+                    reasons.append(f"{addr}: not a meso controller (HTTP {response.status})")
+                    continue
+                body = _body_of(raw)
                 message = str(body.get("error") or "error")
                 if response.status == 401:
                     message += " (check MESO_TOKEN / MESO_TOKEN_FILE)"
@@ -142,10 +157,12 @@ class Remote:
         if index is not None:
             query["index"] = index
         path = f"/v1/jobs/{quote(name, safe='')}/logs?{urlencode(query)}"
-        response = self._open("GET", path, timeout=None if follow else self.timeout)
+        response = self._open("GET", path, timeout=None if follow else TIMEOUT)
         try:
             while chunk := response.read1(65536):
                 yield chunk
+        except (OSError, http.client.HTTPException) as exc:
+            raise MesoError(f"the log stream broke off: {exc}") from None
         finally:
             response.close()
 

@@ -260,7 +260,7 @@ def frameworks(ctx: click.Context, inventory: str | None, state: Path | None, ou
 
 @frameworks.command("set")
 @click.argument("name")
-@click.option("--weight", type=click.FloatRange(min=0, min_open=True, max=1e6), default=None)
+@click.option("--weight", type=click.FloatRange(min=0.001, max=1e6), default=None)
 @click.option("--quota", default=None, metavar="R=N,...",
               help="A maximum per resource, e.g. cpus=8,mem=32GiB (0 is a limit).")  # fmt: skip
 @click.pass_obj

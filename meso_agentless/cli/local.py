@@ -35,8 +35,10 @@ class Local:
             raise NotFound(f"no job {job!r}")
         return row.inventory
 
-    def _embedded(self, source: str, write: bool, on_event: Any = None) -> Embedded:
-        return Embedded(source, self.state, write=write, on_event=on_event)
+    def _embedded(
+        self, source: str, write: bool, on_event: Any = None, job: str | None = None
+    ) -> Embedded:
+        return Embedded(source, self.state, write=write, on_event=on_event, job=job)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -89,7 +91,8 @@ class Local:
     # -- changes -------------------------------------------------------------------------------
 
     def run(self, job: Job, detach: bool, on_event: Callable[[dict], None]) -> tuple[dict, Any]:
-        with self._embedded(self._source(), write=True, on_event=_adapt(on_event)) as e:
+        with self._embedded(self._source(), write=True, on_event=_adapt(on_event),
+                            job=job.job) as e:  # fmt: skip
             e.fleet.refresh()
             e.controller.tick(allocate_now=False)  # reconcile what earlier commands left
             row = e.controller.submit(job)
@@ -97,7 +100,8 @@ class Local:
             return e.service.job(job.job).model_dump(mode="json"), _outcome(outcome, e, job.job)
 
     def scale(self, name: str, task: str, count: int, on_event: Callable[[dict], None]) -> tuple:
-        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event)) as e:
+        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event),
+                            job=name) as e:  # fmt: skip
             e.fleet.refresh()
             e.controller.tick(allocate_now=False)
             row = e.controller.scale(name, task, count)
@@ -145,13 +149,16 @@ class Local:
             return {"stopped": e.controller.gc()}
 
     def set_framework(self, name: str, change: dict) -> dict:
-        from meso_agentless.core.resources import parse_resources
+        from meso_agentless.core.resources import ResourceError, parse_resources
 
         with self._embedded(self._source(), write=True) as e:
             e.service.known_framework(name)
             quota = None
             if change.get("quota") is not None:
-                quota = parse_resources(change["quota"], "quota", keep_zeros=True)
+                try:
+                    quota = parse_resources(change["quota"], "quota", keep_zeros=True)
+                except ResourceError as exc:
+                    raise UsageError(f"--{exc}") from None
             e.controller.set_framework(name, change.get("weight"), quota)
             e.fleet.refresh()
             return e.service.framework(name).model_dump(mode="json")

@@ -101,7 +101,7 @@ class Controller:
         *,
         replace_after: float | None = None,
         launch_timeout: float = 15.0,
-        stop_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
     ) -> None:
         self.store = store
         self.inventory = inventory
@@ -232,7 +232,9 @@ class Controller:
         def stop(target: tuple[str, str]) -> dict:
             host, unit = target
             try:
-                status = TaskStatus.of(self.plane.stop(host, unit, timeout=self.stop_timeout))
+                status = TaskStatus.of(
+                    self.plane.stop(host, unit, timeout=self.stop_timeout, wait=False)
+                )
             except (Unreachable, NodeRefused, ValueError) as exc:
                 return {"unit": unit, "host": host, "state": "unreachable", "reason": _short(exc)}
             self._acted[unit] = self.clock.monotonic()
@@ -371,8 +373,8 @@ class Controller:
                 trusted = view.asked is not None and view.asked > self._acted.get(row.unit, 0.0)
                 if view.state in (HostState.UP, HostState.SUSPECT) and not trusted:
                     continue  # the report was asked for before our last action on the unit
-                seen_raw = view.units.get(row.unit)
-                seen = _status(seen_raw)
+                answering = view.state in (HostState.UP, HostState.SUSPECT)
+                seen = _status(view.units.get(row.unit)) if answering else None
                 rebooted = boots.get(row.host) not in (None, view.boot)
                 if (
                     seen is not None
@@ -590,22 +592,28 @@ class Controller:
         started = self.clock.monotonic()
         tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in self.nodes]
         hosts = self.placeable_hosts(views, tracked)
-        specs = {job.name: Job.model_validate(job.spec) for job, _ in fresh}
+        jobs_by_name = {job.name: job for job, _ in fresh}
+        bases = {name: {g.task: g for g in Job.model_validate(job.spec).groups(order=job.seq)}
+                 for name, job in jobs_by_name.items()}  # fmt: skip
         groups: dict[str, list[TaskGroup]] = defaultdict(list)
         attempts: dict[tuple[str, str, int], int] = {}
-        jobs_by_name: dict[str, JobRow] = {}
         running = _running_per_host(tracked)
+        # instances of one task, alike (same host to avoid), with consecutive indexes: one
+        # group each, so a job of thousands of pending instances is a handful of groups
+        alike: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
         for job, launch in fresh:
-            jobs_by_name[job.name] = job
-            base = {g.task: g for g in specs[job.name].groups(order=job.seq)}[launch.task]
-            constraints = base.constraints
-            if launch.avoid:
-                constraints = (*constraints, Constraint("ne", "hostname", launch.avoid))
-            groups[job.framework].append(replace(
-                base, count=1, first_index=launch.index, constraints=constraints,
-                running=running.get((job.name, launch.task), {}),
-            ))  # fmt: skip
+            alike[(job.name, launch.task, launch.avoid)].append(launch.index)
             attempts[(job.name, launch.task, launch.index)] = launch.attempt
+        for (name, task, avoid), indexes in alike.items():
+            base, job = bases[name][task], jobs_by_name[name]
+            constraints = base.constraints
+            if avoid:
+                constraints = (*constraints, Constraint("ne", "hostname", avoid))
+            for first, last in jobcore.spans(indexes):
+                groups[job.framework].append(replace(
+                    base, count=last - first + 1, first_index=first, constraints=constraints,
+                    running=running.get((name, task), {}),
+                ))  # fmt: skip
         schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
         plan = allocate(hosts, self.frameworks_holding(tracked), schedulers)
         placed = []
@@ -625,14 +633,15 @@ class Controller:
         by_job: dict[str, list[Unplaced]] = defaultdict(list)
         for u in plan.unplaced:
             by_job[u.job].append(u)
-        for job, _ in fresh:
-            before = {(u.task, u.index, u.reason) for u in self.jobs[job.name].unplaced}
-            self.jobs[job.name].unplaced = by_job.get(job.name, [])
-            for u in by_job.get(job.name, []):
-                if (u.task, u.index, u.reason) not in before:
-                    self.events.publish("unplaced", f"{u.job}/{u.task}[{u.index}] not placed: "
-                                        f"{u.reason}", u.job, task=u.task, index=u.index,
-                                        reason=u.reason)  # fmt: skip
+        for name in jobs_by_name:
+            before = _pending_spans(self.jobs[name].unplaced)
+            self.jobs[name].unplaced = by_job.get(name, [])
+            for (task, reason), runs in _pending_spans(self.jobs[name].unplaced).items():
+                if before.get((task, reason)) == runs:
+                    continue  # said already
+                which = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+                self.events.publish("unplaced", f"{name}/{task}[{which}] not placed: {reason}",
+                                    name, task=task, indexes=which, reason=reason)  # fmt: skip
         self._last_allocation = self.clock.monotonic()
         report.placed = [p for _, p, _ in placed]
         report.unplaced = plan.unplaced
@@ -751,7 +760,7 @@ class Controller:
             if view is None or view.state == HostState.UNREACHABLE:
                 return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
             try:
-                status = TaskStatus.of(self.plane.stop(row.host, row.unit,
+                status = TaskStatus.of(self.plane.stop(row.host, row.unit, wait=False,
                                                        timeout=self.stop_timeout))  # fmt: skip
             except Unreachable:
                 return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
@@ -771,7 +780,7 @@ class Controller:
             for row, status in zip(unique, results, strict=True):
                 self._acted[row.unit] = self.clock.monotonic()
                 if row.state == S.LOST:
-                    if status.state != S.UNREACHABLE:
+                    if status.state == S.KILLED:  # it had come back, and runs no more
                         self.events.publish("task", f"{row.job}/{row.task}[{row.index}] on "
                                             f"{row.host}: stopped (it had been replaced)",
                                             row.job, unit=row.unit)  # fmt: skip
@@ -827,7 +836,8 @@ class Controller:
         result = jobcore.outcome(job.type, False, decisions, total, waiting)
         if result is None:
             return
-        if decisions.settled:  # over: done, or failed for good
+        if decisions.settled and not (job.type == "service" and total == 0):
+            # over: done, or failed for good (a service scaled to nothing stays, to scale up)
             try:
                 job = self.store.update_job(job, state="done" if result.code == 0 else "failed")
             except Conflict:
@@ -842,6 +852,13 @@ class Controller:
         self.events.publish("job", f"{job.name}: {result.message}", job.name,
                             code=result.code, outcome=result.message, run=job.run,
                             version=job.version, state=job.state)  # fmt: skip
+
+    def republish(self, name: str) -> None:
+        """Say the job's outcome again (to whoever follows it after submitting it again)."""
+        job, state = self.store.job(name), self.jobs.get(name)
+        if job is not None and state is not None and state.outcome is not None:
+            state.version = -1  # forces _outcome to publish
+            self._outcome(job, state.outcome)
 
     def outcome(self, name: str) -> tuple[jobcore.Outcome | None, int]:
         """The job's latest outcome, and the job version it was computed for."""
@@ -883,6 +900,13 @@ def per_host(items: list[T], host_of: Callable[[T], str], call: Callable[[T], R]
 
     each_host(list(by_host), one_host)
     return results  # type: ignore[return-value]
+
+
+def _pending_spans(unplaced: Iterable[Unplaced]) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    by: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for u in unplaced:
+        by[(u.task, u.reason)].append(u.index)
+    return {key: jobcore.spans(indexes) for key, indexes in by.items()}
 
 
 def _policies(job: Job) -> list[jobcore.TaskPolicy]:

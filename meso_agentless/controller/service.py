@@ -30,8 +30,13 @@ from meso_agentless.core.health import HostState
 from meso_agentless.core.model import Framework
 from meso_agentless.core.resources import CPUS, MEM, PORTS
 from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
+from meso_agentless.errors import MesoError
 from meso_agentless.spec import Job
 from meso_agentless.state.store import JobRow, TaskRow
+
+
+class HostUnreachable(MesoError):
+    """What was asked needs a host that cannot be reached now."""
 
 
 class Service:
@@ -94,12 +99,23 @@ class Service:
             raise NotFound(f"job {name!r} has no task {which!r}")
         return list(latest.values())
 
+    def readable(self, rows: Sequence[TaskRow]) -> None:
+        """HostUnreachable if a host of these attempts cannot be asked now (its journal is
+        there, out of reach: say so at once rather than after a connection's deadline)."""
+        views = self.controller.fleet.views()
+        for row in rows:
+            view = views.get(row.host)
+            if view is None or view.state in (HostState.UNREACHABLE, HostState.UNKNOWN):
+                raise HostUnreachable(f"{row.host} is unreachable: the journal of {row.unit} "
+                                      "cannot be read now")  # fmt: skip
+
     def logs(
         self, name: str, task: str | None, index: int | None, follow: bool, lines: int
     ) -> Iterator[bytes]:
         """The journal of the job's latest attempts (headed by instance when there are several;
         follow only with one)."""
         rows = self.latest_attempts(name, task, index)
+        self.readable(rows)
         for row in rows:
             if len(rows) > 1:
                 yield f"==> {row.task}[{row.index}] on {row.host} ({row.unit}) <==\n".encode()

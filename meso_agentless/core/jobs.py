@@ -166,6 +166,8 @@ def outcome(
         return Outcome(1, "killed")
     if pending:
         return None
+    if job_type == "service" and total == 0:
+        return Outcome(0, "service up: 0 instances running")
     if decisions.settled:
         if decisions.failed:
             first = decisions.failed[0]
@@ -178,3 +180,14 @@ def outcome(
     if job_type == "service" and not decisions.launch and decisions.running == total:
         return Outcome(0, f"service up: {total} instances running")
     return None
+
+
+def spans(indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive numbers: [0, 1, 2, 5, 7, 8] -> [(0, 2), (5, 5), (7, 8)]."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(set(indexes)):
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out

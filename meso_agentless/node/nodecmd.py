@@ -1069,11 +1069,23 @@ def _write_ledger(units: list[dict]) -> None:
 
 
 def stop(request: dict, session: Session | None = None) -> dict:
-    """Stop a task (SIGTERM, SIGKILL after its grace) and unload it; report how it ended."""
-    before = status(request)
+    """Stop a task (SIGTERM, SIGKILL after its grace) and unload it; report how it ended.
+
+    With "wait": false the stop is only started (systemctl --no-block): the answer comes at
+    once and the unit goes within its grace period; what is left of it (a failed unit) is
+    cleaned up by a later `forget`.
+    """
+    _fields(request, ("unit", "wait"))
+    wait = request.get("wait", True)
+    if not isinstance(wait, bool):
+        raise RequestError(f"wait: must be true or false, not {_short(wait)}")
+    before = status({"unit": request.get("unit")})
     unit = request["unit"]
-    _run(["systemctl", "stop", f"{unit}.service"])
-    _run(["systemctl", "reset-failed", f"{unit}.service"])
+    if wait:
+        _run(["systemctl", "stop", f"{unit}.service"])
+        _run(["systemctl", "reset-failed", f"{unit}.service"])
+    else:
+        _run(["systemctl", "stop", "--no-block", f"{unit}.service"])
     if before["state"] in HOLDS_RESOURCES:
         return {**before, "state": "killed"}
     return before

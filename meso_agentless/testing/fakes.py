@@ -136,7 +136,7 @@ class FakePlane:
             found = self._host(host).units.get(unit)
             return found.status() if found else {"unit": f"{unit}.service", "state": "unknown"}
 
-    def stop(self, host: str, unit: str, timeout: float | None = None) -> dict:
+    def stop(self, host: str, unit: str, timeout: float | None = None, wait: bool = True) -> dict:
         with self._lock:
             h = self._host(host)
             self.calls.append(("stop", host, unit))

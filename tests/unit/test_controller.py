@@ -456,3 +456,27 @@ def test_each_job_says_when_its_unreachable_tasks_are_replaced(tmp_path):
     assert ("t", 0, 2) not in c.states("once")  # never: it waits for its host
     assert c.states("once")[("t", 0, 1)] == "running"
     assert set(c.states("again")) == {("t", 0, 1)}  # 16 s < the default 30 s
+
+
+def test_a_service_scaled_to_nothing_stays_a_service_and_scales_up_again(cluster):
+    cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
+    cluster.step()
+    cluster.controller.scale("j", "t", 0)
+    cluster.step()
+    cluster.step()
+    assert cluster.plane.running() == {}
+    assert outcome(cluster) == (0, "service up: 0 instances running")
+    assert cluster.controller.store.job("j").state == "active"
+    cluster.controller.scale("j", "t", 2)
+    cluster.step()
+    assert len(cluster.plane.running()) == 2
+
+
+def test_thousands_of_pending_instances_cost_one_group_not_one_each(cluster):
+    cluster.controller.submit(job("q", count=5000, cpus=1))
+    cluster.step()
+    report = cluster.controller.tick(allocate_now=True)
+    assert len(report.unplaced) == 4996
+    unplaced = [m for m in cluster.messages() if "not placed" in m]
+    assert unplaced == ['q/t[4-4999] not placed: no host fits: dimension "cpus" exhausted on '
+                        "2 hosts"]  # said once, for the whole run of indexes  # fmt: skip

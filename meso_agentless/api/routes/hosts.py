@@ -17,6 +17,7 @@ from meso_agentless.controller.views import (
     HostInfo,
     HostList,
 )
+from meso_agentless.core.model import MAX_WEIGHT, MIN_WEIGHT
 from meso_agentless.core.resources import ResourceError, parse_resources
 from meso_agentless.errors import UsageError
 from meso_agentless.spec import parse_duration
@@ -95,10 +96,11 @@ async def gc(ctx: Ctx) -> Stopped:
 
 
 class FrameworkChange(BaseModel):
-    """A new weight, a new quota (a maximum per resource; zero is a limit), or both."""
+    """A new weight, a new quota (a maximum per resource; zero is a limit; null: none), or
+    both."""
 
-    model_config = ConfigDict(extra="forbid")
-    weight: Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)] | None = None
+    model_config = ConfigDict(extra="forbid", strict=True)
+    weight: Annotated[float, Field(ge=MIN_WEIGHT, le=MAX_WEIGHT, allow_inf_nan=False)] | None = None
     quota: dict[str, float | int | str] | None = None
 
 
@@ -111,6 +113,8 @@ async def change_framework(name: str, change: FrameworkChange, ctx: Ctx) -> Fram
             quota = parse_resources(change.quota, "quota", keep_zeros=True)
         except ResourceError as exc:
             raise UsageError(str(exc)) from None
+    elif "quota" in change.model_fields_set:
+        quota = {}  # no limits
     if change.weight is None and quota is None:
         raise UsageError("give weight, quota or both")
     controller = ctx.service.controller
