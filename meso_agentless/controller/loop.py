@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -52,6 +53,7 @@ from meso_agentless.state.sqlite import Conflict
 from meso_agentless.state.store import Intent, JobRow, StateStore, TaskRow
 
 S = TaskState
+OTHER_MARK = re.compile(r"\[state:[0-9a-f]+\]$")
 T = TypeVar("T")
 R = TypeVar("R")
 REALLOCATE_EVERY = 3.0  # pending tasks are placed again at least this often
@@ -113,6 +115,7 @@ class Controller:
         self.launch_timeout = launch_timeout
         self.stop_timeout = stop_timeout
         self.nodes: dict[str, Node] = {n.name: n for n in inventory.nodes}
+        self.mark = f"[state:{store.identity}]"  # ends the description of every unit we launch
         self.jobs: dict[str, JobState] = defaultdict(JobState)
         self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
         self.host_states: dict[str, HostState] = {}
@@ -225,9 +228,11 @@ class Controller:
     def gc(self, job: str | None = None) -> list[dict]:
         """Stop the units of meso's form that nobody claims (of one job's name, or all): they
         were reported, never adopted; this is the operator saying they must go."""
+        views = self.fleet.views()
         targets = [(host, unit) for host, units in sorted(self.unclaimed.items())
                    for unit in units if (parsed := parse_unit_name(unit)) is not None
-                   and (job is None or parsed[0] == job)]  # fmt: skip
+                   and (job is None or parsed[0] == job)
+                   and not self._someone_elses(views[host].units.get(unit))]  # fmt: skip
 
         def stop(target: tuple[str, str]) -> dict:
             host, unit = target
@@ -342,6 +347,19 @@ class Controller:
                     self.events.publish("host", f"{name}: {message}{why}", host=name,
                                         state=state.value)  # fmt: skip
 
+    def _ours(self, status: Mapping | None) -> bool:
+        """Whether a unit on a host is one this state's controllers launched (its description
+        ends with our mark; a node command too old to say is taken at its word)."""
+        if not status:
+            return False
+        description = status.get("description")
+        return description is None or str(description).endswith(self.mark)
+
+    def _someone_elses(self, status: Mapping | None) -> bool:
+        """Whether a unit carries another state's mark (another controller's: never touched)."""
+        description = str((status or {}).get("description") or "")
+        return bool(OTHER_MARK.search(description)) and not description.endswith(self.mark)
+
     def _check_partition(self) -> None:
         """Pause replacements while the controller looks cut off; resume when hosts return."""
         paused = partitioned(self._unreachable_since, len(self.nodes), self.clock.monotonic())
@@ -369,12 +387,16 @@ class Controller:
                 view = views.get(row.host)
                 if view is None:
                     continue
-                claimed[row.host].add(row.unit)
+                raw = view.units.get(row.unit)
+                if raw is not None and not self._ours(raw):
+                    raw = None  # a unit of that name that someone else launched: not ours
+                else:
+                    claimed[row.host].add(row.unit)
                 trusted = view.asked is not None and view.asked > self._acted.get(row.unit, 0.0)
                 if view.state in (HostState.UP, HostState.SUSPECT) and not trusted:
                     continue  # the report was asked for before our last action on the unit
                 answering = view.state in (HostState.UP, HostState.SUSPECT)
-                seen = _status(view.units.get(row.unit)) if answering else None
+                seen = _status(raw) if answering else None
                 rebooted = boots.get(row.host) not in (None, view.boot)
                 if (
                     seen is not None
@@ -417,7 +439,7 @@ class Controller:
                 continue
             for unit in sorted(set(view.units) - claimed.get(name, set())):
                 row = self.store.task_by_unit(unit)
-                if row is None or row.host != name:
+                if row is None or row.host != name or not self._ours(view.units[unit]):
                     unclaimed.setdefault(name, []).append(unit)
                     if not quiet and unit not in self.unclaimed.get(name, ()):
                         self.events.publish("host", f"{name}: unit {unit} was not launched by "
@@ -706,14 +728,17 @@ class Controller:
                                   row.resources, tuple(row.ports))  # fmt: skip
             capacity = sampled_capacity(self.fleet.view(row.host).facts)
             request = launch_request(task, placement, row.attempt, capacity,
-                                     job.type == "service")  # fmt: skip
+                                     job.type == "service", owner=self.mark)  # fmt: skip
             requests.append((row, request))
 
         def launch(item: tuple[TaskRow, dict]) -> TaskStatus | str | None:
             row, request = item
             try:
-                return TaskStatus.of(self.plane.launch(row.host, request,
-                                                       timeout=self.launch_timeout))  # fmt: skip
+                answer = self.plane.launch(row.host, request, timeout=self.launch_timeout)
+                if answer.get("existed") and not self._ours(answer):
+                    return TaskStatus(S.LOST, reason=f"a unit of this name that this controller "
+                                      f"did not launch runs on {row.host}")  # fmt: skip
+                return TaskStatus.of(answer)
             except Unreachable as exc:
                 self.events.publish("task", f"{row.unit}: {row.host} unreachable during the "
                                     f"launch; will reconcile ({exc})", row.job,
@@ -759,6 +784,8 @@ class Controller:
             view = views.get(row.host)
             if view is None or view.state == HostState.UNREACHABLE:
                 return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
+            if self._someone_elses(view.units.get(row.unit)):  # the name is taken, not by us
+                return row.status if row.state not in TRACKED else TaskStatus(S.LOST)
             try:
                 status = TaskStatus.of(self.plane.stop(row.host, row.unit, wait=False,
                                                        timeout=self.stop_timeout))  # fmt: skip
@@ -793,7 +820,12 @@ class Controller:
     def _forget(self, rows: list[TaskRow]) -> None:
         """Unload units whose end is stored (best effort: the next cycle tries again)."""
 
+        views = self.fleet.views()
+
         def forget(row: TaskRow) -> None:
+            view = views.get(row.host)
+            if view is not None and self._someone_elses(view.units.get(row.unit)):
+                return
             with contextlib.suppress(Unreachable, NodeRefused):
                 self.plane.forget(row.host, row.unit, timeout=self.launch_timeout)
             self._acted[row.unit] = self.clock.monotonic()

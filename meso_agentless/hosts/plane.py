@@ -43,7 +43,12 @@ class Plane(Protocol):
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def logs(
-        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+        self,
+        host: str,
+        unit: str,
+        follow: bool = False,
+        lines: int = 1000,
+        since: int | None = None,
     ) -> Iterator[bytes]: ...
     def close(self) -> None: ...
 
@@ -102,10 +107,18 @@ class ExecutionPlane:
             raise Unreachable(str(exc)) from exc
 
     def logs(
-        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+        self,
+        host: str,
+        unit: str,
+        follow: bool = False,
+        lines: int = 1000,
+        since: int | None = None,
     ) -> Iterator[bytes]:
-        """The unit's journal, as it comes (follow: until the caller stops reading)."""
-        request = {"unit": unit, "follow": follow, "lines": lines}
+        """The unit's journal, as it comes (follow: until the caller stops reading); `since`
+        (Unix seconds) leaves out what an earlier unit of the same name wrote."""
+        request: dict = {"unit": unit, "follow": follow, "lines": lines}
+        if since is not None:
+            request["since"] = since
         timeout = 365 * 86400.0 if follow else None
         stream = self.host(host).stream("logs", request, timeout=timeout)
         try:

@@ -53,7 +53,7 @@ UNIT_NAME = re.compile(
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
     "ExecMainPID", "CPUQuotaPerSecUSec", "MemoryMax", "TasksMax", "RuntimeMaxUSec",
-    "NRestarts", "InvocationID", "ControlGroup",
+    "NRestarts", "InvocationID", "ControlGroup", "Description",
 )  # fmt: skip
 TIMEOUT = 20
 STATE_DIR = "/run/meso-node"  # tmpfs: it goes with a reboot, as transient units do
@@ -923,6 +923,8 @@ def _state(props: dict[str, str]) -> dict:
     exited = props.get("SubState") == "exited" and props.get("ActiveState") == "active"
     if exited and cgroup_populated(props.get("ControlGroup", "")):
         state["state"] = "running"
+    # whoever launched it says so in its description (a controller marks its own units)
+    state["description"] = props.get("Description", "")[:300]
     return state
 
 
@@ -1115,15 +1117,19 @@ def list_units(request: dict | None = None, session: Session | None = None) -> d
 
 
 def logs_argv(request: dict) -> list[str]:
-    """journalctl's argv for a logs request: the task's own output, not systemd's lines."""
-    _fields(request, ("unit", "lines", "follow"))
+    """journalctl's argv for a logs request: the task's own output, not systemd's lines;
+    `since` (Unix seconds) leaves out what an earlier unit of the same name wrote."""
+    _fields(request, ("unit", "lines", "follow", "since"))
     unit = check_unit(request.get("unit"))
     lines = _int(request, "lines", 1, 1_000_000, default=1000)
+    since = _int(request, "since", 0, 1 << 40)
     follow = request.get("follow", False)
     if not isinstance(follow, bool):
         raise RequestError(f"follow: must be true or false, not {_short(follow)}")
     argv = ["journalctl", f"_SYSTEMD_UNIT={unit}.service", "--output=cat", "--no-pager",
             f"--lines={lines}"]  # fmt: skip
+    if since is not None:
+        argv.append(f"--since=@{since}")
     return [*argv, "--follow"] if follow else argv
 
 

@@ -77,10 +77,12 @@ CREATE TABLE frameworks (
     version INTEGER NOT NULL DEFAULT 1
 );
 """,
-    # 2 -> 3: what the task's health checks say; hosts being drained
+    # 2 -> 3: what the task's health checks say; hosts being drained; this state's identity
     3: """
 ALTER TABLE tasks ADD COLUMN health TEXT;  -- starting, healthy, unhealthy; NULL: no checks
 ALTER TABLE hosts ADD COLUMN drain REAL;   -- when a drain must be over (wall time); NULL: none
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT INTO meta VALUES ('identity', lower(hex(randomblob(6))));
 """,
 }
 
@@ -156,6 +158,12 @@ class Store:
             yield
         finally:
             self.db.execute("COMMIT")
+
+    @property
+    def identity(self) -> str:
+        """This state's own random name: the units its controllers launch carry it, so a unit
+        of the same name launched by anyone else is never taken for one of ours."""
+        return self.db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0]
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -347,5 +355,5 @@ def _task(row: sqlite3.Row) -> TaskRow:
         row["id"], row["job"], row["run"], row["task"], row["idx"], row["attempt"], row["host"],
         row["unit"], row["state"], row["exit_code"], row["signal"], row["reason"],
         json.loads(row["resources"]), json.loads(row["ports"]), row["restarts"], row["since"],
-        row["version"], row["health"],
+        row["version"], row["health"], row["created"],
     )  # fmt: skip

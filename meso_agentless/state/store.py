@@ -35,6 +35,7 @@ class TaskRow:
     since: float
     version: int
     health: str | None = None  # starting, healthy, unhealthy; None: no health checks
+    created: float = 0.0  # when its intent was written
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state", TaskState(self.state))
@@ -75,6 +76,8 @@ class Intent:
 class StateStore(Protocol):
     """The store's interface (state.sqlite.Store implements it)."""
 
+    @property
+    def identity(self) -> str: ...
     def transaction(self) -> AbstractContextManager[None]: ...
     def snapshot(self) -> AbstractContextManager[None]: ...
     def put_job(

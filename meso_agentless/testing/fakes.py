@@ -68,6 +68,7 @@ class FakeUnit:
         return {"unit": f"{self.name}.service", "state": self.state, "exit_code": self.exit_code,
                 "signal": self.signal, "reason": self.reason, "restarts": self.restarts,
                 "millicpus": self.request.get("cpus"), "memory_max": self.request.get("mem"),
+                "description": self.request.get("description", self.name),
                 "active": "active" if self.state in ("running", "staging") else "inactive",
                 "sub": "running" if self.state in ("running", "staging") else "exited"}  # fmt: skip
 
@@ -168,7 +169,12 @@ class FakePlane:
             return {"healthy": found.healthy, "detail": found.health_detail}
 
     def logs(
-        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+        self,
+        host: str,
+        unit: str,
+        follow: bool = False,
+        lines: int = 1000,
+        since: int | None = None,
     ) -> Iterator[bytes]:
         with self._lock:
             self._host(host)

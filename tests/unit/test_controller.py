@@ -480,3 +480,23 @@ def test_thousands_of_pending_instances_cost_one_group_not_one_each(cluster):
     unplaced = [m for m in cluster.messages() if "not placed" in m]
     assert unplaced == ['q/t[4-4999] not placed: no host fits: dimension "cpus" exhausted on '
                         "2 hosts"]  # said once, for the whole run of indexes  # fmt: skip
+
+
+def test_a_unit_of_the_same_name_launched_by_someone_else_is_never_taken_for_ours(cluster):
+    """Another controller (another state) or a person started meso-j_t_0_2 before us: our
+    attempt 2 is not it; we neither adopt, stop nor clean it up, and run attempt 3 instead."""
+    cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
+    cluster.step()
+    host = cluster.plane.where("meso-j_t_0_1")
+    cluster.plane.launch(host, {"unit": "meso-j_t_0_2", "argv": ["sleep"], "cpus": 100,
+                                "description": "meso j/t[0] attempt 2 [state:0123456789ab]"})
+    cluster.plane.vanish("meso-j_t_0_1")  # ours goes: the next attempt's name is taken
+    for _ in range(4):
+        cluster.step()
+    states = cluster.states("j")
+    assert states[("t", 0, 2)] == "lost" and states[("t", 0, 3)] == "running"
+    assert "meso-j_t_0_2" in cluster.plane.running()  # left alone
+    assert "meso-j_t_0_2" in cluster.controller.unclaimed.get(host, [])
+    assert cluster.controller.gc() == []  # another state's unit: not ours to stop
+    cluster.controller.kill("j")
+    assert set(cluster.plane.running()) == {"meso-j_t_0_2"}
