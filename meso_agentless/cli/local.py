@@ -86,6 +86,7 @@ class Local:
         self, name: str, task: str | None, index: int | None, follow: bool, lines: int
     ) -> Iterator[bytes]:
         with self._embedded(self._source(name), write=False) as e:
+            e.fleet.refresh()  # to know whether the hosts can be asked
             yield from e.service.logs(name, task, index, follow, lines)
 
     # -- changes -------------------------------------------------------------------------------

@@ -49,6 +49,8 @@ def jobs_table(jobs: list[Mapping]) -> Table:
     for job in jobs:
         for t in job["tasks"]:
             how = t["state"] + (f" ({t['reason']})" if t["reason"] else "")
+            if t.get("health") and t["state"] == "running":
+                how += f", {t['health']}"
             exit_code = "" if t["exit_code"] is None else str(t["exit_code"])
             table.add_row(job["job"], t["task"], str(t["index"]), str(t["attempt"]), t["host"],
                           t["unit"], how, exit_code)  # fmt: skip

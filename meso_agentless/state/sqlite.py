@@ -81,8 +81,8 @@ CREATE TABLE frameworks (
     3: """
 ALTER TABLE tasks ADD COLUMN health TEXT;  -- starting, healthy, unhealthy; NULL: no checks
 ALTER TABLE hosts ADD COLUMN drain REAL;   -- when a drain must be over (wall time); NULL: none
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-INSERT INTO meta VALUES ('identity', lower(hex(randomblob(6))));
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('identity', lower(hex(randomblob(6))));
 """,
 }
 
