@@ -488,8 +488,15 @@ def test_a_unit_of_the_same_name_launched_by_someone_else_is_never_taken_for_our
     cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
     cluster.step()
     host = cluster.plane.where("meso-j_t_0_1")
-    cluster.plane.launch(host, {"unit": "meso-j_t_0_2", "argv": ["sleep"], "cpus": 100,
-                                "description": "meso j/t[0] attempt 2 [state:0123456789ab]"})
+    cluster.plane.launch(
+        host,
+        {
+            "unit": "meso-j_t_0_2",
+            "argv": ["sleep"],
+            "cpus": 100,
+            "description": "meso j/t[0] attempt 2 [state:0123456789ab]",
+        },
+    )
     cluster.plane.vanish("meso-j_t_0_1")  # ours goes: the next attempt's name is taken
     for _ in range(4):
         cluster.step()
