@@ -137,7 +137,7 @@ def _quantity(parse: Any, value: object, what: str) -> int:
     try:
         return parse(value, what)
     except ArithmeticError:
-        raise ValueError(f"{what} {_short(value)} is absurdly large") from None
+        raise ValueError(f"{what} {yamlsafe.short(value)} is absurdly large") from None
 
 
 class Constraint(_Strict):
@@ -440,10 +440,10 @@ def _data_problem(data: object) -> Problem | None:
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    return loc, f"keys must be strings, not {_short(key)}"
+                    return loc, f"keys must be strings, not {yamlsafe.short(key)}"
                 problem = _text_problem(key)
                 if problem:
-                    return loc, f"key {_short(key)} {problem}"
+                    return loc, f"key {yamlsafe.short(key)} {problem}"
                 stack.append((item, (*loc, key)))
         elif isinstance(value, list):
             stack.extend((item, (*loc, i)) for i, item in enumerate(value))
@@ -481,7 +481,7 @@ def _first_error(exc: ValidationError) -> Problem:
     loc = tuple(p for p in raw if isinstance(p, int) or not _TYPE_NAME.search(p))
     message = error["msg"].removeprefix("Value error, ")
     kind = error["type"]
-    shown = _short(error.get("input"))
+    shown = yamlsafe.short(error.get("input"))
     last = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if "[key]" in raw:  # a mapping key, e.g. an env name: the error is the mapping's
         loc = loc[:-1]
@@ -547,14 +547,6 @@ def _command_line_problem(task: Task) -> tuple[str, str] | None:
             f"{limit} a host reads"
         )
     return None
-
-
-def _short(value: object, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _field_path(loc: Sequence[str | int]) -> str:

@@ -3,8 +3,6 @@ end through a real controller on the lab."""
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,26 +10,11 @@ import httpx
 import pytest
 
 from meso_agentless.testing.controller import running_controller
+from tests.lab.common import cli, wait_for
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).parents[2]
-MESO = [sys.executable, "-m", "meso_agentless"]
-
-
-def cli(env, *args, timeout=180):
-    return subprocess.run([*MESO, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)  # fmt: skip
-
-
-def wait_for(predicate, timeout=60.0, every=0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(every)
 
 
 @pytest.fixture
