@@ -20,6 +20,7 @@ import random
 import secrets
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -27,7 +28,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -305,8 +306,13 @@ def controller(rig: Rig, name: str = "ctl", *extra: str) -> Iterator[ControllerP
             ctl.process.wait()
 
 
+def log_lines(ctl: ControllerProcess) -> list[str]:
+    """The controller's log (its events are lines of it)."""
+    return ctl.log.read_text(errors="replace").splitlines()
+
+
 def log_tail(ctl: ControllerProcess, lines: int = 30, grep: str | None = None) -> list[str]:
-    text = ctl.log.read_text(errors="replace").splitlines()
+    text = log_lines(ctl)
     if grep is not None:
         text = [line for line in text if grep in line]
     return text[-lines:]
@@ -346,10 +352,11 @@ def sigkill_mid_launch(
 ) -> Result:
     """SIGKILL `meso controller` at `points` random moments after a job of `tasks` tasks is
     posted (within `window` seconds, by default 1.25 times the time the controller takes to
-    answer the POST, which is its first cycle placing and launching them all),
-    restart it, and let the job finish; then SIGKILL an embedded `meso run` at
-    `embedded_points` random moments after its first placement, and run it again to its end.
-    Every job finishes, nothing is lost, nothing runs twice."""
+    answer the POST, which is its first cycle placing and launching them all), restart it,
+    and run `meso run` again as the user whose command broke would (README: running it again
+    resumes); then SIGKILL an embedded `meso run` at `embedded_points` random moments after
+    its first placement, and run it again to its end. Every job finishes, nothing is lost,
+    nothing runs twice (counted on the hosts: a job run again from the start counts)."""
     result = Result(f"SIGKILL at {points} + {embedded_points} random points, {tasks}-task jobs")
     rig = Rig(lab, directory)
     rig.clean_hosts()
@@ -393,17 +400,26 @@ def sigkill_mid_launch(
             ctl = start_controller(lab.inventory, rig.dir / "ctl")
             restarted = time.monotonic()
             api = Api(ctl)
-            if api.job(name) is None:  # killed before the job was stored: the user runs it again
-                resubmitted += 1
-                api.submit(job)
-            done = final_state(api, name, timeout=120)
+            stored = api.job(name)
+            resubmitted += stored is None  # killed before the job was stored
+            before = "missing" if stored is None else f"{stored['state']} (run {stored['run']})"
+            # the user's `meso run` broke with the controller: they run it again, to resume
+            again = rig.cli(ctl.env, "run", str(rig.write(job)), timeout=300)
+            done = api.job(name)
             api.close()
-            if done is None:
-                result.check(False, f"{name}: still active 120 s after the restart")
+            if not result.check(
+                again.returncode == 0 and done is not None and done["state"] != "active",
+                f"{name}: meso run again exited {again.returncode}: {again.stderr[-300:]}",
+            ):
                 result.note(f"{name}: " + " | ".join(log_tail(ctl, 15)))
                 continue
             finish.append(time.monotonic() - restarted)
             outcomes[name] = done
+            if done["run"] > 1:
+                result.note(
+                    f"{name}: after the restart, before `meso run` again: {before}; "
+                    f"then: {again.stdout.strip()} (run {done['run']})"
+                )
     finally:
         with suppress(subprocess.TimeoutExpired):
             ctl.stop(timeout=15)
@@ -435,6 +451,8 @@ def sigkill_mid_launch(
         run.wait()
         reader.join(timeout=10)
         restarted = time.monotonic()
+        stored = _peek_job(Path(env["MESO_STATE"]), name)
+        before = "missing" if stored is None else f"{stored[0]} (run {stored[1]})"
         again = rig.cli(env, "run", str(path), "-o", "json", timeout=300)
         finish.append(time.monotonic() - restarted)
         if not result.check(
@@ -444,10 +462,22 @@ def sigkill_mid_launch(
             continue
         status = rig.cli(env, "status", name, "-o", "json")
         outcomes[name] = json.loads(status.stdout)["jobs"][0]
+        if outcomes[name]["run"] > 1:
+            result.note(
+                f"{name}: in the state file after the kill: {before}; meso run again: "
+                f"{json.loads(again.stdout)['message']} (run {outcomes[name]['run']})"
+            )
     result.figure("kill points", points + embedded_points)
     result.figure("controller kills before POST /v1/jobs answered", during_submit)
     result.figure("jobs submitted again (killed before stored)", resubmitted)
     result.figure("jobs finished", sum(o["state"] == "done" for o in outcomes.values()))
+    result.figure(
+        "jobs run again from the start by `meso run` again (run 2)",
+        {
+            "controller": sum(o["run"] > 1 for n, o in outcomes.items() if n.startswith("rk")),
+            "embedded": sum(o["run"] > 1 for n, o in outcomes.items() if n.startswith("re")),
+        },
+    )
     lost = [(n, t["unit"]) for n, o in outcomes.items() for t in o["tasks"] if t["state"] == "lost"]
     result.figure("tasks lost", len(lost))
     if finish:
@@ -465,6 +495,15 @@ def sigkill_mid_launch(
     result.check(not lost, f"tasks marked lost: {lost[:10]}")
     rig.exactly_once(result, expected)
     return result
+
+
+def _peek_job(state: Path, name: str) -> tuple[str, int] | None:
+    """(state, run) of a job in a state file, read only: what a killed command left."""
+    if not state.exists():
+        return None
+    with closing(sqlite3.connect(f"file:{state}?mode=ro", uri=True, timeout=10)) as db:
+        row = db.execute("SELECT state, run FROM jobs WHERE name = ?", (name,)).fetchone()
+    return None if row is None else (row[0], row[1])
 
 
 # -- 2. SSH connections reset during launches --------------------------------------------------
@@ -521,7 +560,7 @@ def ssh_resets(
         finals = {n: final_state(api, n, timeout=180) for n in names}
         took = time.monotonic() - started
         api.close()
-        events = log_tail(ctl, 10_000)
+        events = log_lines(ctl)
     result.figure("launches", launches)
     result.figure("resets", done_resets)
     result.figure("resets while a submission was launching", mid_launch)
@@ -670,10 +709,9 @@ def cut_one_host(
     probes: int = 2,
     seed: int | None = None,
 ) -> Result:
-    """First `probes` short cuts of a host without a service instance (time to unreachable,
-    time back to up). Then a 3-instance service (one per host) and a batch job run; the host of
-    one service instance is cut off for `cut_seconds` (default: replace_after + 10 s), then
-    healed."""
+    """First `probes` short cuts of a host (time to unreachable, time back to up). Then a
+    3-instance service (one per host) and a batch job run; the host of one service instance is
+    cut off for `cut_seconds` (default: replace_after + 10 s), then healed."""
     replace_after = default_replace_after()
     cut_seconds = cut_seconds if cut_seconds is not None else replace_after + 10
     result = Result(
@@ -684,13 +722,8 @@ def cut_one_host(
     batch_count = 10
     with controller(rig) as ctl:
         api = Api(ctl)
-        svc, bat = _service_and_batch(
-            rig, api, "rcweb", "rcbatch", batch_count, batch_sleep=min(20.0, cut_seconds / 2)
-        )
-        hosts_of = {t["index"]: t["host"] for t in svc["tasks"]}
-        victim = hosts_of[0]
         if probes:
-            spare = sorted(set(rig.hosts) - set(hosts_of.values()))[0]
+            spare = rig.hosts[-1]
             rng = random.Random(seed)  # noqa: S311 - fault injection, not secrets
             probed = detection(lab, api, spare, probes, rng)
             downs, ups = probed.figures["cut to unreachable, s"], probed.figures["heal to up, s"]
@@ -705,10 +738,16 @@ def cut_one_host(
                 len(ups) == probes and max(ups) <= 2.0 + 2 * POLL,
                 f"{spare} seen up {ups} s after its heals (target <= 2 s)",
             )
+        svc, bat = _service_and_batch(
+            rig, api, "rcweb", "rcbatch", batch_count, batch_sleep=min(20.0, cut_seconds / 2)
+        )
+        hosts_of = {t["index"]: t["host"] for t in svc["tasks"]}
+        victim = hosts_of[0]
         old = next(t for t in svc["tasks"] if t["index"] == 0)
         on_victim = [t["index"] for t in bat["tasks"] if t["host"] == victim]
         result.figure("victim", victim)
         result.figure("batch tasks on it", len(on_victim))
+        logged = len(log_lines(ctl))
         cut_at = time.monotonic()
         lab.cut(victim)
         try:
@@ -767,6 +806,14 @@ def cut_one_host(
             lab.heal(victim)
         healed = time.monotonic()
         result.figure("cut, s", healed - cut_at)
+        # what the controller said while the host could not be asked must be true
+        said = [line for line in log_lines(ctl)[logged:] if f"on {victim}: stopped" in line]
+        result.figure("'stopped' events while the host was cut", len(said))
+        result.check(
+            not said,
+            f"while {victim} was cut off the controller said {len(said)} time(s) that it stopped "
+            f"an instance there (nothing there could be asked): {said[:3]}",
+        )
         up = first_time(lambda: api.host_state(victim) == "up", 30)
         if result.check(up is not None, f"{victim} not up 30 s after the heal"):
             result.figure("heal to up, s", up - healed)
@@ -1021,7 +1068,7 @@ def controller_partitioned(lab: LabHandle, directory: Path, hold: float | None =
         healed = time.monotonic()
         result.figure("held, s", healed - cut_at)
         result.check(not replaced, f"replaced while the controller was cut off: {replaced}")
-        paused = [line for line in log_tail(ctl, 10_000) if "replacing nothing" in line]
+        paused = [line for line in log_lines(ctl) if "replacing nothing" in line]
         result.check(bool(paused), "the controller never said it paused replacements")
         up = first_time(lambda: all(api.host_state(v) == "up" for v in victims), 30)
         if result.check(up is not None, "the hosts were not up 30 s after the heal"):
