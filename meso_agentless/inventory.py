@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meso_agentless.core.model import Framework, Host
+from meso_agentless.core.model import MAX_WEIGHT, MIN_WEIGHT, Framework, Host
 from meso_agentless.core.resources import (
     PORTS,
     PortRanges,
@@ -180,8 +180,10 @@ def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> 
         if unknown:
             raise UsageError(f"inventory {source}: {where}: unknown field {sorted(unknown)[0]}")
         weight = settings.get("weight", 1)
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1e6:
-            raise UsageError(f"inventory {source}: {where}.weight must be a positive number")
+        if (isinstance(weight, bool) or not isinstance(weight, int | float)
+                or not MIN_WEIGHT <= weight <= MAX_WEIGHT):  # fmt: skip
+            raise UsageError(f"inventory {source}: {where}.weight must be a number from "
+                             f"{MIN_WEIGHT} to {MAX_WEIGHT:g}")  # fmt: skip
         try:
             quota = (
                 parse_resources(_mapping(settings["quota"], where), f"{where}.quota", True)

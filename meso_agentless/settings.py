@@ -56,16 +56,20 @@ class Settings:
         return source
 
     def read_token(self) -> str:
-        """MESO_TOKEN, else the token file's content."""
-        if self.token:
-            return self.token
-        try:
-            return self.token_file.read_text().strip()
-        except OSError as exc:
-            raise UsageError(
-                f"no API token: set MESO_TOKEN, or MESO_TOKEN_FILE / token_file: in the config "
-                f"({self.token_file}: {exc.strerror})"
-            ) from None
+        """MESO_TOKEN, else the token file's content (printable ASCII, no spaces)."""
+        token = self.token
+        if token is None:
+            try:
+                token = self.token_file.read_bytes().decode("ascii", "replace").strip()
+            except OSError as exc:
+                raise UsageError(
+                    f"no API token: set MESO_TOKEN, or MESO_TOKEN_FILE / token_file: in the "
+                    f"config ({self.token_file}: {exc.strerror})"
+                ) from None
+        if not token or not all("\x21" <= c <= "\x7e" for c in token):
+            where = "MESO_TOKEN" if self.token else str(self.token_file)
+            raise UsageError(f"{where}: not a token (printable ASCII, no spaces)")
+        return token
 
 
 def state_dir() -> Path:

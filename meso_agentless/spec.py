@@ -137,7 +137,7 @@ def _quantity(parse: Any, value: object, what: str) -> int:
     try:
         return parse(value, what)
     except ArithmeticError:
-        raise ValueError(f"{what} {_short(value)} is absurdly large") from None
+        raise ValueError(f"{what} {yamlsafe.short(value)} is absurdly large") from None
 
 
 class Constraint(_Strict):
@@ -196,6 +196,79 @@ def parse_duration(value: object) -> int:
     return seconds
 
 
+def _seconds(value: object, zero_ok: bool = False) -> int:
+    if zero_ok and value in (0, "0", "0s"):
+        return 0
+    return parse_duration(value)
+
+
+class Health(_Strict):
+    """A check the node command runs on the task's own host (no agent, no network path from
+    the controller): `http` GETs a path on one of the task's ports on 127.0.0.1 (2xx or 3xx is
+    healthy), `tcp` connects to it, `command` runs as a throwaway user in a sandbox (exit 0 is
+    healthy). `failures` in a row and the instance is restarted; none count for `grace` after
+    it starts. A service is up only when its instances are healthy."""
+
+    http: Annotated[str, StringConstraints(pattern=r"^/[\x21-\x7e]{0,1023}$")] | None = None
+    tcp: bool = False
+    command: list[Annotated[str, StringConstraints(min_length=0)]] | str | None = None
+    port: Annotated[int, Field(ge=0, le=99)] = 0  # which of the task's ports
+    interval: Any = 10
+    timeout: Any = 2
+    grace: Any = 10
+    failures: Annotated[int, Field(ge=1, le=100)] = 3
+
+    @field_validator("interval", "timeout", mode="before")
+    @classmethod
+    def _durations(cls, value: object) -> int:
+        return parse_duration(value)
+
+    @field_validator("grace", mode="before")
+    @classmethod
+    def _grace(cls, value: object) -> int:
+        return _seconds(value, zero_ok=True)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Health:
+        kinds = [k for k in ("http", "tcp", "command") if getattr(self, k) not in (None, False)]
+        if len(kinds) != 1:
+            raise ValueError("give exactly one of http, tcp or command")
+        if self.timeout >= self.interval:
+            raise ValueError("timeout must be shorter than interval")
+        if self.command is not None:
+            problem = nodecmd.argv_error(self.argv)
+            if problem:
+                raise ValueError(f"command {problem}")
+        return self
+
+    @property
+    def argv(self) -> list[str]:
+        command = self.command or []
+        return ["/bin/sh", "-c", command] if isinstance(command, str) else list(command)
+
+    def request(self, unit: str) -> dict:
+        """The node command's health request for one unit."""
+        kind = (
+            {"command": self.argv}
+            if self.command is not None
+            else ({"http": self.http} if self.http is not None else {"tcp": True})
+        )
+        return {"unit": unit, **kind, "port": self.port, "timeout": self.timeout}
+
+
+class Disconnect(_Strict):
+    """What happens to a task whose host cannot be reached: after `replace_after` a service
+    instance is placed elsewhere, a batch task too if its restart policy allows another
+    attempt; when the host returns, the original is stopped (the replacement wins)."""
+
+    replace_after: Any = 30
+
+    @field_validator("replace_after", mode="before")
+    @classmethod
+    def _after(cls, value: object) -> int:
+        return parse_duration(value)
+
+
 class Task(_Strict):
     name: Name
     count: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 1
@@ -209,6 +282,15 @@ class Task(_Strict):
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
     workdir: Annotated[str, StringConstraints(pattern=r"^/[^\x00]*$")] | None = None
     sandbox: Sandbox = Sandbox()
+    health: Health | None = None
+
+    @model_validator(mode="after")
+    def _health_port(self) -> Task:
+        health = self.health
+        if health is not None and health.command is None and health.port >= self.resources.ports:
+            raise ValueError(f"health.port: {health.port} is not one of the task's "
+                             f"{self.resources.ports} port(s) (resources.ports)")  # fmt: skip
+        return self
 
     @field_validator("command")
     @classmethod
@@ -237,6 +319,7 @@ class Job(_Strict):
     framework: Name = "default"
     type: Literal["batch", "service"] = "batch"
     strategy: Literal["binpack", "spread"] = "binpack"
+    disconnect: Disconnect = Disconnect()
     tasks: Annotated[list[Task], Field(min_length=1, max_length=100)]
 
     @model_validator(mode="after")
@@ -357,10 +440,10 @@ def _data_problem(data: object) -> Problem | None:
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):
-                    return loc, f"keys must be strings, not {_short(key)}"
+                    return loc, f"keys must be strings, not {yamlsafe.short(key)}"
                 problem = _text_problem(key)
                 if problem:
-                    return loc, f"key {_short(key)} {problem}"
+                    return loc, f"key {yamlsafe.short(key)} {problem}"
                 stack.append((item, (*loc, key)))
         elif isinstance(value, list):
             stack.extend((item, (*loc, i)) for i, item in enumerate(value))
@@ -398,7 +481,7 @@ def _first_error(exc: ValidationError) -> Problem:
     loc = tuple(p for p in raw if isinstance(p, int) or not _TYPE_NAME.search(p))
     message = error["msg"].removeprefix("Value error, ")
     kind = error["type"]
-    shown = _short(error.get("input"))
+    shown = yamlsafe.short(error.get("input"))
     last = next((p for p in reversed(loc) if isinstance(p, str)), "")
     if "[key]" in raw:  # a mapping key, e.g. an env name: the error is the mapping's
         loc = loc[:-1]
@@ -464,14 +547,6 @@ def _command_line_problem(task: Task) -> tuple[str, str] | None:
             f"{limit} a host reads"
         )
     return None
-
-
-def _short(value: object, limit: int = 60) -> str:
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _field_path(loc: Sequence[str | int]) -> str:

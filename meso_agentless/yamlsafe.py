@@ -88,7 +88,7 @@ class _Constructor(constructor.SafeConstructor):
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=True)
             if key in seen:
-                raise TextError(f"invalid YAML: duplicate key {_short(key)}",
+                raise TextError(f"invalid YAML: duplicate key {short(key)}",
                                 key_node.start_mark.line + 1)  # fmt: skip
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
@@ -100,10 +100,11 @@ def _bad_value(node: nodes.Node, exc: Exception) -> str:
     digits = sum(c.isdigit() for c in value)
     if kind == "int" and digits > 100:
         return f"invalid YAML: a number with {digits} digits is too large"
-    return f"invalid YAML: {_short(value)} is not a valid {kind}"
+    return f"invalid YAML: {short(value)} is not a valid {kind}"
 
 
-def _short(value: object, limit: int = 60) -> str:
+def short(value: object, limit: int = 60) -> str:
+    """repr() cut to a length that fits a one-line message (the node command has its twin)."""
     try:
         text = repr(value)
     except ValueError:  # an int too long to print
@@ -274,7 +275,7 @@ def _compose(parser: Any) -> nodes.Node | None:
 def _check_tag(tag: str, allowed: set[str], line: int) -> None:
     if tag not in allowed:
         shown = "!!" + tag.removeprefix(_CORE) if tag.startswith(_CORE) else tag
-        raise TextError(f"invalid YAML: tag {_short(shown)} is not allowed here "
+        raise TextError(f"invalid YAML: tag {short(shown)} is not allowed here "
                         "(plain values, lists and mappings only)", line)  # fmt: skip
 
 

@@ -28,6 +28,7 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
         openapi_url=None,  # served below, behind the token like every route but /v1/health
         docs_url=None,  # the interactive pages load scripts from a CDN: not here
         redoc_url=None,
+        redirect_slashes=False,  # /v1/jobs/ is a 404, not a redirect around the token
     )
     app.state.ctx = ctx
     app.state.metrics = metrics

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
+import sys
 from pathlib import Path
 
 from fastapi import HTTPException, Request
@@ -24,18 +26,40 @@ def require_token(request: Request) -> None:
                             headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
 
+TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: it goes in a header
+
+
 def ensure_token(path: Path) -> str:
-    """The token in `path`, made (random, mode 0600) if the file does not exist yet."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The token in `path`, made (random, mode 0600) if the file does not exist yet.
+    UsageError naming --token-file for a file that cannot be made or read, or holds no token."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        token = path.read_text().strip()
-        if len(token) < MIN_TOKEN_LENGTH:
-            raise UsageError(f"token file {path}: the token must have at least "
-                             f"{MIN_TOKEN_LENGTH} characters") from None  # fmt: skip
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return read_token_file(path)
+        token = secrets.token_urlsafe(32)
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
         return token
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
+    except OSError as exc:
+        raise UsageError(f"--token-file {path}: {exc.strerror or exc}") from None
+
+
+def read_token_file(path: Path) -> str:
+    """A token file's token; UsageError if it is not one. A file others may read is used, with
+    a warning on stderr."""
+    try:
+        token = path.read_bytes().decode("ascii").strip()
+        mode = path.stat().st_mode
+    except UnicodeDecodeError:
+        raise UsageError(f"token file {path}: not a token (printable ASCII)") from None
+    except OSError as exc:
+        raise UsageError(f"token file {path}: {exc.strerror or exc}") from None
+    if len(token) < MIN_TOKEN_LENGTH or not TOKEN.fullmatch(token):
+        raise UsageError(f"token file {path}: the token must be at least {MIN_TOKEN_LENGTH} "
+                         "printable characters, no spaces")  # fmt: skip
+    if mode & 0o077:
+        print(f"meso: warning: token file {path} can be read by others (chmod 600 it)",
+              file=sys.stderr)  # fmt: skip
     return token

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from meso_agentless.controller.loop import JobConflict, NotFound
 from meso_agentless.controller.runner import Stopped
+from meso_agentless.controller.service import HostUnreachable
 from meso_agentless.errors import Unplaceable, UsageError
 
 log = logging.getLogger("meso.api")
@@ -60,6 +61,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Stopped)
     async def _stopped(_request: Request, exc: Stopped):
         return error(503, str(exc))
+
+    @app.exception_handler(HostUnreachable)
+    async def _unreachable(_request: Request, exc: HostUnreachable):
+        return error(503, str(exc))
+
+    @app.exception_handler(TimeoutError)
+    async def _busy(_request: Request, exc: TimeoutError):
+        return error(503, "the controller is busy; the change may still happen: look again")
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

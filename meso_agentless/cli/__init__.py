@@ -23,6 +23,8 @@ COMMANDS = {
     "kill": ("jobs", "kill", "Stop every task of JOB on every host."),
     "scale": ("jobs", "scale", "Set TASK of JOB to COUNT instances."),
     "hosts": ("jobs", "hosts", "Each host: state, capacity, allocated, free, load."),
+    "drain": ("jobs", "drain", "Move everything off a host (or --undo)."),
+    "cluster": ("jobs", "cluster", "Hosts by state; whether unreachable hosts' tasks move."),
     "gc": ("jobs", "gc", "Stop the meso units on the hosts that no job claims."),
     "frameworks": ("jobs", "frameworks", "Each framework: weight, quota, share (and `set`)."),
     "plan": ("plan", "plan", "Where jobs would go, and why what does not fit does not."),

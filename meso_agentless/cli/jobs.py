@@ -191,6 +191,54 @@ def gc(inventory: str | None, state: Path | None, output: str) -> None:
     click.echo(f"{len(result['stopped'])} unit(s) stopped")
 
 
+@click.command()
+@click.argument("host")
+@click.option("--deadline", default="10m", show_default=True,
+              help="How long batch tasks may run on before they move.")  # fmt: skip
+@click.option("--undo", is_flag=True, help="Stop draining: the host takes new tasks again.")
+@INVENTORY_OPTION
+@STATE_OPTION
+@OUTPUT_OPTION
+def drain(host: str, deadline: str, undo: bool, inventory: str | None, state: Path | None,
+          output: str) -> None:  # fmt: skip
+    """Move everything off HOST: nothing new is placed there, service instances move one at a
+    time (the new one up before the old one stops), batch tasks may finish until the deadline,
+    then move. The host is `draining`, then `drained`."""
+    info = backend(inventory, state).drain(host, None if undo else deadline)
+    if output == "json":
+        print_json(info)
+        return
+    click.echo(f"{host}: {info['state']}" + (f", {info['tasks']} task(s) there"
+                                             if info["tasks"] else ""))  # fmt: skip
+
+
+@click.group(invoke_without_command=True)
+@INVENTORY_OPTION
+@STATE_OPTION
+@OUTPUT_OPTION
+@click.pass_context
+def cluster(ctx: click.Context, inventory: str | None, state: Path | None, output: str) -> None:
+    """Hosts by state, and whether tasks of unreachable hosts are being replaced."""
+    ctx.obj = (inventory, state)
+    if ctx.invoked_subcommand is not None:
+        return
+    info = backend(inventory, state).cluster()
+    if output == "json":
+        print_json(info)
+        return
+    hosts = ", ".join(f"{n} {s}" for s, n in info["hosts"].items())
+    click.echo(f"hosts: {hosts}; replacements: {info['replacements']}")
+
+
+@cluster.command("allow-replacements")
+@click.pass_obj
+def allow_replacements(obj: tuple) -> None:
+    """Replace the tasks of unreachable hosts now, although many went at once (the controller
+    paused, taking it for its own network failure)."""
+    info = backend(*obj).allow_replacements()
+    click.echo(f"replacements: {info['replacements']}")
+
+
 @click.group(invoke_without_command=True)
 @INVENTORY_OPTION
 @STATE_OPTION
@@ -212,7 +260,7 @@ def frameworks(ctx: click.Context, inventory: str | None, state: Path | None, ou
 
 @frameworks.command("set")
 @click.argument("name")
-@click.option("--weight", type=click.FloatRange(min=0, min_open=True, max=1e6), default=None)
+@click.option("--weight", type=click.FloatRange(min=0.001, max=1e6), default=None)
 @click.option("--quota", default=None, metavar="R=N,...",
               help="A maximum per resource, e.g. cpus=8,mem=32GiB (0 is a limit).")  # fmt: skip
 @click.pass_obj

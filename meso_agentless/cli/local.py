@@ -10,6 +10,7 @@ from typing import Any
 from meso_agentless.controller.embedded import Embedded
 from meso_agentless.controller.events import Event
 from meso_agentless.controller.loop import NotFound
+from meso_agentless.errors import UsageError
 from meso_agentless.settings import Settings
 from meso_agentless.spec import Job
 from meso_agentless.state.sqlite import Store
@@ -34,8 +35,10 @@ class Local:
             raise NotFound(f"no job {job!r}")
         return row.inventory
 
-    def _embedded(self, source: str, write: bool, on_event: Any = None) -> Embedded:
-        return Embedded(source, self.state, write=write, on_event=on_event)
+    def _embedded(
+        self, source: str, write: bool, on_event: Any = None, job: str | None = None
+    ) -> Embedded:
+        return Embedded(source, self.state, write=write, on_event=on_event, job=job)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -83,12 +86,14 @@ class Local:
         self, name: str, task: str | None, index: int | None, follow: bool, lines: int
     ) -> Iterator[bytes]:
         with self._embedded(self._source(name), write=False) as e:
+            e.fleet.refresh()  # to know whether the hosts can be asked
             yield from e.service.logs(name, task, index, follow, lines)
 
     # -- changes -------------------------------------------------------------------------------
 
     def run(self, job: Job, detach: bool, on_event: Callable[[dict], None]) -> tuple[dict, Any]:
-        with self._embedded(self._source(), write=True, on_event=_adapt(on_event)) as e:
+        with self._embedded(self._source(), write=True, on_event=_adapt(on_event),
+                            job=job.job) as e:  # fmt: skip
             e.fleet.refresh()
             e.controller.tick(allocate_now=False)  # reconcile what earlier commands left
             row = e.controller.submit(job)
@@ -96,7 +101,8 @@ class Local:
             return e.service.job(job.job).model_dump(mode="json"), _outcome(outcome, e, job.job)
 
     def scale(self, name: str, task: str, count: int, on_event: Callable[[dict], None]) -> tuple:
-        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event)) as e:
+        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event),
+                            job=name) as e:  # fmt: skip
             e.fleet.refresh()
             e.controller.tick(allocate_now=False)
             row = e.controller.scale(name, task, count)
@@ -110,6 +116,33 @@ class Local:
             stopped = e.controller.kill(name)
             return {"job": name, "stopped": stopped}
 
+    def drain(self, host: str, deadline: str | None) -> dict:
+        """Embedded, a drain is recorded and acted on by every later command (and by a
+        controller started on this state)."""
+        from meso_agentless.spec import parse_duration
+
+        with self._embedded(self._source(), write=True) as e:
+            e.fleet.refresh()
+            e.controller.sync()
+            if deadline is None:
+                e.controller.undrain(host)
+            else:
+                try:
+                    seconds = parse_duration(deadline)
+                except ValueError as exc:
+                    raise UsageError(f"--deadline: {exc}") from None
+                e.controller.drain(host, seconds)
+            e.controller.tick()
+            return e.service.host(host).model_dump(mode="json")
+
+    def cluster(self) -> dict:
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return e.service.cluster().model_dump(mode="json")
+
+    def allow_replacements(self) -> dict:
+        raise UsageError("replacements pause only in a running controller (set MESO_ADDR)")
+
     def gc(self) -> dict:
         with self._embedded(self._source(), write=True) as e:
             e.fleet.refresh()
@@ -117,13 +150,16 @@ class Local:
             return {"stopped": e.controller.gc()}
 
     def set_framework(self, name: str, change: dict) -> dict:
-        from meso_agentless.core.resources import parse_resources
+        from meso_agentless.core.resources import ResourceError, parse_resources
 
         with self._embedded(self._source(), write=True) as e:
             e.service.known_framework(name)
             quota = None
             if change.get("quota") is not None:
-                quota = parse_resources(change["quota"], "quota", keep_zeros=True)
+                try:
+                    quota = parse_resources(change["quota"], "quota", keep_zeros=True)
+                except ResourceError as exc:
+                    raise UsageError(f"--{exc}") from None
             e.controller.set_framework(name, change.get("weight"), quota)
             e.fleet.refresh()
             return e.service.framework(name).model_dump(mode="json")

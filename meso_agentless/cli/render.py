@@ -9,6 +9,7 @@ from itertools import groupby
 from rich.console import Console
 from rich.table import Table
 
+from meso_agentless.core.jobs import spans
 from meso_agentless.core.resources import format_resources
 
 BAD_ENDS = ("failed", "killed", "gone", "lost")
@@ -48,22 +49,26 @@ def jobs_table(jobs: list[Mapping]) -> Table:
     for job in jobs:
         for t in job["tasks"]:
             how = t["state"] + (f" ({t['reason']})" if t["reason"] else "")
+            if t.get("health") and t["state"] == "running":
+                how += f", {t['health']}"
             exit_code = "" if t["exit_code"] is None else str(t["exit_code"])
             table.add_row(job["job"], t["task"], str(t["index"]), str(t["attempt"]), t["host"],
                           t["unit"], how, exit_code)  # fmt: skip
-        for u in job.get("unplaced", []):
-            table.add_row(job["job"], u["task"], str(u["index"]), "", "", "",
-                          f"pending ({u['reason']})", "")  # fmt: skip
+        for line in unplaced_lines(job["job"], job.get("unplaced", [])):
+            _, _, rest = line.partition("/")
+            task, _, rest = rest.partition("[")
+            indexes, _, reason = rest.partition("]: ")
+            table.add_row(job["job"], task, indexes, "", "", "", f"pending ({reason})", "")
     return table
 
 
 def unplaced_lines(job: str, unplaced: list[Mapping]) -> list[str]:
-    """`unplaced JOB/TASK[0-3]: reason`, runs of indexes with the same reason folded."""
+    """`unplaced JOB/TASK[0-3,7]: reason`: indexes with the same reason folded into runs."""
     lines = []
     for (task, reason), items in groupby(unplaced, lambda u: (u["task"], u["reason"])):
-        indexes = [u["index"] for u in items]
-        span = f"{indexes[0]}" if len(indexes) == 1 else f"{indexes[0]}-{indexes[-1]}"
-        lines.append(f"unplaced {job}/{task}[{span}]: {reason}")
+        runs = spans(u["index"] for u in items)
+        which = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+        lines.append(f"unplaced {job}/{task}[{which}]: {reason}")
     return lines
 
 
@@ -90,7 +95,7 @@ def frameworks_table(frameworks: list[Mapping]) -> Table:
     table = Table("framework", "weight", "quota", "allocated", "share", "weighted share",
                   "tasks", box=None)  # fmt: skip
     for f in frameworks:
-        quota = "none" if f["quota"] is None else amounts(f["quota"]) or "zero"
+        quota = "none" if not f["quota"] else amounts(f["quota"])
         shares = f"{f['share']:.1%}", f"{f['weighted_share']:.1%}"
         table.add_row(f["name"], f"{f['weight']:g}", quota, amounts(f["allocated"]), *shares,
                       str(f["tasks"]))  # fmt: skip

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +80,26 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The API's socket, bound and listening before anything else is done (so a port in use is
+    a one-line error, not a controller that reconciled hosts and then could not serve)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"--listen: {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        why = exc.strerror or exc
+        raise UsageError(f"--listen: cannot listen on {host}:{port}: {why}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
 def serve(options: Options) -> int:
     """Run until SIGTERM/SIGINT; 0 when stopped cleanly."""
     host, port = parse_listen(options.listen)
@@ -89,12 +110,16 @@ def serve(options: Options) -> int:
     lock = StateLock(options.state)
     lock.acquire_or_explain("controller", wait=0)
     try:
-        return _serve(options, inventory, lock, host, port, scheme)
+        sock = listening_socket(host, port)
+        try:
+            return _serve(options, inventory, lock, sock, host, scheme)
+        finally:
+            sock.close()
     finally:
         lock.release()
 
 
-def _serve(options: Options, inventory: Any, lock: StateLock, host: str, port: int,
+def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socket, host: str,
            scheme: str) -> int:  # fmt: skip
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
@@ -133,19 +158,21 @@ def _serve(options: Options, inventory: Any, lock: StateLock, host: str, port: i
         events.close()
 
     def on_ready(bound: tuple | None) -> None:
-        actual = f"{scheme}://{host}:{bound[1] if bound else port}"
+        port = bound[1] if bound else sock.getsockname()[1]
+        actual = f"{scheme}://{host}:{port}"
         lock.describe("controller", actual)
         print(f"meso controller: listening on {actual}, token in {options.token_file}",
               file=sys.stderr, flush=True)  # fmt: skip
 
-    # reconcile before serving: what the hosts run now is the truth
-    fleet.refresh()
-    controller.tick()
+    # reconcile before serving: what the hosts run now is the truth (the samplers run already,
+    # so however long that takes, no host looks silent afterwards)
     fleet.start()
+    fleet.wait_round(timeout=options.unreachable_after)
+    controller.tick()
     runner.start()
     app = create_app(ApiContext(service, runner, events, token, shutting_down), metrics)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", access_log=False, lifespan="off",
+        app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
         ssl_certfile=str(options.tls_cert) if options.tls_cert else None,
         ssl_keyfile=str(options.tls_key) if options.tls_key else None,
@@ -156,14 +183,11 @@ def _serve(options: Options, inventory: Any, lock: StateLock, host: str, port: i
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda _sig, _frame: None)
     try:
-        server.run()
+        server.run(sockets=[sock])
     finally:
         on_exit()
         runner.stop()
         fleet.stop()
         plane.close()
         store.close()
-    if not server.started:
-        raise UsageError(f"--listen: cannot listen on {host}:{port} (in use, or not an address "
-                         "of this machine)")  # fmt: skip
     return 0

@@ -37,7 +37,9 @@ class Embedded:
         *,
         write: bool,
         on_event: Callable[[Event], None] | None = None,
+        job: str | None = None,
     ) -> None:
+        """`on_event` hears the events of `job` (or of everything)."""
         self.lock = StateLock(state)
         self.locked = False
         if write:
@@ -54,7 +56,7 @@ class Embedded:
         clock = SystemClock()
         self.events = EventBus(clock.time)
         if on_event is not None:
-            self.events.subscribe(callback=on_event)
+            self.events.subscribe(job, callback=on_event)
         plane = ExecutionPlane(inventory.nodes)
         self.fleet = Fleet(plane, clock, interval=WATCH_INTERVAL)
         self.controller = Controller(self.store, inventory, plane, self.fleet, clock, self.events)

@@ -71,7 +71,9 @@ class Subscription:
 class EventBus:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
-        self._ids = itertools.count(1)
+        # ids go on rising across restarts (a thousand a millisecond), so a subscriber that
+        # comes back with the last id it saw is given every event this controller still holds
+        self._ids = itertools.count(int(clock() * 1000) * 1000 + 1)
         self._recent: deque[Event] = deque(maxlen=KEEP)
         self._subscribers: list[Subscription] = []
         self._lock = threading.Lock()

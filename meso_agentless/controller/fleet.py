@@ -11,6 +11,7 @@ passes `on_change`.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -19,9 +20,31 @@ from typing import Any
 from meso_agentless.controller.clock import Clock
 from meso_agentless.core.health import HostState, host_state
 from meso_agentless.errors import MesoError
-from meso_agentless.hosts.plane import Plane, each_host
+from meso_agentless.hosts.plane import NodeRefused, Plane, each_host
 
+log = logging.getLogger("meso.fleet")
 MAX_BACKOFF = 2.0  # a host that fails is asked again within this: back up within ~2 s of a heal
+CHECK_TICK = 0.5  # how often the checker looks for due health checks
+
+
+@dataclass(frozen=True)
+class Check:
+    """A health check to run on a host for one unit."""
+
+    request: dict  # the node command's health request
+    interval: float
+    grace_until: float  # monotonic: failures before it do not count
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    healthy: bool | None  # None: not checked yet
+    failures: int  # failed checks in a row that count (after the grace period)
+    detail: str
+    checked: float | None  # monotonic time of the last check
+
+
+NOT_CHECKED = HealthResult(None, 0, "not checked yet", None)
 
 
 @dataclass(frozen=True)
@@ -35,6 +58,7 @@ class HostView:
     asked: float | None  # monotonic time the last good sample was asked for
     seen: float | None  # wall time of the last good sample
     error: str | None  # why the last request failed, if it did
+    health: Mapping[str, HealthResult] = field(default_factory=dict)  # unit -> last check
 
     @property
     def boot(self) -> str | None:
@@ -79,6 +103,9 @@ class Fleet:
         self.unreachable_after = unreachable_after
         self.on_change = on_change or (lambda: None)
         self._records = {h: _Record() for h in plane.hosts}
+        self._checks: dict[str, dict[str, Check]] = {}  # host -> unit -> check
+        self._health: dict[str, HealthResult] = {}  # unit -> result
+        self._due: dict[str, float] = {}  # unit -> monotonic time its next check is due
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -101,7 +128,8 @@ class Fleet:
         if not self._threads:  # sampled in rounds: judged as of its last answer or failure
             now = max(r.ok_at or 0.0, r.failed_at or 0.0)
         state = host_state(r.ok_at, r.failed_at, now, self.suspect_after, self.unreachable_after)
-        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error)
+        health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
+        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health)
 
     def wait_round(self, timeout: float) -> None:
         """Until every host has finished one more request (good or not), or `timeout`."""
@@ -114,10 +142,64 @@ class Fleet:
     # -- sampling ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """One round: every host sampled at once, each with its own deadline."""
+        """One round: every host sampled at once, each with its own deadline, then the health
+        checks that are due."""
         start = self.clock.monotonic()
         each_host(list(self._records), self.sample_one)
         self.round_seconds(self.clock.monotonic() - start)
+        self.run_checks()
+
+    # -- health checks -------------------------------------------------------------------------
+
+    def set_checks(self, checks: Mapping[str, Mapping[str, Check]]) -> None:
+        """The checks to run from now on (host -> unit -> check); others are dropped."""
+        with self._lock:
+            self._checks = {h: dict(c) for h, c in checks.items() if c}
+            wanted = {u for c in self._checks.values() for u in c}
+            for unit in set(self._health) - wanted:
+                del self._health[unit]
+            for unit in set(self._due) - wanted:
+                del self._due[unit]
+
+    def run_checks(self) -> None:
+        """Run every due check, hosts at once, each host's one after another."""
+        now = self.clock.monotonic()
+        with self._lock:
+            due = {h: [(u, c) for u, c in checks.items() if self._due.get(u, 0.0) <= now]
+                   for h, checks in self._checks.items()}  # fmt: skip
+        hosts = [h for h, items in due.items() if items]
+
+        def check_host(host: str) -> None:
+            for unit, check in due[host]:
+                try:
+                    self._check(host, unit, check)
+                except Exception:  # a bug in one check must not stop the others
+                    log.exception("health check of %s on %s failed", unit, host)
+
+        each_host(hosts, check_host)
+
+    def _check(self, host: str, unit: str, check: Check) -> None:
+        timeout = float(check.request.get("timeout", 2)) + 3.0  # the node's own wait, and a bit
+        try:
+            answer = self.plane.health(host, check.request, timeout=timeout)
+            healthy, detail = bool(answer.get("healthy")), str(answer.get("detail", ""))[:300]
+        except NodeRefused as exc:  # the check cannot be run as asked: it does not pass
+            healthy, detail = False, str(exc)[:300]
+        except MesoError:  # the host, not the task: no verdict on the task
+            with self._lock:
+                self._due[unit] = self.clock.monotonic() + check.interval
+            return
+        now = self.clock.monotonic()
+        with self._lock:
+            if unit not in self._checks.get(host, {}):
+                return  # dropped meanwhile
+            before = self._health.get(unit, NOT_CHECKED)
+            counts = not healthy and now >= check.grace_until
+            failures = 0 if healthy else before.failures + counts
+            self._health[unit] = HealthResult(healthy, failures, detail, now)
+            self._due[unit] = now + check.interval
+        if (before.healthy, before.failures) != (healthy, failures):
+            self.on_change()
 
     def sample_one(self, host: str) -> None:
         asked = self.clock.monotonic()
@@ -126,6 +208,9 @@ class Fleet:
             error = None
         except MesoError as exc:  # Unreachable or NodeRefused: the same to the watcher
             facts, error = None, str(exc)
+        except Exception as exc:  # a bug here must not stop watching the host
+            log.exception("sampling %s failed", host)
+            facts, error = None, f"{type(exc).__name__}: {exc}"
         self.sampled(self.clock.monotonic() - asked, facts is not None)
         self._record(host, asked, facts, error)
 
@@ -149,13 +234,21 @@ class Fleet:
             self.on_change()
 
     def start(self) -> None:
-        """Sample every host every `interval` in the background, until stop()."""
+        """Sample every host every `interval` in the background (and run the health checks as
+        they fall due), until stop()."""
         self._stopping.clear()
         for host in self._records:
             thread = threading.Thread(target=self._watch, args=(host,), name=f"watch-{host}",
                                       daemon=True)  # fmt: skip
             thread.start()
             self._threads.append(thread)
+        checker = threading.Thread(target=self._check_loop, name="health", daemon=True)
+        checker.start()
+        self._threads.append(checker)
+
+    def _check_loop(self) -> None:
+        while not self._stopping.wait(CHECK_TICK):
+            self.run_checks()
 
     def _watch(self, host: str) -> None:
         while not self._stopping.is_set():

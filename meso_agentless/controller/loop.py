@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -25,10 +26,10 @@ from typing import TypeVar
 
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.events import EventBus
-from meso_agentless.controller.fleet import Fleet, HostView
+from meso_agentless.controller.fleet import Check, Fleet, HostView
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.health import HostState, partitioned
+from meso_agentless.core.health import HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
@@ -52,9 +53,9 @@ from meso_agentless.state.sqlite import Conflict
 from meso_agentless.state.store import Intent, JobRow, StateStore, TaskRow
 
 S = TaskState
+OTHER_MARK = re.compile(r"\[state:[0-9a-f]+\]$")
 T = TypeVar("T")
 R = TypeVar("R")
-REPLACE_AFTER = 60.0  # a service instance unreachable this long is placed elsewhere
 REALLOCATE_EVERY = 3.0  # pending tasks are placed again at least this often
 ACTIVE = "active"
 
@@ -100,9 +101,9 @@ class Controller:
         clock: Clock,
         events: EventBus,
         *,
-        replace_after: float = REPLACE_AFTER,
+        replace_after: float | None = None,
         launch_timeout: float = 15.0,
-        stop_timeout: float = 60.0,
+        stop_timeout: float = 15.0,
     ) -> None:
         self.store = store
         self.inventory = inventory
@@ -110,10 +111,11 @@ class Controller:
         self.fleet = fleet
         self.clock = clock
         self.events = events
-        self.replace_after = replace_after
+        self.replace_after = replace_after  # None: each job's own (disconnect.replace_after)
         self.launch_timeout = launch_timeout
         self.stop_timeout = stop_timeout
         self.nodes: dict[str, Node] = {n.name: n for n in inventory.nodes}
+        self.mark = f"[state:{store.identity}]"  # ends the description of every unit we launch
         self.jobs: dict[str, JobState] = defaultdict(JobState)
         self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
         self.host_states: dict[str, HostState] = {}
@@ -122,6 +124,7 @@ class Controller:
         self._unreachable_since: dict[str, float] = {}  # host -> when it became unreachable
         self.replacements_paused = False  # many hosts lost at once: the controller is cut off
         self.replacements_allowed = False  # an operator's override of that pause
+        self.draining: set[str] = set()
         self._dirty = True
         self._last_allocation = -math.inf
 
@@ -225,14 +228,18 @@ class Controller:
     def gc(self, job: str | None = None) -> list[dict]:
         """Stop the units of meso's form that nobody claims (of one job's name, or all): they
         were reported, never adopted; this is the operator saying they must go."""
+        views = self.fleet.views()
         targets = [(host, unit) for host, units in sorted(self.unclaimed.items())
                    for unit in units if (parsed := parse_unit_name(unit)) is not None
-                   and (job is None or parsed[0] == job)]  # fmt: skip
+                   and (job is None or parsed[0] == job)
+                   and not self._someone_elses(views[host].units.get(unit))]  # fmt: skip
 
         def stop(target: tuple[str, str]) -> dict:
             host, unit = target
             try:
-                status = TaskStatus.of(self.plane.stop(host, unit, timeout=self.stop_timeout))
+                status = TaskStatus.of(
+                    self.plane.stop(host, unit, timeout=self.stop_timeout, wait=False)
+                )
             except (Unreachable, NodeRefused, ValueError) as exc:
                 return {"unit": unit, "host": host, "state": "unreachable", "reason": _short(exc)}
             self._acted[unit] = self.clock.monotonic()
@@ -272,8 +279,14 @@ class Controller:
         forget, strays = self._observe(views)
         jobs = [j for j in self.store.jobs() if j.state == ACTIVE
                 and j.inventory == self.inventory.source]  # fmt: skip
+        endings = self._health(jobs, views)
+        endings.update(self._drain(jobs, views))
+        if endings:  # unhealthy, or past its drain's deadline: stopped before deciding
+            self._stop_rows([row for row, _ in endings.values()],
+                            {unit: status for unit, (_, status) in endings.items()})  # fmt: skip
         decided = {j.name: self._decide(j) for j in jobs}
         stops = [r for d in decided.values() for r in d.stop] + strays  # type: ignore[misc]
+        stops += self._superseded(jobs)
         again = [(j, r) for j in jobs for r in self._again(j, decided[j.name], views)]
         fresh = [(j, launch) for j in jobs for launch in decided[j.name].launch
                  if not launch.again]  # fmt: skip
@@ -319,6 +332,8 @@ class Controller:
             if view.boot and boots.get(name) not in (None, view.boot):
                 state = HostState.GONE
             before = self.host_states.get(name)
+            if state == HostState.UP and name in self.draining:
+                continue  # draining or drained: _drain says which
             if state == HostState.UNREACHABLE:
                 self._unreachable_since.setdefault(name, self.clock.monotonic())
             else:
@@ -331,6 +346,19 @@ class Controller:
                     message = "rebooted: its tasks are gone" if state == HostState.GONE else state
                     self.events.publish("host", f"{name}: {message}{why}", host=name,
                                         state=state.value)  # fmt: skip
+
+    def _ours(self, status: Mapping | None) -> bool:
+        """Whether a unit on a host is one this state's controllers launched (its description
+        ends with our mark; a node command too old to say is taken at its word)."""
+        if not status:
+            return False
+        description = status.get("description")
+        return description is None or str(description).endswith(self.mark)
+
+    def _someone_elses(self, status: Mapping | None) -> bool:
+        """Whether a unit carries another state's mark (another controller's: never touched)."""
+        description = str((status or {}).get("description") or "")
+        return bool(OTHER_MARK.search(description)) and not description.endswith(self.mark)
 
     def _check_partition(self) -> None:
         """Pause replacements while the controller looks cut off; resume when hosts return."""
@@ -359,12 +387,16 @@ class Controller:
                 view = views.get(row.host)
                 if view is None:
                     continue
-                claimed[row.host].add(row.unit)
+                raw = view.units.get(row.unit)
+                if raw is not None and not self._ours(raw):
+                    raw = None  # a unit of that name that someone else launched: not ours
+                else:
+                    claimed[row.host].add(row.unit)
                 trusted = view.asked is not None and view.asked > self._acted.get(row.unit, 0.0)
                 if view.state in (HostState.UP, HostState.SUSPECT) and not trusted:
                     continue  # the report was asked for before our last action on the unit
-                seen_raw = view.units.get(row.unit)
-                seen = _status(seen_raw)
+                answering = view.state in (HostState.UP, HostState.SUSPECT)
+                seen = _status(raw) if answering else None
                 rebooted = boots.get(row.host) not in (None, view.boot)
                 if (
                     seen is not None
@@ -407,7 +439,7 @@ class Controller:
                 continue
             for unit in sorted(set(view.units) - claimed.get(name, set())):
                 row = self.store.task_by_unit(unit)
-                if row is None or row.host != name:
+                if row is None or row.host != name or not self._ours(view.units[unit]):
                     unclaimed.setdefault(name, []).append(unit)
                     if not quiet and unit not in self.unclaimed.get(name, ()):
                         self.events.publish("host", f"{name}: unit {unit} was not launched by "
@@ -425,14 +457,142 @@ class Controller:
         spec = Job.model_validate(job.spec)
         rows = self.store.tasks(job.name)
         hold = self.replacements_paused and not self.replacements_allowed
+        after = spec.disconnect.replace_after if self.replace_after is None else self.replace_after
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
-                                   lost_after=math.inf if hold else self.replace_after,
-                                   numbered_from=self.store.last_attempts(job.name))  # fmt: skip
+                                   lost_after=math.inf if hold else after,
+                                   numbered_from=self.store.last_attempts(job.name),
+                                   move=self._moves(job, rows))  # fmt: skip
         for row in decisions.lost:
             assert isinstance(row, TaskRow)  # noqa: S101 - decide() returns what it was given
             self._record(row, TaskStatus(S.LOST, reason=f"{row.host} unreachable; replaced"))
         self.jobs[job.name].decisions = decisions
         return decisions
+
+    # -- health checks and drains --------------------------------------------------------------
+
+    def _health(
+        self, jobs: list[JobRow], views: Mapping[str, HostView]
+    ) -> dict[str, tuple[TaskRow, TaskStatus]]:
+        """Keep the fleet checking every running attempt that has health checks, record what
+        they say, and return the attempts that failed `failures` checks in a row (to stop:
+        their restart policy then decides)."""
+        checks: dict[str, dict[str, Check]] = defaultdict(dict)
+        endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
+        now, wall = self.clock.monotonic(), self.clock.time()
+        for job in jobs:
+            spec = Job.model_validate(job.spec)
+            checked = {t.name: t.health for t in spec.tasks if t.health is not None}
+            if not checked:
+                continue
+            for row in self.store.tasks(job.name):
+                health = checked.get(row.task)
+                view = views.get(row.host)
+                if health is None or row.state != S.RUNNING or view is None:
+                    continue
+                grace_until = now + max(0.0, health.grace - (wall - row.since))
+                checks[row.host][row.unit] = Check(health.request(row.unit), health.interval,
+                                                   grace_until)  # fmt: skip
+                result = view.health.get(row.unit)
+                if result is None:
+                    continue
+                verdict = task_health(result.healthy, result.failures)
+                if verdict != row.health and self.store.set_health(row, verdict) is not None:
+                    self._dirty = True
+                    self.events.publish("task", f"{row.job}/{row.task}[{row.index}] on {row.host}:"
+                                        f" {verdict} ({result.detail})", row.job, unit=row.unit,
+                                        health=verdict, detail=result.detail)  # fmt: skip
+                if result.failures >= health.failures:
+                    reason = (f"unhealthy: {result.failures} checks failed in a row "
+                              f"({result.detail})")  # fmt: skip
+                    endings[row.unit] = (row, TaskStatus(S.FAILED, reason=reason))
+        self.fleet.set_checks(checks)
+        return endings
+
+    def _drain(
+        self, jobs: list[JobRow], views: Mapping[str, HostView]
+    ) -> dict[str, tuple[TaskRow, TaskStatus]]:
+        """Keep draining hosts' states current; return the batch attempts still on a host whose
+        drain's deadline has passed (to stop: they are placed again elsewhere)."""
+        drains = self.store.drains()
+        self.draining = set(drains)
+        wall = self.clock.time()
+        tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in drains]
+        endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
+        batch = {j.name for j in jobs if j.type == "batch"}
+        for row in tracked:
+            if row.job in batch and wall >= drains[row.host] and row.state in HOLDS_RESOURCES:
+                endings[row.unit] = (row, TaskStatus(S.KILLED, reason=jobcore.DRAINED))
+        for host in sorted(drains):
+            left = sum(r.host == host for r in tracked)
+            state = HostState.DRAINING if left else HostState.DRAINED
+            view = views.get(host)
+            up = view is not None and view.state == HostState.UP
+            if up and self.host_states.get(host) != state:
+                self.host_states[host] = state
+                self.events.publish("host", f"{host}: {state}" + (f" ({left} task(s) left)"
+                                    if left else ""), host=host, state=state.value)  # fmt: skip
+        return endings
+
+    def _moves(self, job: JobRow, rows: list[TaskRow]) -> dict[tuple[str, int], str]:
+        """A service's next instance to move off a draining host: one at a time, so the
+        service never has fewer than its count running (the new one starts beside the old)."""
+        if job.type != "service" or not self.draining:
+            return {}
+        latest: dict[tuple[str, int], TaskRow] = {}
+        live: dict[tuple[str, int], int] = defaultdict(int)
+        for row in rows:
+            latest[(row.task, row.index)] = row
+            live[(row.task, row.index)] += row.state in TRACKED
+        if any(n > 1 for n in live.values()):
+            return {}  # a move is under way
+        for key, row in sorted(latest.items()):
+            if row.host in self.draining and row.state == S.RUNNING:
+                return {key: row.host}
+        return {}
+
+    def _superseded(self, jobs: list[JobRow]) -> list[TaskRow]:
+        """Earlier attempts still running beside a newer one that is up (and healthy, where it
+        is checked): a move off a draining host is done, the old one goes."""
+        out = []
+        for job in jobs:
+            rows = self.store.tasks(job.name)
+            latest: dict[tuple[str, int], TaskRow] = {}
+            for row in rows:
+                latest[(row.task, row.index)] = row
+            for row in rows:
+                new = latest[(row.task, row.index)]
+                up = new.state == S.RUNNING and new.health in (None, "healthy")
+                if new is not row and up and row.state in TRACKED:
+                    out.append(row)
+        return out
+
+    def drain(self, host: str, deadline: float) -> None:
+        """Move everything off `host`: nothing new is placed there; service instances move one
+        at a time (the new one up before the old one stops); batch tasks may finish until
+        `deadline` seconds from now, then are stopped and placed elsewhere."""
+        if host not in self.nodes:
+            raise NotFound(f"no host {host!r}")
+        self.store.set_drain(host, self.clock.time() + deadline)
+        self._dirty = True
+        self.events.publish("host", f"{host}: draining (deadline in {deadline:.0f} s)",
+                            host=host, state="draining")  # fmt: skip
+
+    def allow_replacements(self) -> None:
+        """An operator says the lost hosts are really gone: replace their tasks (until the
+        hosts return; a new mass loss pauses again)."""
+        if self.replacements_paused and not self.replacements_allowed:
+            self.replacements_allowed = True
+            self._dirty = True
+            self.events.publish("host", "an operator allowed replacing the tasks of unreachable "
+                                "hosts", paused=False)  # fmt: skip
+
+    def undrain(self, host: str) -> None:
+        if host not in self.nodes:
+            raise NotFound(f"no host {host!r}")
+        self.store.set_drain(host, None)
+        self.host_states.pop(host, None)
+        self._dirty = True
+        self.events.publish("host", f"{host}: drain undone", host=host, state="up")
 
     def _again(
         self, job: JobRow, decisions: jobcore.Decisions, views: Mapping[str, HostView]
@@ -454,22 +614,28 @@ class Controller:
         started = self.clock.monotonic()
         tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in self.nodes]
         hosts = self.placeable_hosts(views, tracked)
-        specs = {job.name: Job.model_validate(job.spec) for job, _ in fresh}
+        jobs_by_name = {job.name: job for job, _ in fresh}
+        bases = {name: {g.task: g for g in Job.model_validate(job.spec).groups(order=job.seq)}
+                 for name, job in jobs_by_name.items()}  # fmt: skip
         groups: dict[str, list[TaskGroup]] = defaultdict(list)
         attempts: dict[tuple[str, str, int], int] = {}
-        jobs_by_name: dict[str, JobRow] = {}
         running = _running_per_host(tracked)
+        # instances of one task, alike (same host to avoid), with consecutive indexes: one
+        # group each, so a job of thousands of pending instances is a handful of groups
+        alike: dict[tuple[str, str, str | None], list[int]] = defaultdict(list)
         for job, launch in fresh:
-            jobs_by_name[job.name] = job
-            base = {g.task: g for g in specs[job.name].groups(order=job.seq)}[launch.task]
-            constraints = base.constraints
-            if launch.avoid:
-                constraints = (*constraints, Constraint("ne", "hostname", launch.avoid))
-            groups[job.framework].append(replace(
-                base, count=1, first_index=launch.index, constraints=constraints,
-                running=running.get((job.name, launch.task), {}),
-            ))  # fmt: skip
+            alike[(job.name, launch.task, launch.avoid)].append(launch.index)
             attempts[(job.name, launch.task, launch.index)] = launch.attempt
+        for (name, task, avoid), indexes in alike.items():
+            base, job = bases[name][task], jobs_by_name[name]
+            constraints = base.constraints
+            if avoid:
+                constraints = (*constraints, Constraint("ne", "hostname", avoid))
+            for first, last in jobcore.spans(indexes):
+                groups[job.framework].append(replace(
+                    base, count=last - first + 1, first_index=first, constraints=constraints,
+                    running=running.get((name, task), {}),
+                ))  # fmt: skip
         schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
         plan = allocate(hosts, self.frameworks_holding(tracked), schedulers)
         placed = []
@@ -489,14 +655,15 @@ class Controller:
         by_job: dict[str, list[Unplaced]] = defaultdict(list)
         for u in plan.unplaced:
             by_job[u.job].append(u)
-        for job, _ in fresh:
-            before = {(u.task, u.index, u.reason) for u in self.jobs[job.name].unplaced}
-            self.jobs[job.name].unplaced = by_job.get(job.name, [])
-            for u in by_job.get(job.name, []):
-                if (u.task, u.index, u.reason) not in before:
-                    self.events.publish("unplaced", f"{u.job}/{u.task}[{u.index}] not placed: "
-                                        f"{u.reason}", u.job, task=u.task, index=u.index,
-                                        reason=u.reason)  # fmt: skip
+        for name in jobs_by_name:
+            before = _pending_spans(self.jobs[name].unplaced)
+            self.jobs[name].unplaced = by_job.get(name, [])
+            for (task, reason), runs in _pending_spans(self.jobs[name].unplaced).items():
+                if before.get((task, reason)) == runs:
+                    continue  # said already
+                which = ",".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+                self.events.publish("unplaced", f"{name}/{task}[{which}] not placed: {reason}",
+                                    name, task=task, indexes=which, reason=reason)  # fmt: skip
         self._last_allocation = self.clock.monotonic()
         report.placed = [p for _, p, _ in placed]
         report.unplaced = plan.unplaced
@@ -530,6 +697,8 @@ class Controller:
                 continue
             if view.asked is not None and view.asked <= self._full.get(name, -math.inf):
                 continue  # it refused a launch since its last sample: wait for the next one
+            if name in self.draining:
+                continue
             host = self.nodes[name].to_host(sampled_capacity(view.facts))
             hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name])))
         return hosts
@@ -559,14 +728,17 @@ class Controller:
                                   row.resources, tuple(row.ports))  # fmt: skip
             capacity = sampled_capacity(self.fleet.view(row.host).facts)
             request = launch_request(task, placement, row.attempt, capacity,
-                                     job.type == "service")  # fmt: skip
+                                     job.type == "service", owner=self.mark)  # fmt: skip
             requests.append((row, request))
 
         def launch(item: tuple[TaskRow, dict]) -> TaskStatus | str | None:
             row, request = item
             try:
-                return TaskStatus.of(self.plane.launch(row.host, request,
-                                                       timeout=self.launch_timeout))  # fmt: skip
+                answer = self.plane.launch(row.host, request, timeout=self.launch_timeout)
+                if answer.get("existed") and not self._ours(answer):
+                    return TaskStatus(S.LOST, reason=f"a unit of this name that this controller "
+                                      f"did not launch runs on {row.host}")  # fmt: skip
+                return TaskStatus.of(answer)
             except Unreachable as exc:
                 self.events.publish("task", f"{row.unit}: {row.host} unreachable during the "
                                     f"launch; will reconcile ({exc})", row.job,
@@ -600,8 +772,11 @@ class Controller:
                                 task=row.task, index=row.index, host=row.host,
                                 reason=why)  # fmt: skip
 
-    def _stop_rows(self, rows: Iterable[TaskRow]) -> list[tuple[TaskRow, TaskStatus]]:
-        """Stop these units on their hosts (in parallel), and record how each ended."""
+    def _stop_rows(
+        self, rows: Iterable[TaskRow], endings: Mapping[str, TaskStatus] | None = None
+    ) -> list[tuple[TaskRow, TaskStatus]]:
+        """Stop these units on their hosts (in parallel), and record how each ended (as
+        `endings` says for a unit that was stopped while it ran: unhealthy, drained)."""
         unique = list({r.unit: r for r in rows}.values())
         views = self.fleet.views()
 
@@ -609,8 +784,10 @@ class Controller:
             view = views.get(row.host)
             if view is None or view.state == HostState.UNREACHABLE:
                 return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
+            if self._someone_elses(view.units.get(row.unit)):  # the name is taken, not by us
+                return row.status if row.state not in TRACKED else TaskStatus(S.LOST)
             try:
-                status = TaskStatus.of(self.plane.stop(row.host, row.unit,
+                status = TaskStatus.of(self.plane.stop(row.host, row.unit, wait=False,
                                                        timeout=self.stop_timeout))  # fmt: skip
             except Unreachable:
                 return TaskStatus(S.UNREACHABLE) if row.state in WATCHED else row.status
@@ -620,6 +797,8 @@ class Controller:
                 if row.state in (S.STAGING, S.MISSING):
                     return TaskStatus(S.KILLED, reason="stopped before it ran")
                 return TaskStatus(S.KILLED) if row.state in TRACKED else row.status
+            if status.state == S.KILLED and endings and row.unit in endings:
+                return replace(endings[row.unit], restarts=status.restarts)
             return status
 
         results = per_host(unique, lambda r: r.host, stop)
@@ -628,7 +807,7 @@ class Controller:
             for row, status in zip(unique, results, strict=True):
                 self._acted[row.unit] = self.clock.monotonic()
                 if row.state == S.LOST:
-                    if status.state != S.UNREACHABLE:
+                    if status.state == S.KILLED:  # it had come back, and runs no more
                         self.events.publish("task", f"{row.job}/{row.task}[{row.index}] on "
                                             f"{row.host}: stopped (it had been replaced)",
                                             row.job, unit=row.unit)  # fmt: skip
@@ -641,7 +820,12 @@ class Controller:
     def _forget(self, rows: list[TaskRow]) -> None:
         """Unload units whose end is stored (best effort: the next cycle tries again)."""
 
+        views = self.fleet.views()
+
         def forget(row: TaskRow) -> None:
+            view = views.get(row.host)
+            if view is not None and self._someone_elses(view.units.get(row.unit)):
+                return
             with contextlib.suppress(Unreachable, NodeRefused):
                 self.plane.forget(row.host, row.unit, timeout=self.launch_timeout)
             self._acted[row.unit] = self.clock.monotonic()
@@ -674,10 +858,18 @@ class Controller:
             return
         spec = Job.model_validate(job.spec)
         total = sum(t.count for t in spec.tasks)
-        result = jobcore.outcome(job.type, False, decisions, total, len(state.unplaced))
+        checked = {t.name for t in spec.tasks if t.health is not None}
+        latest: dict[tuple[str, int], TaskRow] = {}
+        for row in self.store.tasks(job.name):
+            latest[(row.task, row.index)] = row
+        unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
+                        for r in latest.values())  # fmt: skip
+        waiting = len(state.unplaced) + unhealthy
+        result = jobcore.outcome(job.type, False, decisions, total, waiting)
         if result is None:
             return
-        if decisions.settled:  # over: done, or failed for good
+        if decisions.settled and not (job.type == "service" and total == 0):
+            # over: done, or failed for good (a service scaled to nothing stays, to scale up)
             try:
                 job = self.store.update_job(job, state="done" if result.code == 0 else "failed")
             except Conflict:
@@ -692,6 +884,13 @@ class Controller:
         self.events.publish("job", f"{job.name}: {result.message}", job.name,
                             code=result.code, outcome=result.message, run=job.run,
                             version=job.version, state=job.state)  # fmt: skip
+
+    def republish(self, name: str) -> None:
+        """Say the job's outcome again (to whoever follows it after submitting it again)."""
+        job, state = self.store.job(name), self.jobs.get(name)
+        if job is not None and state is not None and state.outcome is not None:
+            state.version = -1  # forces _outcome to publish
+            self._outcome(job, state.outcome)
 
     def outcome(self, name: str) -> tuple[jobcore.Outcome | None, int]:
         """The job's latest outcome, and the job version it was computed for."""
@@ -733,6 +932,13 @@ def per_host(items: list[T], host_of: Callable[[T], str], call: Callable[[T], R]
 
     each_host(list(by_host), one_host)
     return results  # type: ignore[return-value]
+
+
+def _pending_spans(unplaced: Iterable[Unplaced]) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    by: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for u in unplaced:
+        by[(u.task, u.reason)].append(u.index)
+    return {key: jobcore.spans(indexes) for key, indexes in by.items()}
 
 
 def _policies(job: Job) -> list[jobcore.TaskPolicy]:

@@ -14,6 +14,7 @@ from meso_agentless import __version__
 from meso_agentless.controller.loop import Controller, NotFound, sampled_capacity
 from meso_agentless.controller.planning import plan_jobs, plan_json, resources_json
 from meso_agentless.controller.views import (
+    Cluster,
     FrameworkInfo,
     FrameworkList,
     Health,
@@ -29,8 +30,13 @@ from meso_agentless.core.health import HostState
 from meso_agentless.core.model import Framework
 from meso_agentless.core.resources import CPUS, MEM, PORTS
 from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
+from meso_agentless.errors import MesoError
 from meso_agentless.spec import Job
 from meso_agentless.state.store import JobRow, TaskRow
+
+
+class HostUnreachable(MesoError):
+    """What was asked needs a host that cannot be reached now."""
 
 
 class Service:
@@ -93,12 +99,23 @@ class Service:
             raise NotFound(f"job {name!r} has no task {which!r}")
         return list(latest.values())
 
+    def readable(self, rows: Sequence[TaskRow]) -> None:
+        """HostUnreachable if a host of these attempts cannot be asked now (its journal is
+        there, out of reach: say so at once rather than after a connection's deadline)."""
+        views = self.controller.fleet.views()
+        for row in rows:
+            view = views.get(row.host)
+            if view is None or view.state in (HostState.UNREACHABLE, HostState.UNKNOWN):
+                raise HostUnreachable(f"{row.host} is unreachable: the journal of {row.unit} "
+                                      "cannot be read now")  # fmt: skip
+
     def logs(
         self, name: str, task: str | None, index: int | None, follow: bool, lines: int
     ) -> Iterator[bytes]:
         """The journal of the job's latest attempts (headed by instance when there are several;
         follow only with one)."""
         rows = self.latest_attempts(name, task, index)
+        self.readable(rows)
         for row in rows:
             if len(rows) > 1:
                 yield f"==> {row.task}[{row.index}] on {row.host} ({row.unit}) <==\n".encode()
@@ -122,6 +139,7 @@ class Service:
             by_framework[row.host][framework_of.get(row.job, "?")].update(resources)
             counted[row.host] += 1
         unclaimed = dict(controller.unclaimed)
+        drains = self.store.drains()
         out = []
         for name, view in sorted(views.items()):
             node = controller.nodes[name]
@@ -135,13 +153,15 @@ class Service:
             free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
             facts = view.facts
             state = controller.host_states.get(name, view.state)
+            if name in drains and state not in (HostState.DRAINING, HostState.DRAINED):
+                state = HostState.DRAINING if view.state == HostState.UP else state
             usage = {}
             if facts:
                 total, free_mem = int(facts.get("mem_total", 0)), int(facts.get("mem_available", 0))
                 usage[MEM] = max(0, total - free_mem)
             out.append(HostInfo(
-                host=name, state=state, reachable=state in (HostState.UP, HostState.SUSPECT),
-                stale=state != HostState.UP, last_seen=view.seen,
+                host=name, state=state, reachable=view.state in (HostState.UP, HostState.SUSPECT),
+                stale=view.state != HostState.UP, last_seen=view.seen,
                 age=None if view.seen is None else round(max(0.0, now - view.seen), 3),
                 boot=view.boot, error=view.error,
                 capacity=resources_json(capacity), reserved=resources_json(dict(node.reserved)),
@@ -150,9 +170,25 @@ class Service:
                               for fw, a in sorted(by_framework[name].items())},
                 load=[float(x) for x in facts.get("load", [])][:3],
                 usage=resources_json(usage), tasks=counted[name],
-                unclaimed=unclaimed.get(name, []),
+                unclaimed=unclaimed.get(name, []), drain_deadline=drains.get(name),
             ))  # fmt: skip
         return HostList(hosts=out)
+
+    def host(self, name: str) -> HostInfo:
+        for info in self.hosts().hosts:
+            if info.host == name:
+                return info
+        raise NotFound(f"no host {name!r}")
+
+    def cluster(self) -> Cluster:
+        controller = self.controller
+        states = Counter(h.state for h in self.hosts().hosts)
+        if not controller.replacements_paused:
+            replacements = "active"
+        else:
+            replacements = "allowed" if controller.replacements_allowed else "paused"
+        return Cluster(version=__version__, hosts=dict(sorted(states.items())),
+                       replacements=replacements)  # fmt: skip
 
     def frameworks(self) -> FrameworkList:
         controller = self.controller
@@ -214,5 +250,5 @@ def task_view(r: TaskRow) -> TaskView:
         state=r.state.value, exit_code=r.exit_code, signal=r.signal, reason=r.reason,
         restarts=r.restarts, since=r.since,
         resources=resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
-        ports=list(r.ports),
+        ports=list(r.ports), health=r.health,
     )  # fmt: skip

@@ -32,6 +32,7 @@ class TaskView(View):
     since: float
     resources: Amounts
     ports: list[int]
+    health: str | None  # starting, healthy, unhealthy; None: no health checks
 
 
 class UnplacedView(View):
@@ -70,7 +71,7 @@ class JobList(View):
 
 class HostInfo(View):
     host: str
-    state: str  # up, suspect, unreachable, gone, unknown
+    state: str  # up, suspect, unreachable, gone, draining, drained, unknown
     reachable: bool
     stale: bool  # what is shown is the last known, not fresh
     age: float | None  # seconds since it last answered
@@ -86,10 +87,20 @@ class HostInfo(View):
     usage: Amounts  # what the host says is really in use (memory) and its load
     tasks: int  # attempts the controller watches there
     unclaimed: list[str]  # meso units there that nobody launched (never adopted)
+    drain_deadline: float | None  # when a drain's batch tasks are stopped (Unix time)
 
 
 class HostList(View):
     hosts: list[HostInfo]
+
+
+class Cluster(View):
+    """The controller's view of the whole: hosts by state, and whether it replaces tasks of
+    unreachable hosts (paused while more than a third went unreachable at once)."""
+
+    version: str
+    hosts: dict[str, int]
+    replacements: str  # active, paused, allowed (an operator overrode the pause)
 
 
 class FrameworkInfo(View):

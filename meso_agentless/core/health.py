@@ -16,6 +16,8 @@ class HostState(StrEnum):
     SUSPECT = "suspect"
     UNREACHABLE = "unreachable"
     GONE = "gone"  # it answered with a new boot identity: its units are gone
+    DRAINING = "draining"  # an operator is moving everything off it
+    DRAINED = "drained"  # nothing of meso's runs there any more
 
 
 def host_state(
@@ -48,3 +50,13 @@ def partitioned(
     times = sorted(unreachable_since.values())
     need = total // 3 + 1  # more than a third
     return any(times[i + need - 1] - times[i] <= window for i in range(len(times) - need + 1))
+
+
+def task_health(healthy: bool | None, failures: int) -> str:
+    """What a task's health checks say, from the last result and the failures in a row that
+    count: starting (not checked yet, or failing within its grace period), healthy, unhealthy."""
+    if healthy:
+        return "healthy"
+    if healthy is None or failures == 0:
+        return "starting"
+    return "unhealthy"

@@ -3,8 +3,12 @@
 For every instance (task, index) the latest attempt decides: nothing yet -> launch attempt 1;
 still staging, running or unreachable -> wait; ended -> done, or a new attempt if the restart
 policy allows (a service always keeps its instances running); missing (the launch never reached
-the host) -> launch the same attempt again, which is safe. Instances past a task's count (the
-job was scaled down) are stopped.
+the host) -> launch the same attempt again, which is safe; unreachable for longer than the
+job's replace_after -> lost, and a new attempt elsewhere (a batch task only if its restart
+policy allows one more). Instances past a task's count (the job was scaled down) are stopped.
+Moving off a draining host is not a failure: a service instance gets a new attempt elsewhere
+beside the old one (the caller stops the old once the new is up); a batch attempt stopped by
+its drain's deadline gets one elsewhere, whatever its restart policy.
 """
 
 from __future__ import annotations
@@ -26,7 +30,11 @@ class Attempt(Protocol):
     unit: str
     state: str
     exit_code: int | None
+    reason: str | None
     since: float
+
+
+DRAINED = "drained"  # the reason of a batch attempt stopped by its host's drain deadline
 
 
 @dataclass(frozen=True)
@@ -43,7 +51,7 @@ class Launch:
     index: int
     attempt: int
     again: bool = False  # the same attempt once more (its launch never reached the host)
-    avoid: str | None = None  # a host not to use (the instance was lost there)
+    avoid: str | None = None  # a host not to use (the instance was lost there, or is leaving)
 
 
 @dataclass
@@ -67,10 +75,12 @@ def decide(
     tasks: Sequence[TaskPolicy],
     attempts: Iterable[Attempt],
     now: float = 0.0,
-    lost_after: float = 60.0,
+    lost_after: float = 30.0,
     numbered_from: Mapping[tuple[str, int], int] | None = None,
+    move: Mapping[tuple[str, int], str] | None = None,
 ) -> Decisions:
-    """`numbered_from`: the last attempt of each instance in earlier runs (new ones follow it)."""
+    """`numbered_from`: the last attempt of each instance in earlier runs (new ones follow it).
+    `move`: service instances to start anew off a host (task, index) -> the host."""
     latest: dict[tuple[str, int], Attempt] = {}
     first: dict[tuple[str, int], int] = {}
     for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
@@ -92,10 +102,23 @@ def decide(
                 out.launch.append(Launch(policy.name, index, a.attempt, again=True))
                 out.waiting += 1
                 continue
-            unreachable = a.state == TaskState.UNREACHABLE
-            if unreachable and job_type == "service" and now - a.since > lost_after:
+            used = a.attempt - first[(policy.name, index)]
+            retry = policy.restart != "never" and used < policy.attempts
+            if (
+                a.state == TaskState.UNREACHABLE
+                and now - a.since > lost_after
+                and (job_type == "service" or retry)
+            ):
                 out.lost.append(a)
                 out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
+                continue
+            leaving = (move or {}).get((policy.name, index))
+            if leaving is not None and a.state == TaskState.RUNNING and a.host == leaving:
+                # no `avoid`: the caller places nothing on a draining host, and once the drain
+                # is undone the host is as good as any
+                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.waiting += 1
+                out.running += 1
                 continue
             if a.state in WAITING:
                 out.waiting += 1
@@ -105,7 +128,9 @@ def decide(
             if job_type == "batch" and ok:
                 out.succeeded += 1
                 continue
-            used = a.attempt - first[(policy.name, index)]
+            if a.reason == DRAINED:  # stopped by its host's drain: not a failure
+                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                continue
             allowed = (
                 job_type == "service"
                 or policy.restart == "always"
@@ -133,13 +158,16 @@ def outcome(
 ) -> Outcome | None:
     """The job's outcome after a cycle, or None while it is still on its way (pure).
 
-    A task that does not fit now is pending: it waits for room, and the job with it. (One that
-    could never fit is refused when the job is submitted: exit 3 comes from there.)
+    `pending`: instances not placed yet (they wait for room, and the job with them; one that
+    could never fit is refused when the job is submitted: exit 3 comes from there), or not
+    healthy yet (a service is up only when its instances pass their health checks).
     """
     if killed:
         return Outcome(1, "killed")
     if pending:
         return None
+    if job_type == "service" and total == 0:
+        return Outcome(0, "service up: 0 instances running")
     if decisions.settled:
         if decisions.failed:
             first = decisions.failed[0]
@@ -152,3 +180,14 @@ def outcome(
     if job_type == "service" and not decisions.launch and decisions.running == total:
         return Outcome(0, f"service up: {total} instances running")
     return None
+
+
+def spans(indexes: Iterable[int]) -> list[tuple[int, int]]:
+    """Runs of consecutive numbers: [0, 1, 2, 5, 7, 8] -> [(0, 2), (5, 5), (7, 8)]."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(set(indexes)):
+        if out and out[-1][1] == i - 1:
+            out[-1] = (out[-1][0], i)
+        else:
+            out.append((i, i))
+    return out

@@ -16,6 +16,7 @@ from meso_agentless.core.resources import PortRanges, Resources
 Strategy = Literal["binpack", "spread"]
 ConstraintOp = Literal["eq", "ne", "regex", "unique_host", "max_per", "spread"]
 HOSTNAME = "hostname"  # a pseudo-attribute every host has: its name
+MIN_WEIGHT, MAX_WEIGHT = 0.001, 1e6  # a framework's DRF weight (shares are divided by it)
 
 
 @dataclass(frozen=True, slots=True)

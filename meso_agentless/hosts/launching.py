@@ -29,11 +29,13 @@ def launch_request(
     attempt: int,
     capacity: Mapping[str, int] | None = None,
     service: bool = False,
+    owner: str = "",
 ) -> dict:
     """The node command's launch request: unit, argv, env, limits, sandbox.
 
     `capacity` (the controller's view of the host) is sent for node commands that predate the
-    node's own capacity; a host only ever lowers its own with it.
+    node's own capacity; a host only ever lowers its own with it. `owner` ends the unit's
+    description: the mark by which its controller knows the unit for its own.
 
     The task sees MESO_JOB, MESO_TASK, MESO_INDEX, MESO_ATTEMPT, MESO_HOST and its ports as
     MESO_PORT0, MESO_PORT1, ... (and MESO_PORTS, comma-separated).
@@ -51,7 +53,7 @@ def launch_request(
     request: dict = {
         "unit": unit_name(placement.job, placement.task, placement.index, attempt),
         "description": f"meso {placement.job}/{placement.task}[{placement.index}] "
-        f"attempt {attempt}",
+        f"attempt {attempt}{' ' + owner if owner else ''}",
         "argv": task.argv,
         "env": env,
         "cpus": placement.resources.get(CPUS),

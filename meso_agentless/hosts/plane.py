@@ -37,10 +37,18 @@ class Plane(Protocol):
     def sample(self, host: str, timeout: float | None = None) -> dict: ...
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def status(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
-    def stop(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def stop(
+        self, host: str, unit: str, timeout: float | None = None, wait: bool = True
+    ) -> dict: ...
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def health(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def logs(
-        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+        self,
+        host: str,
+        unit: str,
+        follow: bool = False,
+        lines: int = 1000,
+        since: int | None = None,
     ) -> Iterator[bytes]: ...
     def close(self) -> None: ...
 
@@ -50,6 +58,9 @@ class ExecutionPlane:
 
     def __init__(self, nodes: Sequence[Node], timeout: float = DEFAULT_TIMEOUT) -> None:
         self.connections = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
+        # health checks wait on tasks, up to their timeouts: on connections of their own, so a
+        # slow check never delays a host's sample or a launch
+        self.checkers = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -80,17 +91,34 @@ class ExecutionPlane:
     def status(self, host: str, unit: str, timeout: float | None = None) -> dict:
         return self._ask(host, "status", timeout, unit=unit)
 
-    def stop(self, host: str, unit: str, timeout: float | None = 60.0) -> dict:
-        return self._ask(host, "stop", timeout, unit=unit)
+    def stop(self, host: str, unit: str, timeout: float | None = 60.0, wait: bool = True) -> dict:
+        """Stop the unit (its grace period, then SIGKILL); wait=False only starts the stop."""
+        return self._ask(host, "stop", timeout, unit=unit, wait=wait)
 
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         return self._ask(host, "forget", timeout, unit=unit)
 
+    def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
+        """Run a task's health check on its host: {"healthy": bool, "detail": str}."""
+        self.host(host)
+        try:
+            return self.checkers[host].ask("health", request, timeout)
+        except ssh.SSHError as exc:
+            raise Unreachable(str(exc)) from exc
+
     def logs(
-        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+        self,
+        host: str,
+        unit: str,
+        follow: bool = False,
+        lines: int = 1000,
+        since: int | None = None,
     ) -> Iterator[bytes]:
-        """The unit's journal, as it comes (follow: until the caller stops reading)."""
-        request = {"unit": unit, "follow": follow, "lines": lines}
+        """The unit's journal, as it comes (follow: until the caller stops reading); `since`
+        (Unix seconds) leaves out what an earlier unit of the same name wrote."""
+        request: dict = {"unit": unit, "follow": follow, "lines": lines}
+        if since is not None:
+            request["since"] = since
         timeout = 365 * 86400.0 if follow else None
         stream = self.host(host).stream("logs", request, timeout=timeout)
         try:
@@ -118,7 +146,7 @@ class ExecutionPlane:
         return reconcile(expected, self.reports(), known_boots)
 
     def close(self) -> None:
-        for connection in self.connections.values():
+        for connection in (*self.connections.values(), *self.checkers.values()):
             connection.close()
 
 

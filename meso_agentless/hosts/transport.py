@@ -61,6 +61,10 @@ class NodeConnection:
 
     def request(self, verb: str, timeout: float | None = None, **fields: Any) -> dict:
         """Send one request to the node command and return its answer (ok is checked)."""
+        return self.ask(verb, fields, timeout)
+
+    def ask(self, verb: str, fields: dict, timeout: float | None = None) -> dict:
+        """request(), with the fields as a mapping (one may be called `timeout`)."""
         deadline = time.monotonic() + (timeout or self.timeout)
         line = json.dumps({"verb": verb, **fields}).encode() + b"\n"
         with self._lock:

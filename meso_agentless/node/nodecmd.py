@@ -11,6 +11,8 @@ the controller) or installed root-owned for the unprivileged meso user. Verbs:
     list                every meso unit and its state
     stop REQUEST        stop a task (SIGTERM, then SIGKILL after its grace period)
     forget REQUEST      unload a finished unit once the controller has stored its result
+    health REQUEST      check a running task here: http GET or tcp connect on one of its own
+                        ports on 127.0.0.1, or a command as a throwaway user in a sandbox
     logs REQUEST        the task's journal (follow: true streams it)
     policy [REQUEST]    the policy in force; {"policy": {...}} tightens it for this connection
     serve               answer JSON-line requests ({"verb": ..., ...}) until stdin closes
@@ -51,7 +53,7 @@ UNIT_NAME = re.compile(
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
     "ExecMainPID", "CPUQuotaPerSecUSec", "MemoryMax", "TasksMax", "RuntimeMaxUSec",
-    "NRestarts", "InvocationID", "ControlGroup",
+    "NRestarts", "InvocationID", "ControlGroup", "Description",
 )  # fmt: skip
 TIMEOUT = 20
 STATE_DIR = "/run/meso-node"  # tmpfs: it goes with a reboot, as transient units do
@@ -921,6 +923,8 @@ def _state(props: dict[str, str]) -> dict:
     exited = props.get("SubState") == "exited" and props.get("ActiveState") == "active"
     if exited and cgroup_populated(props.get("ControlGroup", "")):
         state["state"] = "running"
+    # whoever launched it says so in its description (a controller marks its own units)
+    state["description"] = props.get("Description", "")[:300]
     return state
 
 
@@ -1067,11 +1071,23 @@ def _write_ledger(units: list[dict]) -> None:
 
 
 def stop(request: dict, session: Session | None = None) -> dict:
-    """Stop a task (SIGTERM, SIGKILL after its grace) and unload it; report how it ended."""
-    before = status(request)
+    """Stop a task (SIGTERM, SIGKILL after its grace) and unload it; report how it ended.
+
+    With "wait": false the stop is only started (systemctl --no-block): the answer comes at
+    once and the unit goes within its grace period; what is left of it (a failed unit) is
+    cleaned up by a later `forget`.
+    """
+    _fields(request, ("unit", "wait"))
+    wait = request.get("wait", True)
+    if not isinstance(wait, bool):
+        raise RequestError(f"wait: must be true or false, not {_short(wait)}")
+    before = status({"unit": request.get("unit")})
     unit = request["unit"]
-    _run(["systemctl", "stop", f"{unit}.service"])
-    _run(["systemctl", "reset-failed", f"{unit}.service"])
+    if wait:
+        _run(["systemctl", "stop", f"{unit}.service"])
+        _run(["systemctl", "reset-failed", f"{unit}.service"])
+    else:
+        _run(["systemctl", "stop", "--no-block", f"{unit}.service"])
     if before["state"] in HOLDS_RESOURCES:
         return {**before, "state": "killed"}
     return before
@@ -1092,22 +1108,28 @@ def list_units(request: dict | None = None, session: Session | None = None) -> d
     _fields(request or {}, ())
     listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
                    "--type=service", f"{UNIT_PREFIX}*"])  # fmt: skip
-    names = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    # only units of meso's own form: meso-controller.service and the like are not tasks
+    names = [word for word in (line.split()[0] for line in listed.splitlines() if line.strip())
+             if UNIT_NAME.fullmatch(word.removesuffix(".service"))]  # fmt: skip
     shown = _show(names) if names else []
     units = [{**_state(p), **unit_limits(p)} for p in shown]
     return {"boot": boot_identity(), "units": units}
 
 
 def logs_argv(request: dict) -> list[str]:
-    """journalctl's argv for a logs request: the task's own output, not systemd's lines."""
-    _fields(request, ("unit", "lines", "follow"))
+    """journalctl's argv for a logs request: the task's own output, not systemd's lines;
+    `since` (Unix seconds) leaves out what an earlier unit of the same name wrote."""
+    _fields(request, ("unit", "lines", "follow", "since"))
     unit = check_unit(request.get("unit"))
     lines = _int(request, "lines", 1, 1_000_000, default=1000)
+    since = _int(request, "since", 0, 1 << 40)
     follow = request.get("follow", False)
     if not isinstance(follow, bool):
         raise RequestError(f"follow: must be true or false, not {_short(follow)}")
     argv = ["journalctl", f"_SYSTEMD_UNIT={unit}.service", "--output=cat", "--no-pager",
             f"--lines={lines}"]  # fmt: skip
+    if since is not None:
+        argv.append(f"--since=@{since}")
     return [*argv, "--follow"] if follow else argv
 
 
@@ -1176,8 +1198,96 @@ def policy_verb(request: dict, session: Session | None = None) -> dict:
     return {"policy": describe_policy(policy, source)}
 
 
+HEALTH_PATH = re.compile(r"/[\x21-\x7e]{0,1023}")  # printable ASCII, no spaces
+PORTS_IN_ENV = re.compile(r"(?:^|\s)MESO_PORTS=([0-9,]*)")
+CHECK_SANDBOX = ("--property=DynamicUser=yes", "--property=NoNewPrivileges=yes",
+                 "--property=PrivateTmp=yes", "--property=ProtectSystem=strict",
+                 "--property=ProtectHome=yes", "--property=TasksMax=64",
+                 "--property=MemoryMax=64M", "--property=CPUQuota=50%")  # fmt: skip
+
+
+def parse_ports(environment: str) -> list[int]:
+    """The task's ports from its unit's Environment= (MESO_PORTS=31000,31001)."""
+    found = PORTS_IN_ENV.search(environment)
+    if not found:
+        return []
+    return [int(p) for p in found.group(1).split(",") if p.isdigit() and 0 < int(p) < 65536]
+
+
+def health_check(request: dict) -> dict:
+    """What a health request asks (pure): {"kind", "target", "port", "timeout"}; RequestError
+    naming the field otherwise. Exactly one of http (a path), tcp (true) or command (argv)."""
+    _fields(request, ("unit", "http", "tcp", "command", "port", "timeout"))
+    check_unit(request.get("unit"))
+    kinds = [k for k in ("http", "tcp", "command") if request.get(k) not in (None, False)]
+    if len(kinds) != 1:
+        raise RequestError("http: give exactly one of http, tcp or command")
+    kind = kinds[0]
+    target = request[kind]
+    if kind == "http" and not (isinstance(target, str) and HEALTH_PATH.fullmatch(target)):
+        raise RequestError("http: must be a path like /healthz (printable, no spaces)")
+    if kind == "tcp" and target is not True:
+        raise RequestError("tcp: must be true")
+    if kind == "command":
+        problem = argv_error(target)
+        if problem:
+            raise RequestError(f"command: {problem}")
+    port = _int(request, "port", 0, 99, default=0)
+    timeout = _int(request, "timeout", 1, 60, default=2)
+    return {"kind": kind, "target": target, "port": port, "timeout": timeout}
+
+
+def health(request: dict, session: Session | None = None) -> dict:
+    """Check one running task, here on its host (no agent, no network path from the
+    controller): http GETs a path on one of the task's own ports on 127.0.0.1 (2xx or 3xx is
+    healthy); tcp connects to it; command runs as a throwaway user in a strict sandbox (exit 0
+    is healthy). Only the task's own ports can be asked. {"healthy": bool, "detail": str}."""
+    check = health_check(request)
+    unit = request["unit"]
+    shown = parse_show(_run(["systemctl", "show", "--no-pager", "-p",
+                             "Id,LoadState,ActiveState,SubState,Environment",
+                             f"{unit}.service"]))  # fmt: skip
+    props = shown[0] if shown else {}
+    if props.get("ActiveState") != "active" or props.get("SubState") != "running":
+        return {"healthy": False, "detail": "not running"}
+    ports = parse_ports(props.get("Environment", ""))
+    if check["kind"] != "command" and check["port"] >= len(ports):
+        raise RequestError(f"port: the task has no port {check['port']} (it has {len(ports)})")
+    timeout = check["timeout"]
+    if check["kind"] == "command":
+        env = [f"--setenv=MESO_PORT{i}={p}" for i, p in enumerate(ports)]
+        argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect",
+                f"--property=RuntimeMaxSec={timeout}", *CHECK_SANDBOX, *env, "--",
+                *(_escape(a) for a in check["target"])]  # fmt: skip
+        try:
+            done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5,
+                                  check=False, stdin=subprocess.DEVNULL)  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return {"healthy": False, "detail": f"no answer within {timeout} s"}
+        output = (done.stdout or done.stderr).strip().splitlines()
+        detail = _short(output[-1], 200) if output else f"exit {done.returncode}"
+        return {"healthy": done.returncode == 0, "detail": detail}
+    port = ports[check["port"]]
+    import http.client
+    import socket
+
+    try:
+        if check["kind"] == "tcp":
+            socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+            return {"healthy": True, "detail": f"port {port} accepts connections"}
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            connection.request("GET", check["target"])
+            code = connection.getresponse().status
+        finally:
+            connection.close()
+    except (OSError, http.client.HTTPException) as exc:
+        return {"healthy": False, "detail": _short(f"{type(exc).__name__}: {exc}", 200)}
+    return {"healthy": 200 <= code < 400, "detail": f"HTTP {code}"}
+
+
 VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_units, "stop": stop,
-         "forget": forget}  # fmt: skip
+         "forget": forget, "health": health}  # fmt: skip
 SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 

@@ -23,7 +23,7 @@ from meso_agentless.core.tasks import TaskStatus
 from meso_agentless.errors import UsageError
 from meso_agentless.state.store import Intent, JobRow, TaskRow
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -76,6 +76,13 @@ CREATE TABLE frameworks (
     quota TEXT,                    -- JSON; NULL: the inventory's
     version INTEGER NOT NULL DEFAULT 1
 );
+""",
+    # 2 -> 3: what the task's health checks say; hosts being drained; this state's identity
+    3: """
+ALTER TABLE tasks ADD COLUMN health TEXT;  -- starting, healthy, unhealthy; NULL: no checks
+ALTER TABLE hosts ADD COLUMN drain REAL;   -- when a drain must be over (wall time); NULL: none
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+INSERT OR IGNORE INTO meta VALUES ('identity', lower(hex(randomblob(6))));
 """,
 }
 
@@ -151,6 +158,12 @@ class Store:
             yield
         finally:
             self.db.execute("COMMIT")
+
+    @property
+    def identity(self) -> str:
+        """This state's own random name: the units its controllers launch carry it, so a unit
+        of the same name launched by anyone else is never taken for one of ours."""
+        return self.db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0]
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -244,6 +257,17 @@ class Store:
         )
         return done.rowcount == 1
 
+    def set_health(self, row: TaskRow, health: str | None) -> TaskRow | None:
+        """Record what the task's health checks say (compare-and-set, like every change)."""
+        done = self.db.execute(
+            "UPDATE tasks SET health = ?, updated = ?, version = version + 1 "
+            "WHERE id = ? AND version = ?",
+            (health, self.clock(), row.id, row.version),
+        )
+        if done.rowcount != 1:
+            return None
+        return _task(self.db.execute("SELECT * FROM tasks WHERE id = ?", (row.id,)).fetchone())
+
     def tasks(self, job: str | None = None) -> list[TaskRow]:
         """Attempts of the current run of `job` (or of every job)."""
         query = (
@@ -279,13 +303,27 @@ class Store:
     # -- hosts and frameworks ------------------------------------------------------------------
 
     def host_boots(self) -> dict[str, str]:
-        return {r["name"]: r["boot"] for r in self.db.execute("SELECT name, boot FROM hosts")}
+        rows = self.db.execute("SELECT name, boot FROM hosts WHERE boot != ''")
+        return {r["name"]: r["boot"] for r in rows}
 
     def set_host_boot(self, name: str, boot: str) -> None:
         self.db.execute(
-            "INSERT INTO hosts VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-            "boot=excluded.boot, seen=excluded.seen",
+            "INSERT INTO hosts (name, boot, seen) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE "
+            "SET boot=excluded.boot, seen=excluded.seen",
             (name, boot, self.clock()),
+        )
+
+    def drains(self) -> dict[str, float]:
+        """Hosts being drained: name -> when the drain must be over (wall time)."""
+        rows = self.db.execute("SELECT name, drain FROM hosts WHERE drain IS NOT NULL")
+        return {r["name"]: r["drain"] for r in rows}
+
+    def set_drain(self, name: str, deadline: float | None) -> None:
+        """Start draining a host (until `deadline`), or stop (None)."""
+        self.db.execute(
+            "INSERT INTO hosts (name, boot, seen, drain) VALUES (?, '', ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET drain = excluded.drain",
+            (name, self.clock(), deadline),
         )
 
     def framework_settings(self) -> dict[str, tuple[float | None, dict[str, int] | None]]:
@@ -317,5 +355,5 @@ def _task(row: sqlite3.Row) -> TaskRow:
         row["id"], row["job"], row["run"], row["task"], row["idx"], row["attempt"], row["host"],
         row["unit"], row["state"], row["exit_code"], row["signal"], row["reason"],
         json.loads(row["resources"]), json.loads(row["ports"]), row["restarts"], row["since"],
-        row["version"],
+        row["version"], row["health"], row["created"],
     )  # fmt: skip

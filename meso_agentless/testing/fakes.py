@@ -61,11 +61,14 @@ class FakeUnit:
     signal: int | None = None
     reason: str | None = None
     restarts: int = 0
+    healthy: bool = True
+    health_detail: str = "HTTP 200"
 
     def status(self) -> dict:
         return {"unit": f"{self.name}.service", "state": self.state, "exit_code": self.exit_code,
                 "signal": self.signal, "reason": self.reason, "restarts": self.restarts,
                 "millicpus": self.request.get("cpus"), "memory_max": self.request.get("mem"),
+                "description": self.request.get("description", self.name),
                 "active": "active" if self.state in ("running", "staging") else "inactive",
                 "sub": "running" if self.state in ("running", "staging") else "exited"}  # fmt: skip
 
@@ -134,7 +137,7 @@ class FakePlane:
             found = self._host(host).units.get(unit)
             return found.status() if found else {"unit": f"{unit}.service", "state": "unknown"}
 
-    def stop(self, host: str, unit: str, timeout: float | None = None) -> dict:
+    def stop(self, host: str, unit: str, timeout: float | None = None, wait: bool = True) -> dict:
         with self._lock:
             h = self._host(host)
             self.calls.append(("stop", host, unit))
@@ -157,8 +160,21 @@ class FakePlane:
             self.calls.append(("forget", host, unit))
             return h.units.pop(unit).status()
 
+    def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
+        with self._lock:
+            found = self._host(host).units.get(request["unit"])
+            self.calls.append(("health", host, request["unit"]))
+            if found is None or found.state != "running":
+                return {"healthy": False, "detail": "not running"}
+            return {"healthy": found.healthy, "detail": found.health_detail}
+
     def logs(
-        self, host: str, unit: str, follow: bool = False, lines: int = 1000
+        self,
+        host: str,
+        unit: str,
+        follow: bool = False,
+        lines: int = 1000,
+        since: int | None = None,
     ) -> Iterator[bytes]:
         with self._lock:
             self._host(host)
@@ -184,6 +200,12 @@ class FakePlane:
         with self._lock:
             u = self._unit(unit)
             u.state, u.exit_code = ("finished" if exit_code == 0 else "failed"), exit_code
+
+    def set_health(self, unit: str, healthy: bool, detail: str = "") -> None:
+        """What the unit's health check will answer from now on."""
+        with self._lock:
+            u = self._unit(unit)
+            u.healthy, u.health_detail = healthy, detail or ("HTTP 200" if healthy else "refused")
 
     def crash(self, unit: str) -> None:
         """A service instance dies; systemd restarts it on its host (Restart=always)."""

@@ -2,7 +2,8 @@
 
 Each scenario creates its own lab hosts, converges, checks idempotence (a second converge
 changes nothing), verifies with testinfra (the node role; the whole site.yml, ending with
-`meso run` as the unprivileged meso user) and destroys them.
+`meso run` as the unprivileged meso user; site.yml with the controller as a systemd service on a
+lab host, installed from a wheelhouse, and `meso hosts` here through MESO_ADDR) and destroys them.
 """
 
 import re
@@ -30,7 +31,7 @@ def test_ansible_lint_production_profile_passes():
     assert "Profile 'production' was required, and it passed" in output
 
 
-@pytest.mark.parametrize(("scenario", "tests"), [("node", 21), ("default", 23)])
+@pytest.mark.parametrize(("scenario", "tests"), [("node", 21), ("default", 23), ("controller", 10)])
 def test_molecule_scenario(scenario, tests):
     output = run("molecule", "test", "-s", scenario)
     for step in ("create", "converge", "idempotence", "verify", "destroy"):

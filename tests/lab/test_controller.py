@@ -7,7 +7,6 @@ import os
 import re
 import ssl
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,11 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meso_agentless.testing.controller import running_controller, start_controller
+from tests.lab.common import cli, wait_for
 
 pytestmark = pytest.mark.lab
 
 ROOT = Path(__file__).parents[2]
-MESO = [sys.executable, "-m", "meso_agentless"]
 FAILING = """\
 job: flaky
 tasks:
@@ -31,21 +30,6 @@ tasks:
 """
 HUGE = 'job: huge\ntasks:\n  - name: t\n    command: ["true"]\n    resources: {cpus: 64}\n'
 BAD = 'job: bad\ntasks:\n  - name: t\n    command: ["true"]\n    count: -1\n'
-
-
-def cli(env, *args, timeout=180):
-    return subprocess.run([*MESO, *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)  # fmt: skip
-
-
-def wait_for(predicate, timeout=30.0, every=0.2):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(every)
 
 
 @pytest.fixture

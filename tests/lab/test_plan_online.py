@@ -36,7 +36,7 @@ def test_plan_samples_every_host_and_places_the_examples(meso_lab):
 
 def test_running_meso_units_count_as_used(meso_lab, tmp_path):
     """A unit holding both CPUs of mtest-1 leaves it nothing to offer."""
-    unit = "meso-hog-t-0-1"
+    unit = "meso-hog_t_0_1"  # of meso's form, launched by nobody meso knows
     started = meso_lab.run(f"{LAB}-1", ["systemd-run", "--unit", unit, "-p", "CPUQuota=200%",
                                        "-p", "MemoryMax=1G", "sleep", "600"])  # fmt: skip
     assert started.ok, started.stderr

@@ -226,3 +226,46 @@ def test_no_request_body_gets_a_500(api, body):
         assert "error" in done.json() or done.status_code < 300
     done = api.patch("/v1/frameworks/web", content=text, headers=json_type)
     assert done.status_code < 500, (body, done.text)
+
+
+def test_framework_changes_are_strict_and_a_quota_can_be_lifted(api):
+    for bad in ({"weight": "2"}, {"weight": True}, {"weight": 5e-324}, {"weight": 0.0001}):
+        done = api.patch("/v1/frameworks/web", json=bad)
+        assert done.status_code == 422, (bad, done.text)
+        assert done.json()["error"].startswith("weight")
+    assert api.patch("/v1/frameworks/web", json={"quota": {"cpus": 1}}).json()["quota"] == {
+        "cpus": 1.0}  # fmt: skip
+    lifted = api.patch("/v1/frameworks/web", json={"quota": None})
+    assert lifted.status_code == 200 and lifted.json()["quota"] == {}
+
+
+def test_a_trailing_slash_is_not_a_way_around_the_token(api):
+    done = api.get("/v1/jobs/", headers={"Authorization": ""}, follow_redirects=False)
+    assert done.status_code in (401, 404)
+
+
+def test_logs_of_a_task_on_an_unreachable_host_say_so_at_once(api):
+    api.post("/v1/jobs", json=JOB)
+    host = api.get("/v1/jobs/web").json()["tasks"][0]["host"]
+    api.cluster.plane.cut(host)
+    for _ in range(6):  # judged by its last answer: five seconds of silence
+        api.cluster.clock.advance(1)
+        api.cluster.fleet.refresh()
+    done = api.get("/v1/jobs/web/logs", params={"task": "server", "index": 0})
+    assert done.status_code == 503 and "unreachable" in done.json()["error"]
+
+
+def test_running_the_same_active_job_again_tells_its_followers_the_outcome_again(api):
+    api.post("/v1/jobs", json=JOB)
+    for _ in range(20):
+        if api.get("/v1/jobs/web").json()["outcome"]:
+            break
+        api.cluster.controller.tick()
+    with api.stream("GET", "/v1/events?job=web") as stream:
+        assert api.post("/v1/jobs", json=JOB).status_code == 200
+        for line in stream.iter_lines():
+            if line.startswith("data: "):
+                event = json.loads(line[6:])
+                if event["kind"] == "job" and "code" in event["data"]:
+                    break
+    assert event["message"] == "web: service up: 2 instances running"

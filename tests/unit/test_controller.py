@@ -12,11 +12,14 @@ from meso_agentless.testing.fakes import FakeCluster
 TWO_HOSTS = {"h1": (2, "4GiB"), "h2": (2, "4GiB")}
 
 
-def job(name="j", count=2, type_="batch", cpus=1, framework="default", **task):
+def job(name="j", count=2, type_="batch", cpus=1, framework="default", resources_ports=0,
+        disconnect=None, **task):  # fmt: skip
     return Job.model_validate({
         "job": name, "type": type_, "framework": framework,
+        **({"disconnect": disconnect} if disconnect else {}),
         "tasks": [{"name": "t", "count": count, "command": ["true"],
-                   "resources": {"cpus": cpus, "mem": "64MiB"}, **task}],
+                   "resources": {"cpus": cpus, "mem": "64MiB", "ports": resources_ports},
+                   **task}],
     })  # fmt: skip
 
 
@@ -342,3 +345,165 @@ def test_one_host_lost_among_five_is_still_replaced(tmp_path):
         c.step()
     assert not c.controller.replacements_paused
     assert c.states("j")[("t", 0, 2)] == "running"
+
+
+def checked_service(count=2, failures=3, grace="0", **extra):
+    return job(type_="service", count=count, cpus=0.5, resources_ports=1,
+               health={"http": "/health", "interval": "2s", "timeout": "1s", "grace": grace,
+                       "failures": failures}, **extra)  # fmt: skip
+
+
+def test_a_service_is_up_only_once_its_instances_pass_their_checks(cluster):
+    cluster.controller.submit(checked_service())
+    cluster.step()
+    assert set(cluster.states("j").values()) == {"running"}
+    for unit in cluster.plane.running():
+        cluster.plane.set_health(unit, False, "connection refused")
+    for _ in range(3):
+        cluster.step()
+    assert outcome(cluster) is None  # running, not healthy: not up
+    assert {r.health for r in cluster.controller.store.tasks("j")} == {"unhealthy"}
+    for unit in cluster.plane.running():
+        cluster.plane.set_health(unit, True)
+    for _ in range(3):
+        cluster.step()
+    assert outcome(cluster) == (0, "service up: 2 instances running")
+    assert {r.health for r in cluster.controller.store.tasks("j")} == {"healthy"}
+    assert any(": healthy (HTTP 200)" in m for m in cluster.messages())
+
+
+def test_an_instance_failing_its_check_failures_times_in_a_row_is_restarted(cluster):
+    cluster.controller.submit(checked_service(count=1, failures=3))
+    cluster.step()
+    cluster.plane.set_health("meso-j_t_0_1", False, "HTTP 500")
+    for _ in range(8):  # a check every 2 s: three failures, then the stop and a new attempt
+        cluster.step()
+    states = cluster.states("j")
+    assert states[("t", 0, 1)] == "failed" and states[("t", 0, 2)] == "running"
+    [first] = [r for r in cluster.controller.store.tasks("j") if r.attempt == 1]
+    assert first.reason == "unhealthy: 3 checks failed in a row (HTTP 500)"
+    assert "meso-j_t_0_1" not in cluster.plane.running()
+
+
+def test_failures_within_the_grace_period_or_broken_by_a_success_do_not_restart(cluster):
+    cluster.controller.submit(checked_service(count=1, failures=2, grace="20s"))
+    cluster.step()
+    cluster.plane.set_health("meso-j_t_0_1", False)
+    for _ in range(15):  # within the grace period
+        cluster.step()
+    assert cluster.states("j") == {("t", 0, 1): "running"}
+    for _ in range(10):  # past it: one failure, then a success resets the count
+        cluster.step()
+        health = cluster.fleet.view("h1").health.get("meso-j_t_0_1")
+        if health and health.failures == 1:
+            cluster.plane.set_health("meso-j_t_0_1", True)
+    assert cluster.states("j") == {("t", 0, 1): "running"}
+
+
+def test_a_drained_host_loses_its_service_instances_one_at_a_time_and_its_batch_at_the_deadline(
+    tmp_path,
+):
+    c = FakeCluster.of(tmp_path, {"h1": (4, "8GiB"), "h2": (4, "8GiB"), "h3": (4, "8GiB")})
+    c.step()
+    c.controller.submit(job("svc", type_="service", count=2, cpus=1))  # binpack: both on h1
+    c.controller.submit(job("b", count=1, cpus=1, restart={"policy": "never", "attempts": 0}))
+    c.step()
+    c.step()
+    assert {c.plane.where(u) for u in c.plane.running()} == {"h1"}
+    c.controller.drain("h1", deadline=20)
+    lowest = 2
+    for _ in range(8):
+        c.step()
+        lowest = min(lowest, sum(u.startswith("meso-svc_") for u in c.plane.running()))
+    assert lowest == 2  # never below its count: the new one runs before the old one stops
+    svc = {u: h for u, h in c.plane.running().items() if u.startswith("meso-svc_")}
+    assert len(svc) == 2 and "h1" not in svc.values()
+    assert c.plane.where("meso-b_t_0_1") == "h1"  # batch may finish until the deadline
+    for _ in range(20):
+        c.step()
+    assert c.states("b") == {("t", 0, 1): "killed", ("t", 0, 2): "running"}
+    assert c.controller.store.tasks("b")[0].reason == "drained"
+    assert c.plane.where("meso-b_t_0_2") != "h1"
+    assert c.controller.host_states["h1"] == "drained"
+    assert c.controller.placeable_hosts(c.fleet.views(), []) and "h1" not in {
+        h.name for h in c.controller.placeable_hosts(c.fleet.views(), [])}  # fmt: skip
+    c.controller.undrain("h1")
+    c.step()
+    assert "h1" in {h.name for h in c.controller.placeable_hosts(c.fleet.views(), [])}
+
+
+def test_each_job_says_when_its_unreachable_tasks_are_replaced(tmp_path):
+    c = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB"), "h3": (2, "4GiB")})
+    c.step()
+    c.controller.submit(job("quick", type_="service", count=1, cpus=1.5,
+                            disconnect={"replace_after": "10s"}))  # fmt: skip
+    c.controller.submit(job("once", count=1, cpus=1.5, restart={"policy": "never",
+                                                                "attempts": 0}))  # fmt: skip
+    c.controller.submit(job("again", count=1, cpus=1.5))  # on-failure, attempts 3
+    c.step()
+    c.step()
+    hosts = {name: c.plane.where(f"meso-{name}_t_0_1") for name in ("quick", "once", "again")}
+    assert len(set(hosts.values())) == 3  # one per host
+    for name in ("quick", "once", "again"):  # one at a time, each its own partition
+        c.plane.cut(hosts[name])
+        for _ in range(16):
+            c.step()
+        c.plane.heal(hosts[name])
+        c.step()
+        c.step()
+    assert c.states("quick")[("t", 0, 2)] == "running"  # replaced after its 10 s
+    assert "meso-quick_t_0_1" not in c.plane.running()  # and the original stopped on return
+    assert ("t", 0, 2) not in c.states("once")  # never: it waits for its host
+    assert c.states("once")[("t", 0, 1)] == "running"
+    assert set(c.states("again")) == {("t", 0, 1)}  # 16 s < the default 30 s
+
+
+def test_a_service_scaled_to_nothing_stays_a_service_and_scales_up_again(cluster):
+    cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
+    cluster.step()
+    cluster.controller.scale("j", "t", 0)
+    cluster.step()
+    cluster.step()
+    assert cluster.plane.running() == {}
+    assert outcome(cluster) == (0, "service up: 0 instances running")
+    assert cluster.controller.store.job("j").state == "active"
+    cluster.controller.scale("j", "t", 2)
+    cluster.step()
+    assert len(cluster.plane.running()) == 2
+
+
+def test_thousands_of_pending_instances_cost_one_group_not_one_each(cluster):
+    cluster.controller.submit(job("q", count=5000, cpus=1))
+    cluster.step()
+    report = cluster.controller.tick(allocate_now=True)
+    assert len(report.unplaced) == 4996
+    unplaced = [m for m in cluster.messages() if "not placed" in m]
+    assert unplaced == ['q/t[4-4999] not placed: no host fits: dimension "cpus" exhausted on '
+                        "2 hosts"]  # said once, for the whole run of indexes  # fmt: skip
+
+
+def test_a_unit_of_the_same_name_launched_by_someone_else_is_never_taken_for_ours(cluster):
+    """Another controller (another state) or a person started meso-j_t_0_2 before us: our
+    attempt 2 is not it; we neither adopt, stop nor clean it up, and run attempt 3 instead."""
+    cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
+    cluster.step()
+    host = cluster.plane.where("meso-j_t_0_1")
+    cluster.plane.launch(
+        host,
+        {
+            "unit": "meso-j_t_0_2",
+            "argv": ["sleep"],
+            "cpus": 100,
+            "description": "meso j/t[0] attempt 2 [state:0123456789ab]",
+        },
+    )
+    cluster.plane.vanish("meso-j_t_0_1")  # ours goes: the next attempt's name is taken
+    for _ in range(4):
+        cluster.step()
+    states = cluster.states("j")
+    assert states[("t", 0, 2)] == "lost" and states[("t", 0, 3)] == "running"
+    assert "meso-j_t_0_2" in cluster.plane.running()  # left alone
+    assert "meso-j_t_0_2" in cluster.controller.unclaimed.get(host, [])
+    assert cluster.controller.gc() == []  # another state's unit: not ours to stop
+    cluster.controller.kill("j")
+    assert set(cluster.plane.running()) == {"meso-j_t_0_2"}

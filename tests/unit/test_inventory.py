@@ -68,7 +68,7 @@ def test_bad_inventories_get_one_line(tmp_path):
         load_inventory(write_inventory(tmp_path, "all:\n  hosts:\n    a: [1,\n"))
     assert "\n" not in str(caught.value)
     bad_fw = "all:\n  vars:\n    meso_frameworks: {web: {weight: -1}}\n  hosts:\n    a: {}\n"
-    with pytest.raises(UsageError, match=r"meso_frameworks.web.weight must be a positive"):
+    with pytest.raises(UsageError, match=r"meso_frameworks.web.weight must be a number from 0.001"):
         load_inventory(write_inventory(tmp_path, bad_fw))
     unknown = "all:\n  vars:\n    meso_frameworks: {web: {wieght: 2}}\n  hosts:\n    a: {}\n"
     with pytest.raises(UsageError, match=r"meso_frameworks\.web: unknown field wieght"):

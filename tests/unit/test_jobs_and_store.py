@@ -21,6 +21,7 @@ class A:
     host: str = "h1"
     unit: str = ""
     exit_code: int | None = None
+    reason: str | None = None
     since: float = 0.0
 
 

@@ -4,6 +4,8 @@ and /v1/plan."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -14,10 +16,11 @@ from starlette.concurrency import run_in_threadpool
 from meso_agentless.api.auth import require_token
 from meso_agentless.api.context import ApiContext, context
 from meso_agentless.controller.views import JobList, JobView, KillResult
-from meso_agentless.errors import UsageError
+from meso_agentless.errors import MesoError, UsageError
 from meso_agentless.spec import MAX_COUNT, Job, job_from_data, job_from_text
 
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["jobs"])
+log = logging.getLogger("meso.api")
 Ctx = Annotated[ApiContext, Depends(context)]
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JOB_BODY = {
@@ -72,6 +75,8 @@ async def submit(request: Request, response: Response, ctx: Ctx) -> JobView:
         created = before is None or before.state != "active" or before.run != row.run
         if created:
             controller.tick(allocate_now=True)  # the answer says what the first cycle placed
+        else:
+            controller.republish(job.job)  # for whoever follows it again
         return created, ctx.service.job(job.job)
 
     created, view = await run_in_threadpool(ctx.change, command)
@@ -115,9 +120,16 @@ def logs(
     lines: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
 ) -> StreamingResponse:
     """The journal of the job's latest attempts; `follow` streams one instance's."""
-    ctx.service.latest_attempts(name, task, index)  # 404 now, not halfway through a stream
-    chunks = ctx.service.logs(name, task, index, follow, lines)
-    return StreamingResponse(chunks, media_type="text/plain; charset=utf-8")
+    rows = ctx.service.latest_attempts(name, task, index)  # 404 now, not halfway through
+    ctx.service.readable(rows)  # 503 now if a host cannot be reached
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            yield from ctx.service.logs(name, task, index, follow, lines)
+        except MesoError as exc:  # the host went away mid-way: the stream ends, the log says why
+            log.warning("logs of %s: %s", name, exc)
+
+    return StreamingResponse(chunks(), media_type="text/plain; charset=utf-8")
 
 
 class PlanRequest(BaseModel):

@@ -1,0 +1,24 @@
+"""What the lab tests that drive the CLI and a controller share."""
+
+import subprocess
+import sys
+import time
+
+MESO = [sys.executable, "-m", "meso_agentless"]
+
+
+def cli(env, *args, timeout=180):
+    """Run `meso ARGS` with `env`; the finished process (never raises on its exit code)."""
+    return subprocess.run([*MESO, *args], capture_output=True, text=True, env=env,
+                          timeout=timeout, check=False)  # fmt: skip
+
+
+def wait_for(predicate, timeout=60.0, every=0.5):
+    """The first true value of predicate(), asked every `every` seconds; fails after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(every)
