@@ -156,13 +156,21 @@ class Rig:
         echo_last: bool = False,
         kind: str = "batch",
         resources: dict | None = None,
+        until: int | None = None,
+        replace_after: float | None = None,
         **extra: Any,
     ) -> dict:
         """A job whose one task `t` says its identity in its journal (first, or after its sleep
-        with `echo_last`), then sleeps; a service's instances only sleep, for ever."""
+        with `echo_last`), then sleeps; a service's instances only sleep, for ever. `until`: the
+        task sleeps until that Unix time, then says it (any attempt, whenever it started).
+        `replace_after`: the job's disconnect.replace_after (else the default)."""
         say = 'echo "REL $REL_TAG $MESO_JOB $MESO_TASK $MESO_INDEX $MESO_ATTEMPT"'
+        env = {"REL_TAG": self.tag}
         if kind == "service":  # a replaced instance runs again by design: it says nothing
             script = "exec sleep infinity"
+        elif until is not None:
+            env["REL_END"] = str(until)
+            script = f't=$((REL_END - $(date +%s))); [ "$t" -gt 0 ] && sleep "$t"; {say}'
         elif echo_last:
             script = f"sleep {sleep}; {say}"
         else:
@@ -172,10 +180,13 @@ class Rig:
             "count": count,
             "command": ["/bin/sh", "-c", script],
             "resources": resources or SMALL,
-            "env": {"REL_TAG": self.tag},
+            "env": env,
             **extra,
         }
-        return {"job": name, "type": kind, "tasks": [task]}
+        job: dict[str, Any] = {"job": name, "type": kind, "tasks": [task]}
+        if replace_after is not None:
+            job["disconnect"] = {"replace_after": f"{round(replace_after)}s"}
+        return job
 
     def write(self, job: dict) -> Path:
         path = self.dir / f"{job['job']}.json"  # JSON is YAML: meso run reads it
@@ -633,16 +644,26 @@ def _service_and_batch(
     batch: str,
     batch_count: int,
     batch_sleep: float,
-    unique: bool = True,
+    replace_after: float | None = None,
 ) -> tuple[dict, dict]:
+    """A 3-instance service, one instance per host, and a batch job (say last), both spread
+    over the hosts and running."""
     svc = rig.job(
         service,
         3,
         kind="service",
         strategy="spread",
-        constraints=[{"op": "unique_host"}] if unique else [],
+        constraints=[{"op": "unique_host"}],
+        replace_after=replace_after,
     )
-    bat = rig.job(batch, batch_count, sleep=batch_sleep, echo_last=True, strategy="spread")
+    bat = rig.job(
+        batch,
+        batch_count,
+        sleep=batch_sleep,
+        echo_last=True,
+        strategy="spread",
+        replace_after=replace_after,
+    )
     for job in (svc, bat):
         answer = api.submit(job)
         answer.raise_for_status()
@@ -707,19 +728,28 @@ def cut_one_host(
     directory: Path,
     cut_seconds: float | None = None,
     probes: int = 2,
+    replace_after: float | None = None,
     seed: int | None = None,
 ) -> Result:
     """First `probes` short cuts of a host (time to unreachable, time back to up). Then a
-    3-instance service (one per host) and a batch job run; the host of one service instance is
-    cut off for `cut_seconds` (default: replace_after + 10 s), then healed."""
-    replace_after = default_replace_after()
+    3-instance service (one per host) and two batch jobs run, one that may retry (on-failure,
+    the default) and one that may not (never), their tasks until a few seconds after the heal;
+    the host of one service instance is cut off for `cut_seconds` (default: replace_after +
+    10 s), then healed. `replace_after`: the jobs' disconnect.replace_after (default: the job
+    file's default).
+
+    Unreachable <= 5 s after the cut; the service instance and the retrying batch tasks there
+    replaced after replace_after, the others waited for; after the heal up <= 2 s, the
+    replaced originals stopped, exactly 3 service instances, store equal to the hosts (for
+    every job) within a heartbeat; both batch jobs finish, each task once."""
+    job_replace_after = replace_after
+    replace_after = replace_after if replace_after is not None else default_replace_after()
     cut_seconds = cut_seconds if cut_seconds is not None else replace_after + 10
     result = Result(
         f"cut 1 of 5 hosts for {cut_seconds:.0f} s (replace_after {replace_after:.0f} s)"
     )
     rig = Rig(lab, directory)
     rig.clean_hosts()
-    batch_count = 10
     with controller(rig) as ctl:
         api = Api(ctl)
         if probes:
@@ -738,15 +768,32 @@ def cut_one_host(
                 len(ups) == probes and max(ups) <= 2.0 + 2 * POLL,
                 f"{spare} seen up {ups} s after its heals (target <= 2 s)",
             )
-        svc, bat = _service_and_batch(
-            rig, api, "rcweb", "rcbatch", batch_count, batch_sleep=min(20.0, cut_seconds / 2)
-        )
-        hosts_of = {t["index"]: t["host"] for t in svc["tasks"]}
-        victim = hosts_of[0]
-        old = next(t for t in svc["tasks"] if t["index"] == 0)
-        on_victim = [t["index"] for t in bat["tasks"] if t["host"] == victim]
+        end = int(time.time() + 2 + cut_seconds + 8)  # the batch tasks end after the heal
+        jobs = {
+            "rcweb": rig.job("rcweb", 3, kind="service", strategy="spread",
+                             constraints=[{"op": "unique_host"}], replace_after=job_replace_after),
+            "rcretry": rig.job("rcretry", 10, until=end, strategy="spread",
+                               replace_after=job_replace_after),
+            "rconce": rig.job("rconce", 5, until=end, strategy="spread",
+                              restart={"policy": "never"}, replace_after=job_replace_after),
+        }  # fmt: skip
+        for job in jobs.values():
+            api.submit(job).raise_for_status()
+        counts = {"rcweb": 3, "rcretry": 10, "rconce": 5}
+        started = {
+            name: wait_for(lambda n=name, c=c: (j := api.job(n)) and states(j) == {"running": c}
+                           and j, 30)
+            for name, c in counts.items()
+        }  # fmt: skip
+        if not all(started.values()):
+            raise AssertionError(f"the jobs did not start: {started}")
+        victim = next(t["host"] for t in started["rcweb"]["tasks"] if t["index"] == 0)
+        originals = {
+            name: {t["index"]: t for t in job["tasks"] if t["host"] == victim}
+            for name, job in started.items()
+        }
         result.figure("victim", victim)
-        result.figure("batch tasks on it", len(on_victim))
+        result.figure("its tasks", {n: len(o) for n, o in originals.items()})
         logged = len(log_lines(ctl))
         cut_at = time.monotonic()
         lab.cut(victim)
@@ -765,43 +812,59 @@ def cut_one_host(
                 unreachable - cut_at <= 5.0 + 2 * POLL,
                 f"{victim} unreachable {unreachable - cut_at:.2f} s after the cut (target <= 5 s)",
             )
-            batch = api.job("rcbatch")
-            seen = {t["index"]: t["state"] for t in batch["tasks"] if t["host"] == victim}
-            result.check(
-                set(seen.values()) <= {"unreachable"},
-                f"batch tasks on {victim} are {seen}, not unreachable",
-            )
+            for name in ("rcretry", "rconce"):
+                seen = {t["index"]: t["state"] for t in api.job(name)["tasks"]
+                        if t["host"] == victim}  # fmt: skip
+                result.check(
+                    set(seen.values()) <= {"unreachable"},
+                    f"{name} tasks on {victim} are {seen}, not unreachable",
+                )
 
-            def replaced() -> dict | None:
-                mine = [t for t in api.job("rcweb")["tasks"] if t["index"] == 0]
-                newer = [t for t in mine if t["attempt"] > old["attempt"]]
-                return newer[-1] if newer else None
+            def replacements(name: str) -> dict[int, dict]:
+                """The newest attempt of each of the victim's instances, if newer."""
+                out = {}
+                for t in api.job(name)["tasks"]:
+                    old = originals[name].get(t["index"])
+                    if old is not None and t["attempt"] > old["attempt"]:
+                        out[t["index"]] = t
+                return out
 
-            replaced_at = first_time(lambda: replaced() is not None, replace_after + 30)
-            if result.check(
-                replaced_at is not None, "rcweb[0] not replaced within replace_after + 30 s"
-            ):
-                since = task_unreachable or unreachable
-                result.figure("task unreachable to replaced, s", replaced_at - since)
+            since = task_unreachable or unreachable
+            for name in ("rcweb", "rcretry"):
+                want = len(originals[name])
+                replaced_at = first_time(
+                    lambda n=name, w=want: len(replacements(n)) == w, replace_after + 30
+                )
+                if not result.check(
+                    replaced_at is not None,
+                    f"{name}: {victim}'s instances not replaced within replace_after + 30 s: "
+                    f"{replacements(name)}",
+                ):
+                    continue
+                result.figure(f"{name}: task unreachable to replaced, s", replaced_at - since)
                 result.check(
                     replace_after - 1.0 <= replaced_at - since <= replace_after + 3.0,
-                    f"rcweb[0] replaced {replaced_at - since:.1f} s after it became "
-                    f"unreachable (replace_after {replace_after:.0f} s)",
+                    f"{name} replaced {replaced_at - since:.1f} s after it became unreachable "
+                    f"(replace_after {replace_after:.0f} s)",
                 )
-                new = replaced()
+                new = replacements(name)
                 result.check(
-                    new is not None and new["host"] != victim,
-                    f"replacement on {new and new['host']}",
+                    all(t["host"] != victim for t in new.values()),
+                    f"{name}: replacements on {victim}: {new}",
                 )
-                running = wait_for(lambda: (r := replaced()) and r["state"] == "running", 20)
-                result.check(bool(running), f"the replacement never ran: {replaced()}")
-            # the batch tasks on the cut host are waited for, not replaced
-            batch = api.job("rcbatch")
-            others = [t for t in batch["tasks"] if t["index"] in on_victim and t["host"] != victim]
-            result.check(not others, f"batch tasks of {victim} placed again elsewhere: {others}")
+                running = wait_for(
+                    lambda n=name: all(t["state"] == "running" for t in replacements(n).values()),
+                    20,
+                )
+                result.check(bool(running), f"{name}: replacements not running: {new}")
             remaining = cut_at + cut_seconds - time.monotonic()
             if remaining > 0:
                 time.sleep(remaining)
+            # never restart: waited for, not replaced
+            result.check(
+                not replacements("rconce"),
+                f"rconce (restart never) replaced: {replacements('rconce')}",
+            )
         finally:
             lab.heal(victim)
         healed = time.monotonic()
@@ -822,45 +885,51 @@ def cut_one_host(
                 f"{victim} up {up - healed:.2f} s after the heal (target <= 2 s)",
             )
 
-        def agreed() -> tuple | None:
-            store, hosts = _agree(rig, api, "rcweb")
-            return (store, hosts) if store == hosts and len(hosts) == 3 else None
+        def agreed() -> bool:
+            for name, count in counts.items():
+                store, hosts = _agree(rig, api, name)
+                if store != hosts or (name == "rcweb" and len(hosts) != count):
+                    return False
+            return True
 
-        agree = first_time(lambda: agreed() is not None, 30)
-        store, hosts = _agree(rig, api, "rcweb")
+        agree = first_time(agreed, 30)
+        views = {name: _agree(rig, api, name) for name in counts}
         if result.check(
-            agree is not None,
-            f"store and hosts disagree 30 s after the heal: store {store}, hosts {hosts}",
+            agree is not None, f"store and hosts disagree 30 s after the heal: {views}"
         ):
-            result.figure("heal to store == hosts (3 instances), s", agree - healed)
+            result.figure("heal to store == hosts (every job), s", agree - healed)
             result.check(
                 up is None or agree - up <= 2.0,
                 f"store and hosts agreed {agree - up:.2f} s after {victim} was up "
                 "(target: one heartbeat)",
             )
-        time.sleep(3)  # a few more cycles: still exactly 3, still equal
+        time.sleep(2)  # a few more cycles: still exactly 3, still equal
         store, hosts = _agree(rig, api, "rcweb")
         result.figure("service instances running on the hosts", len(hosts))
         result.check(
             len(hosts) == 3 and store == hosts,
             f"after the heal: hosts run {hosts}, the store says {store}",
         )
-        result.check(old["unit"] not in hosts, f"the replaced {old['unit']} still runs")
-        final = final_state(api, "rcbatch", timeout=60)
-        if result.check(final is not None, "rcbatch still active 60 s after the heal"):
-            counts = Counter(t["state"] for t in latest(final).values())
-            result.figure("batch job", f"{final['state']} {dict(counts)}")
-            result.check(
-                final["state"] == "done" and counts == {"finished": batch_count},
-                f"rcbatch {final['state']} with {dict(counts)}",
-            )
+        for name in ("rcweb", "rcretry"):
+            still = [t["unit"] for t in originals[name].values()
+                     if t["unit"] in rig.running(name)]  # fmt: skip
+            result.check(not still, f"{name}: replaced originals still run: {still}")
+        for name in ("rcretry", "rconce"):
+            final = final_state(api, name, timeout=60)
+            if result.check(final is not None, f"{name} still active 60 s after the heal"):
+                got = Counter(t["state"] for t in latest(final).values())
+                result.figure(f"{name}", f"{final['state']} {dict(got)}")
+                result.check(
+                    final["state"] == "done" and got == {"finished": counts[name]},
+                    f"{name} {final['state']} with {dict(got)}",
+                )
         killed = rig.cli(ctl.env, "kill", "rcweb")
         result.check(killed.returncode in (0, 1), f"meso kill: {killed.stderr}")
         left = rig.running("rcweb")
         result.check(not left, f"units of rcweb still running after meso kill: {left}")
         result.note("controller: " + " | ".join(log_tail(ctl, 40, grep=victim)))
         api.close()
-    rig.exactly_once(result, instances("rcbatch", batch_count))
+    rig.exactly_once(result, instances("rcretry", 10) | instances("rconce", 5))
     return result
 
 
@@ -1025,21 +1094,33 @@ def cut_before_run(lab: LabHandle, directory: Path, run_timeout: float = 45.0) -
 # -- 5. the controller cut off from 3 of 5 hosts ------------------------------------------------
 
 
-def controller_partitioned(lab: LabHandle, directory: Path, hold: float | None = None) -> Result:
+def controller_partitioned(
+    lab: LabHandle, directory: Path, hold: float | None = None, replace_after: float | None = None
+) -> Result:
     """A 3-instance service (one per host) and a batch job run; the three hosts of the service
-    are cut off at once for `hold` seconds (default replace_after + 10): the controller looks
-    cut off, so nothing is replaced. After the heal everything resumes: the same instances run,
-    the batch job finishes, a new job runs."""
-    replace_after = default_replace_after()
+    are cut off at once for `hold` seconds (default replace_after + 10; `replace_after`: the
+    jobs' disconnect.replace_after, else the default): the controller looks cut off, so
+    nothing is replaced, during the cut nor when the hosts return. After the heal everything
+    resumes: the same instances run, the batch job finishes, each task once, a new job runs."""
+    job_replace_after = replace_after
+    replace_after = replace_after if replace_after is not None else default_replace_after()
     hold = hold if hold is not None else replace_after + 10
-    result = Result(f"controller cut from 3 of 5 hosts for {hold:.0f} s")
+    result = Result(
+        f"controller cut from 3 of 5 hosts for {hold:.0f} s (replace_after {replace_after:.0f} s)"
+    )
     rig = Rig(lab, directory)
     rig.clean_hosts()
     batch_count = 10
     with controller(rig) as ctl:
         api = Api(ctl)
         svc, _bat = _service_and_batch(
-            rig, api, "rpweb", "rpbatch", batch_count, batch_sleep=min(20.0, hold / 2)
+            rig,
+            api,
+            "rpweb",
+            "rpbatch",
+            batch_count,
+            batch_sleep=min(20.0, hold / 2),
+            replace_after=job_replace_after,
         )
         victims = sorted({t["host"] for t in svc["tasks"]})
         before = {(t["index"], t["attempt"], t["unit"]) for t in svc["tasks"]}

@@ -30,7 +30,7 @@ def test_ssh_connections_reset_during_launches_leave_exactly_one_unit_per_instan
 def test_one_host_cut_off_is_unreachable_in_5_s_replaced_after_replace_after_and_healed_clean(
     rel_lab, tmp_path, record, seed
 ):
-    result = record(rel.cut_one_host(rel_lab, tmp_path, probes=2, seed=seed))
+    result = record(rel.cut_one_host(rel_lab, tmp_path, probes=2, replace_after=15, seed=seed))
     assert result.passed, result.report()
 
 
@@ -42,7 +42,7 @@ def test_one_host_cut_before_a_run_costs_its_deadline_once(rel_lab, tmp_path, re
 def test_the_controller_cut_from_3_of_5_hosts_replaces_nothing_and_resumes(
     rel_lab, tmp_path, record
 ):
-    result = record(rel.controller_partitioned(rel_lab, tmp_path))
+    result = record(rel.controller_partitioned(rel_lab, tmp_path, replace_after=15))
     assert result.passed, result.report()
 
 
