@@ -1095,13 +1095,18 @@ def cut_before_run(lab: LabHandle, directory: Path, run_timeout: float = 45.0) -
 
 
 def controller_partitioned(
-    lab: LabHandle, directory: Path, hold: float | None = None, replace_after: float | None = None
+    lab: LabHandle,
+    directory: Path,
+    hold: float | None = None,
+    replace_after: float | None = None,
+    heal_gap: float = 1.0,
 ) -> Result:
     """A 3-instance service (one per host) and a batch job run; the three hosts of the service
     are cut off at once for `hold` seconds (default replace_after + 10; `replace_after`: the
     jobs' disconnect.replace_after, else the default): the controller looks cut off, so
-    nothing is replaced, during the cut nor when the hosts return. After the heal everything
-    resumes: the same instances run, the batch job finishes, each task once, a new job runs."""
+    nothing is replaced, during the cut nor when the hosts return (healed one after another,
+    `heal_gap` seconds apart). After the heal everything resumes: the same instances run, the
+    batch job finishes, each task once, a new job runs."""
     job_replace_after = replace_after
     replace_after = replace_after if replace_after is not None else default_replace_after()
     hold = hold if hold is not None else replace_after + 10
@@ -1144,7 +1149,9 @@ def controller_partitioned(
                     break
                 time.sleep(0.5)
         finally:
-            for v in victims:
+            for i, v in enumerate(victims):  # a network comes back a piece at a time
+                if i:
+                    time.sleep(heal_gap)
                 lab.heal(v)
         healed = time.monotonic()
         result.figure("held, s", healed - cut_at)
