@@ -258,10 +258,13 @@ class Health(_Strict):
 
 class Disconnect(_Strict):
     """What happens to a task whose host cannot be reached: after `replace_after` a service
-    instance is placed elsewhere, a batch task too if its restart policy allows another
-    attempt; when the host returns, the original is stopped (the replacement wins)."""
+    instance is placed elsewhere; a batch task too if its restart policy allows another attempt
+    (`batch: replace`: the original may still be running on the host it lost touch with) or it
+    waits for its host (`batch: wait`: it never runs twice). When the host returns, a replaced
+    original is stopped (the replacement wins)."""
 
     replace_after: Any = 30
+    batch: Literal["replace", "wait"] = "replace"
 
     @field_validator("replace_after", mode="before")
     @classmethod

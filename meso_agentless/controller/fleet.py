@@ -25,6 +25,7 @@ from meso_agentless.hosts.plane import NodeRefused, Plane, each_host
 log = logging.getLogger("meso.fleet")
 MAX_BACKOFF = 2.0  # a host that fails is asked again within this: back up within ~2 s of a heal
 CHECK_TICK = 0.5  # how often the checker looks for due health checks
+STATE_TICK = 0.25  # how often silence is weighed: a host turns suspect or unreachable on time
 
 
 @dataclass(frozen=True)
@@ -242,13 +243,23 @@ class Fleet:
                                       daemon=True)  # fmt: skip
             thread.start()
             self._threads.append(thread)
-        checker = threading.Thread(target=self._check_loop, name="health", daemon=True)
-        checker.start()
-        self._threads.append(checker)
+        for target, name in ((self._check_loop, "health"), (self._state_loop, "silence")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def _check_loop(self) -> None:
         while not self._stopping.wait(CHECK_TICK):
             self.run_checks()
+
+    def _state_loop(self) -> None:
+        """A host that stays silent changes state with no answer to tell of it: look often."""
+        states = {name: view.state for name, view in self.views().items()}
+        while not self._stopping.wait(STATE_TICK):
+            now = {name: view.state for name, view in self.views().items()}
+            if now != states:
+                states = now
+                self.on_change()
 
     def _watch(self, host: str) -> None:
         while not self._stopping.is_set():

@@ -102,7 +102,7 @@ class Controller:
         events: EventBus,
         *,
         replace_after: float | None = None,
-        launch_timeout: float = 15.0,
+        launch_timeout: float = 5.0,
         stop_timeout: float = 15.0,
     ) -> None:
         self.store = store
@@ -124,6 +124,7 @@ class Controller:
         self._unreachable_since: dict[str, float] = {}  # host -> when it became unreachable
         self.replacements_paused = False  # many hosts lost at once: the controller is cut off
         self.replacements_allowed = False  # an operator's override of that pause
+        self._resumed = 0.0  # when replacements last resumed (wall time)
         self.draining: set[str] = set()
         self._dirty = True
         self._last_allocation = -math.inf
@@ -370,6 +371,7 @@ class Controller:
                                 unreachable=lost, paused=True)  # fmt: skip
         elif not paused and self.replacements_paused:
             self.replacements_allowed = False
+            self._resumed = self.clock.time()  # a host still away is given its full time again
             self.events.publish("host", "hosts are back: replacements resume", paused=False)
         self.replacements_paused = paused
 
@@ -461,7 +463,9 @@ class Controller:
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
                                    lost_after=math.inf if hold else after,
                                    numbered_from=self.store.last_attempts(job.name),
-                                   move=self._moves(job, rows))  # fmt: skip
+                                   move=self._moves(job, rows),
+                                   replace_batch=spec.disconnect.batch == "replace",
+                                   unreachable_from=self._resumed)  # fmt: skip
         for row in decisions.lost:
             assert isinstance(row, TaskRow)  # noqa: S101 - decide() returns what it was given
             self._record(row, TaskStatus(S.LOST, reason=f"{row.host} unreachable; replaced"))

@@ -78,9 +78,14 @@ def decide(
     lost_after: float = 30.0,
     numbered_from: Mapping[tuple[str, int], int] | None = None,
     move: Mapping[tuple[str, int], str] | None = None,
+    replace_batch: bool = True,
+    unreachable_from: float = 0.0,
 ) -> Decisions:
     """`numbered_from`: the last attempt of each instance in earlier runs (new ones follow it).
-    `move`: service instances to start anew off a host (task, index) -> the host."""
+    `move`: service instances to start anew off a host (task, index) -> the host.
+    `replace_batch`: whether a batch task on an unreachable host is replaced at all (else it
+    waits for its host: it may still be running there). `unreachable_from`: unreachable time
+    counts from no earlier than this (replacements resumed then, after a pause)."""
     latest: dict[tuple[str, int], Attempt] = {}
     first: dict[tuple[str, int], int] = {}
     for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
@@ -106,8 +111,8 @@ def decide(
             retry = policy.restart != "never" and used < policy.attempts
             if (
                 a.state == TaskState.UNREACHABLE
-                and now - a.since > lost_after
-                and (job_type == "service" or retry)
+                and now - max(a.since, unreachable_from) > lost_after
+                and (job_type == "service" or (retry and replace_batch))
             ):
                 out.lost.append(a)
                 out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))

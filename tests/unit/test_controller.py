@@ -507,3 +507,47 @@ def test_a_unit_of_the_same_name_launched_by_someone_else_is_never_taken_for_our
     assert cluster.controller.gc() == []  # another state's unit: not ours to stop
     cluster.controller.kill("j")
     assert set(cluster.plane.running()) == {"meso-j_t_0_2"}
+
+
+def test_after_a_partition_heals_a_host_still_away_gets_its_whole_replace_after_again(tmp_path):
+    hosts = {f"h{i}": (2, "4GiB") for i in range(1, 7)}
+    c = FakeCluster.of(tmp_path, hosts)
+    c.step()
+    c.controller.submit(job(type_="service", count=4, cpus=1.5,
+                            disconnect={"replace_after": "20s"}))  # h1..h4, one each  # fmt: skip
+    c.step()
+    for host in ("h1", "h2", "h3"):
+        c.plane.cut(host)
+    for _ in range(40):  # a partition: nothing replaced however long it lasts
+        c.step()
+    c.plane.heal("h1")
+    c.plane.heal("h2")
+    for _ in range(10):  # replacements resume; h3's 20 s count from here, not from the cut
+        c.step()
+    assert not c.controller.replacements_paused
+    assert all(attempt == 1 for (_, _, attempt) in c.states("j"))
+    for _ in range(15):
+        c.step()
+    assert any(attempt == 2 for (_, _, attempt) in c.states("j"))
+
+
+def test_a_batch_job_may_wait_for_its_unreachable_host_instead_of_being_replaced(tmp_path):
+    c = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB"), "h3": (2, "4GiB")})
+    c.step()
+    c.controller.submit(job("waits", count=1, cpus=1.5,
+                            disconnect={"replace_after": "10s", "batch": "wait"}))  # fmt: skip
+    c.controller.submit(job("moves", count=1, cpus=1.5, disconnect={"replace_after": "10s"}))
+    c.step()
+    c.step()
+    for name in ("waits", "moves"):
+        host = c.plane.where(f"meso-{name}_t_0_1")
+        c.plane.cut(host)
+        for _ in range(16):
+            c.step()
+        c.plane.heal(host)
+        c.step()
+        c.step()
+    assert set(c.states("waits")) == {("t", 0, 1)}  # never run twice
+    assert c.states("waits")[("t", 0, 1)] == "running"
+    assert c.states("moves")[("t", 0, 2)] == "running"  # replaced, the original stopped
+    assert "meso-moves_t_0_1" not in c.plane.running()
