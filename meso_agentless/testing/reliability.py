@@ -158,12 +158,14 @@ class Rig:
         resources: dict | None = None,
         until: int | None = None,
         replace_after: float | None = None,
+        batch_disconnect: str | None = None,
         **extra: Any,
     ) -> dict:
         """A job whose one task `t` says its identity in its journal (first, or after its sleep
         with `echo_last`), then sleeps; a service's instances only sleep, for ever. `until`: the
         task sleeps until that Unix time, then says it (any attempt, whenever it started).
-        `replace_after`: the job's disconnect.replace_after (else the default)."""
+        `replace_after`, `batch_disconnect`: the job's disconnect.replace_after and
+        disconnect.batch (else the defaults)."""
         say = 'echo "REL $REL_TAG $MESO_JOB $MESO_TASK $MESO_INDEX $MESO_ATTEMPT"'
         env = {"REL_TAG": self.tag}
         if kind == "service":  # a replaced instance runs again by design: it says nothing
@@ -185,7 +187,9 @@ class Rig:
         }
         job: dict[str, Any] = {"job": name, "type": kind, "tasks": [task]}
         if replace_after is not None:
-            job["disconnect"] = {"replace_after": f"{round(replace_after)}s"}
+            job.setdefault("disconnect", {})["replace_after"] = f"{round(replace_after)}s"
+        if batch_disconnect is not None:
+            job.setdefault("disconnect", {})["batch"] = batch_disconnect
         return job
 
     def write(self, job: dict) -> Path:
@@ -732,8 +736,9 @@ def cut_one_host(
     seed: int | None = None,
 ) -> Result:
     """First `probes` short cuts of a host (time to unreachable, time back to up). Then a
-    3-instance service (one per host) and two batch jobs run, one that may retry (on-failure,
-    the default) and one that may not (never), their tasks until a few seconds after the heal;
+    3-instance service (one per host) and three batch jobs run, one that may retry (on-failure,
+    the default), one that may not (restart never) and one that waits for its host
+    (disconnect.batch wait), their tasks until a few seconds after the heal;
     the host of one service instance is cut off for `cut_seconds` (default: replace_after +
     10 s), then healed. `replace_after`: the jobs' disconnect.replace_after (default: the job
     file's default).
@@ -741,7 +746,7 @@ def cut_one_host(
     Unreachable <= 5 s after the cut; the service instance and the retrying batch tasks there
     replaced after replace_after, the others waited for; after the heal up <= 2 s, the
     replaced originals stopped, exactly 3 service instances, store equal to the hosts (for
-    every job) within a heartbeat; both batch jobs finish, each task once."""
+    every job) within a heartbeat; the batch jobs finish, each task once."""
     job_replace_after = replace_after
     replace_after = replace_after if replace_after is not None else default_replace_after()
     cut_seconds = cut_seconds if cut_seconds is not None else replace_after + 10
@@ -776,10 +781,12 @@ def cut_one_host(
                                replace_after=job_replace_after),
             "rconce": rig.job("rconce", 5, until=end, strategy="spread",
                               restart={"policy": "never"}, replace_after=job_replace_after),
+            "rcwait": rig.job("rcwait", 5, until=end, strategy="spread",
+                              replace_after=job_replace_after, batch_disconnect="wait"),
         }  # fmt: skip
         for job in jobs.values():
             api.submit(job).raise_for_status()
-        counts = {"rcweb": 3, "rcretry": 10, "rconce": 5}
+        counts = {"rcweb": 3, "rcretry": 10, "rconce": 5, "rcwait": 5}
         started = {
             name: wait_for(lambda n=name, c=c: (j := api.job(n)) and states(j) == {"running": c}
                            and j, 30)
@@ -812,7 +819,7 @@ def cut_one_host(
                 unreachable - cut_at <= 5.0 + 2 * POLL,
                 f"{victim} unreachable {unreachable - cut_at:.2f} s after the cut (target <= 5 s)",
             )
-            for name in ("rcretry", "rconce"):
+            for name in ("rcretry", "rconce", "rcwait"):
                 seen = {t["index"]: t["state"] for t in api.job(name)["tasks"]
                         if t["host"] == victim}  # fmt: skip
                 result.check(
@@ -860,11 +867,9 @@ def cut_one_host(
             remaining = cut_at + cut_seconds - time.monotonic()
             if remaining > 0:
                 time.sleep(remaining)
-            # never restart: waited for, not replaced
-            result.check(
-                not replacements("rconce"),
-                f"rconce (restart never) replaced: {replacements('rconce')}",
-            )
+            # restart never, or disconnect.batch wait: waited for, not replaced
+            for name in ("rconce", "rcwait"):
+                result.check(not replacements(name), f"{name} replaced: {replacements(name)}")
         finally:
             lab.heal(victim)
         healed = time.monotonic()
@@ -914,7 +919,7 @@ def cut_one_host(
             still = [t["unit"] for t in originals[name].values()
                      if t["unit"] in rig.running(name)]  # fmt: skip
             result.check(not still, f"{name}: replaced originals still run: {still}")
-        for name in ("rcretry", "rconce"):
+        for name in ("rcretry", "rconce", "rcwait"):
             final = final_state(api, name, timeout=60)
             if result.check(final is not None, f"{name} still active 60 s after the heal"):
                 got = Counter(t["state"] for t in latest(final).values())
@@ -929,7 +934,9 @@ def cut_one_host(
         result.check(not left, f"units of rcweb still running after meso kill: {left}")
         result.note("controller: " + " | ".join(log_tail(ctl, 40, grep=victim)))
         api.close()
-    rig.exactly_once(result, instances("rcretry", 10) | instances("rconce", 5))
+    rig.exactly_once(
+        result, instances("rcretry", 10) | instances("rconce", 5) | instances("rcwait", 5)
+    )
     return result
 
 
