@@ -8,6 +8,8 @@ Use it from pytest through the fixtures in `meso_agentless.testing.pytest_plugin
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +19,8 @@ from pathlib import Path
 import paramiko
 
 from meso_agentless.hosts import ssh
-from meso_agentless.lab import cluster
+from meso_agentless.lab import cluster, processes
+from meso_agentless.lab.hostfiles import LAB_MARK_FILE
 from meso_agentless.lab.layout import HostLayout, LabLayout, Mode
 from meso_agentless.lab.paths import LabPaths
 
@@ -86,6 +89,38 @@ class LabHandle:
         finally:
             self.heal(host)
 
+    def reset_ssh(self, host: str) -> int:
+        """Kill every SSH session process of `host` (SIGKILL, from this machine, by pid), as a
+        network reset would: each connection to it drops at once, mid-request or not; sshd
+        itself (its listener) goes on, so new connections work. Nspawn hosts only. Returns
+        how many processes were killed."""
+        init = self._init_pid(host)
+        namespace = os.readlink(f"/proc/{init}/ns/pid")
+        killed = 0
+        for pid, ppid, comm in _processes():
+            if comm != "sshd" or ppid == init:  # the listener is the one systemd started
+                continue
+            try:
+                if os.readlink(f"/proc/{pid}/ns/pid") != namespace:
+                    continue
+                os.kill(pid, signal.SIGKILL)
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # it ended meanwhile
+            killed += 1
+        self.drop_connection(host)  # ours was one of them
+        return killed
+
+    def _init_pid(self, host: str) -> int:
+        """This machine's pid of the host's PID 1 (its container's init)."""
+        for pid in processes.container_inits(LAB_MARK_FILE, self.name):
+            try:
+                with open(f"/proc/{pid}/root/etc/hostname") as f:
+                    if f.read().strip() == host:
+                        return pid
+            except OSError:
+                continue
+        raise LookupError(f"{host}: no running container of lab {self.name!r}")
+
     def drop_connection(self, host: str) -> None:
         with self._lock:
             client = self._clients.pop(host, None)
@@ -95,6 +130,20 @@ class LabHandle:
     def close(self) -> None:
         for host in list(self._clients):
             self.drop_connection(host)
+
+
+def _processes() -> Iterator[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process on this machine."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        head, _, tail = stat.rpartition(")")
+        yield int(entry.name), int(tail.split()[1]), head.partition("(")[2]
 
 
 @contextmanager
