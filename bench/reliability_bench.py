@@ -10,7 +10,8 @@ The same scenarios as tests/reliability (meso_agentless.testing.reliability), wi
 - one host cut before a run (embedded, through the controller, and just before);
 - the controller cut from 3 of 5 hosts for 120 s;
 - a host rebooted under its tasks, 5 times;
-- `meso status`/`meso hosts` looping during 5 + 5 runs of 100 tasks.
+- `meso status`/`meso hosts` looping during 5 + 5 runs of 100 tasks;
+- a health check failing briefly then for good; a host drained under a service and a batch job.
 
 Each prints its figures, the checks that failed and their evidence. Exit 0 if every check
 passed, 1 otherwise.
@@ -46,6 +47,7 @@ def scenarios(seed: int) -> dict[str, Callable[[LabHandle, Path], rel.Result]]:
         "partition": lambda lab, d: rel.controller_partitioned(lab, d, hold=120),
         **{f"reboot-{i}": (lambda lab, d: rel.reboot_host(lab, d)) for i in range(1, 6)},
         "readers": lambda lab, d: rel.readers_during_runs(lab, d, runs=5, tasks=100),
+        "health-drain": lambda lab, d: rel.health_and_drain(lab, d),
     }  # fmt: skip
 
 
@@ -54,7 +56,8 @@ def main() -> int:
     parser.add_argument("--lab", help="a running 5-host lab to use (default: start 'relbench')")
     parser.add_argument("--only", nargs="+", metavar="SCENARIO",
                         help="run these only (sigkill resets cut cut-before-run partition "
-                        "reboot-1..reboot-5 readers; 'reboot' means all five)")  # fmt: skip
+                        "reboot-1..reboot-5 readers health-drain; 'reboot' means all five)",
+                        )  # fmt: skip
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()

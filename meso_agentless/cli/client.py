@@ -177,11 +177,14 @@ class Remote:
         finally:
             response.close()
 
-    def run(self, job: Job, detach: bool, on_event: Callable[[dict], None]) -> tuple[dict, Any]:
+    def run(
+        self, job: Job, detach: bool, on_event: Callable[[dict], None], again: bool = False
+    ) -> tuple[dict, Any]:
         """Submit and follow the job's events until its outcome (or not, with `detach`)."""
         stream = None if detach else self._events(job.job)
         try:
-            view = self._json("POST", "/v1/jobs", job.model_dump(mode="json"))
+            path = "/v1/jobs?again=true" if again else "/v1/jobs"
+            view = self._json("POST", path, job.model_dump(mode="json"))
             outcome = self._follow(view, stream, on_event, detach)
             return (view if outcome is None else self.job(job.job)), outcome
         finally:

@@ -54,12 +54,20 @@ def _follow_printer(job: str, live_view: bool, use: object) -> tuple:
 @INVENTORY_OPTION
 @STATE_OPTION
 @click.option("--detach", is_flag=True, help="Submit, place what fits, and return.")
+@click.option("--again", is_flag=True, help="Start a new run even if this job is done.")
 @OUTPUT_OPTION
 def run(
-    job_file: Path, inventory: str | None, state: Path | None, detach: bool, output: str
+    job_file: Path,
+    inventory: str | None,
+    state: Path | None,
+    detach: bool,
+    again: bool,
+    output: str,
 ) -> int:
     """Run JOB_FILE on the cluster and follow it: a batch job to its end, a service until up.
 
+    Running it again resumes it; once it is done, the same file is not run again (its outcome
+    is shown) unless --again: a run retried after its command broke never runs twice.
     Exit 0: every task finished (or the service is up); 1: a task failed or was killed;
     2: bad input; 3: it cannot be placed.
     """
@@ -72,9 +80,9 @@ def run(
     try:
         if live is not None:
             with live:
-                view, outcome = use.run(job, detach, on_event)
+                view, outcome = use.run(job, detach, on_event, again)
         else:
-            view, outcome = use.run(job, detach, on_event)
+            view, outcome = use.run(job, detach, on_event, again)
     except Unplaceable as exc:  # nothing was stored or launched
         view = {"tasks": [], "unplaced": exc.unplaced}
         outcome = {"code": exc.exit_code, "message": str(exc)}

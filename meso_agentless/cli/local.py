@@ -91,12 +91,14 @@ class Local:
 
     # -- changes -------------------------------------------------------------------------------
 
-    def run(self, job: Job, detach: bool, on_event: Callable[[dict], None]) -> tuple[dict, Any]:
+    def run(
+        self, job: Job, detach: bool, on_event: Callable[[dict], None], again: bool = False
+    ) -> tuple[dict, Any]:
         with self._embedded(self._source(), write=True, on_event=_adapt(on_event),
                             job=job.job) as e:  # fmt: skip
             e.fleet.refresh()
             e.controller.tick(allocate_now=False)  # reconcile what earlier commands left
-            row = e.controller.submit(job)
+            row = e.controller.submit(job, again=again)
             outcome = e.drive(job.job, row.version, detach=detach)
             return e.service.job(job.job).model_dump(mode="json"), _outcome(outcome, e, job.job)
 

@@ -25,6 +25,8 @@ from meso_agentless.state.sqlite import Store
 
 LOCK_WAIT = 10.0  # seconds a changing command waits for another one to finish
 WATCH_INTERVAL = 0.5  # how often an embedded command samples while it waits on a job
+# a fresh process learns a host is dead only by its deadline: it costs a command this, once
+SAMPLE_DEADLINE = 2.0
 
 
 class Embedded:
@@ -58,7 +60,7 @@ class Embedded:
         if on_event is not None:
             self.events.subscribe(job, callback=on_event)
         plane = ExecutionPlane(inventory.nodes)
-        self.fleet = Fleet(plane, clock, interval=WATCH_INTERVAL)
+        self.fleet = Fleet(plane, clock, interval=WATCH_INTERVAL, timeout=SAMPLE_DEADLINE)
         self.controller = Controller(self.store, inventory, plane, self.fleet, clock, self.events)
         self.service = Service(self.controller)
 

@@ -133,9 +133,10 @@ class Fleet:
         return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health)
 
     def wait_round(self, timeout: float) -> None:
-        """Until every host has finished one more request (good or not), or `timeout`."""
+        """Until every answering host has finished one more request (good or not), or
+        `timeout`: one that failed its last is not waited for (its deadline, once, is enough)."""
         with self._lock:
-            target = {name: r.rounds + 1 for name, r in self._records.items()}
+            target = {n: r.rounds + 1 for n, r in self._records.items() if not r.failures}
             self._lock.wait_for(
                 lambda: all(self._records[n].rounds >= t for n, t in target.items()), timeout
             )

@@ -58,6 +58,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 REALLOCATE_EVERY = 3.0  # pending tasks are placed again at least this often
 ACTIVE = "active"
+DONE = "done"
 
 
 class NotFound(UsageError):
@@ -120,7 +121,9 @@ class Controller:
         self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
         self.host_states: dict[str, HostState] = {}
         self._acted: dict[str, float] = {}  # unit -> monotonic time of our last action on it
-        self._full: dict[str, float] = {}  # host -> when its admission last refused a launch
+        # host -> when it last refused a launch or did not answer one: not placed on again
+        # until a sample asked after that answers
+        self._avoid: dict[str, float] = {}
         self._unreachable_since: dict[str, float] = {}  # host -> when it became unreachable
         self.replacements_paused = False  # many hosts lost at once: the controller is cut off
         self.replacements_allowed = False  # an operator's override of that pause
@@ -135,16 +138,29 @@ class Controller:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def submit(self, job: Job) -> JobRow:
+    def submit(self, job: Job, again: bool = False) -> JobRow:
         """Store a job to run: new, the same one again (nothing changes), or a new run of one
-        that ended. JobConflict if it is active with another spec."""
+        that ended. The same spec of a job that ended done is not run again (a `meso run`
+        retried after its command broke must not run the job twice) unless `again`.
+        JobConflict if it is active with another spec."""
         spec = job.model_dump(mode="json")
         existing = self.store.job(job.job)
+        same = (
+            existing is not None
+            and existing.spec == spec
+            and existing.inventory == self.inventory.source
+        )
         if existing is not None and existing.state == ACTIVE:
-            if existing.spec != spec or existing.inventory != self.inventory.source:
+            if not same:
                 raise JobConflict(
                     f"job {job.job!r} is active with another spec: kill it first, or scale it"
                 )
+            return existing
+        if existing is not None and existing.state == DONE and same and not again:
+            ended = self._ended_outcome(existing)
+            message = f"already done (run {existing.run}): {ended.message}; --again runs it again"
+            self.jobs[job.job].outcome = jobcore.Outcome(ended.code, message)
+            self.jobs[job.job].version = existing.version
             return existing
         never = self.never_placeable(job)
         if never:
@@ -157,6 +173,16 @@ class Controller:
         self.events.publish("job", f"{job.job}: submitted (run {row.run})", job.job,
                             state=row.state, run=row.run)  # fmt: skip
         return row
+
+    def _ended_outcome(self, job: JobRow) -> jobcore.Outcome:
+        """How a job that has ended came out, from its rows (pure decide, nothing recorded)."""
+        spec = Job.model_validate(job.spec)
+        decisions = jobcore.decide(job.type, _policies(spec), self.store.tasks(job.name),
+                                   self.clock.time(), lost_after=math.inf,
+                                   numbered_from=self.store.last_attempts(job.name))  # fmt: skip
+        total = sum(t.count for t in spec.tasks)
+        result = jobcore.outcome(job.type, job.state == "killed", decisions, total)
+        return result or jobcore.Outcome(0 if job.state == DONE else 1, job.state)
 
     def never_placeable(self, job: Job) -> list[Unplaced]:
         """The job's tasks that would not fit even on an empty cluster (every host the fleet
@@ -699,7 +725,7 @@ class Controller:
         for name, view in sorted(views.items()):
             if not view.placeable or name not in self.nodes:
                 continue
-            if view.asked is not None and view.asked <= self._full.get(name, -math.inf):
+            if view.asked is not None and view.asked <= self._avoid.get(name, -math.inf):
                 continue  # it refused a launch since its last sample: wait for the next one
             if name in self.draining:
                 continue
@@ -735,8 +761,12 @@ class Controller:
                                      job.type == "service", owner=self.mark)  # fmt: skip
             requests.append((row, request))
 
+        silent: set[str] = set()  # hosts that did not answer a launch in this cycle
+
         def launch(item: tuple[TaskRow, dict]) -> TaskStatus | str | None:
             row, request = item
+            if row.host in silent:  # never sent: placed again, not one deadline per task
+                return f"{row.host} did not answer an earlier launch"
             try:
                 answer = self.plane.launch(row.host, request, timeout=self.launch_timeout)
                 if answer.get("existed") and not self._ours(answer):
@@ -744,6 +774,7 @@ class Controller:
                                       f"did not launch runs on {row.host}")  # fmt: skip
                 return TaskStatus.of(answer)
             except Unreachable as exc:
+                silent.add(row.host)
                 self.events.publish("task", f"{row.unit}: {row.host} unreachable during the "
                                     f"launch; will reconcile ({exc})", row.job,
                                     unit=row.unit)  # fmt: skip
@@ -759,6 +790,8 @@ class Controller:
         with self.store.transaction():
             for (row, _), status in zip(requests, results, strict=True):
                 self._acted[row.unit] = self.clock.monotonic()
+                if row.host in silent:
+                    self._avoid[row.host] = self.clock.monotonic()
                 if isinstance(status, str):
                     self._refused(row, status)
                 elif status is not None:
@@ -766,12 +799,13 @@ class Controller:
                 report.launched.append(row.unit)
 
     def _refused(self, row: TaskRow, why: str) -> None:
-        """A host's admission said no: not a failure. The instance is pending again, to be
-        placed on that host or another once the next sample shows what is really there."""
-        self._full[row.host] = self.clock.monotonic()
+        """A host's admission said no, or the launch was never sent (the host went silent):
+        not a failure. The instance is pending again, to be placed on that host or another
+        once the next sample shows what is really there."""
+        self._avoid[row.host] = self.clock.monotonic()
         if self.store.drop_intent(row):
             self._dirty = True
-            self.events.publish("task", f"{row.job}/{row.task}[{row.index}] refused by "
+            self.events.publish("task", f"{row.job}/{row.task}[{row.index}] not launched on "
                                 f"{row.host}, placing it again: {why}", row.job,
                                 task=row.task, index=row.index, host=row.host,
                                 reason=why)  # fmt: skip

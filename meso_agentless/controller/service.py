@@ -153,6 +153,8 @@ class Service:
             free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
             facts = view.facts
             state = controller.host_states.get(name, view.state)
+            if view.state in (HostState.SUSPECT, HostState.UNREACHABLE):
+                state = view.state  # judged now, from its silence: not as of the last cycle
             if name in drains and state not in (HostState.DRAINING, HostState.DRAINED):
                 state = HostState.DRAINING if view.state == HostState.UP else state
             usage = {}

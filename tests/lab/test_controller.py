@@ -81,6 +81,8 @@ def session(env, tmp_path):
     results["logs-missing"] = cli(env, "logs", "wordcount", "nosuch")
     results["status"] = cli(env, "status", "wordcount", "-o", "json")
     results["status-missing"] = cli(env, "status", "nosuch")
+    results["run-done"] = cli(env, "run", wordcount)  # retried: done already, not run twice
+    results["run-again"] = cli(env, "run", wordcount, "--again")
     results["run-service"] = cli(env, "run", web)
     results["scale"] = cli(env, "scale", "web", "server", "4")
     results["kill"] = cli(env, "kill", "web")
@@ -100,11 +102,16 @@ def test_every_command_gives_the_same_output_and_exit_code_through_the_controlle
         remote = session({**base_env, **ctl.env}, tmp_path)
     codes = {name: done.returncode for name, done in embedded.items()}
     assert codes == {"plan": 0, "run": 0, "run-json": 1, "run-huge": 3, "run-bad": 2, "logs": 0,
-                     "logs-missing": 2, "status": 0, "status-missing": 2, "run-service": 0,
+                     "logs-missing": 2, "status": 0, "status-missing": 2, "run-done": 0,
+                     "run-again": 0, "run-service": 0,
                      "scale": 0, "kill": 0, "hosts": 0, "schema": 0}  # fmt: skip
     for name in embedded:
         assert normalized(name, remote[name]) == normalized(name, embedded[name]), name
     assert embedded["run"].stdout == "wordcount: all 5 task(s) finished\n"
+    assert embedded["run-done"].stdout == (
+        "wordcount: already done (run 1): all 5 task(s) finished; --again runs it again\n"
+    )
+    assert embedded["run-again"].stdout == "wordcount: all 5 task(s) finished\n"
     assert embedded["logs"].stdout == "[('a', 2), ('b', 1)]\n"
     assert "web/server: 4 instance(s); service up: 4 instances running" in remote["scale"].stdout
     assert "Traceback" not in "".join(d.stderr for d in remote.values())

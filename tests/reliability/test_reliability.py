@@ -58,3 +58,10 @@ def test_readers_looping_during_runs_never_run_a_task_twice_or_mark_a_finished_o
 ):
     result = record(rel.readers_during_runs(rel_lab, tmp_path, runs=2, tasks=40))
     assert result.passed, result.report()
+
+
+def test_a_health_check_restarts_only_as_specified_and_a_drain_keeps_the_service_up(
+    rel_lab, tmp_path, record
+):
+    result = record(rel.health_and_drain(rel_lab, tmp_path))
+    assert result.passed, result.report()

@@ -269,3 +269,25 @@ def test_running_the_same_active_job_again_tells_its_followers_the_outcome_again
                 if event["kind"] == "job" and "code" in event["data"]:
                     break
     assert event["message"] == "web: service up: 2 instances running"
+
+
+def test_a_done_job_posted_again_answers_its_outcome_and_runs_only_with_again(api):
+    assert api.post("/v1/jobs", content=YAML_JOB,
+                    headers={"Content-Type": "application/yaml"}).status_code == 201  # fmt: skip
+    for _ in range(20):
+        if api.get("/v1/jobs/batch").json()["state"] == "done":
+            break
+        for unit in list(api.cluster.plane.running()):
+            api.cluster.plane.finish(unit)
+        api.cluster.step()
+    before = api.get("/v1/jobs/batch").json()
+    assert before["state"] == "done"
+    posted = {"content": YAML_JOB, "headers": {"Content-Type": "application/yaml"}}
+    same = api.post("/v1/jobs", **posted)
+    assert same.status_code == 200 and same.json()["run"] == before["run"]
+    assert same.json()["outcome"]["message"].startswith("already done (run 1)")
+    bad = api.post("/v1/jobs?again=perhaps", **posted)
+    assert bad.status_code in (400, 422) and "again" in bad.json()["error"]
+    assert api.get("/v1/jobs/batch").json()["run"] == before["run"]
+    rerun = api.post("/v1/jobs?again=true", **posted)
+    assert rerun.status_code == 201 and rerun.json()["run"] == before["run"] + 1

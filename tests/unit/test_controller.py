@@ -191,6 +191,32 @@ def test_submitting_the_same_job_again_changes_nothing_and_another_spec_conflict
     assert again.run == 2
 
 
+def test_the_same_job_done_is_not_run_again_unless_asked_and_a_failed_one_is(cluster):
+    spec = job(restart={"policy": "never"})
+    first = cluster.controller.submit(spec)
+    cluster.step()
+    for unit in list(cluster.plane.running()):
+        cluster.plane.finish(unit)
+    cluster.step()
+    assert cluster.controller.store.job("j").state == "done"
+    cluster.controller.jobs.clear()  # a restarted controller knows no outcome but its rows
+    retried = cluster.controller.submit(spec)  # a `meso run` retried after it broke
+    assert (retried.run, retried.version) == (first.run, cluster.controller.store.job("j").version)
+    assert outcome(cluster) == (0, "already done (run 1): all 2 task(s) finished; "
+                                   "--again runs it again")  # fmt: skip
+    cluster.step()
+    assert not cluster.plane.running()
+    again = cluster.controller.submit(spec, again=True)
+    assert again.run == 2
+    cluster.step()
+    assert len(cluster.plane.running()) == 2
+    for unit in list(cluster.plane.running()):
+        cluster.plane.finish(unit, exit_code=1)
+    cluster.step()
+    assert cluster.controller.store.job("j").state == "failed"
+    assert cluster.controller.submit(spec).run == 3  # failed: the same file tries again
+
+
 def test_units_nobody_launched_are_reported_and_left_alone(cluster):
     cluster.plane.launch("h1", {"unit": "meso-other_t_0_1", "argv": ["sleep"], "cpus": 1000})
     cluster.step()
@@ -293,10 +319,24 @@ def test_a_launch_refused_by_host_admission_is_placed_again_not_failed(cluster):
     cluster.controller.submit(job(count=1, cpus=1.5))
     cluster.controller.tick()  # views from before the other launch: h1 looks free
     assert cluster.states("j") == {}
-    assert any("refused by h1, placing it again" in m for m in cluster.messages())
+    said = "not launched on h1, placing it again: h1: admission"
+    assert any(said in m for m in cluster.messages())
     cluster.step()
     assert cluster.states("j") == {("t", 0, 1): "running"}
     assert cluster.plane.where("meso-j_t_0_1") == "h2"
+
+
+def test_a_host_cut_just_before_a_launch_costs_one_deadline_and_the_rest_go_elsewhere(cluster):
+    cluster.controller.submit(job(count=4, cpus=0.25))
+    cluster.plane.cut("h1")  # views from before the cut: h1 looks up, binpack fills it first
+    cluster.controller.tick()
+    messages = cluster.messages()
+    assert sum("h1 unreachable during the launch" in m for m in messages) == 1
+    assert sum("not launched on h1, placing it again" in m for m in messages) == 3
+    cluster.controller.tick()  # h1 is not placed on again until it answers a newer sample
+    states = cluster.states("j")
+    assert sorted(states.values()) == ["running", "running", "running", "staging"]
+    assert {cluster.plane.where(u) for u in cluster.plane.running()} == {"h2"}
 
 
 def test_kill_and_gc_stop_units_nobody_claims_but_never_adopt_them(cluster):

@@ -63,16 +63,17 @@ def list_jobs(ctx: Ctx) -> JobList:
 
 
 @router.post("/jobs", status_code=201, response_model=JobView, openapi_extra=JOB_BODY,
-             responses={200: {"description": "the same job was already active"},
+             responses={200: {"description": "the same job was already active, or done "
+                                             "(without ?again=true)"},
                         409: {"description": "active with another spec"}})  # fmt: skip
-async def submit(request: Request, response: Response, ctx: Ctx) -> JobView:
+async def submit(request: Request, response: Response, ctx: Ctx, again: bool = False) -> JobView:
     job = job_from_body(await request.body(), request.headers.get("content-type", ""))
     controller = ctx.service.controller
 
     def command() -> tuple[bool, JobView]:
         before = controller.store.job(job.job)
-        row = controller.submit(job)
-        created = before is None or before.state != "active" or before.run != row.run
+        row = controller.submit(job, again=again)
+        created = before is None or (before.run, before.version) != (row.run, row.version)
         if created:
             controller.tick(allocate_now=True)  # the answer says what the first cycle placed
         else:
