@@ -1461,12 +1461,14 @@ class H(http.server.BaseHTTPRequestHandler):
 http.server.HTTPServer(("127.0.0.1", int(os.environ["MESO_PORT0"])), H).serve_forever()
 """
 
+INTERVAL = 2  # seconds between a task's health checks
+
 
 def health_and_drain(
-    lab: LabHandle, directory: Path, blip: float = 2.2, failures: int = 4, deadline: float = 6
+    lab: LabHandle, directory: Path, blip: float = 2.5, failures: int = 3, deadline: float = 6
 ) -> Result:
     """A service instance whose HTTP check fails for `blip` seconds (fewer than `failures`
-    checks a second apart), then for good: not restarted for the blip, restarted after
+    checks two seconds apart), then for good: not restarted for the blip, restarted after
     `failures` failed checks, its new attempt healthy and left alone. Then a host is drained
     under a 3-instance service and a 10-task batch job: the service never has fewer than 2
     healthy instances on the hosts, none stays on the host, the batch attempts there are
@@ -1486,8 +1488,8 @@ def health_and_drain(
                 "resources": {**SMALL, "mem": "64MiB", "ports": 1},
                 "env": {"REL_BLIP": str(t0 + 10), "REL_BLIP_FOR": str(blip),
                         "REL_FAIL": str(t0 + 24)},
-                "health": {"http": "/", "interval": "1s", "timeout": "1s", "grace": "2s",
-                           "failures": failures},
+                "health": {"http": "/", "interval": f"{INTERVAL}s", "timeout": "1s",
+                           "grace": "2s", "failures": failures},
             }],
         }  # fmt: skip
         up = rig.cli(ctl.env, "run", str(rig.write(flaky)), timeout=60)
@@ -1495,8 +1497,8 @@ def health_and_drain(
         seen: dict[int, set[str]] = defaultdict(set)  # attempt -> health states seen
         appeared: dict[int, float] = {}
         ended: dict[int, dict] = {}
-        while time.time() < t0 + 40:
-            for t in api.job("rhflaky")["tasks"]:
+        while time.time() < t0 + 24 + failures * INTERVAL + 16:
+            for t in (api.job("rhflaky") or {"tasks": []})["tasks"]:
                 seen[t["attempt"]].add(t["health"] or "-")
                 appeared.setdefault(t["attempt"], time.time())
                 if t["state"] != "running":
@@ -1512,9 +1514,9 @@ def health_and_drain(
         if restarted is not None:
             result.figure("lasting failure to restart, s", restarted - (t0 + 24))
             result.check(
-                restarted - (t0 + 24) <= failures + 6,
+                restarted - (t0 + 24) <= failures * INTERVAL + 6,
                 f"restarted {restarted - (t0 + 24):.1f} s after it began to fail "
-                f"({failures} checks 1 s apart)",
+                f"({failures} checks {INTERVAL} s apart)",
             )
         reason = ended.get(1, {}).get("reason")
         result.figure("attempt 1 ended", reason)
@@ -1536,7 +1538,8 @@ def health_and_drain(
                 "command": ["/bin/sh", "-c", server],
                 "resources": {**SMALL, "mem": "64MiB", "ports": 1},
                 "constraints": [{"op": "unique_host"}],
-                "health": {"http": "/", "interval": "1s", "timeout": "1s", "grace": "5s"},
+                "health": {"http": "/", "interval": f"{INTERVAL}s", "timeout": "1s",
+                           "grace": "5s"},
             }],
         }  # fmt: skip
         up = rig.cli(ctl.env, "run", str(rig.write(web)), timeout=60)
