@@ -17,7 +17,7 @@ Each prints its figures, the checks that failed and their evidence. Exit 0 if ev
 passed, 1 otherwise.
 
 Run as root: .venv/bin/python bench/reliability_bench.py [--lab NAME] [--only SCENARIO ...]
-[--seed N] [--workdir DIR]. Without --lab it starts a 5-host lab named "relbench" and takes it
+[--seed N] [--workdir DIR]. Without --lab it starts a 5-host lab named "rbench" and takes it
 down afterwards; with --lab it uses that running lab (5 hosts).
 """
 
@@ -53,7 +53,7 @@ def scenarios(seed: int) -> dict[str, Callable[[LabHandle, Path], rel.Result]]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lab", help="a running 5-host lab to use (default: start 'relbench')")
+    parser.add_argument("--lab", help="a running 5-host lab to use (default: start 'rbench')")
     parser.add_argument("--only", nargs="+", metavar="SCENARIO",
                         help="run these only (sigkill resets cut cut-before-run partition "
                         "reboot-1..reboot-5 readers health-drain; 'reboot' means all five)",
@@ -75,7 +75,7 @@ def main() -> int:
             lab = LabHandle(cluster.require_lab(args.lab))
             stack.callback(lab.close)
         else:
-            lab = stack.enter_context(running_lab("relbench", hosts=5))
+            lab = stack.enter_context(running_lab("rbench", hosts=5))
         if len(lab.hosts) != 5:
             parser.error(f"lab {lab.name!r} has {len(lab.hosts)} hosts, not 5")
         workdir = args.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -129,6 +129,8 @@ class Fleet:
         if not self._threads:  # sampled in rounds: judged as of its last answer or failure
             now = max(r.ok_at or 0.0, r.failed_at or 0.0)
         state = host_state(r.ok_at, r.failed_at, now, self.suspect_after, self.unreachable_after)
+        if state in (HostState.UP, HostState.SUSPECT) and r.facts.get("system") == "stopping":
+            state = HostState.STOPPING
         health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
         return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health)
 
@@ -208,6 +210,8 @@ class Fleet:
         try:
             facts = self.plane.sample(host, timeout=self.timeout)
             error = None
+            if facts.get("system") == "offline":  # its unit list cannot be believed
+                facts, error = None, f"{host}: systemd does not answer (shutting down?)"
         except MesoError as exc:  # Unreachable or NodeRefused: the same to the watcher
             facts, error = None, str(exc)
         except Exception as exc:  # a bug here must not stop watching the host

@@ -29,7 +29,7 @@ from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.health import HostState, partitioned, task_health
+from meso_agentless.core.health import ANSWERING, HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
@@ -48,6 +48,7 @@ from meso_agentless.errors import Unplaceable, UsageError
 from meso_agentless.hosts.launching import launch_request
 from meso_agentless.hosts.plane import NodeRefused, Plane, Unreachable, each_host
 from meso_agentless.inventory import Inventory, Node
+from meso_agentless.node.nodecmd import NOT_STARTED
 from meso_agentless.spec import Job
 from meso_agentless.state.sqlite import Conflict
 from meso_agentless.state.store import Intent, JobRow, StateStore, TaskRow
@@ -421,9 +422,9 @@ class Controller:
                 else:
                     claimed[row.host].add(row.unit)
                 trusted = view.asked is not None and view.asked > self._acted.get(row.unit, 0.0)
-                if view.state in (HostState.UP, HostState.SUSPECT) and not trusted:
+                if view.state in ANSWERING and not trusted:
                     continue  # the report was asked for before our last action on the unit
-                answering = view.state in (HostState.UP, HostState.SUSPECT)
+                answering = view.state in ANSWERING
                 seen = _status(raw) if answering else None
                 rebooted = boots.get(row.host) not in (None, view.boot)
                 if (
@@ -461,7 +462,7 @@ class Controller:
         unclaimed: dict[str, list[str]] = {}
         holding = {s.value for s in HOLDS_RESOURCES}
         for name, view in views.items():
-            if view.state not in (HostState.UP, HostState.SUSPECT):
+            if view.state not in ANSWERING:
                 if name in self.unclaimed:
                     unclaimed[name] = self.unclaimed[name]  # last known
                 continue
@@ -780,8 +781,8 @@ class Controller:
                                     unit=row.unit)  # fmt: skip
                 return None  # it may or may not have started: the next report says
             except NodeRefused as exc:
-                if "admission" in str(exc):  # the host is fuller than we knew: nothing started
-                    return _short(exc)
+                if "admission" in str(exc) or NOT_STARTED in str(exc):
+                    return _short(exc)  # fuller than we knew, or shutting down: nothing started
                 return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
             except ValueError as exc:
                 return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")

@@ -26,7 +26,7 @@ from meso_agentless.controller.views import (
     TaskView,
     UnplacedView,
 )
-from meso_agentless.core.health import HostState
+from meso_agentless.core.health import ANSWERING, HostState
 from meso_agentless.core.model import Framework
 from meso_agentless.core.resources import CPUS, MEM, PORTS
 from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
@@ -153,7 +153,7 @@ class Service:
             free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
             facts = view.facts
             state = controller.host_states.get(name, view.state)
-            if view.state in (HostState.SUSPECT, HostState.UNREACHABLE):
+            if view.state in (HostState.SUSPECT, HostState.UNREACHABLE, HostState.STOPPING):
                 state = view.state  # judged now, from its silence: not as of the last cycle
             if name in drains and state not in (HostState.DRAINING, HostState.DRAINED):
                 state = HostState.DRAINING if view.state == HostState.UP else state
@@ -162,7 +162,7 @@ class Service:
                 total, free_mem = int(facts.get("mem_total", 0)), int(facts.get("mem_available", 0))
                 usage[MEM] = max(0, total - free_mem)
             out.append(HostInfo(
-                host=name, state=state, reachable=view.state in (HostState.UP, HostState.SUSPECT),
+                host=name, state=state, reachable=view.state in ANSWERING,
                 stale=view.state != HostState.UP, last_seen=view.seen,
                 age=None if view.seen is None else round(max(0.0, now - view.seen), 3),
                 boot=view.boot, error=view.error,

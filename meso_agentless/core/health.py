@@ -16,8 +16,13 @@ class HostState(StrEnum):
     SUSPECT = "suspect"
     UNREACHABLE = "unreachable"
     GONE = "gone"  # it answered with a new boot identity: its units are gone
+    STOPPING = "stopping"  # it answers, shutting down: its units go with it
     DRAINING = "draining"  # an operator is moving everything off it
     DRAINED = "drained"  # nothing of meso's runs there any more
+
+
+# what it says of its units can be believed
+ANSWERING = frozenset({HostState.UP, HostState.SUSPECT, HostState.STOPPING})
 
 
 def host_state(

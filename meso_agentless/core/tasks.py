@@ -160,6 +160,10 @@ def judge(
         return None
     if host == HostState.UNREACHABLE:
         return TaskStatus(S.UNREACHABLE) if stored in HOLDS_RESOURCES else None
+    if host == HostState.STOPPING:  # shutting down: what it stops, or stopped, is gone
+        if seen is not None and seen.state in (*HOLDS_RESOURCES, S.FINISHED):
+            return seen
+        return TaskStatus(S.GONE) if stored in TRACKED else None
     if seen is not None and seen.state != S.UNKNOWN:
         return seen
     if rebooted:

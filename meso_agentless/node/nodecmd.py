@@ -68,6 +68,7 @@ CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3  # ExecMainCode values (siginfo si_
 # core/tasks.py holds the package's copy; a test checks the two are equal.
 HOLDS_RESOURCES = frozenset({"staging", "running"})
 ENDED = frozenset({"finished", "failed", "killed"})
+NOT_STARTED = "not started"  # a launch refused for the host's sake, not the task's
 
 # What a request may be. The job file validation (spec.py) uses the same numbers.
 MAX_LINE = 1 << 20  # bytes in one request line (or one REQUEST argument)
@@ -895,6 +896,13 @@ def _lookup_user(name: str) -> tuple[int, int] | None:
 _SYSTEMD: list[int] = []
 
 
+def system_state() -> str:
+    """systemd's own state: running, degraded, starting, stopping, ... ("offline" when its bus
+    cannot be reached, as while the host shuts down)."""
+    state = _run(["systemctl", "is-system-running"]).strip()
+    return state if state.isalpha() else "offline"
+
+
 def systemd_version() -> int:
     if not _SYSTEMD:
         _SYSTEMD.append(parse_systemd_version(_run(["systemctl", "--version"])))
@@ -1042,7 +1050,11 @@ def launch(request: dict, session: Session | None = None) -> dict:
             if current["state"] != "unknown":
                 return {**current, "existed": True}
             detail = (done.stderr or done.stdout).strip().splitlines()
-            raise RequestError(f"systemd-run failed: {detail[-1] if detail else done.returncode}")
+            why = detail[-1] if detail else done.returncode
+            system = system_state()
+            if system not in ("running", "degraded"):  # the host, not the task: place it again
+                raise RequestError(f"{NOT_STARTED}: the host is {system} (systemd-run: {why})")
+            raise RequestError(f"systemd-run failed: {why}")
         _write_ledger([*ledger, entry])
     # systemd-run returns once the service has started: it runs (or already ran)
     return {"unit": f"{unit}.service", "state": "running", "exit_code": None, "signal": None,
@@ -1165,6 +1177,8 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         described = describe_policy(policy, source)
     except PolicyError as exc:
         capacity, described = {"cpus": 0, "mem": 0}, {"error": str(exc)}
+    units = meso_units()
+    system = system_state()  # after the units: a shutdown that took them says so here
     return {
         "hostname": os.uname().nodename,
         "cpus": measured["cpus"] // 1000,
@@ -1177,7 +1191,8 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "boot": boot_identity(),
         "cgroup": parse_cgroup_mode(_read("/proc/mounts")),
         "systemd": systemd_version(),
-        "units": meso_units(),
+        "system": system,
+        "units": units,
         "capacity": capacity,
         "policy": described,
     }

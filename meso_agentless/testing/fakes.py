@@ -83,6 +83,7 @@ class FakeHost:
     boot: str = field(default_factory=lambda: uuid.uuid4().hex)
     units: dict[str, FakeUnit] = field(default_factory=dict)
     refuse: str | None = None  # every launch is refused with this reason
+    system: str = "running"  # systemd's own state; "stopping" while it shuts down
 
 
 class FakePlane:
@@ -111,6 +112,7 @@ class FakePlane:
             return {"hostname": host, "cpus": h.cpus, "mem_total": h.mem, "mem_available": h.mem,
                     "disk_total": h.disk, "disk_available": h.disk, "load": [0.0, 0.0, 0.0],
                     "boot_id": h.boot, "boot": h.boot, "cgroup": "v2", "systemd": 252,
+                    "system": h.system,
                     "units": [u.status() for u in h.units.values()]}  # fmt: skip
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
@@ -227,11 +229,19 @@ class FakePlane:
         with self._lock:
             self.by_name[host].reachable = True
 
+    def shut_down(self, host: str) -> None:
+        """It begins to shut down: its units are stopped and unloaded, it still answers."""
+        with self._lock:
+            h = self.by_name[host]
+            h.system, h.units = "stopping", {}
+            h.refuse = "not started: the host is stopping"
+
     def reboot(self, host: str) -> None:
         """A new boot identity; transient units are gone."""
         with self._lock:
             h = self.by_name[host]
             h.boot, h.units = uuid.uuid4().hex, {}
+            h.system, h.refuse = "running", None
 
     def _unit(self, unit: str) -> FakeUnit:
         host = self.where(unit)

@@ -131,6 +131,37 @@ def test_a_reboot_means_the_tasks_are_gone_batch_retried_service_replaced(cluste
     assert cluster.states("s")[("t", 0, 2)] == "running"
 
 
+def test_a_host_shutting_down_has_its_tasks_gone_not_lost_and_gets_nothing_new(cluster):
+    """Seen mid-shutdown (units already stopped, same boot): gone, as after the reboot, with
+    the restart policies deciding; nothing is launched there until it is back."""
+    cluster.controller.submit(job(count=1, restart={"policy": "never"}))
+    cluster.controller.submit(job("s", type_="service", count=1, cpus=0.5))
+    cluster.step()
+    host = cluster.plane.where("meso-j_t_0_1")
+    cluster.plane.shut_down(host)
+    cluster.step()
+    assert cluster.states("j") == {("t", 0, 1): "gone"}
+    assert cluster.controller.store.job("j").state == "failed"
+    assert any(f"{host}: stopping" in m for m in cluster.messages())
+    cluster.step()
+    service = {k: v for k, v in cluster.states("s").items() if v == "running"}
+    assert len(service) == 1
+    assert all(cluster.plane.where(u) != host for u in cluster.plane.running())
+    cluster.plane.reboot(host)
+    cluster.step()
+    assert cluster.states("j") == {("t", 0, 1): "gone"}
+
+
+def test_a_launch_refused_because_its_host_is_stopping_is_placed_again(cluster):
+    cluster.controller.submit(job(count=1))
+    cluster.plane.shut_down("h1")  # after the last sample: h1 looks up and free
+    cluster.controller.tick()
+    assert cluster.states("j") == {}
+    cluster.step()
+    assert cluster.states("j") == {("t", 0, 1): "running"}
+    assert cluster.plane.where("meso-j_t_0_1") == "h2"
+
+
 def test_a_vanished_service_instance_comes_back_and_a_crash_counts_as_a_restart(cluster):
     cluster.controller.submit(job(type_="service", count=1, cpus=0.5))
     cluster.step()

@@ -219,3 +219,24 @@ def test_a_broken_policy_file_launches_nothing(tmp_path):
         sample = one_answer(encode({"verb": "sample"}), nodecmd.Session())
         assert sample["capacity"] == {"cpus": 0, "mem": 0} and "error" in sample["policy"]
     assert launched == []
+
+
+def test_a_launch_that_fails_while_the_host_shuts_down_says_not_started(tmp_path):
+    """systemd refusing a unit because the host is stopping is the host's doing, not the
+    task's: the node says "not started" so the controller places it again."""
+    failing = subprocess.CompletedProcess([], 1, "", "Failed to connect to bus: Connection refused")
+    launch = {"verb": "launch", "unit": "meso-j_t_0_1", "argv": ["true"], "cpus": 100}
+    for system, says in (("stopping", f"{nodecmd.NOT_STARTED}: the host is stopping"),
+                         ("", f"{nodecmd.NOT_STARTED}: the host is offline"),
+                         ("running", "systemd-run failed: Failed to connect to bus")):  # fmt: skip
+        with fake_host(tmp_path):
+            real_run = nodecmd._run
+
+            def run(argv, system=system, real_run=real_run):
+                return f"{system}\n" if argv[1:] == ["is-system-running"] else real_run(argv)
+
+            with mock.patch.multiple(nodecmd, _run=run, _systemd_run=lambda argv: failing):
+                error = one_answer(encode(launch), nodecmd.Session())["error"]
+                assert says in error, error
+                sample = one_answer(encode({"verb": "sample"}), nodecmd.Session())
+                assert sample["system"] == (system or "offline")
