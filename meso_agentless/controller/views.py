@@ -71,7 +71,7 @@ class JobList(View):
 
 class HostInfo(View):
     host: str
-    state: str  # up, suspect, unreachable, gone, draining, drained, unknown
+    state: str  # up, suspect, unreachable, gone, stopping, draining, drained, unknown
     reachable: bool
     stale: bool  # what is shown is the last known, not fresh
     age: float | None  # seconds since it last answered
