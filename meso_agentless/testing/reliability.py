@@ -41,7 +41,8 @@ from meso_agentless.testing.lab import LabHandle
 
 T = TypeVar("T")
 MESO = [sys.executable, "-m", "meso_agentless"]
-POLL = 0.1  # seconds between looks while timing a transition
+POLL = 0.1  # seconds between looks while waiting
+FINE = 0.02  # seconds between looks while timing a transition (the figure's own error)
 SMALL = {"cpus": 0.01, "mem": "8MiB"}
 Instance = tuple[str, str, int]  # job, task, index
 
@@ -680,9 +681,9 @@ def _service_and_batch(
     return up, running
 
 
-def first_time(predicate: Callable[[], bool], timeout: float) -> float | None:
-    """Monotonic time at which `predicate` first held (polled every POLL), or None."""
-    hit = wait_for(lambda: predicate() and time.monotonic(), timeout)
+def first_time(predicate: Callable[[], bool], timeout: float, every: float = FINE) -> float | None:
+    """Monotonic time at which `predicate` first held (polled `every` seconds), or None."""
+    hit = wait_for(lambda: predicate() and time.monotonic(), timeout, every=every)
     return hit or None
 
 
@@ -710,6 +711,7 @@ def detection(lab: LabHandle, api: Api, host: str, probes: int, rng: random.Rand
                     (h := api.hosts()[host])["state"] == "unreachable" and (time.monotonic(), h)
                 ),
                 30,
+                every=FINE,
             )
         finally:
             lab.heal(host)
@@ -897,7 +899,7 @@ def cut_one_host(
                     return False
             return True
 
-        agree = first_time(agreed, 30)
+        agree = first_time(agreed, 30, every=POLL)
         views = {name: _agree(rig, api, name) for name in counts}
         if result.check(
             agree is not None, f"store and hosts disagree 30 s after the heal: {views}"
@@ -1088,7 +1090,7 @@ def cut_before_run(lab: LabHandle, directory: Path, run_timeout: float = 45.0) -
                 left = [t for t in now.values() if t["state"] != "finished"]
                 return len(now) == 10 and len(left) <= 1 and all(t["host"] == victim for t in left)
 
-            settled = first_time(all_but_in_flight, run_timeout)
+            settled = first_time(all_but_in_flight, run_timeout, every=POLL)
             took_now = (settled or time.monotonic()) - started
             result.figure("cut just before: all but the launch in flight finished, s", took_now)
             deadline = launch_deadline()
@@ -1197,7 +1199,7 @@ def controller_partitioned(
             store, hosts = _agree(rig, api, "rpweb")
             return store == hosts and len(hosts) == 3
 
-        agree = first_time(agreed, 30)
+        agree = first_time(agreed, 30, every=POLL)
         store, hosts = _agree(rig, api, "rpweb")
         if result.check(agree is not None, f"store {store} and hosts {hosts} disagree"):
             result.figure("heal to store == hosts, s", agree - healed)
@@ -1301,7 +1303,7 @@ def reboot_host(lab: LabHandle, directory: Path) -> Result:
                 and now[("t", 0)]["attempt"] > 1
             )
 
-        fixed = first_time(replaced, 30)
+        fixed = first_time(replaced, 30, every=POLL)
         store, hosts = _agree(rig, api, "rrweb")
         if result.check(fixed is not None, f"service not replaced: store {store}, hosts {hosts}"):
             result.figure("host back to service replaced, s", fixed - back)
