@@ -1367,9 +1367,9 @@ def _record(unit: str, record: dict) -> dict:
 
 
 def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
-    """The runs to tell of (pure but for reading records): every record past `after` (its
-    last MAX_REPORTED per timer) and every run still loaded, each as its latest record with the
-    loaded unit's state over it."""
+    """The runs to tell of: every record past `after` (the last MAX_REPORTED per timer) and
+    every run still loaded, each as its latest record with the loaded unit's state over it
+    ("loaded": true); a run recorded as started whose unit is no longer there is "gone"."""
     units = {u["unit"].removesuffix(".service"): u for u in loaded}
     try:
         files = sorted(f[:-6] for f in os.listdir(RUNS_DIR) if f.endswith(".jsonl"))
@@ -1388,11 +1388,16 @@ def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
                  if r["seq"] > after.get(timer, 0)}  # fmt: skip
         keys = [k for k in latest if k in fresh or k in units]
         for key in keys[-MAX_REPORTED:]:
-            report = dict(latest[key])
+            report = {**latest[key], "loaded": False}
             unit = units.get(key)
+            if unit is None and report.get("state") == "started" and RUN_NAME.fullmatch(key):
+                unit = status({"unit": key})  # it may have started since the units were listed
+                unit = None if unit["state"] == "unknown" else unit
+                report["state"] = "gone" if unit is None else report["state"]
             if unit is not None:
                 report.update({k: unit.get(k) for k in ("state", "exit_code", "signal", "reason",
                                                          "millicpus", "memory_max")})  # fmt: skip
+                report["loaded"] = True
             out[key] = report
     return list(out.values())
 
