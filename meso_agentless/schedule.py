@@ -52,6 +52,26 @@ class Schedule:
         return sorted(times)[:count]
 
 
+def between(schedule: Schedule, after: float, before: float, limit: int) -> list[float]:
+    """The last `limit` fire times in (after, before), oldest first (at most 1,000 looked at
+    for a systemd calendar, which can only be walked forwards)."""
+    if limit <= 0 or before <= after:
+        return []
+    if schedule.kind == "cron":
+        base = datetime.fromtimestamp(before, ZoneInfo(schedule.timezone))
+        it = croniter(schedule.text, base)
+        out = []
+        while len(out) < limit:
+            when = it.get_prev(float)
+            if when <= after:
+                break
+            if when < before:
+                out.append(when)
+        return sorted(out)
+    fires = schedule.next_fires(after, 1000)
+    return [t for t in fires if after < t < before][-limit:]
+
+
 def check_timezone(name: str) -> str:
     """An IANA time zone name this machine knows; ValueError otherwise."""
     if not isinstance(name, str) or not _TZ.match(name) or ".." in name:

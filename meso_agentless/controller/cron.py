@@ -22,6 +22,7 @@ from meso_agentless.core.tasks import WATCHED
 from meso_agentless.node.nodecmd import RUN_NAME, UNIT_NAME
 from meso_agentless.state.store import RunRow, TaskRow
 
+KINDS = ("schedule", "trigger", "catch-up")
 RUN_ENDED = frozenset({"finished", "failed", "killed", "skipped", "lost"})
 _NODE_STATES = {"started": "running", "staging": "running", "running": "running",
                 "finished": "finished",
@@ -82,7 +83,7 @@ def observe_run(
     row = RunRow(
         id=0, job=timer.job, run=timer.run, task=timer.task, index=timer.index,
         timer=timer.unit, host=host, unit=unit, seq=seq,
-        kind="trigger" if report.get("kind") == "trigger" else "schedule",
+        kind=str(report["kind"]) if report.get("kind") in KINDS else "schedule",
         scheduled=_float(report.get("scheduled")), fired=_float(report.get("fired")) or now,
         state=state, exit_code=exit_code, signal=signal,
         reason=str(reason)[:500] if reason is not None else None, ended=ended, version=0,

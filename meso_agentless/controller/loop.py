@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from meso_agentless import schedule as schedules
 from meso_agentless.controller import cron as cronctl
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.events import EventBus
@@ -814,6 +815,7 @@ class Controller:
                 return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
 
         results = per_host(requests, lambda item: item[0].host, launch)
+        placed_timers = []
         with self.store.transaction():
             for (row, _), status in zip(requests, results, strict=True):
                 self._acted[row.unit] = self.clock.monotonic()
@@ -823,7 +825,11 @@ class Controller:
                     self._refused(row, status)
                 elif status is not None:
                     self._record(row, status)
+                    if status.state == S.RUNNING and specs[row.job].cron is not None:
+                        placed_timers.append(row)
                 report.launched.append(row.unit)
+        for row in placed_timers:
+            self._catch_up(specs[row.job], row)
 
     def _refused(self, row: TaskRow, why: str) -> None:
         """A host's admission said no, or the launch was never sent (the host went silent):
@@ -1032,6 +1038,58 @@ class Controller:
 
         per_host(sorted(set(runs)), lambda item: item[0], forget)
 
+    def _catch_up(self, spec: Job, row: TaskRow) -> None:
+        """A timer placed anew after its holder was lost, rebooted or drained: run the
+        scheduled times that no host can have run meanwhile (the last `catch_up` of them) on
+        the new holder at once. A lost holder fired at most until its lease lapsed (its last
+        sample plus the lease), a rebooted one until its last recorded run."""
+        limit = 1 if spec.catch_up is None else spec.catch_up
+        schedule = spec.cron
+        same = (row.task, row.index)
+        earlier = [r for r in self.store.tasks(row.job)
+                   if (r.task, r.index) == same and r.attempt < row.attempt]  # fmt: skip
+        if not limit or schedule is None or not earlier:
+            return
+        before = earlier[-1]
+        if before.state not in (S.LOST, S.GONE, S.KILLED):
+            return
+        start = before.since  # killed (drained): when it was removed
+        if before.state == S.LOST:
+            seen = self.fleet.view(before.host).seen if before.host in self.nodes else None
+            if seen is not None:
+                start = min(start, seen + self._window(spec) + 1.0)
+        elif before.state == S.GONE:  # what it ran before the reboot is collected: after that
+            start = before.created
+        ran = [r.scheduled for r in self.store.runs(row.job, limit=1000)
+               if (r.task, r.index) == same and r.scheduled is not None]  # fmt: skip
+        start = max([start, *ran])
+        missed = schedules.between(schedule, start, self.clock.time(), limit)
+        for when in missed:
+            try:
+                answer = self.plane.trigger(row.host, row.unit, timeout=self.stop_timeout,
+                                            scheduled=int(when))  # fmt: skip
+            except (Unreachable, NodeRefused):
+                return  # the next cycle's sample tells what happened there
+            self._store_fired(row, answer)
+        if missed:
+            self.events.publish("job", f"{row.job}/{row.task}[{row.index}]: caught up "
+                                f"{len(missed)} missed run(s) on {row.host}", row.job,
+                                task=row.task, index=row.index, host=row.host,
+                                caught_up=len(missed))  # fmt: skip
+
+    def _store_fired(self, row: TaskRow, answer: Mapping) -> dict:
+        """Store what a host said of a firing the controller asked for (trigger, catch-up)."""
+        stored = self.store.run_by_unit(str(answer.get("run")))
+        seen = cronctl.observe_run({**answer, "loaded": False}, row, row.host, stored,
+                                   self.clock.time())  # fmt: skip
+        if seen.row is None:
+            return {"task": row.task, "index": row.index, "host": row.host,
+                    "unit": answer.get("run"), "state": str(answer.get("state"))}  # fmt: skip
+        saved, changed = self.store.put_run(seen.row)
+        if changed:
+            self._publish_run(saved, stored)
+        return saved.to_json()
+
     def trigger(self, name: str) -> list[dict]:
         """Fire every timer of an active cron job now, on the host holding it (its concurrency
         rule and the host's admission apply); what each host said, stored like any run."""
@@ -1050,16 +1108,7 @@ class Controller:
             except (Unreachable, NodeRefused) as exc:
                 return {"task": row.task, "index": row.index, "host": row.host,
                         "state": "unreachable", "reason": _short(exc)}  # fmt: skip
-            stored = self.store.run_by_unit(str(answer.get("run")))
-            seen = cronctl.observe_run({**answer, "loaded": False}, row, row.host, stored,
-                                       self.clock.time())  # fmt: skip
-            if seen.row is not None:
-                saved, changed = self.store.put_run(seen.row)
-                if changed:
-                    self._publish_run(saved, stored)
-                return saved.to_json()
-            return {"task": row.task, "index": row.index, "host": row.host,
-                    "unit": answer.get("run"), "state": str(answer.get("state"))}  # fmt: skip
+            return self._store_fired(row, answer)
 
         return per_host(rows, lambda r: r.host, fire)
 

@@ -40,7 +40,9 @@ class Plane(Protocol):
     def stop(
         self, host: str, unit: str, timeout: float | None = None, wait: bool = True
     ) -> dict: ...
-    def trigger(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def trigger(
+        self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
+    ) -> dict: ...
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def logs(
@@ -100,9 +102,14 @@ class ExecutionPlane:
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         return self._ask(host, "forget", timeout, unit=unit)
 
-    def trigger(self, host: str, unit: str, timeout: float | None = None) -> dict:
-        """Fire a cron job's timer now: its run's record (started, or skipped and why)."""
-        return self._ask(host, "trigger", timeout, unit=unit)
+    def trigger(
+        self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
+    ) -> dict:
+        """Fire a cron job's timer now (as the run of `scheduled`, a missed time, if given):
+        its run's record (started, or skipped and why)."""
+        if scheduled is None:
+            return self._ask(host, "trigger", timeout, unit=unit)
+        return self._ask(host, "trigger", timeout, unit=unit, scheduled=scheduled)
 
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
         """Run a task's health check on its host: {"healthy": bool, "detail": str}."""

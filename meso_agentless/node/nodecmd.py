@@ -1402,7 +1402,7 @@ def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
     return list(out.values())
 
 
-def fire(unit: str, kind: str = "schedule") -> dict:
+def fire(unit: str, kind: str = "schedule", scheduled: int | None = None) -> dict:
     """One firing of a cron job's timer (what its service runs, as root), or a trigger.
 
     Skipped, with the reason recorded, when the timer's lease has lapsed (a scheduled firing
@@ -1420,10 +1420,12 @@ def fire(unit: str, kind: str = "schedule") -> dict:
     if kind == "schedule":
         shown = _show_timers([f"{unit}.timer"])
         last = timer_state(shown[0])["last"] if shown else None
-        scheduled: int | None = int(last if last is not None else fired)
+        scheduled = int(last if last is not None else fired)
         run = f"{unit}-r{scheduled}"
+    elif scheduled is not None:  # a scheduled time no host ran: caught up, under its own name
+        kind, run = "catch-up", f"{unit}-r{scheduled}"
     else:
-        scheduled, run = None, f"{unit}-t{int(fired * 1000)}"
+        run = f"{unit}-t{int(fired * 1000)}"
     record = {"run": run, "kind": kind, "scheduled": scheduled, "fired": round(fired, 3)}
     os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
     with open(LEDGER + ".lock", "a") as lock:
@@ -1468,10 +1470,13 @@ def fire(unit: str, kind: str = "schedule") -> dict:
 
 
 def trigger(request: dict, session: Session | None = None) -> dict:
-    """Fire a cron job's timer now (its concurrency rule and admission apply)."""
-    _fields(request, ("unit",))
+    """Fire a cron job's timer now (its concurrency rule and admission apply); with
+    "scheduled" (Unix seconds), as the run of that scheduled time (catching up a missed one:
+    the run's name is that time's, so it runs once here however often it is asked)."""
+    _fields(request, ("unit", "scheduled"))
     unit = check_unit(request.get("unit"))
-    return fire(unit, kind="trigger")
+    scheduled = _int(request, "scheduled", 0, 1 << 40)
+    return fire(unit, kind="trigger", scheduled=scheduled)
 
 
 def stop(request: dict, session: Session | None = None) -> dict:

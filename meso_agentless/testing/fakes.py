@@ -213,10 +213,14 @@ class FakePlane:
             self._host(host)
             yield f"{unit} on {host}\n".encode()
 
-    def trigger(self, host: str, unit: str, timeout: float | None = None) -> dict:
+    def trigger(
+        self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
+    ) -> dict:
         with self._lock:
             self._host(host)
             self.calls.append(("trigger", host, unit))
+            if scheduled is not None:
+                return self.fire(unit, scheduled=scheduled, kind="catch-up")
             return self.fire(unit, kind="trigger")
 
     def close(self) -> None:
@@ -235,7 +239,7 @@ class FakePlane:
             timer = h.units[unit]
             request = timer.request
             fired = self.clock.time()
-            if kind == "schedule":
+            if kind in ("schedule", "catch-up"):
                 scheduled = int(fired) if scheduled is None else scheduled
                 run = f"{unit}-r{scheduled}"
             else:

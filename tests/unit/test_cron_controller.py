@@ -237,3 +237,30 @@ def test_drain_moves_the_timer_removing_it_first(cluster):
     stop = cluster.plane.calls.index(("stop", host, TIMER))
     launch = cluster.plane.calls.index(("launch", moved, "meso-c_t_0_2"))
     assert stop < launch  # never two timers at once
+
+
+@pytest.mark.parametrize("catch_up", [0, 1, 2])
+def test_a_timer_placed_anew_catches_up_what_no_host_ran(tmp_path, catch_up):
+    c = FakeCluster.of(tmp_path, HOSTS)
+    c.step()
+    spec = cron_job().model_dump(mode="json")
+    every_second = {**spec, "schedule": "*:*:*", "catch_up": catch_up}
+    c.controller.submit(Job.model_validate(every_second))
+    c.step()
+    first = c.plane.where(TIMER)
+    last_seen = c.clock.time()  # its last sample, which renewed its lease (10 s)
+    c.plane.cut(first)
+    for _ in range(30):
+        c.step()
+    moved = c.plane.where("meso-c_t_0_2")
+    assert moved not in (None, first)
+    caught = [r for r in c.controller.store.runs("c") if r.kind == "catch-up"]
+    assert len(caught) == catch_up
+    for run in caught:  # only times the first host could not have fired: its lease had lapsed
+        assert run.scheduled > last_seen + 10
+        assert run.host == moved and run.state in ("running", "skipped")
+    if catch_up:  # the latest missed ones, each on its own, run once (forbid skips the 2nd)
+        placed = c.controller.store.tasks("c")[-1].created
+        assert sorted(r.scheduled for r in caught) == [placed - n for n in range(catch_up, 0, -1)]
+        assert caught[-1].state == "running"
+        assert any("caught up" in m for m in c.messages())
