@@ -39,7 +39,7 @@ from meso_agentless.errors import MesoError
 from meso_agentless.spec import Job
 from meso_agentless.state.store import JobRow, TaskRow
 
-RUNS_SHOWN = 20  # a cron job's latest runs in its view
+RUNS_SHOWN = 50  # a cron job's latest runs in its view
 
 
 class HostUnreachable(MesoError):
