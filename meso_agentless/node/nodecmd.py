@@ -1019,10 +1019,14 @@ def status(request: dict, session: Session | None = None, runs: bool = True) -> 
     """The state of one task unit, cron timer or run."""
     _fields(request, ("unit",))
     unit = check_unit(request.get("unit"), runs=runs)
-    if UNIT_NAME.fullmatch(unit):
-        timers = _show_timers([f"{unit}.timer"])
-        if timers and timers[0].get("LoadState") == "loaded":
-            return timer_state(timers[0])
+    if UNIT_NAME.fullmatch(unit):  # a task's service, or a cron job's timer: one call for both
+        shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                                 ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
+                                 f"{unit}.timer", f"{unit}.service"]))  # fmt: skip
+        if shown and shown[0].get("LoadState") == "loaded":
+            return timer_state(shown[0])
+        service = shown[1] if len(shown) > 1 else {"Id": f"{unit}.service"}
+        return _state(service)
     shown = _show([f"{unit}.service"])
     return _state(shown[0] if shown else {"Id": f"{unit}.service"})
 
@@ -1185,17 +1189,36 @@ def renew_leases(given: object) -> None:
     if not isinstance(units, list) or len(units) > 100_000:
         raise RequestError("leases.units: must be a list of timer units")
     now = _boottime()
-    _write_json(_lease_file(owner), {check_unit(u): now for u in units})
+    renewed = {check_unit(u): now for u in units}
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    with open(LEDGER + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        launched = {u: t for u, t in _leases(owner).get("launched", {}).items()
+                    if now - t < 86400}  # fmt: skip
+        _write_json(_lease_file(owner), {"renewed": renewed, "launched": launched})
 
 
-def lease_age(owner: str, unit: str) -> float | None:
-    """Seconds since the lease of this timer was last renewed; None if it holds none."""
+def _leases(owner: str) -> dict:
+    """{"renewed": {timer: boottime}, "launched": {timer: boottime}}: a sample renews the
+    first (replacing it: the caller's timers are all it lists); a launch adds to the second, so
+    a sample asked before a launch and answered after it cannot take the new timer's lease."""
     try:
         with open(_lease_file(owner)) as f:
             leases = json.load(f)
-        return _boottime() - float(leases[unit])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    except (OSError, ValueError):
+        return {}
+    return leases if isinstance(leases, dict) else {}
+
+
+def lease_age(owner: str, unit: str) -> float | None:
+    """Seconds since this timer's lease was last renewed (or the timer made); None if none."""
+    leases = _leases(owner)
+    times = []
+    for kind in ("renewed", "launched"):
+        value = leases.get(kind, {}).get(unit) if isinstance(leases.get(kind), dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            times.append(float(value))
+    return _boottime() - max(times) if times else None
 
 
 def _write_json(path: str, data: object) -> None:
@@ -1283,15 +1306,13 @@ def launch_timer(request: dict, session: Session | None = None) -> dict:
     if error:
         raise RequestError(error)
     _write_json(f"{TIMERS_DIR}/{unit}.json", {**fire_spec, "layers": session.layers})
-    leases = _lease_file(fire_spec["owner"])
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
     with open(LEDGER + ".lock", "a") as lock:  # leases are also written by samples
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            with open(leases) as f:
-                held = json.load(f)
-        except (OSError, ValueError):
-            held = {}
-        _write_json(leases, {**(held if isinstance(held, dict) else {}), unit: _boottime()})
+        leases = _leases(fire_spec["owner"])
+        launched = leases.get("launched") if isinstance(leases.get("launched"), dict) else {}
+        _write_json(_lease_file(fire_spec["owner"]),
+                    {**leases, "launched": {**launched, unit: _boottime()}})  # fmt: skip
     done = _systemd_run(argv)
     if done.returncode != 0:
         current = status({"unit": unit})
@@ -1306,14 +1327,17 @@ def stop_timer(unit: str, before: dict, runs: bool) -> dict:
     """Remove a cron job's timer (and a firing under way); stop its runs too if `runs`."""
     _run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
     _run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
-    with contextlib.suppress(OSError):
-        os.unlink(f"{TIMERS_DIR}/{unit}.json")
     if runs:
-        for run in _runs_of(unit):
-            if run["state"] in HOLDS_RESOURCES:
-                name = run["unit"].removesuffix(".service")
-                _record(unit, {"run": name, "state": "killed", "reason": "stopped with its timer"})
-                _run(["systemctl", "stop", "--no-block", run["unit"]])
+        with _timer_lock(unit):
+            for run in _runs_of(unit):
+                if run["state"] in HOLDS_RESOURCES:
+                    name = run["unit"].removesuffix(".service")
+                    _record(unit, {"run": name, "state": "killed",
+                                   "reason": "stopped with its timer"})  # fmt: skip
+                    _run(["systemctl", "stop", "--no-block", run["unit"]])
+    for leftover in (f"{TIMERS_DIR}/{unit}.json", f"{TIMERS_DIR}/{unit}.lock"):
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
     return {**before, "state": "killed"} if before["state"] in HOLDS_RESOURCES else before
 
 
@@ -1402,13 +1426,16 @@ def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
     return list(out.values())
 
 
-def fire(unit: str, kind: str = "schedule", scheduled: int | None = None) -> dict:
+def fire(
+    unit: str, kind: str = "schedule", scheduled: int | None = None, wait: bool = True
+) -> dict:
     """One firing of a cron job's timer (what its service runs, as root), or a trigger.
 
     Skipped, with the reason recorded, when the timer's lease has lapsed (a scheduled firing
     only: a trigger is the controller's own word), when its runs would be refused, when a run
     is still going and the job says forbid, or when admission refuses it; replace stops the
-    running one first."""
+    running one first (`wait`: until it is gone; a trigger only starts the stop, so that the
+    connection it came on is never held up). Firings of one timer take turns."""
     check_unit(unit)
     try:
         with open(f"{TIMERS_DIR}/{unit}.json") as f:
@@ -1427,9 +1454,7 @@ def fire(unit: str, kind: str = "schedule", scheduled: int | None = None) -> dic
     else:
         run = f"{unit}-t{int(fired * 1000)}"
     record = {"run": run, "kind": kind, "scheduled": scheduled, "fired": round(fired, 3)}
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    with open(LEDGER + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _timer_lock(unit):
         if kind == "schedule":
             age = lease_age(str(spec.get("owner")), unit)
             if age is None or age > float(spec.get("lease_sec", 0)):
@@ -1440,8 +1465,8 @@ def fire(unit: str, kind: str = "schedule", scheduled: int | None = None) -> dic
                 return _record(unit, {**record, "state": "skipped", "reason": why})
         try:
             policy, _ = load_policy()
-            for layer in spec.get("layers") or []:
-                policy = tighten(policy, parse_policy(layer, partial=True))
+            for layer in spec.get("layers") or []:  # as parsed when the timer was made
+                policy = tighten(policy, layer)
             argv, limits = plan_launch({**run_request, "unit": run}, policy,
                                        systemd=systemd_version(), run=True)  # fmt: skip
         except RequestError as exc:
@@ -1456,17 +1481,29 @@ def fire(unit: str, kind: str = "schedule", scheduled: int | None = None) -> dic
             for old in running:
                 name = old["unit"].removesuffix(".service")
                 _record(unit, {"run": name, "state": "killed", "reason": f"replaced by {run}"})
-                _run(["systemctl", "stop", old["unit"]])
+                _run(["systemctl", "stop", *([] if wait else ["--no-block"]), old["unit"]])
         capacity = node_capacity(policy, measure())
         for key, value in _capacity_field(run_request.get("capacity")).items():
             capacity[key] = min(capacity[key], value)
-        try:
-            existing = _admit_and_run(run, argv, limits, capacity)
-        except RequestError as exc:
-            return _record(unit, {**record, "state": "skipped", "reason": str(exc)[:500]})
+        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+        with open(LEDGER + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                existing = _admit_and_run(run, argv, limits, capacity)
+            except RequestError as exc:
+                return _record(unit, {**record, "state": "skipped", "reason": str(exc)[:500]})
         if existing is not None:
             return {**existing, "run": run}  # this scheduled time ran here already
         return _record(unit, {**record, "state": "started"})
+
+
+@contextlib.contextmanager
+def _timer_lock(unit: str):
+    """One firing (or removal) of a timer at a time: its records are numbered in turn."""
+    os.makedirs(TIMERS_DIR, mode=0o700, exist_ok=True)
+    with open(f"{TIMERS_DIR}/{unit}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def trigger(request: dict, session: Session | None = None) -> dict:
@@ -1476,7 +1513,7 @@ def trigger(request: dict, session: Session | None = None) -> dict:
     _fields(request, ("unit", "scheduled"))
     unit = check_unit(request.get("unit"))
     scheduled = _int(request, "scheduled", 0, 1 << 40)
-    return fire(unit, kind="trigger", scheduled=scheduled)
+    return fire(unit, kind="trigger", scheduled=scheduled, wait=False)
 
 
 def stop(request: dict, session: Session | None = None) -> dict:

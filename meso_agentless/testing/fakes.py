@@ -90,6 +90,7 @@ class FakeHost:
     runs: dict[str, FakeUnit] = field(default_factory=dict)  # cron runs' units, by name
     records: dict[str, list[dict]] = field(default_factory=dict)  # timer -> its run records
     leases: dict[str, float] = field(default_factory=dict)  # timer -> renewed (monotonic)
+    launched: dict[str, float] = field(default_factory=dict)  # timer -> made (monotonic)
 
 
 class FakePlane:
@@ -144,7 +145,7 @@ class FakePlane:
                 if (request.get("cpus") or 0) > h.cpus * 1000:
                     raise NodeRefused(f"{host}: admission: cpus would exceed the host's capacity")
                 h.units[unit] = FakeUnit(unit, dict(request), kind="timer")
-                h.leases[unit] = self.clock.monotonic()
+                h.launched[unit] = self.clock.monotonic()
                 self.started[unit] += 1
                 return {**h.units[unit].status(), "existed": False}
             held = self._held(h)
@@ -245,8 +246,8 @@ class FakePlane:
             else:
                 scheduled, run = None, f"{unit}-t{int(fired * 1000)}"
             record = {"run": run, "kind": kind, "scheduled": scheduled, "fired": fired}
-            renewed = h.leases.get(unit)
-            lapsed = renewed is None or self.clock.monotonic() - renewed > request["lease_sec"]
+            times = [t for t in (h.leases.get(unit), h.launched.get(unit)) if t is not None]
+            lapsed = not times or self.clock.monotonic() - max(times) > request["lease_sec"]
             if kind == "schedule" and lapsed:
                 return self._append(h, unit, {**record, "state": "skipped",
                                               "reason": "lease lapsed"})  # fmt: skip
@@ -367,7 +368,7 @@ class FakePlane:
         """A new boot identity; transient units are gone (run records stay, on disk)."""
         with self._lock:
             h = self.by_name[host]
-            h.boot, h.units, h.runs, h.leases = uuid.uuid4().hex, {}, {}, {}
+            h.boot, h.units, h.runs, h.leases, h.launched = uuid.uuid4().hex, {}, {}, {}, {}
 
     def _unit(self, unit: str) -> FakeUnit:
         host = self.where(unit)

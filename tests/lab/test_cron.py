@@ -155,7 +155,7 @@ def test_a_controller_stopped_for_60_s_misses_nothing(cron_lab, base_env, tmp_pa
         first, last = scheduled[0], scheduled[-1]
         assert scheduled == list(range(int(first), int(last) + 10, 10))  # none missing
         on_hosts = started_per_scheduled_time(cron_lab, "outage")
-        assert set(on_hosts) == set(scheduled) and max(on_hosts.values()) == 1
+        assert set(scheduled) <= set(on_hosts) and max(on_hosts.values()) == 1
         during = [s for s in scheduled if stopped < s < restarted]
         figures = {
             "runs_during_outage": len(during),

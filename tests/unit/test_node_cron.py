@@ -180,3 +180,29 @@ def test_list_reports_new_records_and_runs_still_loaded(host):
     assert gone["state"] == "gone" and gone["loaded"] is False
     with pytest.raises(nodecmd.RequestError, match="unit: 'x' is not a meso unit name"):
         nodecmd.list_units({"after": {"x": 1}})
+
+
+def test_a_firing_keeps_the_connection_s_tightening(host):
+    """The policy layer the controller's connection sent when the timer was made applies to
+    every firing (stored parsed, applied as it was)."""
+    path = f"{nodecmd.TIMERS_DIR}/{UNIT}.json"
+    with open(path) as f:
+        spec = nodecmd.json.load(f)
+    layer = nodecmd.parse_policy({"sandbox_minimum": {"protect_system": "strict"},
+                                  "default_limits": {"cpus": "50m"}}, partial=True)  # fmt: skip
+    nodecmd._write_json(path, {**spec, "layers": [layer]})
+    nodecmd.renew_leases({"owner": OWNER, "units": [UNIT]})
+    assert nodecmd.fire(UNIT)["state"] == "started"
+    [argv] = host.started
+    assert "--property=ProtectSystem=strict" in argv
+    assert "--property=CPUQuota=50%" in argv  # the request's own 500m, not the default
+
+
+def test_a_sample_asked_before_a_launch_cannot_take_the_new_timer_s_lease(host):
+    launched = {"renewed": {}, "launched": {UNIT: host.boottime - 5}}
+    nodecmd._write_json(nodecmd._lease_file(OWNER), launched)
+    nodecmd.renew_leases({"owner": OWNER, "units": []})  # the controller's list before it
+    assert nodecmd.lease_age(OWNER, UNIT) == 5
+    assert nodecmd.fire(UNIT)["state"] == "started"
+    host.boottime += 30  # no sample ever renews it: it lapses like any lease
+    assert nodecmd.fire(UNIT)["state"] == "skipped"
