@@ -72,6 +72,7 @@ TIMERS_DIR = STATE_DIR + "/timers"  # each cron timer's run request (timers go w
 RUNS_DIR = "/var/lib/meso-node/runs"  # each timer's runs, one JSON line each: kept over reboots
 MAX_RECORDS = 500  # lines kept per timer
 MAX_REPORTED = 100  # records per timer in one answer
+RECORDS_KEEP = 7 * 86400  # a timer gone for this long: its records go too
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -1390,7 +1391,9 @@ def _record(unit: str, record: dict) -> dict:
     return record
 
 
-def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
+def run_reports(
+    loaded: list[dict], after: dict[str, int], timers: set[str] | None = None
+) -> list[dict]:
     """The runs to tell of: every record past `after` (the last MAX_REPORTED per timer) and
     every run still loaded, each as its latest record with the loaded unit's state over it
     ("loaded": true); a run recorded as started whose unit is no longer there is "gone"."""
@@ -1402,6 +1405,10 @@ def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
     out: dict[str, dict] = {}
     for timer in files:
         if not UNIT_NAME.fullmatch(timer):
+            continue
+        if timers is not None and timer not in timers and _stale(_records_path(timer)):
+            with contextlib.suppress(OSError):
+                os.unlink(_records_path(timer))
             continue
         records = read_records(timer)
         latest: dict[str, dict] = {}
@@ -1424,6 +1431,13 @@ def run_reports(loaded: list[dict], after: dict[str, int]) -> list[dict]:
                 report["loaded"] = True
             out[key] = report
     return list(out.values())
+
+
+def _stale(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > RECORDS_KEEP
+    except OSError:
+        return False
 
 
 def fire(
@@ -1564,7 +1578,9 @@ def list_units(request: dict | None = None, session: Session | None = None) -> d
     _fields(request, ("after",))
     after = _after(request.get("after"))
     tasks, timers, runs = _listing()
-    return {"boot": boot_identity(), "units": tasks + timers, "runs": run_reports(runs, after)}
+    loaded = {t["unit"].removesuffix(".timer") for t in timers}
+    return {"boot": boot_identity(), "units": tasks + timers,
+            "runs": run_reports(runs, after, loaded)}  # fmt: skip
 
 
 def _listing() -> tuple[list[dict], list[dict], list[dict]]:

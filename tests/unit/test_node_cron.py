@@ -206,3 +206,16 @@ def test_a_sample_asked_before_a_launch_cannot_take_the_new_timer_s_lease(host):
     assert nodecmd.fire(UNIT)["state"] == "started"
     host.boottime += 30  # no sample ever renews it: it lapses like any lease
     assert nodecmd.fire(UNIT)["state"] == "skipped"
+
+
+def test_records_of_a_timer_long_gone_are_cleaned_up(host):
+    nodecmd.renew_leases({"owner": OWNER, "units": [UNIT]})
+    nodecmd.fire(UNIT)
+    old = "meso-gone_t_0_1"
+    nodecmd._record(old, {"run": f"{old}-r1", "state": "started"})
+    week_ago = nodecmd.time.time() - nodecmd.RECORDS_KEEP - 60
+    nodecmd.os.utime(nodecmd._records_path(old), (week_ago, week_ago))
+    reports = nodecmd.run_reports([], {}, timers={UNIT})
+    assert {r["timer"] for r in reports} == {UNIT}
+    assert not nodecmd.os.path.exists(nodecmd._records_path(old))
+    assert nodecmd.read_records(UNIT)  # a loaded timer's records stay, however old
