@@ -989,6 +989,9 @@ class Controller:
         """Every host's samples renew the leases of the timers meant to be there, and only
         those, and say which runs are stored already."""
         timers = self._cron_jobs()
+        if not timers:  # no cron job ever: samples carry nothing
+            self.fleet.set_sample_fields({})
+            return
         rows = [r for r in self.store.tasks_in(WATCHED) if r.job in timers]
         self.fleet.set_sample_fields(cronctl.sample_fields(
             self.store.identity, self.nodes, rows, self.store.last_seqs()))  # fmt: skip
