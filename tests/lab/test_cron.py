@@ -100,8 +100,9 @@ def test_runs_fire_on_time_with_both_syntaxes(cron_lab, base_env, tmp_path):
         assert minute.returncode == 0, minute.stderr
         every_minute = view(ctl, "minute")
         holder = every_minute["cron"]["timers"][0]["host"]
-        shown = cron_lab.run(holder, ["systemctl", "show", "--timestamp=unix", "-p",
-                                      "NextElapseUSecRealtime", "meso-minute_t_0_1.timer"])  # fmt: skip
+        argv = ["systemctl", "show", "--timestamp=unix", "-p", "NextElapseUSecRealtime",
+                "meso-minute_t_0_1.timer"]  # fmt: skip
+        shown = cron_lab.run(holder, argv)
         next_minute = (time.time() // 60 + 1) * 60  # what croniter says of "* * * * *"
         assert shown.stdout.strip() == f"NextElapseUSecRealtime=@{int(next_minute)}"
         assert every_minute["next"] == next_minute
