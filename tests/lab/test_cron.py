@@ -235,6 +235,31 @@ def test_a_host_cut_across_fire_times_never_runs_one_twice(cron_lab, base_env, t
         wait_for(lambda: not meso_timers(cron_lab), timeout=30)
 
 
+def test_a_rebooted_holder_hands_its_timer_on_at_once(cron_lab, base_env, tmp_path):
+    with running_controller(cron_lab.inventory, tmp_path / "ctl") as ctl:
+        env = {**base_env, **ctl.env}
+        path = job_file(tmp_path, "reboot", extra="disconnect: {replace_after: 60s}\n")
+        assert cli(env, "run", str(path)).returncode == 0
+        wait_for(lambda: sum(r["state"] == "finished" for r in view(ctl, "reboot")["runs"]) >= 1,
+                 timeout=60, every=1)  # fmt: skip
+        holder = view(ctl, "reboot")["cron"]["timers"][0]["host"]
+        rebooted = time.time()
+        cron_lab.restart(holder)
+        moved = wait_for(lambda: next((t["host"] for t in view(ctl, "reboot")["cron"]["timers"]
+                                      if t["host"] != holder and t["state"] == "running"), None),
+                         timeout=60, every=1)  # fmt: skip
+        took = time.time() - rebooted
+        assert took < 30  # not the 60 s of replace_after: a new boot means its timer is gone
+        time.sleep(22)  # two fire times on the new holder
+        per_time = started_per_scheduled_time(cron_lab, "reboot")
+        assert max(per_time.values()) == 1, per_time
+        assert any(t.startswith(f"{moved}:") for t in meso_timers(cron_lab))
+        assert not [t for t in meso_timers(cron_lab) if t.startswith(f"{holder}:")]
+        record_figures("reboot", {"moved_after_s": round(took, 1)})
+        assert cli(env, "kill", "reboot").returncode in (0, 1)
+        wait_for(lambda: not meso_timers(cron_lab), timeout=30)
+
+
 def test_bad_schedules_exit_2_and_store_nothing(cron_lab, base_env, tmp_path):
     with running_controller(cron_lab.inventory, tmp_path / "ctl") as ctl:
         env = {**base_env, **ctl.env}
