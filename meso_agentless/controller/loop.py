@@ -988,11 +988,12 @@ class Controller:
     def _cron_leases(self) -> None:
         """Every host's samples renew the leases of the timers meant to be there, and only
         those, and say which runs are stored already."""
-        timers = self._cron_jobs()
-        if not timers:  # no cron job ever: samples carry nothing
+        jobs = [j for j in self.store.jobs() if j.type == "cron"]
+        if not jobs:  # no cron job ever: samples carry nothing
             self.fleet.set_sample_fields({})
             return
-        rows = [r for r in self.store.tasks_in(WATCHED) if r.job in timers]
+        active = {(j.name, j.run) for j in jobs if j.state == ACTIVE}  # a killed one's: none
+        rows = [r for r in self.store.tasks_in(WATCHED) if (r.job, r.run) in active]
         self.fleet.set_sample_fields(cronctl.sample_fields(
             self.store.identity, self.nodes, rows, self.store.last_seqs()))  # fmt: skip
 

@@ -264,3 +264,17 @@ def test_a_timer_placed_anew_catches_up_what_no_host_ran(tmp_path, catch_up):
         assert sorted(r.scheduled for r in caught) == [placed - n for n in range(catch_up, 0, -1)]
         assert caught[-1].state == "running"
         assert any("caught up" in m for m in c.messages())
+
+
+def test_a_kill_that_cannot_reach_the_holder_renews_its_lease_no_more(cluster):
+    placed(cluster)
+    host = cluster.plane.where(TIMER)
+    cluster.plane.cut(host)
+    for _ in range(7):
+        cluster.step()
+    assert cluster.states("c")[("t", 0, 1)] == "unreachable"
+    cluster.controller.kill("c")
+    cluster.plane.heal(host)
+    cluster.step()  # its first sample back carries no lease for it: it cannot fire
+    assert cluster.plane.sample_fields[host]["leases"]["units"] == []
+    assert TIMER not in cluster.plane.by_name[host].units  # and it is removed
