@@ -1640,10 +1640,6 @@ def boot_identity() -> str:
     return f"{boot_id}/{start}"
 
 
-def meso_units() -> list[dict]:
-    return list_units()["units"]
-
-
 def sample(request: dict | None = None, session: Session | None = None) -> dict:
     """Facts about this host, its meso units and cron runs, and the capacity it admits
     launches against (0 when its policy file is broken: nothing launches there).
