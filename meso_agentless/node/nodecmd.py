@@ -1485,8 +1485,9 @@ def fire(
                                        systemd=systemd_version(), run=True)  # fmt: skip
         except RequestError as exc:
             return _record(unit, {**record, "state": "skipped", "reason": str(exc)[:500]})
-        running = [r for r in _runs_of(unit) if r["state"] in HOLDS_RESOURCES
-                   and r["unit"] != f"{run}.service"]  # fmt: skip
+        running = [] if concurrency == "allow" else [
+            r for r in _runs_of(unit)
+            if r["state"] in HOLDS_RESOURCES and r["unit"] != f"{run}.service"]  # fmt: skip
         if running and concurrency == "forbid":
             other = running[0]["unit"].removesuffix(".service")
             return _record(unit, {**record, "state": "skipped",
