@@ -1194,8 +1194,9 @@ def renew_leases(given: object) -> None:
     os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
     with open(LEDGER + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        launched = {u: t for u, t in _leases(owner).get("launched", {}).items()
-                    if now - t < 86400}  # fmt: skip
+        given = _leases(owner).get("launched")
+        launched = {u: t for u, t in (given if isinstance(given, dict) else {}).items()
+                    if isinstance(t, int | float) and now - t < 86400}  # fmt: skip
         _write_json(_lease_file(owner), {"renewed": renewed, "launched": launched})
 
 
