@@ -71,8 +71,8 @@ def cron_table(job: Mapping) -> Table:
     title = (f"{job['job']}: {cron['schedule']!r} ({cron['timezone']}), concurrency "
              f"{cron['concurrency']}; timer {holders or 'not placed'}; "
              f"next {cron['next_shown']}")  # fmt: skip
-    table = Table("scheduled", "fired", "host", "run", "state", "exit", title=title, box=None,
-                  title_justify="left")  # fmt: skip
+    table = Table("scheduled", "started", "ended", "host", "run", "state", "exit", title=title,
+                  box=None, title_justify="left")  # fmt: skip
 
     def when(value: float | None) -> str:
         if value is None:
@@ -83,7 +83,8 @@ def cron_table(job: Mapping) -> Table:
         state = run["state"] + (f" ({run['reason']})" if run["reason"] else "")
         exit_code = "" if run["exit_code"] is None else str(run["exit_code"])
         scheduled = when(run["scheduled"]) if run["kind"] == "schedule" else "(triggered)"
-        table.add_row(scheduled, when(run["fired"]), run["host"], run["unit"], state, exit_code)
+        table.add_row(scheduled, when(run["fired"]), when(run["ended"]), run["host"], run["unit"],
+                      state, exit_code)  # fmt: skip
     return table
 
 

@@ -79,7 +79,8 @@ def observe_run(
     if stored is not None and stored.state in RUN_ENDED:
         return Observed(None, stored.state != "skipped" and bool(report.get("loaded")))
     exit_code, signal = _int(report.get("exit_code")), _int(report.get("signal"))
-    ended = now if state in RUN_ENDED else None
+    end = _float(report.get("end"))  # the unit's own exit time, where the host says it
+    ended = (end or now) if state in RUN_ENDED else None
     row = RunRow(
         id=0, job=timer.job, run=timer.run, task=timer.task, index=timer.index,
         timer=timer.unit, host=host, unit=unit, seq=seq,

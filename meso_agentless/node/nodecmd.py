@@ -945,9 +945,10 @@ def _state(props: dict[str, str]) -> dict:
     return state
 
 
-def _show(units: list[str]) -> list[dict[str, str]]:
-    return parse_show(_run(["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES),
-                            *units]))  # fmt: skip
+def _show(units: list[str], extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """`systemctl show` of these units (timestamps in `extra` as Unix seconds)."""
+    return parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                            ",".join(UNIT_PROPERTIES + extra), *units]))  # fmt: skip
 
 
 def measure() -> dict[str, int]:
@@ -1343,6 +1344,16 @@ def stop_timer(unit: str, before: dict, runs: bool) -> dict:
     return {**before, "state": "killed"} if before["state"] in HOLDS_RESOURCES else before
 
 
+RUN_TIMES = ("ExecMainStartTimestamp", "ExecMainExitTimestamp")
+
+
+def run_state(props: dict[str, str]) -> dict:
+    """A cron run's unit as a task state with its limits, and when it started and ended."""
+    return {**_state(props), **unit_limits(props),
+            "start": _unix(props.get("ExecMainStartTimestamp")),
+            "end": _unix(props.get("ExecMainExitTimestamp"))}  # fmt: skip
+
+
 def _runs_of(unit: str) -> list[dict]:
     """The loaded run units of one timer, with their states."""
     listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
@@ -1350,7 +1361,7 @@ def _runs_of(unit: str) -> list[dict]:
     names = [w for w in (line.split()[0] for line in listed.splitlines() if line.strip())
              if RUN_NAME.fullmatch(w.removesuffix(".service"))
              and w.removesuffix(".service").rsplit("-", 1)[0] == unit]  # fmt: skip
-    return [{**_state(p), **unit_limits(p)} for p in _show(names)] if names else []
+    return [run_state(p) for p in _show(names, RUN_TIMES)] if names else []
 
 
 def _records_path(unit: str) -> str:
@@ -1428,7 +1439,8 @@ def run_reports(
                 report["state"] = "gone" if unit is None else report["state"]
             if unit is not None:
                 report.update({k: unit.get(k) for k in ("state", "exit_code", "signal", "reason",
-                                                         "millicpus", "memory_max")})  # fmt: skip
+                                                         "millicpus", "memory_max", "start",
+                                                         "end")})  # fmt: skip
                 report["loaded"] = True
             out[key] = report
     return list(out.values())
@@ -1595,11 +1607,10 @@ def _listing() -> tuple[list[dict], list[dict], list[dict]]:
     timed = {w[:-6] for w in timer_units}  # their services only fire them: not tasks
     names = [w for w in words if w.endswith(".service") and w[:-8] not in timed
              and (UNIT_NAME.fullmatch(w[:-8]) or RUN_NAME.fullmatch(w[:-8]))]  # fmt: skip
-    tasks, runs = [], []
-    for props in _show(names) if names else []:
-        state = {**_state(props), **unit_limits(props)}
-        is_run = RUN_NAME.fullmatch(props.get("Id", "").removesuffix(".service"))
-        (runs if is_run else tasks).append(state)
+    tasks = [w for w in names if UNIT_NAME.fullmatch(w[:-8])]
+    runs = [w for w in names if RUN_NAME.fullmatch(w[:-8])]
+    tasks = [{**_state(p), **unit_limits(p)} for p in _show(tasks)] if tasks else []
+    runs = [run_state(p) for p in _show(runs, RUN_TIMES)] if runs else []
     timers = [timer_state(p) for p in _show_timers(timer_units)] if timer_units else []
     return tasks, timers, runs
 

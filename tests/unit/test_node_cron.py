@@ -219,3 +219,14 @@ def test_records_of_a_timer_long_gone_are_cleaned_up(host):
     assert {r["timer"] for r in reports} == {UNIT}
     assert not nodecmd.os.path.exists(nodecmd._records_path(old))
     assert nodecmd.read_records(UNIT)  # a loaded timer's records stay, however old
+
+
+def test_a_run_s_unit_says_when_it_started_and_ended():
+    props = {"Id": f"{UNIT}-r1700000010.service", "LoadState": "loaded", "ActiveState": "active",
+             "SubState": "exited", "ExecMainCode": "1", "ExecMainStatus": "0",
+             "ExecMainStartTimestamp": "@1700000010", "ExecMainExitTimestamp": "@1700000012",
+             "CPUQuotaPerSecUSec": "500ms", "MemoryMax": "67108864"}  # fmt: skip
+    state = nodecmd.run_state(props)
+    assert (state["state"], state["exit_code"], state["start"], state["end"]) == (
+        "finished", 0, 1700000010.0, 1700000012.0)  # fmt: skip
+    assert (state["millicpus"], state["memory_max"]) == (500, 64 << 20)
