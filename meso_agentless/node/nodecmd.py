@@ -39,6 +39,7 @@ package's tests check against real output.
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import errno
 import fcntl
@@ -1133,12 +1134,16 @@ CONCURRENCY = ("forbid", "allow", "replace")
 
 
 def _unix(value: str | None) -> float | None:
-    """A timestamp from `systemctl show --timestamp=unix` (@SECONDS), or raw microseconds."""
+    """A timestamp from `systemctl show`: @SECONDS (--timestamp=unix), raw microseconds, or
+    "Thu 2026-11-26 12:15:00 UTC" (timers' own times ignore --timestamp: shown with TZ=UTC)."""
     value = (value or "").strip()
     if value.startswith("@") and value[1:].replace(".", "", 1).isdigit():
         return float(value[1:])
     if value.isdigit() and int(value) > 0:
         return int(value) / 1e6
+    shown = re.fullmatch(r"\w{3} (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC", value)
+    if shown:
+        return float(calendar.timegm(time.strptime(shown.group(1), "%Y-%m-%d %H:%M:%S")))
     return None
 
 
@@ -1897,6 +1902,7 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    os.environ["TZ"] = "UTC"  # systemctl shows timers' times as dates: in UTC, to be read back
     if argv == ["--ssh"]:
         try:
             argv = from_ssh(os.environ.get("SSH_ORIGINAL_COMMAND"))

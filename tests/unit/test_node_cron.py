@@ -61,6 +61,9 @@ def test_timer_state_from_systemctl_show():
         "running", "timer", 1700000010.0, 1700000000.0)  # fmt: skip
     assert nodecmd.timer_state({**props, "LoadState": "not-found"})["state"] == "unknown"
     assert nodecmd.timer_state({**props, "LastTriggerUSec": "n/a"})["last"] is None
+    # systemd 252 shows timers' times as dates whatever --timestamp says (the node sets TZ=UTC)
+    shown = {**props, "LastTriggerUSec": "Thu 2026-11-26 12:15:00 UTC"}
+    assert nodecmd.timer_state(shown)["last"] == 1795695300.0
 
 
 class Host:
@@ -230,3 +233,10 @@ def test_a_run_s_unit_says_when_it_started_and_ended():
     assert (state["state"], state["exit_code"], state["start"], state["end"]) == (
         "finished", 0, 1700000010.0, 1700000012.0)  # fmt: skip
     assert (state["millicpus"], state["memory_max"]) == (500, 64 << 20)
+
+
+def test_the_node_command_reads_systemd_times_in_utc(monkeypatch, capsys):
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    assert nodecmd.main(["no-such-verb"]) == 1  # refused, as one JSON line
+    capsys.readouterr()
+    assert nodecmd.os.environ["TZ"] == "UTC"  # what systemctl then prints, _unix reads
