@@ -263,6 +263,26 @@ def test_a_rebooted_holder_s_timer_is_placed_again_at_once(cron_lab, base_env, t
         wait_for(lambda: not meso_timers(cron_lab), timeout=30)
 
 
+def test_drain_moves_the_timer(cron_lab, base_env, tmp_path):
+    with running_controller(cron_lab.inventory, tmp_path / "ctl") as ctl:
+        env = {**base_env, **ctl.env}
+        assert cli(env, "run", str(job_file(tmp_path, "drained"))).returncode == 0
+        wait_for(lambda: any(r["state"] == "finished" for r in view(ctl, "drained")["runs"]),
+                 timeout=60, every=1)  # fmt: skip
+        holder = view(ctl, "drained")["cron"]["timers"][0]["host"]
+        try:
+            assert cli(env, "drain", holder).returncode == 0
+            moved = wait_for(lambda: next((t["host"] for t in view(ctl, "drained")["cron"]["timers"]
+                                          if t["host"] != holder and t["state"] == "running"),
+                                         None), timeout=30, every=1)  # fmt: skip
+            assert meso_timers(cron_lab) == [f"{moved}:meso-drained_t_0_2.timer"]
+            time.sleep(12)
+            assert max(started_per_scheduled_time(cron_lab, "drained").values()) == 1
+        finally:
+            cli(env, "drain", holder, "--undo")
+        assert cli(env, "kill", "drained").returncode in (0, 1)
+
+
 def test_bad_schedules_exit_2_and_store_nothing(cron_lab, base_env, tmp_path):
     with running_controller(cron_lab.inventory, tmp_path / "ctl") as ctl:
         env = {**base_env, **ctl.env}
