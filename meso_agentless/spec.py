@@ -41,11 +41,13 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_serializer,
     model_validator,
 )
 
+from meso_agentless import schedule as schedules
 from meso_agentless import yamlsafe
 from meso_agentless.core import model
 from meso_agentless.core.resources import (
@@ -315,15 +317,40 @@ class Task(_Strict):
         return ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else self.command
 
 
+CRON_ONLY = ("schedule", "concurrency", "catch_up")
+
+
 class Job(_Strict):
-    """A job file (version 1)."""
+    """A job file (version 1). A `type: cron` job is a timer on one host per task instance,
+    firing on its `schedule` (a systemd calendar expression or a 5-field cron line) in its
+    `timezone`; `concurrency` says what a firing does while the last run still runs (forbid:
+    skipped; allow: both run; replace: the running one is stopped first); `catch_up` how many
+    runs missed while no host held the timer are run when one takes it again."""
 
     job: Name
     framework: Name = "default"
-    type: Literal["batch", "service"] = "batch"
+    type: Literal["batch", "service", "cron"] = "batch"
+    timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
+    schedule: Annotated[str, StringConstraints(max_length=schedules.MAX_SCHEDULE)] | None = None
+    concurrency: Literal["forbid", "allow", "replace"] | None = None
+    catch_up: Annotated[int, Field(ge=0, le=100)] | None = None
     strategy: Literal["binpack", "spread"] = "binpack"
     disconnect: Disconnect = Disconnect()
     tasks: Annotated[list[Task], Field(min_length=1, max_length=100)]
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        return schedules.check_timezone(value)
+
+    @field_validator("schedule", "concurrency", "catch_up")
+    @classmethod
+    def _cron_only(cls, value: object, info: ValidationInfo) -> object:
+        if value is not None and info.data.get("type", "batch") != "cron":
+            raise ValueError("only for type: cron")
+        if info.field_name == "schedule" and isinstance(value, str):
+            schedules.parse(value, info.data.get("timezone", "UTC"))
+        return value
 
     @model_validator(mode="after")
     def _unique_tasks(self) -> Job:
@@ -331,7 +358,29 @@ class Job(_Strict):
         duplicate = next((n for n in names if names.count(n) > 1), None)
         if duplicate:
             raise ValueError(f"task name {duplicate!r} is used twice")
+        if self.type == "cron":
+            if self.schedule is None:
+                raise ValueError("schedule: required for type: cron")
+            checked = next((t.name for t in self.tasks if t.health is not None), None)
+            if checked:
+                raise ValueError(f"task {checked!r}: health checks are for services, not cron")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """Other jobs' specs stay as they were before cron existed (stored specs compare equal)."""
+        data = handler(self)
+        if self.type != "cron":
+            for key in (*CRON_ONLY, "timezone"):
+                data.pop(key, None)
+        return data
+
+    @property
+    def cron(self) -> schedules.Schedule | None:
+        """The checked schedule of a cron job (None for others)."""
+        if self.type != "cron" or self.schedule is None:
+            return None
+        return schedules.parse(self.schedule, self.timezone)
 
     def groups(self, order: int = 0) -> list[model.TaskGroup]:
         """The job's tasks as the allocator's task groups."""
@@ -483,6 +532,9 @@ def _first_error(exc: ValidationError) -> Problem:
     # union members ("str", "list[str]") and "[key]" in the location are noise for a user
     loc = tuple(p for p in raw if isinstance(p, int) or not _TYPE_NAME.search(p))
     message = error["msg"].removeprefix("Value error, ")
+    named = re.match(r"^([a-z_]+): (.*)$", message)
+    if not loc and named and named[1] in Job.model_fields:  # a whole-job rule about one field
+        loc, message = (named[1],), named[2]
     kind = error["type"]
     shown = yamlsafe.short(error.get("input"))
     last = next((p for p in reversed(loc) if isinstance(p, str)), "")

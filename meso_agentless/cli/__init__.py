@@ -20,6 +20,7 @@ COMMANDS = {
     "run": ("jobs", "run", "Run JOB_FILE on the cluster and follow it."),
     "status": ("jobs", "status", "Each task instance of JOB (or every job)."),
     "logs": ("jobs", "logs", "The journal of JOB's tasks."),
+    "cron": ("jobs", "cron", "Cron jobs: `meso cron trigger JOB` runs one now."),
     "kill": ("jobs", "kill", "Stop every task of JOB on every host."),
     "scale": ("jobs", "scale", "Set TASK of JOB to COUNT instances."),
     "hosts": ("jobs", "hosts", "Each host: state, capacity, allocated, free, load."),

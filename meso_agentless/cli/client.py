@@ -139,6 +139,9 @@ class Remote:
     def kill(self, name: str) -> dict:
         return self._json("DELETE", f"/v1/jobs/{quote(name, safe='')}")
 
+    def trigger(self, name: str) -> dict:
+        return self._json("POST", f"/v1/jobs/{quote(name, safe='')}/trigger")
+
     def drain(self, host: str, deadline: str | None) -> dict:
         path = f"/v1/hosts/{quote(host, safe='')}/drain"
         if deadline is None:
@@ -158,11 +161,19 @@ class Remote:
         return self._json("POST", "/v1/plan", {"jobs": [j.model_dump(mode="json") for j in jobs]})
 
     def logs(
-        self, name: str, task: str | None, index: int | None, follow: bool, lines: int
+        self,
+        name: str,
+        task: str | None,
+        index: int | None,
+        follow: bool,
+        lines: int,
+        run: str | None = None,
     ) -> Iterator[bytes]:
         import http.client
 
-        query = {"lines": lines, "follow": str(follow).lower()}
+        query: dict = {"lines": lines, "follow": str(follow).lower()}
+        if run is not None:
+            query["run"] = run
         if task is not None:
             query["task"] = task
         if index is not None:

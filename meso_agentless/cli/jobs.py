@@ -114,9 +114,13 @@ def status(job: str | None, inventory: str | None, state: Path | None, output: s
     if output == "json":
         print_json(result)
         return 0
-    from meso_agentless.cli.render import console, jobs_table
+    from meso_agentless.cli.render import console, cron_table, jobs_table
 
-    console().print(jobs_table(result["jobs"]))
+    out = console()
+    out.print(jobs_table(result["jobs"]))
+    for view in result["jobs"]:
+        if view.get("cron"):
+            out.print(cron_table(view))
     return 0
 
 
@@ -125,16 +129,20 @@ def status(job: str | None, inventory: str | None, state: Path | None, output: s
 @click.argument("which", required=False)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new lines.")
 @click.option("-n", "--lines", type=click.IntRange(1, 1_000_000), default=1000, show_default=True)
+@click.option("--run", "run_unit", metavar="UNIT", help="One run of a cron job (from `status`).")
 @INVENTORY_OPTION
 @STATE_OPTION
-def logs(job: str, which: str | None, follow: bool, lines: int, inventory: str | None,
-         state: Path | None) -> None:  # fmt: skip
-    """The journal of JOB's tasks; WHICH picks TASK or TASK/INDEX (latest attempt)."""
+def logs(job: str, which: str | None, follow: bool, lines: int, run_unit: str | None,
+         inventory: str | None, state: Path | None) -> None:  # fmt: skip
+    """The journal of JOB's tasks; WHICH picks TASK or TASK/INDEX (latest attempt); --run a
+    cron job's run."""
     task, _, index = (which or "").partition("/")
     if index and not index.isdigit():
         raise UsageError(f"{which!r}: use TASK or TASK/INDEX")
+    if run_unit is not None and which:
+        raise UsageError("--run names one run already: leave out TASK/INDEX")
     for chunk in backend(inventory, state).logs(
-        job, task or None, int(index) if index else None, follow, lines
+        job, task or None, int(index) if index else None, follow, lines, run_unit
     ):
         sys.stdout.buffer.write(chunk)
         sys.stdout.flush()
@@ -295,3 +303,30 @@ def schema() -> None:
     from meso_agentless.spec import Job
 
     click.echo(json.dumps(Job.model_json_schema(), indent=2))
+
+
+@click.group()
+def cron() -> None:
+    """Cron jobs (type: cron): timers on the hosts. `meso status JOB` shows their next fire
+    time and latest runs; `meso logs JOB --run UNIT` a run's journal."""
+
+
+@cron.command()
+@click.argument("job")
+@INVENTORY_OPTION
+@STATE_OPTION
+@OUTPUT_OPTION
+def trigger(job: str, inventory: str | None, state: Path | None, output: str) -> int:
+    """Run JOB once now, on the host holding each timer (its concurrency rule applies).
+
+    Exit 0: every timer started a run; 1: a firing was skipped (the reason is shown)."""
+    result = backend(inventory, state).trigger(job)
+    runs = result["runs"]
+    if output == "json":
+        print_json(result)
+    else:
+        for run in runs:
+            how = run["state"] + (f" ({run['reason']})" if run.get("reason") else "")
+            click.echo(f"{job}/{run['task']}[{run['index']}] on {run['host']}: "
+                       f"{run.get('unit') or ''} {how}".replace("  ", " "))  # fmt: skip
+    return 0 if runs and all(r["state"] == "running" for r in runs) else 1

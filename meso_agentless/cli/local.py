@@ -83,17 +83,29 @@ class Local:
             return e.service.plan(jobs)
 
     def logs(
-        self, name: str, task: str | None, index: int | None, follow: bool, lines: int
+        self,
+        name: str,
+        task: str | None,
+        index: int | None,
+        follow: bool,
+        lines: int,
+        run: str | None = None,
     ) -> Iterator[bytes]:
         with self._embedded(self._source(name), write=False) as e:
             e.fleet.refresh()  # to know whether the hosts can be asked
-            yield from e.service.logs(name, task, index, follow, lines)
+            yield from e.service.logs(name, task, index, follow, lines, run)
 
     # -- changes -------------------------------------------------------------------------------
 
     def run(
         self, job: Job, detach: bool, on_event: Callable[[dict], None], again: bool = False
     ) -> tuple[dict, Any]:
+        if job.type == "cron":
+            raise UsageError(
+                f"job {job.job!r} is a cron job: its timers need a running controller to keep "
+                "their leases, collect runs and move them (start `meso controller` and set "
+                "MESO_ADDR)"
+            )
         with self._embedded(self._source(), write=True, on_event=_adapt(on_event),
                             job=job.job) as e:  # fmt: skip
             e.fleet.refresh()
@@ -110,6 +122,12 @@ class Local:
             row = e.controller.scale(name, task, count)
             outcome = e.drive(name, row.version)
             return e.service.job(name).model_dump(mode="json"), _outcome(outcome, e, name)
+
+    def trigger(self, name: str) -> dict:
+        with self._embedded(self._source(name), write=True) as e:
+            e.fleet.refresh()
+            e.controller.sync()
+            return e.service.trigger(name).model_dump(mode="json")
 
     def kill(self, name: str) -> dict:
         with self._embedded(self._source(name), write=True) as e:

@@ -62,6 +62,32 @@ def jobs_table(jobs: list[Mapping]) -> Table:
     return table
 
 
+def cron_table(job: Mapping) -> Table:
+    """A cron job: which host holds each timer, the next fire time, the latest runs."""
+    from datetime import UTC, datetime
+
+    cron = job["cron"]
+    holders = ", ".join(f"{t['task']}[{t['index']}] on {t['host']}" for t in cron["timers"])
+    title = (f"{job['job']}: {cron['schedule']!r} ({cron['timezone']}), concurrency "
+             f"{cron['concurrency']}; timer {holders or 'not placed'}; "
+             f"next {cron['next_shown']}")  # fmt: skip
+    table = Table("scheduled", "started", "ended", "host", "run", "state", "exit", title=title,
+                  box=None, title_justify="left")  # fmt: skip
+
+    def when(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+    for run in job["runs"][:10]:
+        state = run["state"] + (f" ({run['reason']})" if run["reason"] else "")
+        exit_code = "" if run["exit_code"] is None else str(run["exit_code"])
+        scheduled = when(run["scheduled"]) if run["kind"] == "schedule" else "(triggered)"
+        table.add_row(scheduled, when(run["fired"]), when(run["ended"]), run["host"], run["unit"],
+                      state, exit_code)  # fmt: skip
+    return table
+
+
 def unplaced_lines(job: str, unplaced: list[Mapping]) -> list[str]:
     """`unplaced JOB/TASK[0-3,7]: reason`: indexes with the same reason folded into runs."""
     lines = []

@@ -23,7 +23,7 @@ KEEP = 2000
 class Event:
     id: int
     time: float
-    kind: str  # task, placed, unplaced, host, job
+    kind: str  # task, placed, unplaced, host, job, run (a cron run started, ended or skipped)
     message: str  # one line for people: what `meso run` prints
     job: str | None = None
     data: dict[str, Any] = field(default_factory=dict)

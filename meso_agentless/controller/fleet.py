@@ -105,6 +105,7 @@ class Fleet:
         self.on_change = on_change or (lambda: None)
         self._records = {h: _Record() for h in plane.hosts}
         self._checks: dict[str, dict[str, Check]] = {}  # host -> unit -> check
+        self._sample_fields: dict[str, dict] = {}  # host -> what its samples carry
         self._health: dict[str, HealthResult] = {}  # unit -> result
         self._due: dict[str, float] = {}  # unit -> monotonic time its next check is due
         self._lock = threading.Condition()
@@ -165,6 +166,12 @@ class Fleet:
             for unit in set(self._due) - wanted:
                 del self._due[unit]
 
+    def set_sample_fields(self, fields: Mapping[str, Mapping]) -> None:
+        """What every sample of a host carries from now on (the leases of the cron timers it
+        holds, the runs already stored); a host left out gets none."""
+        with self._lock:
+            self._sample_fields = {h: dict(f) for h, f in fields.items()}
+
     def run_checks(self) -> None:
         """Run every due check, hosts at once, each host's one after another."""
         now = self.clock.monotonic()
@@ -207,8 +214,10 @@ class Fleet:
 
     def sample_one(self, host: str) -> None:
         asked = self.clock.monotonic()
+        with self._lock:
+            fields = self._sample_fields.get(host, {})
         try:
-            facts = self.plane.sample(host, timeout=self.timeout)
+            facts = self.plane.sample(host, timeout=self.timeout, **fields)
             error = None
             if facts.get("system") == "offline":  # its unit list cannot be believed
                 facts, error = None, f"{host}: systemd does not answer (shutting down?)"
@@ -224,17 +233,19 @@ class Fleet:
         now = self.clock.monotonic()
         with self._lock:
             r = self._records[host]
-            before = (self._view(host, r, now).state, r.facts.get("boot"), _signature(r.units))
+            before = (self._view(host, r, now).state, r.facts.get("boot"), _signature(r.units),
+                      _runs_signature(r.facts))  # fmt: skip
             if facts is not None:
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
-                r.units = {str(u.get("unit", "")).removesuffix(".service"): u
+                r.units = {unit_key(u.get("unit")): u
                            for u in facts.get("units", ()) if isinstance(u, dict)}  # fmt: skip
                 r.error, r.failures = None, 0
             else:
                 r.failed_at, r.error = now, error
                 r.failures += 1
             r.rounds += 1
-            after = (self._view(host, r, now).state, r.facts.get("boot"), _signature(r.units))
+            after = (self._view(host, r, now).state, r.facts.get("boot"), _signature(r.units),
+                     _runs_signature(r.facts))  # fmt: skip
             self._lock.notify_all()
         if after != before:
             self.on_change()
@@ -285,6 +296,19 @@ class Fleet:
         return sum(v.state == HostState.UP for v in self.views().values())
 
 
+def unit_key(unit: object) -> str:
+    """A unit as the controller names it: meso-JOB_TASK_INDEX_ATTEMPT (a task's service, or a
+    cron job's timer)."""
+    return str(unit or "").removesuffix(".service").removesuffix(".timer")
+
+
 def _signature(units: Mapping[str, Mapping]) -> tuple:
     return tuple(sorted((u, s.get("state"), s.get("exit_code"), s.get("restarts"))
                         for u, s in units.items()))  # fmt: skip
+
+
+def _runs_signature(facts: Mapping[str, Any]) -> tuple:
+    """Cron runs as a host reported them: a change is worth a cycle (to record it)."""
+    runs = facts.get("runs") or ()
+    return tuple(sorted((str(r.get("unit") or r.get("run")), r.get("state"), r.get("seq"))
+                        for r in runs if isinstance(r, dict)))  # fmt: skip

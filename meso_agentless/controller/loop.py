@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from meso_agentless import schedule as schedules
+from meso_agentless.controller import cron as cronctl
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
@@ -51,7 +53,7 @@ from meso_agentless.inventory import Inventory, Node
 from meso_agentless.node.nodecmd import NOT_STARTED
 from meso_agentless.spec import Job
 from meso_agentless.state.sqlite import Conflict
-from meso_agentless.state.store import Intent, JobRow, StateStore, TaskRow
+from meso_agentless.state.store import Intent, JobRow, RunRow, StateStore, TaskRow
 
 S = TaskState
 OTHER_MARK = re.compile(r"\[state:[0-9a-f]+\]$")
@@ -247,6 +249,7 @@ class Controller:
             job = self.store.update_job(job, state="killed")
         rows = [r for r in self.store.tasks(name) if r.state in TRACKED | {S.LOST}]
         results = self._stop_rows(rows)
+        self._cron_leases()  # no sample renews a killed job's timers, wherever they are
         self._outcome(job, jobcore.Outcome(1, "killed"))
         # a lost attempt counts only if it was found running (it had come back)
         stopped = [{"unit": r.unit, "host": r.host, **status.to_json()} for r, status in results
@@ -305,6 +308,7 @@ class Controller:
         self._note_hosts(views)
         self._check_partition()
         forget, strays = self._observe(views)
+        run_forget = self._collect_runs(views)
         jobs = [j for j in self.store.jobs() if j.state == ACTIVE
                 and j.inventory == self.inventory.source]  # fmt: skip
         endings = self._health(jobs, views)
@@ -331,6 +335,8 @@ class Controller:
         for row, _status in self._stop_rows(stops):
             report.stopped.append(row.unit)
         self._forget(forget)
+        self._forget_runs(run_forget)
+        self._cron_leases()
         for job in jobs:
             self._settle(job)
         cutoff = self.clock.monotonic() - 60.0
@@ -343,6 +349,7 @@ class Controller:
         views = self.fleet.views()
         self._note_hosts(views)
         self._observe(views)
+        self._collect_runs(views)
 
     def scan(self, views: Mapping[str, HostView]) -> None:
         """Find the units nobody claims, writing nothing (read-only commands)."""
@@ -486,7 +493,7 @@ class Controller:
         spec = Job.model_validate(job.spec)
         rows = self.store.tasks(job.name)
         hold = self.replacements_paused and not self.replacements_allowed
-        after = spec.disconnect.replace_after if self.replace_after is None else self.replace_after
+        after = self._window(spec)
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
                                    lost_after=math.inf if hold else after,
                                    numbered_from=self.store.last_attempts(job.name),
@@ -550,8 +557,12 @@ class Controller:
         tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in drains]
         endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
         batch = {j.name for j in jobs if j.type == "batch"}
+        timers = {j.name for j in jobs if j.type == "cron"}
         for row in tracked:
             if row.job in batch and wall >= drains[row.host] and row.state in HOLDS_RESOURCES:
+                endings[row.unit] = (row, TaskStatus(S.KILLED, reason=jobcore.DRAINED))
+            elif row.job in timers and row.state in HOLDS_RESOURCES:
+                # a timer moves at once: removed here first, then placed elsewhere (never two)
                 endings[row.unit] = (row, TaskStatus(S.KILLED, reason=jobcore.DRAINED))
         for host in sorted(drains):
             left = sum(r.host == host for r in tracked)
@@ -710,7 +721,10 @@ class Controller:
         units nobody claims."""
         used: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         ports: dict[str, set[int]] = defaultdict(set)
+        timers = self._cron_jobs()
         for row in tracked:
+            if row.job in timers:
+                continue  # a timer holds nothing between runs; its runs count below
             for name, amount in row.resources.items():
                 if name != PORTS:
                     used[row.host][name] += amount
@@ -722,6 +736,15 @@ class Controller:
                 if status.get("state") in {s.value for s in HOLDS_RESOURCES}:
                     used[host][CPUS] += status.get("millicpus") or 0
                     used[host][MEM] += status.get("memory_max") or 0
+        for host, view in views.items():  # cron runs hold what they were given while they run
+            for run in view.facts.get("runs") or ():
+                if (
+                    isinstance(run, dict)
+                    and run.get("loaded")
+                    and run.get("state") in {s.value for s in HOLDS_RESOURCES}
+                ):
+                    used[host][CPUS] += run.get("millicpus") or 0
+                    used[host][MEM] += run.get("memory_max") or 0
         hosts = []
         for name, view in sorted(views.items()):
             if not view.placeable or name not in self.nodes:
@@ -736,7 +759,7 @@ class Controller:
 
     def frameworks_holding(self, tracked: list[TaskRow]) -> list[Framework]:
         """Frameworks, each holding what its watched tasks were given."""
-        framework_of = {j.name: j.framework for j in self.store.jobs()}
+        framework_of = {j.name: j.framework for j in self.store.jobs() if j.type != "cron"}
         held: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for row in tracked:
             if row.state in WATCHED and row.job in framework_of:
@@ -760,6 +783,11 @@ class Controller:
             capacity = sampled_capacity(self.fleet.view(row.host).facts)
             request = launch_request(task, placement, row.attempt, capacity,
                                      job.type == "service", owner=self.mark)  # fmt: skip
+            cron = spec.cron
+            if cron is not None:  # a timer on the host, which fires the task's runs
+                request.update(schedule=list(cron.calendars),
+                               concurrency=spec.concurrency or "forbid",
+                               lease_sec=self._window(spec), owner=self.store.identity)  # fmt: skip
             requests.append((row, request))
 
         silent: set[str] = set()  # hosts that did not answer a launch in this cycle
@@ -788,6 +816,7 @@ class Controller:
                 return TaskStatus(S.FAILED, reason=f"launch refused: {_short(exc)}")
 
         results = per_host(requests, lambda item: item[0].host, launch)
+        placed_timers = []
         with self.store.transaction():
             for (row, _), status in zip(requests, results, strict=True):
                 self._acted[row.unit] = self.clock.monotonic()
@@ -797,7 +826,11 @@ class Controller:
                     self._refused(row, status)
                 elif status is not None:
                     self._record(row, status)
+                    if status.state == S.RUNNING and specs[row.job].cron is not None:
+                        placed_timers.append(row)
                 report.launched.append(row.unit)
+        for row in placed_timers:
+            self._catch_up(specs[row.job], row)
 
     def _refused(self, row: TaskRow, why: str) -> None:
         """A host's admission said no, or the launch was never sent (the host went silent):
@@ -907,7 +940,7 @@ class Controller:
         result = jobcore.outcome(job.type, False, decisions, total, waiting)
         if result is None:
             return
-        if decisions.settled and not (job.type == "service" and total == 0):
+        if decisions.settled and not (job.type in jobcore.KEPT and total == 0):
             # over: done, or failed for good (a service scaled to nothing stays, to scale up)
             try:
                 job = self.store.update_job(job, state="done" if result.code == 0 else "failed")
@@ -941,6 +974,148 @@ class Controller:
         if job is None:
             raise NotFound(f"no job {name!r}")
         return job
+
+    # -- cron jobs -----------------------------------------------------------------------------
+
+    def _window(self, spec: Job) -> int:
+        """How long an attempt's host may stay silent before it is replaced: for a cron job
+        also its timer's lease (the host fires no longer than that without our word)."""
+        after = spec.disconnect.replace_after if self.replace_after is None else self.replace_after
+        return max(1, math.ceil(after)) if spec.type == "cron" else after  # type: ignore[return-value]
+
+    def _cron_jobs(self) -> set[str]:
+        return {j.name for j in self.store.jobs() if j.type == "cron"}
+
+    def _cron_leases(self) -> None:
+        """Every host's samples renew the leases of the timers meant to be there, and only
+        those, and say which runs are stored already."""
+        jobs = [j for j in self.store.jobs() if j.type == "cron"]
+        if not jobs:  # no cron job ever: samples carry nothing
+            self.fleet.set_sample_fields({})
+            return
+        active = {(j.name, j.run) for j in jobs if j.state == ACTIVE}  # a killed one's: none
+        rows = [r for r in self.store.tasks_in(WATCHED) if (r.job, r.run) in active]
+        self.fleet.set_sample_fields(cronctl.sample_fields(
+            self.store.identity, self.nodes, rows, self.store.last_seqs()))  # fmt: skip
+
+    def _collect_runs(self, views: Mapping[str, HostView]) -> list[tuple[str, str]]:
+        """Store the runs the hosts report (started, ended, skipped), each once; returns the
+        run units that ended and can be unloaded on their hosts."""
+        forget: list[tuple[str, str]] = []
+        now = self.clock.time()
+        with self.store.transaction():
+            for host, view in sorted(views.items()):
+                if view.state not in (HostState.UP, HostState.SUSPECT):
+                    continue
+                for report in view.facts.get("runs") or ():
+                    if not isinstance(report, dict) or not cronctl.timer_unit(report.get("timer")):
+                        continue
+                    timer = self.store.task_by_unit(report["timer"])
+                    if timer is None or timer.host != host:
+                        continue
+                    stored = self.store.run_by_unit(str(report.get("run")))
+                    seen = cronctl.observe_run(report, timer, host, stored, now)
+                    if seen.forget:
+                        forget.append((host, str(report["run"])))
+                    if seen.row is None:
+                        continue
+                    row, changed = self.store.put_run(seen.row)
+                    if changed:
+                        self._publish_run(row, stored)
+                    if row.state in ("finished", "failed", "killed") and report.get("loaded"):
+                        forget.append((host, row.unit))
+        return forget
+
+    def _publish_run(self, row: RunRow, before: RunRow | None) -> None:
+        if before is not None and before.state == row.state:
+            return
+        self.events.publish("run", cronctl.describe(row), row.job, task=row.task,
+                            index=row.index, host=row.host, unit=row.unit, firing=row.kind,
+                            scheduled=row.scheduled, fired=row.fired, state=row.state,
+                            exit_code=row.exit_code, reason=row.reason)  # fmt: skip
+
+    def _forget_runs(self, runs: list[tuple[str, str]]) -> None:
+        """Unload cron runs whose end is stored (best effort: the next cycle tries again)."""
+
+        def forget(item: tuple[str, str]) -> None:
+            with contextlib.suppress(Unreachable, NodeRefused):
+                self.plane.forget(item[0], item[1], timeout=self.launch_timeout)
+
+        per_host(sorted(set(runs)), lambda item: item[0], forget)
+
+    def _catch_up(self, spec: Job, row: TaskRow) -> None:
+        """A timer placed anew after its holder was lost, rebooted or drained: run the
+        scheduled times that no host can have run meanwhile (the last `catch_up` of them) on
+        the new holder at once. A lost holder fired at most until its lease lapsed (its last
+        sample plus the lease), a rebooted one until its last recorded run."""
+        limit = 1 if spec.catch_up is None else spec.catch_up
+        schedule = spec.cron
+        same = (row.task, row.index)
+        earlier = [r for r in self.store.tasks(row.job)
+                   if (r.task, r.index) == same and r.attempt < row.attempt]  # fmt: skip
+        if not limit or schedule is None or not earlier:
+            return
+        before = earlier[-1]
+        if before.state not in (S.LOST, S.GONE, S.KILLED):
+            return
+        start = before.since  # killed (drained): when it was removed
+        if before.state == S.LOST:
+            seen = self.fleet.view(before.host).seen if before.host in self.nodes else None
+            if seen is not None:
+                start = min(start, seen + self._window(spec) + 1.0)
+        elif before.state == S.GONE:  # what it ran before the reboot is collected: after that
+            start = before.created
+        ran = [r.scheduled for r in self.store.runs(row.job, limit=1000)
+               if (r.task, r.index) == same and r.scheduled is not None]  # fmt: skip
+        start = max([start, *ran])
+        missed = schedules.between(schedule, start, self.clock.time(), limit)
+        for when in missed:
+            try:
+                answer = self.plane.trigger(row.host, row.unit, timeout=self.stop_timeout,
+                                            scheduled=int(when))  # fmt: skip
+            except (Unreachable, NodeRefused):
+                return  # the next cycle's sample tells what happened there
+            self._store_fired(row, answer)
+        if missed:
+            self.events.publish("job", f"{row.job}/{row.task}[{row.index}]: caught up "
+                                f"{len(missed)} missed run(s) on {row.host}", row.job,
+                                task=row.task, index=row.index, host=row.host,
+                                caught_up=len(missed))  # fmt: skip
+
+    def _store_fired(self, row: TaskRow, answer: Mapping) -> dict:
+        """Store what a host said of a firing the controller asked for (trigger, catch-up)."""
+        stored = self.store.run_by_unit(str(answer.get("run")))
+        seen = cronctl.observe_run({**answer, "loaded": False}, row, row.host, stored,
+                                   self.clock.time())  # fmt: skip
+        if seen.row is None:
+            return {"task": row.task, "index": row.index, "host": row.host,
+                    "unit": answer.get("run"), "state": str(answer.get("state"))}  # fmt: skip
+        saved, changed = self.store.put_run(seen.row)
+        if changed:
+            self._publish_run(saved, stored)
+        return saved.to_json()
+
+    def trigger(self, name: str) -> list[dict]:
+        """Fire every timer of an active cron job now, on the host holding it (its concurrency
+        rule and the host's admission apply); what each host said, stored like any run."""
+        job = self._job(name)
+        if job.type != "cron":
+            raise JobConflict(f"job {name!r} is a {job.type} job, not cron: nothing to trigger")
+        if job.state != ACTIVE:
+            raise JobConflict(f"job {name!r} is {job.state}, not active: run it again first")
+        rows = [r for r in self.store.tasks(name) if r.state == S.RUNNING]
+        if not rows:
+            raise JobConflict(f"job {name!r} has no timer placed yet: try again shortly")
+
+        def fire(row: TaskRow) -> dict:
+            try:
+                answer = self.plane.trigger(row.host, row.unit, timeout=self.stop_timeout)
+            except (Unreachable, NodeRefused) as exc:
+                return {"task": row.task, "index": row.index, "host": row.host,
+                        "state": "unreachable", "reason": _short(exc)}  # fmt: skip
+            return self._store_fired(row, answer)
+
+        return per_host(rows, lambda r: r.host, fire)
 
 
 def sampled_capacity(facts: Mapping) -> dict[str, int]:

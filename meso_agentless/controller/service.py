@@ -11,10 +11,12 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 
 from meso_agentless import __version__
+from meso_agentless import schedule as schedules
 from meso_agentless.controller.loop import Controller, NotFound, sampled_capacity
 from meso_agentless.controller.planning import plan_jobs, plan_json, resources_json
 from meso_agentless.controller.views import (
     Cluster,
+    CronView,
     FrameworkInfo,
     FrameworkList,
     Health,
@@ -23,7 +25,10 @@ from meso_agentless.controller.views import (
     JobList,
     JobView,
     OutcomeView,
+    RunView,
     TaskView,
+    TimerView,
+    TriggerResult,
     UnplacedView,
 )
 from meso_agentless.core.health import ANSWERING, HostState
@@ -33,6 +38,8 @@ from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
 from meso_agentless.errors import MesoError
 from meso_agentless.spec import Job
 from meso_agentless.state.store import JobRow, TaskRow
+
+RUNS_SHOWN = 50  # a cron job's latest runs in its view
 
 
 class HostUnreachable(MesoError):
@@ -83,8 +90,53 @@ class Service:
             tasks=[task_view(r) for r in rows],
             unplaced=[UnplacedView(task=u.task, index=u.index, reason=u.reason)
                       for u in unplaced],
-            outcome=outcome, spec=job.spec,
+            outcome=outcome, spec=job.spec, **self._cron(job, latest),
         )  # fmt: skip
+
+    def _cron(self, job: JobRow, latest: dict[tuple[str, int], TaskRow]) -> dict:
+        """A cron job's timers (host, next fire time as the host says), its next fire time
+        (else worked out from its schedule) and its latest runs."""
+        if job.type != "cron":
+            return {}
+        spec = Job.model_validate(job.spec)
+        schedule = spec.cron
+        assert schedule is not None  # noqa: S101 - a cron job's spec has one
+        views = self.controller.fleet.views()
+        timers = []
+        for row in latest.values():
+            if row.state.value not in ("staging", "running", "unreachable"):
+                continue
+            view = views.get(row.host)
+            unit = view.units.get(row.unit, {}) if view is not None else {}
+            when = unit.get("next")
+            timers.append(
+                TimerView(
+                    task=row.task,
+                    index=row.index,
+                    host=row.host,
+                    unit=row.unit,
+                    state=row.state.value,
+                    next=float(when) if isinstance(when, int | float) else None,
+                )
+            )
+        known = [t.next for t in timers if t.next is not None]
+        if known:
+            upcoming: float | None = min(known)
+        elif job.state == "active":
+            fires = schedule.next_fires(self.controller.clock.time(), 1)
+            upcoming = fires[0] if fires else None
+        else:
+            upcoming = None
+        cron = CronView(schedule=schedule.text, timezone=schedule.timezone,
+                        calendars=list(schedule.calendars),
+                        concurrency=spec.concurrency or "forbid",
+                        catch_up=1 if spec.catch_up is None else spec.catch_up, timers=timers,
+                        next_shown=schedules.show(upcoming, schedule.timezone))  # fmt: skip
+        runs = [RunView(**r.to_json()) for r in self.store.runs(job.name, limit=RUNS_SHOWN)]
+        return {"next": upcoming, "runs": runs, "cron": cron}
+
+    def trigger(self, name: str) -> TriggerResult:
+        return TriggerResult(job=name, runs=self.controller.trigger(name))
 
     def latest_attempts(self, name: str, task: str | None, index: int | None) -> list[TaskRow]:
         """The latest attempt of each instance of the job (of one task, or one instance)."""
@@ -109,11 +161,30 @@ class Service:
                 raise HostUnreachable(f"{row.host} is unreachable: the journal of {row.unit} "
                                       "cannot be read now")  # fmt: skip
 
+    def run_unit(self, name: str, run: str) -> tuple[str, str]:
+        """(host, unit) of one run of a cron job (NotFound if the job has no such run)."""
+        found = self.store.run_by_unit(run)
+        if found is None or found.job != name:
+            raise NotFound(f"job {name!r} has no run {run!r}")
+        if found.state == "skipped":
+            raise NotFound(f"run {run!r} of job {name!r} was skipped: it has no log")
+        return found.host, found.unit
+
     def logs(
-        self, name: str, task: str | None, index: int | None, follow: bool, lines: int
+        self,
+        name: str,
+        task: str | None,
+        index: int | None,
+        follow: bool,
+        lines: int,
+        run: str | None = None,
     ) -> Iterator[bytes]:
         """The journal of the job's latest attempts (headed by instance when there are several;
-        follow only with one)."""
+        follow only with one), or of one run of a cron job."""
+        if run is not None:
+            host, unit = self.run_unit(name, run)
+            yield from self.controller.plane.logs(host, unit, follow=follow, lines=lines)
+            return
         rows = self.latest_attempts(name, task, index)
         self.readable(rows)
         for row in rows:

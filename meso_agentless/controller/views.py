@@ -50,6 +50,43 @@ class OutcomeView(View):
     version: int
 
 
+class RunView(View):
+    """One firing of a cron job's timer: started (and how it ended) or skipped, and why."""
+
+    unit: str  # the run's own unit (`meso logs JOB --run UNIT`)
+    task: str
+    index: int
+    host: str
+    timer: str
+    kind: str  # schedule, trigger
+    scheduled: float | None
+    fired: float
+    state: str  # running, finished, failed, killed, skipped, lost
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    ended: float | None
+
+
+class TimerView(View):
+    task: str
+    index: int
+    host: str  # the host holding the timer
+    unit: str
+    state: str
+    next: float | None  # its next fire time as its host says (Unix time)
+
+
+class CronView(View):
+    schedule: str
+    timezone: str
+    calendars: list[str]  # the OnCalendar= expressions the hosts' timers have
+    concurrency: str
+    catch_up: int
+    timers: list[TimerView]
+    next_shown: str  # the next fire time in the job's time zone and in UTC
+
+
 class JobView(View):
     job: str
     framework: str
@@ -63,6 +100,9 @@ class JobView(View):
     unplaced: list[UnplacedView]
     outcome: OutcomeView | None
     spec: dict[str, Any]
+    next: float | None = None  # a cron job's next fire time (Unix time)
+    runs: list[RunView] = []  # a cron job's latest runs, newest first
+    cron: CronView | None = None
 
 
 class JobList(View):
@@ -120,6 +160,11 @@ class FrameworkList(View):
 class KillResult(View):
     job: str
     stopped: list[dict[str, Any]]
+
+
+class TriggerResult(View):
+    job: str
+    runs: list[dict[str, Any]]  # per timer: the run it started, or why it was skipped
 
 
 class Health(View):

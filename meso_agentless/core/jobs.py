@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from meso_agentless.core.tasks import WATCHED, TaskState
 
 WAITING = WATCHED  # staging, running, unreachable: still to be waited for
+KEPT = ("service", "cron")  # jobs whose instances are kept (a cron job's are its timers)
 
 
 class Attempt(Protocol):
@@ -112,7 +113,7 @@ def decide(
             if (
                 a.state == TaskState.UNREACHABLE
                 and now - max(a.since, unreachable_from) > lost_after
-                and (job_type == "service" or (retry and replace_batch))
+                and (job_type in KEPT or (retry and replace_batch))
             ):
                 out.lost.append(a)
                 out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
@@ -137,7 +138,7 @@ def decide(
                 out.launch.append(Launch(policy.name, index, a.attempt + 1))
                 continue
             allowed = (
-                job_type == "service"
+                job_type in KEPT
                 or policy.restart == "always"
                 or (policy.restart == "on-failure" and not ok)
             )
@@ -171,8 +172,8 @@ def outcome(
         return Outcome(1, "killed")
     if pending:
         return None
-    if job_type == "service" and total == 0:
-        return Outcome(0, "service up: 0 instances running")
+    if job_type in KEPT and total == 0:
+        return Outcome(0, f"{_up(job_type)}: 0 instances running")
     if decisions.settled:
         if decisions.failed:
             first = decisions.failed[0]
@@ -182,9 +183,13 @@ def outcome(
             return Outcome(1, f"{len(decisions.failed)} task(s) failed; "
                               f"first {first.task}[{first.index}]: {how}")  # fmt: skip
         return Outcome(0, f"all {decisions.succeeded} task(s) finished")
-    if job_type == "service" and not decisions.launch and decisions.running == total:
-        return Outcome(0, f"service up: {total} instances running")
+    if job_type in KEPT and not decisions.launch and decisions.running == total:
+        return Outcome(0, f"{_up(job_type)}: {total} instances running")
     return None
+
+
+def _up(job_type: str) -> str:
+    return "cron timers placed" if job_type == "cron" else "service up"
 
 
 def spans(indexes: Iterable[int]) -> list[tuple[int, int]]:

@@ -85,7 +85,7 @@ def unit_name(job: str, task: str, index: int, attempt: int) -> str:
 
 
 def parse_unit_name(unit: str) -> tuple[str, str, int, int] | None:
-    name = unit.removesuffix(".service")
+    name = unit.removesuffix(".service").removesuffix(".timer")
     if not name.startswith("meso-"):
         return None
     parts = name[5:].split("_")

@@ -34,11 +34,14 @@ class Plane(Protocol):
 
     @property
     def hosts(self) -> tuple[str, ...]: ...
-    def sample(self, host: str, timeout: float | None = None) -> dict: ...
+    def sample(self, host: str, timeout: float | None = None, **fields: object) -> dict: ...
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def status(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
     def stop(
         self, host: str, unit: str, timeout: float | None = None, wait: bool = True
+    ) -> dict: ...
+    def trigger(
+        self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
     ) -> dict: ...
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
@@ -79,9 +82,10 @@ class ExecutionPlane:
         except ssh.SSHError as exc:  # a host key refused: no more reachable than a cut host
             raise Unreachable(str(exc)) from exc
 
-    def sample(self, host: str, timeout: float | None = None) -> dict:
-        """What the host says of itself: capacity, load, boot identity, its meso units."""
-        return self._ask(host, "sample", timeout)
+    def sample(self, host: str, timeout: float | None = None, **fields: object) -> dict:
+        """What the host says of itself: capacity, load, boot identity, its meso units and
+        cron runs; `fields` are the sample's own (leases of cron timers, runs already had)."""
+        return self._ask(host, "sample", timeout, **fields)
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
         """Launch on `host`. Unreachable: it may or may not have happened; reconcile, then
@@ -97,6 +101,15 @@ class ExecutionPlane:
 
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         return self._ask(host, "forget", timeout, unit=unit)
+
+    def trigger(
+        self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
+    ) -> dict:
+        """Fire a cron job's timer now (as the run of `scheduled`, a missed time, if given):
+        its run's record (started, or skipped and why)."""
+        if scheduled is None:
+            return self._ask(host, "trigger", timeout, unit=unit)
+        return self._ask(host, "trigger", timeout, unit=unit, scheduled=scheduled)
 
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
         """Run a task's health check on its host: {"healthy": bool, "detail": str}."""
@@ -134,7 +147,8 @@ class ExecutionPlane:
                 listed = self._ask(host, "list", None)
             except (Unreachable, NodeRefused):
                 return None
-            units = {u["unit"].removesuffix(".service"): u for u in listed["units"]}
+            units = {u["unit"].removesuffix(".service").removesuffix(".timer"): u
+                     for u in listed["units"]}  # fmt: skip
             return HostReport(listed["boot"], units)
 
         return dict(zip(self.hosts, each_host(self.hosts, one), strict=True))

@@ -32,8 +32,9 @@ from meso_agentless.node import node_command_source
 # is then the command's own input.
 BOOTSTRAP = (
     "import sys;n=int(sys.stdin.buffer.readline());s=sys.stdin.buffer.read(n);"
-    "sys.argv=['nodecmd']+sys.argv[1:];exec(compile(s,'nodecmd','exec'),{'__name__':'__main__'})"
-)
+    "sys.argv=['nodecmd']+sys.argv[1:];"
+    "exec(compile(s,'nodecmd','exec'),{'__name__':'__main__','__nodecmd_source__':s})"
+)  # the source goes along: a cron timer runs a copy of it (nodecmd.own_program)
 DEFAULT_TIMEOUT = 20.0
 MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, process-wide
 

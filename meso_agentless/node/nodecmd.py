@@ -6,7 +6,9 @@ the controller) or installed root-owned for the unprivileged meso user. Verbs:
 
     sample              cpus, memory, disk, load, boot id, cgroup and systemd versions, units,
                         the capacity this host admits against and its policy
-    launch REQUEST      start a task as a transient systemd service (policy- and admission-checked)
+    launch REQUEST      start a task as a transient systemd service (policy- and admission-checked);
+                        with a "schedule", a transient timer that fires it (a cron job)
+    trigger REQUEST     fire a cron job's timer now (its concurrency rule applies)
     status REQUEST      the state of one task unit
     list                every meso unit and its state
     stop REQUEST        stop a task (SIGTERM, then SIGKILL after its grace period)
@@ -17,6 +19,7 @@ the controller) or installed root-owned for the unprivileged meso user. Verbs:
     policy [REQUEST]    the policy in force; {"policy": {...}} tightens it for this connection
     serve               answer JSON-line requests ({"verb": ..., ...}) until stdin closes
     check-policy FILE   validate a policy file (the meso_node role runs it before installing one)
+    fire UNIT           what a cron job's timer runs (systemd starts it, as root; see fire())
 
 The host decides what tasks may do, not the request. A root-owned policy file
 (/etc/meso-agentless/node-policy.json, written by the meso_node role; built-in defaults when
@@ -36,20 +39,27 @@ package's tests check against real output.
 
 from __future__ import annotations
 
+import calendar
+import contextlib
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
 import stat
 import subprocess
 import sys
+import time
 from decimal import Decimal, InvalidOperation
 
 UNIT_PREFIX = "meso-"
 UNIT_NAME = re.compile(
     r"meso-[a-z0-9][a-z0-9-]{0,62}_[a-z0-9][a-z0-9-]{0,62}_[0-9]{1,18}_[0-9]{1,18}"
 )
+# one run of a cron job's timer: -r<scheduled second> for a firing, -t<milliseconds> for a trigger
+RUN_NAME = re.compile(UNIT_NAME.pattern + r"-[rt][0-9]{1,20}")
+OWNER = re.compile(r"[0-9a-f]{1,32}")
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
     "ExecMainPID", "CPUQuotaPerSecUSec", "MemoryMax", "TasksMax", "RuntimeMaxUSec",
@@ -59,6 +69,11 @@ TIMEOUT = 20
 STATE_DIR = "/run/meso-node"  # tmpfs: it goes with a reboot, as transient units do
 LEDGER = STATE_DIR + "/ledger.json"  # what launched units were given: admission's fast path
 POLICY_FILE = "/etc/meso-agentless/node-policy.json"
+TIMERS_DIR = STATE_DIR + "/timers"  # each cron timer's run request (timers go with a reboot too)
+RUNS_DIR = "/var/lib/meso-node/runs"  # each timer's runs, one JSON line each: kept over reboots
+MAX_RECORDS = 500  # lines kept per timer
+MAX_REPORTED = 100  # records per timer in one answer
+RECORDS_KEEP = 7 * 86400  # a timer gone for this long: its records go too
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -407,12 +422,13 @@ def _int(
     return value
 
 
-def check_unit(name: object) -> str:
-    if not isinstance(name, str) or not UNIT_NAME.fullmatch(name):
-        raise RequestError(
-            f"unit: {_short(name)} is not a meso unit name (meso-JOB_TASK_INDEX_ATTEMPT)"
-        )
-    return name
+def check_unit(name: object, runs: bool = False) -> str:
+    """A meso unit name (and, where `runs`, the name of one run of a cron job's timer)."""
+    if isinstance(name, str) and (UNIT_NAME.fullmatch(name) or (runs and RUN_NAME.fullmatch(name))):
+        return name
+    raise RequestError(
+        f"unit: {_short(name)} is not a meso unit name (meso-JOB_TASK_INDEX_ATTEMPT)"
+    )
 
 
 def env_error(key: object, value: object) -> tuple[bool, str] | None:
@@ -662,6 +678,7 @@ def describe_policy(policy: dict, source: str) -> dict:
 
 LAUNCH_KEYS = ("unit", "argv", "env", "cwd", "user", "cpus", "mem", "tasks_max", "runtime_sec",
                "grace_sec", "sandbox", "capacity", "description", "restart")  # fmt: skip
+TIMER_KEYS = ("schedule", "concurrency", "lease_sec", "owner")  # a cron job's, besides those
 
 
 def plan_launch(
@@ -669,6 +686,7 @@ def plan_launch(
     policy: dict | None = None,
     lookup_user=None,
     systemd: int = 252,
+    run: bool = False,
 ) -> tuple[list[str], dict[str, int]]:
     """The systemd-run argv for a launch request under `policy`, and the limits it gives the
     task (pure but for the user lookup; every field checked, nothing shelled).
@@ -686,7 +704,7 @@ def plan_launch(
     """
     policy = policy if policy is not None else parse_policy({})
     _fields(request, LAUNCH_KEYS)
-    unit = check_unit(request.get("unit"))
+    unit = check_unit(request.get("unit"), runs=run)
     argv = request.get("argv")
     problem = argv_error(argv)
     if problem:
@@ -936,9 +954,10 @@ def _state(props: dict[str, str]) -> dict:
     return state
 
 
-def _show(units: list[str]) -> list[dict[str, str]]:
-    return parse_show(_run(["systemctl", "show", "--no-pager", "-p", ",".join(UNIT_PROPERTIES),
-                            *units]))  # fmt: skip
+def _show(units: list[str], extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """`systemctl show` of these units (timestamps in `extra` as Unix seconds)."""
+    return parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                            ",".join(UNIT_PROPERTIES + extra), *units]))  # fmt: skip
 
 
 def measure() -> dict[str, int]:
@@ -1007,9 +1026,18 @@ class Session:
         return policy, source + (" (tightened by this connection)" if self.layers else "")
 
 
-def status(request: dict, session: Session | None = None) -> dict:
+def status(request: dict, session: Session | None = None, runs: bool = True) -> dict:
+    """The state of one task unit, cron timer or run."""
     _fields(request, ("unit",))
-    unit = check_unit(request.get("unit"))
+    unit = check_unit(request.get("unit"), runs=runs)
+    if UNIT_NAME.fullmatch(unit):  # a task's service, or a cron job's timer: one call for both
+        shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                                 ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
+                                 f"{unit}.timer", f"{unit}.service"]))  # fmt: skip
+        if shown and shown[0].get("LoadState") == "loaded":
+            return timer_state(shown[0])
+        service = shown[1] if len(shown) > 1 else {"Id": f"{unit}.service"}
+        return _state(service)
     shown = _show([f"{unit}.service"])
     return _state(shown[0] if shown else {"Id": f"{unit}.service"})
 
@@ -1023,6 +1051,8 @@ def launch(request: dict, session: Session | None = None) -> dict:
     The capacity is this host's own (policy, or measured, less the reserve); a `capacity` in
     the request can only lower it.
     """
+    if "schedule" in request:
+        return launch_timer(request, session)
     policy, _ = (session or Session()).policy()
     argv, limits = plan_launch(request, policy, systemd=systemd_version())
     unit = request["unit"]
@@ -1032,33 +1062,45 @@ def launch(request: dict, session: Session | None = None) -> dict:
     os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
     with open(LEDGER + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        ledger = _read_ledger()
-        entry = {"unit": f"{unit}.service", "state": "running", "millicpus": limits["cpus"],
-                 "memory_max": limits["mem"]}  # fmt: skip
-        if ledger is None or admission_error(ledger, limits, capacity):
-            ledger = [u for u in meso_units() if u["state"] in HOLDS_RESOURCES]
-            error = admission_error(ledger, limits, capacity)
-            if error:
-                _write_ledger(ledger)
-                current = status({"unit": unit})
-                if current["state"] != "unknown":
-                    return {**current, "existed": True}
-                raise RequestError(error)
-        done = _systemd_run(argv)
-        if done.returncode != 0:
-            current = status({"unit": unit})
-            if current["state"] != "unknown":
-                return {**current, "existed": True}
-            detail = (done.stderr or done.stdout).strip().splitlines()
-            why = detail[-1] if detail else done.returncode
-            system = system_state()
-            if system not in ("running", "degraded"):  # the host, not the task: place it again
-                raise RequestError(f"{NOT_STARTED}: the host is {system} (systemd-run: {why})")
-            raise RequestError(f"systemd-run failed: {why}")
-        _write_ledger([*ledger, entry])
+        existing = _admit_and_run(unit, argv, limits, capacity)
+        if existing is not None:
+            return existing
     # systemd-run returns once the service has started: it runs (or already ran)
     return {"unit": f"{unit}.service", "state": "running", "exit_code": None, "signal": None,
             "reason": None, "restarts": 0, "existed": False, "limits": limits}  # fmt: skip
+
+
+def _admit_and_run(
+    unit: str, argv: list[str], limits: dict[str, int], capacity: dict[str, int]
+) -> dict | None:
+    """Under the ledger's lock: admit the unit against `capacity` and start it. None when it
+    started; the unit's status when it exists already; RequestError when admission refuses or
+    systemd-run fails."""
+    ledger = _read_ledger()
+    entry = {"unit": f"{unit}.service", "state": "running", "millicpus": limits["cpus"],
+             "memory_max": limits["mem"]}  # fmt: skip
+    if ledger is None or admission_error(ledger, limits, capacity):
+        ledger = [u for u in held_units() if u["state"] in HOLDS_RESOURCES]
+        error = admission_error(ledger, limits, capacity)
+        if error:
+            _write_ledger(ledger)
+            current = status({"unit": unit}, runs=True)
+            if current["state"] != "unknown":
+                return {**current, "existed": True}
+            raise RequestError(error)
+    done = _systemd_run(argv)
+    if done.returncode != 0:
+        current = status({"unit": unit}, runs=True)
+        if current["state"] != "unknown":
+            return {**current, "existed": True}
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        why = detail[-1] if detail else done.returncode
+        system = system_state()
+        if system not in ("running", "degraded"):  # the host, not the task: place it again
+            raise RequestError(f"{NOT_STARTED}: the host is {system} (systemd-run: {why})")
+        raise RequestError(f"systemd-run failed: {why}")
+    _write_ledger([*ledger, entry])
+    return None
 
 
 def _read_ledger() -> list[dict] | None:
@@ -1082,19 +1124,462 @@ def _write_ledger(units: list[dict]) -> None:
     os.replace(LEDGER + ".tmp", LEDGER)
 
 
+# -- cron jobs: a transient timer per task instance, fired by the host's own systemd -----------
+#
+# launch with a "schedule" makes `meso-X.timer` (OnCalendar=, to the millisecond, never
+# persistent: the controller decides catch-up) and `meso-X.service`, which runs this program's
+# `fire X` as root. A firing is checked here like any launch (the host's policy tightened as
+# the connection that made the timer asked, the same sandbox and limits, admission against the
+# host's capacity) and then runs as its own transient unit `meso-X-r<SCHEDULED>` (the name is
+# the idempotency key: one scheduled second runs once on a host). Each firing, started or
+# skipped with its reason, is one JSON line in RUNS_DIR/X.jsonl (kept over reboots), which
+# `list` and `sample` report so the controller collects runs it missed while away.
+#
+# No two hosts fire one job: a timer fires only while its lease holds (the controller renews
+# the leases of the timers it means to be where they are with every sample, see `sample`), and
+# the controller places a timer elsewhere only after its host has been silent for longer than
+# the lease. A host cut off keeps firing for `lease_sec`, then skips (and says why).
+
+TIMER_PROPERTIES = ("Id", "LoadState", "ActiveState", "SubState", "Description",
+                    "NextElapseUSecRealtime", "LastTriggerUSec")  # fmt: skip
+CONCURRENCY = ("forbid", "allow", "replace")
+
+
+def _unix(value: str | None) -> float | None:
+    """A timestamp from `systemctl show`: @SECONDS (--timestamp=unix), raw microseconds, or
+    "Thu 2026-11-26 12:15:00 UTC" (timers' own times ignore --timestamp: shown with TZ=UTC)."""
+    value = (value or "").strip()
+    if value.startswith("@") and value[1:].replace(".", "", 1).isdigit():
+        return float(value[1:])
+    if value.isdigit() and int(value) > 0:
+        return int(value) / 1e6
+    shown = re.fullmatch(r"\w{3} (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC", value)
+    if shown:
+        return float(calendar.timegm(time.strptime(shown.group(1), "%Y-%m-%d %H:%M:%S")))
+    return None
+
+
+def timer_state(props: dict[str, str]) -> dict:
+    """A cron timer's `systemctl show` properties as a task state (running while it waits to
+    fire), with its next and last fire times (Unix seconds)."""
+    loaded = props.get("LoadState") == "loaded"
+    active = props.get("ActiveState", "") in ("active", "activating", "reloading")
+    state = "running" if loaded and active else ("finished" if loaded else "unknown")
+    return {"unit": props.get("Id", ""), "kind": "timer", "state": state, "exit_code": None,
+            "signal": None, "reason": None, "restarts": 0,
+            "next": _unix(props.get("NextElapseUSecRealtime")),
+            "last": _unix(props.get("LastTriggerUSec")),
+            "description": props.get("Description", "")[:300]}  # fmt: skip
+
+
+def _show_timers(units: list[str]) -> list[dict[str, str]]:
+    return parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                            ",".join(TIMER_PROPERTIES), *units]))  # fmt: skip
+
+
+def _after(given: object) -> dict[str, int]:
+    if given is None:
+        return {}
+    if not isinstance(given, dict) or len(given) > 100_000:
+        raise RequestError("after: must be an object of timer units to record numbers")
+    for unit, seq in given.items():
+        check_unit(unit)
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= 1 << 62:
+            raise RequestError(f"after.{unit}: {_short(seq)} is not a record number")
+    return given
+
+
+def _boottime() -> float:
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _lease_file(owner: str) -> str:
+    return f"{STATE_DIR}/leases-{owner}.json"
+
+
+def renew_leases(given: object) -> None:
+    """The caller (`owner`) holds these timers here as of now; its other leases lapse."""
+    if not isinstance(given, dict):
+        raise RequestError("leases: must be an object with owner and units")
+    _fields(given, ("owner", "units"))
+    owner, units = given.get("owner"), given.get("units")
+    if not isinstance(owner, str) or not OWNER.fullmatch(owner):
+        raise RequestError("leases.owner: must be a state's identity (hex digits)")
+    if not isinstance(units, list) or len(units) > 100_000:
+        raise RequestError("leases.units: must be a list of timer units")
+    now = _boottime()
+    renewed = {check_unit(u): now for u in units}
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    with open(LEDGER + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        given = _leases(owner).get("launched")
+        launched = {u: t for u, t in (given if isinstance(given, dict) else {}).items()
+                    if isinstance(t, int | float) and now - t < 86400}  # fmt: skip
+        _write_json(_lease_file(owner), {"renewed": renewed, "launched": launched})
+
+
+def _leases(owner: str) -> dict:
+    """{"renewed": {timer: boottime}, "launched": {timer: boottime}}: a sample renews the
+    first (replacing it: the caller's timers are all it lists); a launch adds to the second, so
+    a sample asked before a launch and answered after it cannot take the new timer's lease."""
+    try:
+        with open(_lease_file(owner)) as f:
+            leases = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return leases if isinstance(leases, dict) else {}
+
+
+def lease_age(owner: str, unit: str) -> float | None:
+    """Seconds since this timer's lease was last renewed (or the timer made); None if none."""
+    leases = _leases(owner)
+    times = []
+    for kind in ("renewed", "launched"):
+        value = leases.get(kind, {}).get(unit) if isinstance(leases.get(kind), dict) else None
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            times.append(float(value))
+    return _boottime() - max(times) if times else None
+
+
+def _write_json(path: str, data: object) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
+def own_program() -> str:
+    """A root-owned copy of this program for timers to run: the installed file, or (streamed
+    to python3) its source written once to /run."""
+    source = globals().get("__nodecmd_source__")
+    if isinstance(source, bytes):
+        path = f"{STATE_DIR}/nodecmd-{hashlib.sha256(source).hexdigest()[:16]}.py"
+        if not os.path.exists(path):
+            os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp"
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as f:
+                f.write(source)
+            os.replace(tmp, path)
+        return path
+    return os.path.realpath(__file__)
+
+
+def plan_timer(
+    request: dict,
+    policy: dict,
+    program: str,
+    python: str = "/usr/bin/python3",
+    lookup_user=None,
+    systemd: int = 252,
+) -> tuple[list[str], dict, dict[str, int]]:
+    """The systemd-run argv of a cron job's timer, what each firing launches (the launch
+    request, checked now under `policy` as any launch is), and its limits (pure but for the
+    user lookup)."""
+    _fields(request, (*LAUNCH_KEYS, *TIMER_KEYS))
+    unit = check_unit(request.get("unit"))
+    calendars = request.get("schedule")
+    if (
+        not isinstance(calendars, list)
+        or not 1 <= len(calendars) <= 8
+        or not all(isinstance(c, str) and 0 < len(c) <= 300 for c in calendars)
+        or any(CONTROL.search(c) for c in calendars)
+    ):
+        raise RequestError("schedule: must be a list of 1 to 8 calendar expressions (one line)")
+    concurrency = request.get("concurrency", "forbid")
+    if concurrency not in CONCURRENCY:
+        raise RequestError(f"concurrency: forbid, allow or replace, not {_short(concurrency)}")
+    lease = _int(request, "lease_sec", 1, 10**8, required=True)
+    owner = request.get("owner")
+    if not isinstance(owner, str) or not OWNER.fullmatch(owner):
+        raise RequestError("owner: must be a state's identity (hex digits)")
+    if request.get("restart", "no") != "no":
+        raise RequestError("restart: the runs of a cron job are not restarted")
+    run = {k: v for k, v in request.items() if k in LAUNCH_KEYS}
+    _, limits = plan_launch({**run, "unit": f"{unit}-r0"}, policy, lookup_user, systemd, run=True)
+    argv = ["systemd-run", f"--unit={unit}", "--quiet", f"--on-calendar={calendars[0]}",
+            *(f"--timer-property=OnCalendar={c}" for c in calendars[1:]),
+            "--timer-property=AccuracySec=1ms", "--timer-property=RandomizedDelaySec=0",
+            "--timer-property=Persistent=no",
+            f"--description={run.get('description', unit)}",
+            "--", python, program, "fire", unit]  # fmt: skip
+    fire_spec = {"run": run, "concurrency": concurrency, "lease_sec": lease, "owner": owner}
+    return argv, fire_spec, limits
+
+
+def launch_timer(request: dict, session: Session | None = None) -> dict:
+    """Make a cron job's timer (idempotent: an existing one is reported). Refused like a
+    launch when the host would refuse its runs, or when one run could never fit here."""
+    session = session or Session()
+    policy, _ = session.policy()
+    argv, fire_spec, limits = plan_timer(request, policy, own_program(),
+                                         sys.executable or "/usr/bin/python3",
+                                         systemd=systemd_version())  # fmt: skip
+    unit = request["unit"]
+    current = status({"unit": unit})
+    if current.get("kind") == "timer":
+        return {**current, "existed": True}
+    capacity = node_capacity(policy, measure())
+    for key, value in _capacity_field(request.get("capacity")).items():
+        capacity[key] = min(capacity[key], value)
+    error = admission_error([], limits, capacity)
+    if error:
+        raise RequestError(error)
+    _write_json(f"{TIMERS_DIR}/{unit}.json", {**fire_spec, "layers": session.layers})
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    with open(LEDGER + ".lock", "a") as lock:  # leases are also written by samples
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        leases = _leases(fire_spec["owner"])
+        launched = leases.get("launched") if isinstance(leases.get("launched"), dict) else {}
+        _write_json(_lease_file(fire_spec["owner"]),
+                    {**leases, "launched": {**launched, unit: _boottime()}})  # fmt: skip
+    done = _systemd_run(argv)
+    if done.returncode != 0:
+        current = status({"unit": unit})
+        if current.get("kind") == "timer":
+            return {**current, "existed": True}
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise RequestError(f"systemd-run failed: {detail[-1] if detail else done.returncode}")
+    return {**status({"unit": unit}), "existed": False, "limits": limits}
+
+
+def stop_timer(unit: str, before: dict, runs: bool) -> dict:
+    """Remove a cron job's timer (and a firing under way); stop its runs too if `runs`."""
+    _run(["systemctl", "stop", f"{unit}.timer", f"{unit}.service"])
+    _run(["systemctl", "reset-failed", f"{unit}.timer", f"{unit}.service"])
+    if runs:
+        with _timer_lock(unit):
+            for run in _runs_of(unit):
+                if run["state"] in HOLDS_RESOURCES:
+                    name = run["unit"].removesuffix(".service")
+                    _record(unit, {"run": name, "state": "killed",
+                                   "reason": "stopped with its timer"})  # fmt: skip
+                    _run(["systemctl", "stop", "--no-block", run["unit"]])
+    for leftover in (f"{TIMERS_DIR}/{unit}.json", f"{TIMERS_DIR}/{unit}.lock"):
+        with contextlib.suppress(OSError):
+            os.unlink(leftover)
+    return {**before, "state": "killed"} if before["state"] in HOLDS_RESOURCES else before
+
+
+RUN_TIMES = ("ExecMainStartTimestamp", "ExecMainExitTimestamp")
+
+
+def run_state(props: dict[str, str]) -> dict:
+    """A cron run's unit as a task state with its limits, and when it started and ended."""
+    return {**_state(props), **unit_limits(props),
+            "start": _unix(props.get("ExecMainStartTimestamp")),
+            "end": _unix(props.get("ExecMainExitTimestamp"))}  # fmt: skip
+
+
+def _runs_of(unit: str) -> list[dict]:
+    """The loaded run units of one timer, with their states."""
+    listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
+                   "--type=service", f"{unit}-*"])  # fmt: skip
+    names = [w for w in (line.split()[0] for line in listed.splitlines() if line.strip())
+             if RUN_NAME.fullmatch(w.removesuffix(".service"))
+             and w.removesuffix(".service").rsplit("-", 1)[0] == unit]  # fmt: skip
+    return [run_state(p) for p in _show(names, RUN_TIMES)] if names else []
+
+
+def _records_path(unit: str) -> str:
+    return f"{RUNS_DIR}/{unit}.jsonl"
+
+
+def read_records(unit: str) -> list[dict]:
+    """A timer's run records, oldest first (lines that do not parse are left out)."""
+    try:
+        with open(_records_path(unit)) as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return []
+    out = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("seq"), int):
+            out.append(record)
+    return out
+
+
+def _record(unit: str, record: dict) -> dict:
+    """Append one record (numbered on from the last); keep the last MAX_RECORDS."""
+    records = read_records(unit)
+    record = {"seq": (records[-1]["seq"] if records else 0) + 1, "timer": unit, **record}
+    os.makedirs(RUNS_DIR, mode=0o700, exist_ok=True)
+    if len(records) >= 2 * MAX_RECORDS:
+        lines = [json.dumps(r) for r in records[-MAX_RECORDS:]] + [json.dumps(record)]
+        tmp = f"{_records_path(unit)}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, _records_path(unit))
+    else:
+        with open(_records_path(unit), "a") as f:
+            f.write(json.dumps(record) + "\n")
+    return record
+
+
+def run_reports(
+    loaded: list[dict], after: dict[str, int], timers: set[str] | None = None
+) -> list[dict]:
+    """The runs to tell of: every record past `after` (the last MAX_REPORTED per timer) and
+    every run still loaded, each as its latest record with the loaded unit's state over it
+    ("loaded": true); a run recorded as started whose unit is no longer there is "gone"."""
+    units = {u["unit"].removesuffix(".service"): u for u in loaded}
+    try:
+        files = sorted(f[:-6] for f in os.listdir(RUNS_DIR) if f.endswith(".jsonl"))
+    except OSError:
+        files = []
+    out: dict[str, dict] = {}
+    for timer in files:
+        if not UNIT_NAME.fullmatch(timer):
+            continue
+        if timers is not None and timer not in timers and _stale(_records_path(timer)):
+            with contextlib.suppress(OSError):
+                os.unlink(_records_path(timer))
+            continue
+        records = read_records(timer)
+        latest: dict[str, dict] = {}
+        for record in records:
+            key = record.get("run") or f"seq{record['seq']}"
+            latest[key] = {**latest.get(key, {}), **record}
+        fresh = {r.get("run") or f"seq{r['seq']}" for r in records
+                 if r["seq"] > after.get(timer, 0)}  # fmt: skip
+        keys = [k for k in latest if k in fresh or k in units]
+        for key in keys[-MAX_REPORTED:]:
+            report = {**latest[key], "loaded": False}
+            unit = units.get(key)
+            if unit is None and report.get("state") == "started" and RUN_NAME.fullmatch(key):
+                unit = status({"unit": key})  # it may have started since the units were listed
+                unit = None if unit["state"] == "unknown" else unit
+                report["state"] = "gone" if unit is None else report["state"]
+            if unit is not None:
+                report.update({k: unit.get(k) for k in ("state", "exit_code", "signal", "reason",
+                                                         "millicpus", "memory_max", "start",
+                                                         "end")})  # fmt: skip
+                report["loaded"] = True
+            out[key] = report
+    return list(out.values())
+
+
+def _stale(path: str) -> bool:
+    try:
+        return time.time() - os.stat(path).st_mtime > RECORDS_KEEP
+    except OSError:
+        return False
+
+
+def fire(
+    unit: str, kind: str = "schedule", scheduled: int | None = None, wait: bool = True
+) -> dict:
+    """One firing of a cron job's timer (what its service runs, as root), or a trigger.
+
+    Skipped, with the reason recorded, when the timer's lease has lapsed (a scheduled firing
+    only: a trigger is the controller's own word), when its runs would be refused, when a run
+    is still going and the job says forbid, or when admission refuses it; replace stops the
+    running one first (`wait`: until it is gone; a trigger only starts the stop, so that the
+    connection it came on is never held up). Firings of one timer take turns."""
+    check_unit(unit)
+    try:
+        with open(f"{TIMERS_DIR}/{unit}.json") as f:
+            spec = json.load(f)
+        run_request, concurrency = dict(spec["run"]), spec["concurrency"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RequestError(f"unit: {unit} is not a cron timer on this host") from None
+    fired = time.time()
+    if kind == "schedule":
+        shown = _show_timers([f"{unit}.timer"])
+        last = timer_state(shown[0])["last"] if shown else None
+        scheduled = int(last if last is not None else fired)
+        run = f"{unit}-r{scheduled}"
+    elif scheduled is not None:  # a scheduled time no host ran: caught up, under its own name
+        kind, run = "catch-up", f"{unit}-r{scheduled}"
+    else:
+        run = f"{unit}-t{int(fired * 1000)}"
+    record = {"run": run, "kind": kind, "scheduled": scheduled, "fired": round(fired, 3)}
+    with _timer_lock(unit):
+        if kind == "schedule":
+            age = lease_age(str(spec.get("owner")), unit)
+            if age is None or age > float(spec.get("lease_sec", 0)):
+                heard = "never" if age is None else f"{age:.0f} s ago"
+                lease = spec.get("lease_sec")
+                why = (f"lease lapsed: the controller last vouched for this timer here {heard} "
+                       f"(lease {lease} s); another host may hold it now")  # fmt: skip
+                return _record(unit, {**record, "state": "skipped", "reason": why})
+        try:
+            policy, _ = load_policy()
+            for layer in spec.get("layers") or []:  # as parsed when the timer was made
+                policy = tighten(policy, layer)
+            argv, limits = plan_launch({**run_request, "unit": run}, policy,
+                                       systemd=systemd_version(), run=True)  # fmt: skip
+        except RequestError as exc:
+            return _record(unit, {**record, "state": "skipped", "reason": str(exc)[:500]})
+        running = [] if concurrency == "allow" else [
+            r for r in _runs_of(unit)
+            if r["state"] in HOLDS_RESOURCES and r["unit"] != f"{run}.service"]  # fmt: skip
+        if running and concurrency == "forbid":
+            other = running[0]["unit"].removesuffix(".service")
+            return _record(unit, {**record, "state": "skipped",
+                                  "reason": f"forbid: {other} is still running"})  # fmt: skip
+        if concurrency == "replace":
+            for old in running:
+                name = old["unit"].removesuffix(".service")
+                _record(unit, {"run": name, "state": "killed", "reason": f"replaced by {run}"})
+                _run(["systemctl", "stop", *([] if wait else ["--no-block"]), old["unit"]])
+        capacity = node_capacity(policy, measure())
+        for key, value in _capacity_field(run_request.get("capacity")).items():
+            capacity[key] = min(capacity[key], value)
+        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+        with open(LEDGER + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                existing = _admit_and_run(run, argv, limits, capacity)
+            except RequestError as exc:
+                return _record(unit, {**record, "state": "skipped", "reason": str(exc)[:500]})
+        if existing is not None:
+            return {**existing, "run": run}  # this scheduled time ran here already
+        return _record(unit, {**record, "state": "started"})
+
+
+@contextlib.contextmanager
+def _timer_lock(unit: str):
+    """One firing (or removal) of a timer at a time: its records are numbered in turn."""
+    os.makedirs(TIMERS_DIR, mode=0o700, exist_ok=True)
+    with open(f"{TIMERS_DIR}/{unit}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def trigger(request: dict, session: Session | None = None) -> dict:
+    """Fire a cron job's timer now (its concurrency rule and admission apply); with
+    "scheduled" (Unix seconds), as the run of that scheduled time (catching up a missed one:
+    the run's name is that time's, so it runs once here however often it is asked)."""
+    _fields(request, ("unit", "scheduled"))
+    unit = check_unit(request.get("unit"))
+    scheduled = _int(request, "scheduled", 0, 1 << 40)
+    return fire(unit, kind="trigger", scheduled=scheduled, wait=False)
+
+
 def stop(request: dict, session: Session | None = None) -> dict:
     """Stop a task (SIGTERM, SIGKILL after its grace) and unload it; report how it ended.
 
     With "wait": false the stop is only started (systemctl --no-block): the answer comes at
     once and the unit goes within its grace period; what is left of it (a failed unit) is
-    cleaned up by a later `forget`.
+    cleaned up by a later `forget`. A cron job's timer is removed (it fires no more); its runs
+    are stopped too unless "runs": false.
     """
-    _fields(request, ("unit", "wait"))
+    _fields(request, ("unit", "wait", "runs"))
     wait = request.get("wait", True)
     if not isinstance(wait, bool):
         raise RequestError(f"wait: must be true or false, not {_short(wait)}")
+    runs = request.get("runs", True)
+    if not isinstance(runs, bool):
+        raise RequestError(f"runs: must be true or false, not {_short(runs)}")
     before = status({"unit": request.get("unit")})
     unit = request["unit"]
+    if before.get("kind") == "timer":
+        return stop_timer(unit, before, runs)
     if wait:
         _run(["systemctl", "stop", f"{unit}.service"])
         _run(["systemctl", "reset-failed", f"{unit}.service"])
@@ -1117,22 +1602,47 @@ def forget(request: dict, session: Session | None = None) -> dict:
 
 
 def list_units(request: dict | None = None, session: Session | None = None) -> dict:
-    _fields(request or {}, ())
+    """Every meso unit (task services and cron timers, a timer under its own name) and the
+    runs of cron timers: each new record (past `after`: timer -> the last seq the caller has)
+    and every run whose unit is still loaded."""
+    request = request or {}
+    _fields(request, ("after",))
+    after = _after(request.get("after"))
+    tasks, timers, runs = _listing()
+    loaded = {t["unit"].removesuffix(".timer") for t in timers}
+    return {"boot": boot_identity(), "units": tasks + timers,
+            "runs": run_reports(runs, after, loaded)}  # fmt: skip
+
+
+def _listing() -> tuple[list[dict], list[dict], list[dict]]:
+    """Task units, cron timers and cron runs on this host, with their states (and limits)."""
     listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
-                   "--type=service", f"{UNIT_PREFIX}*"])  # fmt: skip
+                   "--type=service,timer", f"{UNIT_PREFIX}*"])  # fmt: skip
+    words = [line.split()[0] for line in listed.splitlines() if line.strip()]
     # only units of meso's own form: meso-controller.service and the like are not tasks
-    names = [word for word in (line.split()[0] for line in listed.splitlines() if line.strip())
-             if UNIT_NAME.fullmatch(word.removesuffix(".service"))]  # fmt: skip
-    shown = _show(names) if names else []
-    units = [{**_state(p), **unit_limits(p)} for p in shown]
-    return {"boot": boot_identity(), "units": units}
+    timer_units = [w for w in words if w.endswith(".timer") and UNIT_NAME.fullmatch(w[:-6])]
+    timed = {w[:-6] for w in timer_units}  # their services only fire them: not tasks
+    names = [w for w in words if w.endswith(".service") and w[:-8] not in timed
+             and (UNIT_NAME.fullmatch(w[:-8]) or RUN_NAME.fullmatch(w[:-8]))]  # fmt: skip
+    tasks = [w for w in names if UNIT_NAME.fullmatch(w[:-8])]
+    runs = [w for w in names if RUN_NAME.fullmatch(w[:-8])]
+    tasks = [{**_state(p), **unit_limits(p)} for p in _show(tasks)] if tasks else []
+    runs = [run_state(p) for p in _show(runs, RUN_TIMES)] if runs else []
+    timers = [timer_state(p) for p in _show_timers(timer_units)] if timer_units else []
+    return tasks, timers, runs
+
+
+def held_units() -> list[dict]:
+    """Task units and cron runs: what admission counts (timers hold nothing between runs)."""
+    tasks, _, runs = _listing()
+    return tasks + runs
 
 
 def logs_argv(request: dict) -> list[str]:
     """journalctl's argv for a logs request: the task's own output, not systemd's lines;
     `since` (Unix seconds) leaves out what an earlier unit of the same name wrote."""
     _fields(request, ("unit", "lines", "follow", "since"))
-    unit = check_unit(request.get("unit"))
+    unit = check_unit(request.get("unit"), runs=True)
     lines = _int(request, "lines", 1, 1_000_000, default=1000)
     since = _int(request, "since", 0, 1 << 40)
     follow = request.get("follow", False)
@@ -1160,14 +1670,17 @@ def boot_identity() -> str:
     return f"{boot_id}/{start}"
 
 
-def meso_units() -> list[dict]:
-    return list_units()["units"]
-
-
 def sample(request: dict | None = None, session: Session | None = None) -> dict:
-    """Facts about this host, its meso units, and the capacity it admits launches against
-    (0 when its policy file is broken: nothing launches there)."""
-    _fields(request or {}, ())
+    """Facts about this host, its meso units and cron runs, and the capacity it admits
+    launches against (0 when its policy file is broken: nothing launches there).
+
+    `leases` ({"owner": ID, "units": [TIMER, ...]}) renews the leases of the cron timers the
+    caller holds here (and drops that owner's others); `after` as for `list`."""
+    request = request or {}
+    _fields(request, ("leases", "after"))
+    if "leases" in request:
+        renew_leases(request["leases"])
+    listed = list_units({"after": request["after"]} if "after" in request else {})
     memory = parse_meminfo(_read("/proc/meminfo"))
     disk = os.statvfs("/")
     measured = measure()
@@ -1177,7 +1690,6 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         described = describe_policy(policy, source)
     except PolicyError as exc:
         capacity, described = {"cpus": 0, "mem": 0}, {"error": str(exc)}
-    units = meso_units()
     system = system_state()  # after the units: a shutdown that took them says so here
     return {
         "hostname": os.uname().nodename,
@@ -1192,7 +1704,8 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "cgroup": parse_cgroup_mode(_read("/proc/mounts")),
         "systemd": systemd_version(),
         "system": system,
-        "units": units,
+        "units": listed["units"],
+        "runs": listed["runs"],
         "capacity": capacity,
         "policy": described,
     }
@@ -1302,7 +1815,7 @@ def health(request: dict, session: Session | None = None) -> dict:
 
 
 VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_units, "stop": stop,
-         "forget": forget, "health": health}  # fmt: skip
+         "forget": forget, "health": health, "trigger": trigger}  # fmt: skip
 SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 
@@ -1403,6 +1916,7 @@ def main(argv: list[str]) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    os.environ["TZ"] = "UTC"  # systemctl shows timers' times as dates: in UTC, to be read back
     if argv == ["--ssh"]:
         try:
             argv = from_ssh(os.environ.get("SSH_ORIGINAL_COMMAND"))
@@ -1411,6 +1925,13 @@ def _main(argv: list[str]) -> int:
             return 2
     if argv == ["serve"]:
         return serve()
+    if len(argv) == 2 and argv[0] == "fire":  # systemd runs it for a cron timer, as root
+        try:
+            _print({"ok": True, **fire(argv[1])})
+        except RequestError as exc:
+            _print({"ok": False, "error": str(exc)})
+            return 1
+        return 0
     if len(argv) == 2 and argv[0] == "check-policy":
         try:
             with open(argv[1], "rb") as f:

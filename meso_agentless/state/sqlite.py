@@ -21,9 +21,9 @@ from pathlib import Path
 
 from meso_agentless.core.tasks import TaskStatus
 from meso_agentless.errors import UsageError
-from meso_agentless.state.store import Intent, JobRow, TaskRow
+from meso_agentless.state.store import Intent, JobRow, RunRow, TaskRow
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -83,6 +83,32 @@ ALTER TABLE tasks ADD COLUMN health TEXT;  -- starting, healthy, unhealthy; NULL
 ALTER TABLE hosts ADD COLUMN drain REAL;   -- when a drain must be over (wall time); NULL: none
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('identity', lower(hex(randomblob(6))));
+""",
+    # 3 -> 4: the runs of cron jobs' timers, collected from the hosts
+    4: """
+CREATE TABLE runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL REFERENCES jobs(name),
+    run INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    timer TEXT NOT NULL,           -- the timer's unit
+    host TEXT NOT NULL,
+    unit TEXT NOT NULL UNIQUE,     -- the run's unit: one per scheduled time and host
+    seq INTEGER NOT NULL,          -- the host's record number
+    kind TEXT NOT NULL,            -- schedule, trigger
+    scheduled REAL,
+    fired REAL NOT NULL,
+    state TEXT NOT NULL,           -- running, finished, failed, killed, skipped, lost
+    exit_code INTEGER,
+    signal INTEGER,
+    reason TEXT,
+    ended REAL,
+    updated REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX runs_by_job ON runs (job, fired);
+CREATE INDEX runs_by_timer ON runs (timer, seq);
 """,
 }
 
@@ -342,6 +368,82 @@ class Store:
             "quota = COALESCE(?3, quota), version = version + 1",
             (name, weight, None if quota is None else json.dumps(dict(quota))),
         )
+
+    # -- runs of cron jobs ---------------------------------------------------------------------
+
+    def put_run(self, run: RunRow) -> tuple[RunRow, bool]:
+        """Store a run as a host reports it: new, or a change of its state (compare-and-set on
+        the stored row's version). Returns the stored row and whether anything changed."""
+        with self.transaction():
+            found = self.db.execute("SELECT * FROM runs WHERE unit = ?", (run.unit,)).fetchone()
+            now = self.clock()
+            if found is None:
+                self.db.execute(
+                    "INSERT INTO runs (job, run, task, idx, timer, host, unit, seq, kind, "
+                    "scheduled, fired, state, exit_code, signal, reason, ended, updated) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (run.job, run.run, run.task, run.index, run.timer, run.host, run.unit,
+                     run.seq, run.kind, run.scheduled, run.fired, run.state, run.exit_code,
+                     run.signal, run.reason, run.ended, now),
+                )  # fmt: skip
+            else:
+                old = _run(found)
+                same = (old.state, old.exit_code, old.signal, old.reason, old.seq) == (
+                    run.state, run.exit_code, run.signal, run.reason, run.seq)  # fmt: skip
+                if same:
+                    return old, False
+                done = self.db.execute(
+                    "UPDATE runs SET state = ?, exit_code = ?, signal = ?, reason = ?, "
+                    "seq = MAX(seq, ?), ended = COALESCE(ended, ?), updated = ?, "
+                    "version = version + 1 WHERE id = ? AND version = ?",
+                    (run.state, run.exit_code, run.signal, run.reason, run.seq, run.ended, now,
+                     old.id, old.version),
+                )  # fmt: skip
+                if done.rowcount != 1:
+                    return old, False
+            row = self.db.execute("SELECT * FROM runs WHERE unit = ?", (run.unit,)).fetchone()
+        return _run(row), True
+
+    def runs(self, job: str, limit: int = 20) -> list[RunRow]:
+        """The job's latest runs (of every run of the job), newest first."""
+        rows = self.db.execute(
+            "SELECT * FROM runs WHERE job = ? ORDER BY fired DESC, id DESC LIMIT ?", (job, limit)
+        )
+        return [_run(r) for r in rows]
+
+    def runs_in(self, states: Iterable[str]) -> list[RunRow]:
+        wanted = sorted(states)
+        marks = ",".join("?" * len(wanted))
+        rows = self.db.execute(
+            f"SELECT * FROM runs WHERE state IN ({marks}) ORDER BY fired, id",  # noqa: S608 - only placeholders
+            wanted,
+        )
+        return [_run(r) for r in rows]
+
+    def last_seqs(self) -> dict[str, dict[str, int]]:
+        """Host -> timer -> the record number up to which its runs are stored for good: the
+        highest, or just before the first run still running (so the host keeps telling of it
+        until it ends, or says it is gone)."""
+        rows = self.db.execute(
+            "SELECT host, timer, MAX(seq), MIN(CASE WHEN state = 'running' THEN seq END) "
+            "FROM runs GROUP BY host, timer"
+        )
+        out: dict[str, dict[str, int]] = {}
+        for host, timer, highest, open_from in rows:
+            out.setdefault(host, {})[timer] = highest if open_from is None else open_from - 1
+        return out
+
+    def run_by_unit(self, unit: str) -> RunRow | None:
+        row = self.db.execute("SELECT * FROM runs WHERE unit = ?", (unit,)).fetchone()
+        return None if row is None else _run(row)
+
+
+def _run(row: sqlite3.Row) -> RunRow:
+    return RunRow(
+        row["id"], row["job"], row["run"], row["task"], row["idx"], row["timer"], row["host"],
+        row["unit"], row["seq"], row["kind"], row["scheduled"], row["fired"], row["state"],
+        row["exit_code"], row["signal"], row["reason"], row["ended"], row["version"],
+    )  # fmt: skip
 
 
 def _job(row: sqlite3.Row) -> JobRow:

@@ -73,6 +73,36 @@ class Intent:
     ports: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One firing of a cron job's timer on a host: started (and how it ended) or skipped."""
+
+    id: int
+    job: str
+    run: int  # the job's run (a job run again starts anew)
+    task: str
+    index: int
+    timer: str  # the timer's unit (the attempt holding it)
+    host: str
+    unit: str  # the run's own unit, meso-JOB_TASK_INDEX_ATTEMPT-r<SCHEDULED> (or -t<ms>)
+    seq: int  # the host's record number
+    kind: str  # schedule or trigger
+    scheduled: float | None  # the scheduled time it fired for (a trigger has none)
+    fired: float
+    state: str  # running, finished, failed, killed, skipped, lost
+    exit_code: int | None
+    signal: int | None
+    reason: str | None
+    ended: float | None
+    version: int
+
+    def to_json(self) -> dict:
+        return {"unit": self.unit, "task": self.task, "index": self.index, "host": self.host,
+                "timer": self.timer, "kind": self.kind, "scheduled": self.scheduled,
+                "fired": self.fired, "state": self.state, "exit_code": self.exit_code,
+                "signal": self.signal, "reason": self.reason, "ended": self.ended}  # fmt: skip
+
+
 class StateStore(Protocol):
     """The store's interface (state.sqlite.Store implements it)."""
 
@@ -104,4 +134,9 @@ class StateStore(Protocol):
     def set_framework(
         self, name: str, weight: float | None, quota: Mapping[str, int] | None
     ) -> None: ...
+    def put_run(self, run: RunRow) -> tuple[RunRow, bool]: ...
+    def runs(self, job: str, limit: int = 20) -> list[RunRow]: ...
+    def runs_in(self, states: Iterable[str]) -> list[RunRow]: ...
+    def last_seqs(self) -> dict[str, dict[str, int]]: ...
+    def run_by_unit(self, unit: str) -> RunRow | None: ...
     def close(self) -> None: ...

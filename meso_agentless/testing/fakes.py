@@ -63,11 +63,15 @@ class FakeUnit:
     restarts: int = 0
     healthy: bool = True
     health_detail: str = "HTTP 200"
+    kind: str = "service"  # or "timer": a cron job's, which holds nothing between runs
 
     def status(self) -> dict:
-        return {"unit": f"{self.name}.service", "state": self.state, "exit_code": self.exit_code,
-                "signal": self.signal, "reason": self.reason, "restarts": self.restarts,
-                "millicpus": self.request.get("cpus"), "memory_max": self.request.get("mem"),
+        timer = self.kind == "timer"
+        return {"unit": f"{self.name}.{'timer' if timer else 'service'}", "state": self.state,
+                "exit_code": self.exit_code, "signal": self.signal, "reason": self.reason,
+                "restarts": self.restarts, **({"kind": "timer"} if timer else {}),
+                "millicpus": None if timer else self.request.get("cpus"),
+                "memory_max": None if timer else self.request.get("mem"),
                 "description": self.request.get("description", self.name),
                 "active": "active" if self.state in ("running", "staging") else "inactive",
                 "sub": "running" if self.state in ("running", "staging") else "exited"}  # fmt: skip
@@ -84,13 +88,19 @@ class FakeHost:
     units: dict[str, FakeUnit] = field(default_factory=dict)
     refuse: str | None = None  # every launch is refused with this reason
     system: str = "running"  # systemd's own state; "stopping" while it shuts down
+    runs: dict[str, FakeUnit] = field(default_factory=dict)  # cron runs' units, by name
+    records: dict[str, list[dict]] = field(default_factory=dict)  # timer -> its run records
+    leases: dict[str, float] = field(default_factory=dict)  # timer -> renewed (monotonic)
+    launched: dict[str, float] = field(default_factory=dict)  # timer -> made (monotonic)
 
 
 class FakePlane:
     """Scripted hosts behind the same verbs as the SSH plane; thread-safe."""
 
-    def __init__(self, hosts: Mapping[str, FakeHost]) -> None:
+    def __init__(self, hosts: Mapping[str, FakeHost], clock: FakeClock | None = None) -> None:
         self.by_name = dict(hosts)
+        self.clock = clock or FakeClock()
+        self.sample_fields: dict[str, dict] = {}  # host -> what its last sample carried
         self.started: Counter[str] = Counter()  # unit -> how many times it was started
         self.calls: list[tuple[str, str, str]] = []  # (verb, host, unit)
         self._lock = threading.RLock()
@@ -105,15 +115,22 @@ class FakePlane:
             raise Unreachable(f"{name}: timed out (cut off)")
         return host
 
-    def sample(self, host: str, timeout: float | None = None) -> dict:
+    def sample(self, host: str, timeout: float | None = None, **fields: object) -> dict:
         with self._lock:
             h = self._host(host)
             self.calls.append(("sample", host, ""))
+            self.sample_fields[host] = dict(fields)
+            leases = fields.get("leases")
+            if isinstance(leases, dict):  # as the node command: these timers, and only these
+                now = self.clock.monotonic()
+                h.leases = {unit: now for unit in leases.get("units", [])}
+            after = fields.get("after") if isinstance(fields.get("after"), dict) else {}
             return {"hostname": host, "cpus": h.cpus, "mem_total": h.mem, "mem_available": h.mem,
                     "disk_total": h.disk, "disk_available": h.disk, "load": [0.0, 0.0, 0.0],
                     "boot_id": h.boot, "boot": h.boot, "cgroup": "v2", "systemd": 252,
                     "system": h.system,
-                    "units": [u.status() for u in h.units.values()]}  # fmt: skip
+                    "units": [u.status() for u in h.units.values()],
+                    "runs": self._reports(h, after)}  # type: ignore[arg-type]  # fmt: skip
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
         with self._lock:
@@ -126,8 +143,14 @@ class FakePlane:
                 return {**h.units[unit].status(), "existed": True}
             if h.refuse:
                 raise NodeRefused(f"{host}: {h.refuse}")
-            held = sum(u.request.get("cpus") or 0 for u in h.units.values()
-                       if u.state in ("running", "staging"))  # fmt: skip
+            if "schedule" in request:  # a cron job's timer: it must fit, it holds nothing yet
+                if (request.get("cpus") or 0) > h.cpus * 1000:
+                    raise NodeRefused(f"{host}: admission: cpus would exceed the host's capacity")
+                h.units[unit] = FakeUnit(unit, dict(request), kind="timer")
+                h.launched[unit] = self.clock.monotonic()
+                self.started[unit] += 1
+                return {**h.units[unit].status(), "existed": False}
+            held = self._held(h)
             if held + (request.get("cpus") or 0) > h.cpus * 1000:
                 raise NodeRefused(f"{host}: admission: cpus would exceed the host's capacity")
             h.units[unit] = FakeUnit(unit, dict(request))
@@ -144,6 +167,12 @@ class FakePlane:
             h = self._host(host)
             self.calls.append(("stop", host, unit))
             found = h.units.pop(unit, None)
+            if found is not None and found.kind == "timer":  # its runs are stopped with it
+                for run in list(h.runs.values()):
+                    if run.request.get("timer") == unit and run.state == "running":
+                        self._append(h, unit, {"run": run.name, "state": "killed",
+                                               "reason": "stopped with its timer"})  # fmt: skip
+                        del h.runs[run.name]
             if found is None:
                 return {"unit": f"{unit}.service", "state": "unknown"}
             status = found.status()
@@ -154,6 +183,11 @@ class FakePlane:
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         with self._lock:
             h = self._host(host)
+            if unit in h.runs:
+                if h.runs[unit].state == "running":
+                    raise NodeRefused(f"{host}: unit: {unit} is still running; stop it instead")
+                self.calls.append(("forget", host, unit))
+                return h.runs.pop(unit).status()
             found = h.units.get(unit)
             if found is None:
                 return {"unit": f"{unit}.service", "state": "unknown"}
@@ -182,8 +216,111 @@ class FakePlane:
             self._host(host)
             yield f"{unit} on {host}\n".encode()
 
+    def trigger(
+        self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
+    ) -> dict:
+        with self._lock:
+            self._host(host)
+            self.calls.append(("trigger", host, unit))
+            if scheduled is not None:
+                return self.fire(unit, scheduled=scheduled, kind="catch-up")
+            return self.fire(unit, kind="trigger")
+
     def close(self) -> None:
         pass
+
+    # -- cron timers, as the node command keeps them ---------------------------------------------
+
+    def fire(self, unit: str, scheduled: int | None = None, kind: str = "schedule") -> dict:
+        """The host's systemd fires a cron timer (reachable or not: it is the host's own
+        doing): the lease, concurrency and admission decide, and a record says what happened."""
+        with self._lock:
+            host = self.where(unit)
+            if host is None:
+                raise KeyError(unit)
+            h = self.by_name[host]
+            timer = h.units[unit]
+            request = timer.request
+            fired = self.clock.time()
+            if kind in ("schedule", "catch-up"):
+                scheduled = int(fired) if scheduled is None else scheduled
+                run = f"{unit}-r{scheduled}"
+            else:
+                scheduled, run = None, f"{unit}-t{int(fired * 1000)}"
+            record = {"run": run, "kind": kind, "scheduled": scheduled, "fired": fired}
+            times = [t for t in (h.leases.get(unit), h.launched.get(unit)) if t is not None]
+            lapsed = not times or self.clock.monotonic() - max(times) > request["lease_sec"]
+            if kind == "schedule" and lapsed:
+                return self._append(h, unit, {**record, "state": "skipped",
+                                              "reason": "lease lapsed"})  # fmt: skip
+            if run in h.runs:
+                return {**h.runs[run].status(), "existed": True, "run": run}
+            running = [r for r in h.runs.values()
+                       if r.request.get("timer") == unit and r.state == "running"]  # fmt: skip
+            if running and request.get("concurrency", "forbid") == "forbid":
+                return self._append(h, unit, {**record, "state": "skipped",
+                                              "reason": f"forbid: {running[0].name} is still "
+                                              "running"})  # fmt: skip
+            if request.get("concurrency") == "replace":
+                for old in running:
+                    self._append(h, unit, {"run": old.name, "state": "killed",
+                                           "reason": f"replaced by {run}"})  # fmt: skip
+                    del h.runs[old.name]
+            if self._held(h) + (request.get("cpus") or 0) > h.cpus * 1000:
+                return self._append(h, unit, {**record, "state": "skipped", "reason":
+                                              "admission: cpus would exceed the host's "
+                                              "capacity"})  # fmt: skip
+            h.runs[run] = FakeUnit(run, {**request, "unit": run, "timer": unit})
+            self.started[run] += 1
+            return self._append(h, unit, {**record, "state": "started"})
+
+    def finish_run(self, run: str, exit_code: int = 0) -> None:
+        """A cron run's process exits (its unit keeps the result until forgotten)."""
+        with self._lock:
+            for h in self.by_name.values():
+                if run in h.runs:
+                    u = h.runs[run]
+                    u.state, u.exit_code = ("finished" if exit_code == 0 else "failed"), exit_code
+                    return
+            raise KeyError(run)
+
+    def runs_of(self, unit: str) -> list[dict]:
+        """Every record of a timer on every host (what happened there, for assertions)."""
+        with self._lock:
+            return [r for h in self.by_name.values() for r in h.records.get(unit, [])]
+
+    def _held(self, h: FakeHost) -> int:
+        units = [*h.units.values(), *h.runs.values()]
+        return sum(u.request.get("cpus") or 0 for u in units
+                   if u.kind != "timer" and u.state in ("running", "staging"))  # fmt: skip
+
+    def _append(self, h: FakeHost, timer: str, record: dict) -> dict:
+        records = h.records.setdefault(timer, [])
+        record = {"seq": len(records) + 1, "timer": timer, **record}
+        records.append(record)
+        return record
+
+    def _reports(self, h: FakeHost, after: Mapping[str, int]) -> list[dict]:
+        """As the node command's run_reports."""
+        out: dict[str, dict] = {}
+        for timer, records in h.records.items():
+            latest: dict[str, dict] = {}
+            for record in records:
+                latest[record["run"]] = {**latest.get(record["run"], {}), **record}
+            fresh = {r["run"] for r in records if r["seq"] > after.get(timer, 0)}
+            for key, report in latest.items():
+                unit = h.runs.get(key)
+                if key not in fresh and unit is None:
+                    continue
+                report = {**report, "loaded": unit is not None}
+                if unit is None and report.get("state") == "started":
+                    report["state"] = "gone"
+                if unit is not None:
+                    report.update(state=unit.state, exit_code=unit.exit_code,
+                                  millicpus=unit.request.get("cpus"),
+                                  memory_max=unit.request.get("mem"))  # fmt: skip
+                out[key] = report
+        return list(out.values())
 
     # -- scripting -----------------------------------------------------------------------------
 
@@ -237,10 +374,10 @@ class FakePlane:
             h.refuse = "not started: the host is stopping"
 
     def reboot(self, host: str) -> None:
-        """A new boot identity; transient units are gone."""
+        """A new boot identity; transient units are gone (run records stay, on disk)."""
         with self._lock:
             h = self.by_name[host]
-            h.boot, h.units = uuid.uuid4().hex, {}
+            h.boot, h.units, h.runs, h.leases, h.launched = uuid.uuid4().hex, {}, {}, {}, {}
             h.system, h.refuse = "running", None
 
     def _unit(self, unit: str) -> FakeUnit:
@@ -270,9 +407,9 @@ class FakeCluster:
         **controller_options: float,
     ) -> FakeCluster:
         """`hosts`: name -> (cpus, mem)."""
-        plane = FakePlane({name: FakeHost(name, cpus, parse_size(mem, "mem"))
-                           for name, (cpus, mem) in hosts.items()})  # fmt: skip
         clock = FakeClock()
+        plane = FakePlane({name: FakeHost(name, cpus, parse_size(mem, "mem"))
+                           for name, (cpus, mem) in hosts.items()}, clock)  # fmt: skip
         nodes = tuple(Node(name, address=name) for name in hosts)
         inventory = Inventory("fake", nodes, frameworks)
         events = EventBus(clock.time)

@@ -72,5 +72,5 @@ def test_sample_here_is_one_json_object():
     assert json.loads(bad.stdout) == {
         "ok": False,
         "error": "verb: 'explode' is not one of "
-        "['forget', 'health', 'launch', 'list', 'sample', 'status', 'stop']",
+        "['forget', 'health', 'launch', 'list', 'sample', 'status', 'stop', 'trigger']",
     }

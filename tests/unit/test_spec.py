@@ -81,7 +81,11 @@ BAD = [
     ("job: [unclosed\n", "job.yaml:2: invalid YAML:"),
     ("- 1\n- 2\n", "job.yaml:1: a job file is a mapping"),
     ("", "job.yaml:1: a job file is a mapping"),
-    ("job: x\ntype: cron\ntasks:\n  - {name: a, command: [ls]}\n", "type: Input should be"),
+    ("job: x\ntype: weekly\ntasks:\n  - {name: a, command: [ls]}\n", "type: Input should be"),
+    (
+        "job: x\ntype: cron\ntasks:\n  - {name: a, command: [ls]}\n",
+        "job.yaml:1: schedule: required for type: cron",
+    ),
 ]
 
 

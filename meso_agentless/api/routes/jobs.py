@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from meso_agentless.api.auth import require_token
 from meso_agentless.api.context import ApiContext, context
-from meso_agentless.controller.views import JobList, JobView, KillResult
+from meso_agentless.controller.views import JobList, JobView, KillResult, TriggerResult
 from meso_agentless.errors import MesoError, UsageError
 from meso_agentless.spec import MAX_COUNT, Job, job_from_data, job_from_text
 
@@ -98,6 +98,13 @@ async def kill(name: str, ctx: Ctx) -> KillResult:
     return KillResult(job=name, stopped=stopped)
 
 
+@router.post("/jobs/{name}/trigger", response_model=TriggerResult,
+             responses={409: {"description": "not an active cron job"}})  # fmt: skip
+async def trigger(name: str, ctx: Ctx) -> TriggerResult:
+    """Fire a cron job's timers now, on the hosts holding them (concurrency rules apply)."""
+    return await run_in_threadpool(ctx.change, lambda: ctx.service.trigger(name))
+
+
 @router.post("/jobs/{name}/scale", response_model=JobView)
 async def scale(name: str, request: ScaleRequest, ctx: Ctx) -> JobView:
     controller = ctx.service.controller
@@ -119,14 +126,19 @@ def logs(
     index: Annotated[int | None, Query(ge=0, le=MAX_COUNT)] = None,
     follow: bool = False,
     lines: Annotated[int, Query(ge=1, le=1_000_000)] = 1000,
+    run: Annotated[str | None, Query(max_length=200)] = None,
 ) -> StreamingResponse:
-    """The journal of the job's latest attempts; `follow` streams one instance's."""
-    rows = ctx.service.latest_attempts(name, task, index)  # 404 now, not halfway through
-    ctx.service.readable(rows)  # 503 now if a host cannot be reached
+    """The journal of the job's latest attempts; `follow` streams one instance's; `run` (a
+    cron job's run unit, from its `runs`) that run's."""
+    if run is not None:
+        ctx.service.run_unit(name, run)  # 404 now
+    else:
+        rows = ctx.service.latest_attempts(name, task, index)  # 404 now, not halfway through
+        ctx.service.readable(rows)  # 503 now if a host cannot be reached
 
     def chunks() -> Iterator[bytes]:
         try:
-            yield from ctx.service.logs(name, task, index, follow, lines)
+            yield from ctx.service.logs(name, task, index, follow, lines, run)
         except MesoError as exc:  # the host went away mid-way: the stream ends, the log says why
             log.warning("logs of %s: %s", name, exc)
 
