@@ -318,6 +318,7 @@ class Task(_Strict):
 
 
 CRON_ONLY = ("schedule", "concurrency", "catch_up")
+CRON_REPLACE_AFTER = "5m"  # a cron timer's default lease: how long its host fires on without us
 
 
 class Job(_Strict):
@@ -337,6 +338,18 @@ class Job(_Strict):
     strategy: Literal["binpack", "spread"] = "binpack"
     disconnect: Disconnect = Disconnect()
     tasks: Annotated[list[Task], Field(min_length=1, max_length=100)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _cron_window(cls, data: object) -> object:
+        """A cron job's timer fires only under its lease, `disconnect.replace_after` long: by
+        default a longer one than other jobs' (CRON_REPLACE_AFTER), so that a controller
+        stopped or restarting for minutes misses no run."""
+        if isinstance(data, dict) and data.get("type") == "cron":
+            disconnect = data.get("disconnect", {})
+            if isinstance(disconnect, dict) and "replace_after" not in disconnect:
+                data = {**data, "disconnect": {**disconnect, "replace_after": CRON_REPLACE_AFTER}}
+        return data
 
     @field_validator("timezone")
     @classmethod

@@ -98,3 +98,13 @@ def test_schema_covers_cron():
     properties = Job.model_json_schema()["properties"]
     assert {"schedule", "timezone", "concurrency", "catch_up"} <= set(properties)
     assert "cron" in str(properties["type"])
+
+
+def test_a_cron_jobs_lease_is_five_minutes_unless_the_file_says_otherwise():
+    assert job_from_text(cron("")).disconnect.replace_after == 300
+    assert job_from_text(cron("disconnect: {batch: wait}\n")).disconnect.replace_after == 300
+    assert job_from_text(cron("disconnect: {replace_after: 20s}\n")).disconnect.replace_after == 20
+    batch = job_from_text("job: b\ntasks:\n  - {name: t, command: [echo, hi]}\n")
+    assert batch.disconnect.replace_after == 30
+    stored = Job.model_validate(job_from_text(cron("")).model_dump(mode="json"))
+    assert stored.disconnect.replace_after == 300
