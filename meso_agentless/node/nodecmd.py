@@ -51,6 +51,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from decimal import Decimal, InvalidOperation
 
 UNIT_PREFIX = "meso-"
@@ -1056,18 +1057,32 @@ def launch(request: dict, session: Session | None = None) -> dict:
     policy, _ = (session or Session()).policy()
     argv, limits = plan_launch(request, policy, systemd=systemd_version())
     unit = request["unit"]
-    capacity = node_capacity(policy, measure())
-    for key, value in _capacity_field(request.get("capacity")).items():
-        capacity[key] = min(capacity[key], value)
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    with open(LEDGER + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    capacity = host_capacity(policy, request.get("capacity"))
+    with ledger_lock():
         existing = _admit_and_run(unit, argv, limits, capacity)
         if existing is not None:
             return existing
     # systemd-run returns once the service has started: it runs (or already ran)
     return {"unit": f"{unit}.service", "state": "running", "exit_code": None, "signal": None,
             "reason": None, "restarts": 0, "existed": False, "limits": limits}  # fmt: skip
+
+
+def host_capacity(policy: dict, asked: object) -> dict[str, int]:
+    """What this host admits launches against (its policy's, or measured less the reserve); a
+    capacity the request gives (`asked`) can only lower it."""
+    capacity = node_capacity(policy, measure())
+    for key, value in _capacity_field(asked).items():
+        capacity[key] = min(capacity[key], value)
+    return capacity
+
+
+@contextlib.contextmanager
+def ledger_lock() -> Iterator[None]:
+    """The host-wide lock under which launches are admitted and leases written."""
+    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
+    with open(LEDGER + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def _admit_and_run(
@@ -1209,9 +1224,7 @@ def renew_leases(given: object) -> None:
         raise RequestError("leases.units: must be a list of timer units")
     now = _boottime()
     renewed = {check_unit(u): now for u in units}
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    with open(LEDGER + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with ledger_lock():
         given = _leases(owner).get("launched")
         launched = {u: t for u, t in (given if isinstance(given, dict) else {}).items()
                     if isinstance(t, int | float) and now - t < 86400}  # fmt: skip
@@ -1319,16 +1332,12 @@ def launch_timer(request: dict, session: Session | None = None) -> dict:
     current = status({"unit": unit})
     if current.get("kind") == "timer":
         return {**current, "existed": True}
-    capacity = node_capacity(policy, measure())
-    for key, value in _capacity_field(request.get("capacity")).items():
-        capacity[key] = min(capacity[key], value)
+    capacity = host_capacity(policy, request.get("capacity"))
     error = admission_error([], limits, capacity)
     if error:
         raise RequestError(error)
     _write_json(f"{TIMERS_DIR}/{unit}.json", {**fire_spec, "layers": session.layers})
-    os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-    with open(LEDGER + ".lock", "a") as lock:  # leases are also written by samples
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with ledger_lock():  # leases are also written by samples
         leases = _leases(fire_spec["owner"])
         launched = leases.get("launched") if isinstance(leases.get("launched"), dict) else {}
         _write_json(_lease_file(fire_spec["owner"]),
@@ -1527,12 +1536,8 @@ def fire(
                 name = old["unit"].removesuffix(".service")
                 _record(unit, {"run": name, "state": "killed", "reason": f"replaced by {run}"})
                 _run(["systemctl", "stop", *([] if wait else ["--no-block"]), old["unit"]])
-        capacity = node_capacity(policy, measure())
-        for key, value in _capacity_field(run_request.get("capacity")).items():
-            capacity[key] = min(capacity[key], value)
-        os.makedirs(STATE_DIR, mode=0o700, exist_ok=True)
-        with open(LEDGER + ".lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+        capacity = host_capacity(policy, run_request.get("capacity"))
+        with ledger_lock():
             try:
                 existing = _admit_and_run(run, argv, limits, capacity)
             except RequestError as exc:

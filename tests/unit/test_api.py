@@ -4,17 +4,12 @@ malformed requests get (a 4xx naming the field, never a 500, nothing stored)."""
 import json
 
 import pytest
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
-from meso_agentless.api.app import create_app
-from meso_agentless.api.context import ApiContext
-from meso_agentless.api.metrics import Metrics
-from meso_agentless.controller.runner import Runner
-from meso_agentless.controller.service import Service
 from meso_agentless.core.model import Framework
+from meso_agentless.testing.api import api_client
 from meso_agentless.testing.fakes import FakeCluster
 
 TOKEN = "t" * 32
@@ -35,16 +30,8 @@ tasks:
 def api(tmp_path):
     cluster = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB")},
                              (Framework("web", 2.0),))  # fmt: skip
-    cluster.fleet.refresh()
-    runner = Runner(cluster.controller, interval=0.05)
-    runner.start()
-    service = Service(cluster.controller)
-    app = create_app(ApiContext(service, runner, cluster.events, TOKEN), Metrics(service))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.headers["Authorization"] = f"Bearer {TOKEN}"
-        client.cluster = cluster
+    with api_client(cluster, TOKEN) as client:
         yield client
-    runner.stop()
 
 
 def test_health_needs_no_token_and_every_other_route_does(api):

@@ -8,14 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fastapi.testclient import TestClient
 
-from meso_agentless.api.app import create_app
-from meso_agentless.api.context import ApiContext
-from meso_agentless.api.metrics import Metrics
 from meso_agentless.cli.render import console, cron_table
-from meso_agentless.controller.runner import Runner
-from meso_agentless.controller.service import Service
+from meso_agentless.testing.api import api_client
 from meso_agentless.testing.fakes import FakeCluster
 
 ROOT = Path(__file__).parents[2]
@@ -33,16 +28,8 @@ tasks:
 @pytest.fixture
 def api(tmp_path):
     cluster = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB")})
-    cluster.fleet.refresh()
-    runner = Runner(cluster.controller, interval=0.05)
-    runner.start()
-    service = Service(cluster.controller)
-    app = create_app(ApiContext(service, runner, cluster.events, TOKEN), Metrics(service))
-    with TestClient(app, raise_server_exceptions=False) as client:
-        client.headers["Authorization"] = f"Bearer {TOKEN}"
-        client.cluster = cluster
+    with api_client(cluster, TOKEN) as client:
         yield client
-    runner.stop()
 
 
 def submit(api):
