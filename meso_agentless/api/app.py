@@ -17,7 +17,10 @@ from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
 from meso_agentless.api.routes import events, hosts, jobs, meta
+from meso_agentless.api.routes import history as history_routes
+from meso_agentless.api.routes import tasks as task_routes
 from meso_agentless.spec import Job
+from meso_agentless.ui import routes as dashboard
 
 
 def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
@@ -37,6 +40,9 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
     app.add_middleware(RequestCounter, metrics=metrics)
     for router in (meta.open_router, meta.router, hosts.router, jobs.router, events.router):
         app.include_router(router)
+    for router in (history_routes.router, task_routes.router):  # what the dashboard reads
+        app.include_router(router)
+    dashboard.install(app)  # /ui
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])

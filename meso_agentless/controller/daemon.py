@@ -26,6 +26,7 @@ from meso_agentless.api.metrics import Metrics
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Fleet
+from meso_agentless.controller.history import HistoryRecorder, ShareHistory, snapshot
 from meso_agentless.controller.loop import Controller
 from meso_agentless.controller.runner import Runner
 from meso_agentless.controller.service import Service
@@ -34,6 +35,7 @@ from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.lock import StateLock
 from meso_agentless.state.sqlite import Store
+from meso_agentless.ui.session import dashboard_line
 
 log = logging.getLogger("meso.controller")
 SHUTDOWN_GRACE = 5  # seconds uvicorn waits for open requests after SIGTERM
@@ -163,6 +165,9 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
         lock.describe("controller", actual)
         print(f"meso controller: listening on {actual}, token in {options.token_file}",
               file=sys.stderr, flush=True)  # fmt: skip
+        # the one line with the token, and only on a terminal (never in a log or the journal)
+        print(dashboard_line(actual, token, options.token_file, sys.stderr.isatty()),
+              file=sys.stderr, flush=True)  # fmt: skip
 
     # reconcile before serving: what the hosts run now is the truth (the samplers run already,
     # so however long that takes, no host looks silent afterwards)
@@ -170,7 +175,10 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
     fleet.wait_round(timeout=options.unreachable_after)
     controller.tick()
     runner.start()
-    app = create_app(ApiContext(service, runner, events, token, shutting_down), metrics)
+    history = ShareHistory(interval=options.interval)
+    recorder = HistoryRecorder(history, lambda: snapshot(service, clock.time()), options.interval)
+    recorder.start()
+    app = create_app(ApiContext(service, runner, events, token, shutting_down, history), metrics)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
@@ -186,6 +194,7 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
         server.run(sockets=[sock])
     finally:
         on_exit()
+        recorder.stop()
         runner.stop()
         fleet.stop()
         plane.close()

@@ -1675,6 +1675,12 @@ def boot_identity() -> str:
     return f"{boot_id}/{start}"
 
 
+def booted_at() -> float:
+    """When this host (its PID 1: a container's own boot, not its kernel's) started, Unix time."""
+    start = int(_read("/proc/1/stat").rsplit(")", 1)[1].split()[19])
+    return round(time.time() - _boottime() + start / os.sysconf("SC_CLK_TCK"), 1)
+
+
 def sample(request: dict | None = None, session: Session | None = None) -> dict:
     """Facts about this host, its meso units and cron runs, and the capacity it admits
     launches against (0 when its policy file is broken: nothing launches there).
@@ -1706,6 +1712,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "load": parse_loadavg(_read("/proc/loadavg")),
         "boot_id": _read("/proc/sys/kernel/random/boot_id").strip(),
         "boot": boot_identity(),
+        "booted": booted_at(),
         "cgroup": parse_cgroup_mode(_read("/proc/mounts")),
         "systemd": systemd_version(),
         "system": system,
