@@ -34,7 +34,7 @@ HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self' "
     "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; "
     "base-uri 'none'; form-action 'self'",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # Origin: null otherwise, and that is refused
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }

@@ -1,0 +1,324 @@
+"""The dashboard at /ui in a real browser: Debian's chromium, headless, driven by Playwright, on
+a real controller over the lab. One browser for the module, a fresh context (cookies) per test.
+
+Screenshots of every page go to $MESO_SCREENSHOTS, or a directory under pytest's tmp dir; the
+run prints where. With MESO_UPDATE_DOCS=1 the cluster and sharing pages also go to docs/ (the
+README's images), taken while the fair-share examples run.
+"""
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from meso_agentless.testing.controller import ControllerProcess, start_controller
+from tests.lab.common import cli, wait_for
+
+pytestmark = pytest.mark.lab
+
+ROOT = Path(__file__).parents[2]
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+WORDS = re.compile(r"cpus: 0\.25 of 2 allocated \(web 0\.25\); used [0-9.]+; free 1\.75")
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
+SPREAD = """\
+job: spread
+framework: web
+type: service
+tasks:
+  - name: server
+    count: 3
+    command: ["sleep", "infinity"]
+    resources: {cpus: 0.25, mem: 64MiB}
+    constraints:
+      - {op: max_per, attribute: hostname, value: 1}
+"""
+TALKER = """\
+job: talker
+framework: analytics
+tasks:
+  - name: t
+    command: ["sh", "-c", "echo hello from the talker $MESO_JOB; sleep 600"]
+    resources: {cpus: 0.1, mem: 32MiB}
+"""
+WIDE = """\
+job: wide
+framework: analytics
+tasks:
+  - name: w
+    count: 2
+    command: ["sleep", "600"]
+    resources: {cpus: 2, mem: 64MiB}
+"""
+QUICK = """\
+job: quick
+tasks:
+  - name: q
+    command: ["sleep", "600"]
+    resources: {cpus: 0.1, mem: 16MiB}
+"""
+
+
+class Dashboard:
+    """The module's controller (restartable on its port) and where screenshots go."""
+
+    def __init__(self, inventory: Path, directory: Path, shots: Path) -> None:
+        self.inventory, self.directory, self.shots = inventory, directory, shots
+        self.ctl: ControllerProcess = start_controller(inventory, directory)
+
+    @property
+    def url(self) -> str:
+        return self.ctl.url
+
+    def env(self, base: dict) -> dict:
+        return {**base, **self.ctl.env}
+
+    def api(self, method: str, path: str, **kwargs) -> httpx.Response:
+        return httpx.request(method, f"{self.url}{path}", headers=self.ctl.headers, timeout=30,
+                             **kwargs)  # fmt: skip
+
+    def restart(self) -> None:
+        """Stop the controller and start it again on the same address (the page's stream is
+        cut meanwhile)."""
+        port = self.url.rsplit(":", 1)[1]
+        self.ctl.stop()
+        self.ctl = start_controller(self.inventory, self.directory, "--listen",
+                                    f"127.0.0.1:{port}")  # fmt: skip
+
+    def shot(self, page: Page, name: str) -> Path:
+        path = self.shots / f"{name}.png"
+        page.screenshot(path=str(path), full_page=True)
+        return path
+
+
+@pytest.fixture(scope="module")
+def dash(meso_lab, tmp_path_factory, request):
+    given = os.environ.get("MESO_SCREENSHOTS")
+    shots = Path(given) if given else tmp_path_factory.mktemp("screenshots")
+    shots.mkdir(parents=True, exist_ok=True)
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"dashboard screenshots: {shots}")
+    board = Dashboard(meso_lab.inventory, tmp_path_factory.mktemp("dashboard"), shots)
+    try:
+        yield board
+    finally:
+        board.ctl.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Browser:
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def env(meso_lab, dash):
+    base = {k: v for k, v in os.environ.items() if not k.startswith("MESO_")}
+    return dash.env({**base, "MESO_INVENTORY": str(meso_lab.inventory)})
+
+
+def fresh_page(browser: Browser, viewport=DESKTOP) -> Page:
+    context = browser.new_context(viewport=viewport)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors  # type: ignore[attr-defined]
+    return page
+
+
+def signed_in(browser: Browser, dash: Dashboard, viewport=DESKTOP) -> Page:
+    page = fresh_page(browser, viewport)
+    page.goto(f"{dash.url}/ui?token={dash.ctl.token}")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    return page
+
+
+def run_detached(env, tmp_path, name, text):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(text)
+    done = cli(env, "run", "--detach", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+def test_sign_in_with_the_token_and_a_wrong_one_gets_the_login_page_only(browser, dash):
+    page = fresh_page(browser)
+    page.goto(f"{dash.url}/ui/jobs")
+    expect(page.locator("input#token")).to_be_visible()
+    assert page.locator("nav").count() == 0  # a login page and nothing else
+    dash.shot(page, "login")
+    page.goto(f"{dash.url}/ui?token=not-the-token-at-all")
+    expect(page.get_by_role("alert")).to_contain_text("not this controller's")
+    assert page.context.cookies() == []
+    page.fill("input#token", "wrong-wrong-wrong-wrong")
+    page.click("button[type=submit]")
+    expect(page.get_by_role("alert")).to_contain_text("not this controller's")
+    page.fill("input#token", dash.ctl.token)
+    page.click("button[type=submit]")
+    expect(page.locator("h1")).to_have_text("Cluster")
+    (cookie,) = page.context.cookies()
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/"
+    assert page.evaluate("document.cookie") == ""  # scripts never see the token
+    # the printed link: signs in, then the address no longer holds the token
+    link = fresh_page(browser)
+    link.goto(f"{dash.url}/ui?token={dash.ctl.token}")
+    assert link.url == f"{dash.url}/ui"
+    expect(link.locator("h1")).to_have_text("Cluster")
+    link.click("text=Sign out")
+    expect(link.locator("input#token")).to_be_visible()
+    assert page.errors == [] and link.errors == []
+
+
+def test_the_token_is_printed_only_in_the_dashboard_link_and_never_logged(dash):
+    log = dash.ctl.log.read_text()
+    assert dash.ctl.token not in log
+    assert f"dashboard at {dash.url}/ui (sign in with the token in {dash.ctl.token_file})" in log
+
+
+def test_the_cluster_page_shows_each_lab_host_with_bars(browser, dash, env, meso_lab, tmp_path):
+    run_detached(env, tmp_path, "spread", SPREAD)
+    for viewport, name in ((DESKTOP, "cluster"), (PHONE, "cluster-phone")):
+        page = signed_in(browser, dash, viewport)
+        for host in meso_lab.hosts:
+            row = page.locator(f"li.host[data-host='{host.name}']")
+            expect(row).to_be_visible()
+            expect(row.locator(".state")).to_have_text("up")
+            cpus = row.locator(".meter[data-resource=cpus]")
+            segment = cpus.locator(".seg[data-framework=web]")
+            expect(segment).to_have_count(1)
+            assert segment.bounding_box()["width"] > 0
+            assert row.locator(".meter[data-resource=mem] .used span").bounding_box()["width"] > 0
+            expect(cpus.locator(".bar")).to_have_attribute("aria-label", WORDS)
+            expect(row).to_contain_text("booted ")
+        dash.shot(page, name)
+        assert page.errors == []
+
+
+def test_a_detached_job_appears_on_the_jobs_page_without_reloading(browser, dash, env, tmp_path):
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs")
+    expect(page.locator("#live")).to_have_attribute("data-state", "live")
+    page.evaluate("window.notReloaded = true")
+    run_detached(env, tmp_path, "quick", QUICK)
+    expect(page.locator("tr[data-job=quick]")).to_contain_text("1 running")
+    assert page.evaluate("window.notReloaded") is True
+    dash.shot(page, "jobs")
+    assert page.errors == []
+
+
+def test_a_job_that_does_not_fit_shows_the_allocators_reason(browser, dash, env, tmp_path):
+    run_detached(env, tmp_path, "wide", WIDE)  # fits an empty host, not these
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs/wide")
+    reasons = page.locator(".unplaced li")
+    expect(reasons).to_have_count(2)
+    expect(reasons.first).to_contain_text('no host fits: dimension "cpus" exhausted on 3 hosts')
+    dash.shot(page, "job-unplaced")
+    assert dash.api("DELETE", "/v1/jobs/wide").status_code == 200
+
+
+def test_a_tasks_page_shows_its_unit_limits_and_follows_its_journal(browser, dash, env, tmp_path):
+    run_detached(env, tmp_path, "talker", TALKER)
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs/talker")
+    page.click("a[href='/ui/jobs/talker/tasks/t/0']")
+    expect(page.locator("#log")).to_contain_text("hello from the talker talker")
+    expect(page.locator("td[data-prop=memory_max]")).to_contain_text(str(32 << 20))
+    expect(page.locator("td[data-prop=millicpus]")).to_contain_text("100 millicpus")
+    expect(page.locator("ol.history")).to_contain_text("placed on")
+    dash.shot(page, "task")
+    assert page.errors == []
+
+
+def test_kill_from_the_page_asks_first_then_stops_the_job(browser, dash, env, meso_lab, tmp_path):
+    if dash.api("GET", "/v1/jobs/talker").status_code == 404:
+        run_detached(env, tmp_path, "talker", TALKER)
+    unit = dash.api("GET", "/v1/jobs/talker").json()["tasks"][0]
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs/talker")
+    page.click("#kill")
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text("Kill job talker?")
+    page.click("#confirm-cancel")
+    assert dash.api("GET", "/v1/jobs/talker").json()["state"] == "active"
+    page.click("#kill")
+    page.click("#confirm-ok")
+    expect(page.locator("#action-result")).to_contain_text("killed: 1 unit(s) stopped")
+    expect(page.locator("#live-part .summary .state").first).to_have_text("killed")
+    assert dash.api("GET", "/v1/jobs/talker").json()["tasks"][0]["state"] == "killed"
+    active = meso_lab.run(unit["host"], ["systemctl", "is-active", unit["unit"] + ".service"])
+    assert active.stdout.strip() != "active"
+    dash.shot(page, "job-killed")
+    assert page.errors == []
+
+
+def test_a_change_from_another_site_is_refused(browser, dash):
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs")
+    # the page's own origin may change things; a forged Origin with the cookie may not
+    done = page.request.delete(f"{dash.url}/v1/jobs/quick", headers={"Origin": "http://evil.test"})
+    assert done.status == 403 and "origin" in done.json()["error"]
+    assert dash.api("GET", "/v1/jobs/quick").json()["state"] == "active"
+
+
+def test_the_sharing_page_charts_the_fair_share_examples(browser, dash, env, meso_lab):
+    for job in ("spread", "quick"):
+        dash.api("DELETE", f"/v1/jobs/{job}")
+    # both frameworks' jobs placed in one cycle, the way weighted DRF splits them: submitted
+    # while every host drains, placed together once they are back
+    for host in meso_lab.hosts:
+        assert cli(env, "drain", host.name).returncode == 0
+    for example in ("fair-analytics.yaml", "fair-web.yaml"):
+        done = cli(env, "run", "--detach", str(ROOT / "examples" / example))
+        assert done.returncode == 0, done.stdout + done.stderr
+    started = dash.api("GET", "/v1/history").json()["points"][-1]["time"]
+    page = signed_in(browser, dash)  # the cluster page, as the jobs are placed
+    for host in meso_lab.hosts:
+        assert cli(env, "drain", host.name, "--undo").returncode == 0
+    expect(page.locator("li.host .seg[data-framework=analytics]").first).to_be_visible()
+    expect(page.locator("li.host .seg[data-framework=web]").first).to_be_visible()
+    cluster = dash.shot(page, "cluster-fair-share")
+
+    def since_then():
+        return [p for p in dash.api("GET", "/v1/history").json()["points"] if p["time"] > started]
+
+    wait_for(lambda: len(since_then()) >= 15, timeout=90)
+    points = since_then()
+    assert any(p["frameworks"]["analytics"]["cpus"] > 0 for p in points)
+    assert any(p["frameworks"]["web"]["mem"] > 0 for p in points)
+    assert any(p["frameworks"]["analytics"]["fair"] == 0.5 for p in points)
+    page.goto(f"{dash.url}/ui/sharing")
+    expect(page.locator("figure[data-framework=web] canvas")).to_be_visible()
+    expect(page.locator("figure[data-framework=analytics] canvas")).to_be_visible()
+    wait_for(lambda: int(page.evaluate("document.body.dataset.charts || 0")) > 15)
+    sharing = dash.shot(page, "sharing")
+    if os.environ.get("MESO_UPDATE_DOCS") == "1":
+        shutil.copy(cluster, ROOT / "docs" / "dashboard-cluster.png")
+        shutil.copy(sharing, ROOT / "docs" / "dashboard-sharing.png")
+    for job in ("frontends", "crunch"):
+        dash.api("DELETE", f"/v1/jobs/{job}")
+    assert page.errors == []
+
+
+def test_a_lost_event_stream_says_so_and_reconnects(browser, dash):
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs")
+    expect(page.locator("#live")).to_have_text("live")
+    dash.restart()
+    # the page saw the stream go, and says it is back once the controller serves again
+    expect(page.locator("#live")).to_have_text("reconnected · live", timeout=60_000)
+    jobs = json.loads(page.evaluate("fetch('/v1/jobs').then(r => r.text())"))
+    assert "jobs" in jobs  # the same cookie still signs in (the token did not change)
+    dash.shot(page, "reconnected")
