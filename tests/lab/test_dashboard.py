@@ -8,8 +8,12 @@ README's images), taken while the fair-share examples run.
 
 import json
 import os
+import pty
 import re
 import shutil
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import httpx
@@ -86,13 +90,42 @@ class Dashboard:
         return httpx.request(method, f"{self.url}{path}", headers=self.ctl.headers, timeout=30,
                              **kwargs)  # fmt: skip
 
-    def restart(self) -> None:
-        """Stop the controller and start it again on the same address (the page's stream is
-        cut meanwhile)."""
+    def restart_on_a_terminal(self) -> str:
+        """Stop the controller and start it again on the same address, its stderr a terminal
+        (a pty, read by a thread into terminal.log); what it printed about the dashboard."""
         port = self.url.rsplit(":", 1)[1]
         self.ctl.stop()
-        self.ctl = start_controller(self.inventory, self.directory, "--listen",
-                                    f"127.0.0.1:{port}")  # fmt: skip
+        main, side = pty.openpty()
+        state, token_file = self.directory / "state.db", self.directory / "token"
+        argv = [sys.executable, "-m", "meso_agentless", "controller", "-i", str(self.inventory),
+                "--listen", f"127.0.0.1:{port}", "--state", str(state), "--token-file",
+                str(token_file)]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if k not in ("MESO_ADDR", "MESO_TOKEN")}
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=side, stderr=side,
+                                   env=env)  # fmt: skip
+        os.close(side)
+        log = self.directory / "terminal.log"
+        ready = threading.Event()
+
+        def drain() -> None:  # read everything, or the controller would block on a full pty
+            with open(log, "ab") as out:
+                while True:
+                    try:
+                        chunk = os.read(main, 4096)
+                    except OSError:
+                        break
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    out.flush()
+                    if b"dashboard at" in log.read_bytes():
+                        ready.set()
+            os.close(main)
+
+        threading.Thread(target=drain, daemon=True).start()
+        assert ready.wait(60), log.read_text()
+        self.ctl = ControllerProcess(process, self.url, token_file, state, log)
+        return next(line for line in log.read_text().splitlines() if "dashboard at" in line)
 
     def shot(self, page: Page, name: str) -> Path:
         path = self.shots / f"{name}.png"
@@ -105,9 +138,9 @@ def dash(meso_lab, tmp_path_factory, request):
     given = os.environ.get("MESO_SCREENSHOTS")
     shots = Path(given) if given else tmp_path_factory.mktemp("screenshots")
     shots.mkdir(parents=True, exist_ok=True)
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"dashboard screenshots: {shots}")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled():  # said on the terminal, not captured
+        print(f"\ndashboard screenshots: {shots}", flush=True)
     board = Dashboard(meso_lab.inventory, tmp_path_factory.mktemp("dashboard"), shots)
     try:
         yield board
@@ -121,6 +154,14 @@ def browser() -> Browser:
         launched = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield launched
         launched.close()
+
+
+@pytest.fixture(autouse=True)
+def close_pages(browser):
+    """Each test's browser contexts are closed after it (their streams with them)."""
+    yield
+    for context in browser.contexts:
+        context.close()
 
 
 @pytest.fixture
@@ -215,6 +256,19 @@ def test_a_detached_job_appears_on_the_jobs_page_without_reloading(browser, dash
     expect(page.locator("tr[data-job=quick]")).to_contain_text("1 running")
     assert page.evaluate("window.notReloaded") is True
     dash.shot(page, "jobs")
+    assert page.errors == []
+
+
+def test_scale_from_the_page_asks_first(browser, dash):
+    page = signed_in(browser, dash)
+    page.goto(f"{dash.url}/ui/jobs/quick")
+    page.fill("#scale-count", "2")
+    page.click("text=Scale…")
+    expect(page.locator("#confirm-text")).to_have_text("Scale quick/q to 2 instance(s)?")
+    page.click("#confirm-ok")
+    expect(page.locator("#action-result")).to_have_text("quick/q: scaled to 2")
+    expect(page.locator("#live-part tr[data-task=q]")).to_have_count(2)
+    assert len(dash.api("GET", "/v1/jobs/quick").json()["tasks"]) == 2
     assert page.errors == []
 
 
@@ -316,9 +370,17 @@ def test_a_lost_event_stream_says_so_and_reconnects(browser, dash):
     page = signed_in(browser, dash)
     page.goto(f"{dash.url}/ui/jobs")
     expect(page.locator("#live")).to_have_text("live")
-    dash.restart()
+    printed = dash.restart_on_a_terminal()
     # the page saw the stream go, and says it is back once the controller serves again
     expect(page.locator("#live")).to_have_text("reconnected · live", timeout=60_000)
     jobs = json.loads(page.evaluate("fetch('/v1/jobs').then(r => r.text())"))
     assert "jobs" in jobs  # the same cookie still signs in (the token did not change)
     dash.shot(page, "reconnected")
+    # on a terminal, `meso controller` prints the link with the token (as Jupyter does): it
+    # signs a new browser in; nothing else it printed holds the token
+    assert printed.strip() == f"meso controller: dashboard at {dash.url}/ui?token={dash.ctl.token}"
+    link = fresh_page(browser)
+    link.goto(printed.split(" at ", 1)[1].strip())
+    expect(link.locator("h1")).to_have_text("Cluster")
+    others = [line for line in dash.ctl.log.read_text().splitlines() if "dashboard at" not in line]
+    assert others and not any(dash.ctl.token in line for line in others)
