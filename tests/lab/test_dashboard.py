@@ -24,6 +24,7 @@ from meso_agentless.testing.controller import ControllerProcess, start_controlle
 from tests.lab.common import cli, wait_for
 
 pytestmark = pytest.mark.lab
+expect.set_options(timeout=15_000)  # waits, not deadlines: the machine may be busy
 
 ROOT = Path(__file__).parents[2]
 CHROMIUM = "/usr/bin/chromium"
@@ -51,7 +52,10 @@ job: talker
 framework: analytics
 tasks:
   - name: t
-    command: ["sh", "-c", "echo hello from the talker $MESO_JOB; sleep 600"]
+    command:
+      - sh
+      - -c
+      - echo hello from the talker $MESO_JOB; sleep 3; echo and later; exec sleep 600
     resources: {cpus: 0.1, mem: 32MiB}
 """
 WIDE = """\
@@ -289,6 +293,9 @@ def test_a_tasks_page_shows_its_unit_limits_and_follows_its_journal(browser, das
     page.goto(f"{dash.url}/ui/jobs/talker")
     page.click("a[href='/ui/jobs/talker/tasks/t/0']")
     expect(page.locator("#log")).to_contain_text("hello from the talker talker")
+    page.evaluate("window.notReloaded = true")
+    expect(page.locator("#log")).to_contain_text("and later")  # followed, not reloaded
+    assert page.evaluate("window.notReloaded") is True
     expect(page.locator("td[data-prop=memory_max]")).to_contain_text(str(32 << 20))
     expect(page.locator("td[data-prop=millicpus]")).to_contain_text("100 millicpus")
     expect(page.locator("ol.history")).to_contain_text("placed on")

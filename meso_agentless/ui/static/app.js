@@ -119,39 +119,38 @@
   }
 
   // -- a task's journal, followed ----------------------------------------------------------------
+  // Read again every 2 s and at each event, not held open with follow=true: a followed stream
+  // of a quiet unit would keep one of the controller's threads waiting after the page has gone.
   const log = document.getElementById("log");
-  let logAbort = null;
-  async function followLog() {
-    if (logAbort) logAbort.abort();
-    logAbort = new AbortController();
+  let reading = false;
+  async function readLog() {
+    if (reading || document.hidden) return;
+    reading = true;
     const state = document.getElementById("log-state");
-    state.textContent = "(following)";
-    let first = true;
     try {
-      const done = await fetch(log.dataset.src, { credentials: "same-origin", signal: logAbort.signal });
+      const done = await fetch(log.dataset.src, { credentials: "same-origin", cache: "no-store" });
       if (!done.ok) {
         const data = await done.json().catch(() => ({}));
         state.textContent = `(${data.error || done.status})`;
         return;
       }
-      const reader = done.body.getReader();
-      const decoder = new TextDecoder();
-      for (;;) {
-        const { value, done: end } = await reader.read();
-        if (end) break;
+      const text = await done.text();
+      if (text !== log.textContent) {
         const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-        if (first) { log.textContent = ""; first = false; }
-        log.textContent += decoder.decode(value, { stream: true });
+        log.textContent = text;
         if (atBottom) log.scrollTop = log.scrollHeight;
       }
-      state.textContent = "(the stream ended)";
-    } catch (err) {
-      if (err.name !== "AbortError") state.textContent = "(the stream was cut)";
+      state.textContent = `(followed: read at ${new Date().toISOString().slice(11, 19)} UTC)`;
+    } catch (_err) {
+      state.textContent = "(the controller cannot be reached)";
+    } finally {
+      reading = false;
     }
   }
   if (log) {
-    followLog();
-    listeners.push((kind) => { if (kind === "reconnected") followLog(); });
+    readLog();
+    setInterval(readLog, 2000);
+    listeners.push(() => setTimeout(readLog, 200));
   }
 
   // -- the sharing charts --------------------------------------------------------------------------
