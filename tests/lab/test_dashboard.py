@@ -303,6 +303,30 @@ def test_a_tasks_page_shows_its_unit_limits_and_follows_its_journal(browser, das
     assert page.errors == []
 
 
+def test_a_follower_that_hangs_up_leaves_no_controller_thread_behind(dash, env, tmp_path):
+    """The task page follows a journal; a page closed on a quiet unit must not keep one of the
+    controller's threads waiting on it (40 such would stall every route but the event stream)."""
+    run_detached(env, tmp_path, "silent", QUICK.replace("quick", "silent"))
+    pid = dash.ctl.process.pid
+
+    def threads():
+        return len(os.listdir(f"/proc/{pid}/task"))
+
+    path = "/v1/jobs/silent/logs?follow=true"
+    before = threads()
+    for _ in range(10):
+        with (
+            pytest.raises(httpx.ReadTimeout),
+            httpx.stream(
+                "GET", f"{dash.url}{path}", headers=dash.ctl.headers, timeout=1.5
+            ) as stream,
+        ):
+            for _chunk in stream.iter_bytes():
+                pass
+    wait_for(lambda: threads() <= before + 2, timeout=30)
+    assert dash.api("DELETE", "/v1/jobs/silent").status_code == 200
+
+
 def test_kill_from_the_page_asks_first_then_stops_the_job(browser, dash, env, meso_lab, tmp_path):
     if dash.api("GET", "/v1/jobs/talker").status_code == 404:
         run_detached(env, tmp_path, "talker", TALKER)

@@ -60,8 +60,9 @@
     }
   }
   if (live) connect();
-  // what sampling shows (load, memory in use) changes without events: look again now and then
-  if (page === "cluster" || page === "sharing") setInterval(soon, 5000);
+  // what sampling shows (load, memory in use, a unit's properties) changes without events:
+  // look again now and then
+  if (part) setInterval(soon, page === "jobs" ? 10000 : 3000);
 
   // -- actions on a job: confirmation first, then the API (the cookie, same origin) -----------
   const actions = document.querySelector(".actions[data-job]");
@@ -118,39 +119,42 @@
     });
   }
 
-  // -- a task's journal, followed ----------------------------------------------------------------
-  // Read again every 2 s and at each event, not held open with follow=true: a followed stream
-  // of a quiet unit would keep one of the controller's threads waiting after the page has gone.
+  // -- a task's journal, followed (its last lines, then what it prints, as it prints it) ------
   const log = document.getElementById("log");
-  let reading = false;
-  async function readLog() {
-    if (reading || document.hidden) return;
-    reading = true;
+  let logAbort = null;
+  async function followLog() {
+    if (logAbort) logAbort.abort();
+    const abort = logAbort = new AbortController();
     const state = document.getElementById("log-state");
+    let first = true;
     try {
-      const done = await fetch(log.dataset.src, { credentials: "same-origin", cache: "no-store" });
+      const done = await fetch(log.dataset.src, { credentials: "same-origin", signal: abort.signal });
       if (!done.ok) {
         const data = await done.json().catch(() => ({}));
         state.textContent = `(${data.error || done.status})`;
-        return;
+      } else {
+        state.textContent = "(following)";
+        const reader = done.body.getReader();
+        const decoder = new TextDecoder();
+        for (;;) {
+          const { value, done: end } = await reader.read();
+          if (end) break;
+          const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
+          if (first) { log.textContent = ""; first = false; }
+          log.textContent += decoder.decode(value, { stream: true });
+          if (atBottom) log.scrollTop = log.scrollHeight;
+        }
+        state.textContent = "(the stream ended: following again)";
       }
-      const text = await done.text();
-      if (text !== log.textContent) {
-        const atBottom = log.scrollTop + log.clientHeight >= log.scrollHeight - 4;
-        log.textContent = text;
-        if (atBottom) log.scrollTop = log.scrollHeight;
-      }
-      state.textContent = `(followed: read at ${new Date().toISOString().slice(11, 19)} UTC)`;
-    } catch (_err) {
-      state.textContent = "(the controller cannot be reached)";
-    } finally {
-      reading = false;
+    } catch (err) {
+      if (abort.signal.aborted) return;
+      state.textContent = "(the stream was cut: following again)";
     }
+    if (!abort.signal.aborted) setTimeout(() => { if (logAbort === abort) followLog(); }, 2000);
   }
   if (log) {
-    readLog();
-    setInterval(readLog, 2000);
-    listeners.push(() => setTimeout(readLog, 200));
+    followLog();
+    listeners.push((kind) => { if (kind === "reconnected") followLog(); });
   }
 
   // -- the sharing charts --------------------------------------------------------------------------
