@@ -11,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from fastapi.testclient import TestClient
 
 from meso_agentless.controller.history import Point, ShareHistory, average, snapshot
 from meso_agentless.core.model import Framework
@@ -59,6 +60,12 @@ def test_the_printed_link_sets_an_httponly_strict_cookie_and_drops_the_token(bro
     assert page.status_code == 200 and 'id="live-part"' in page.text
     assert TOKEN not in page.text
     assert "script-src 'self'" in page.headers["content-security-policy"]
+
+
+def test_over_https_the_cookie_is_secure_too(api):
+    with TestClient(api.app, base_url="https://testserver") as secure:
+        done = secure.get(f"/ui?token={TOKEN}", follow_redirects=False)
+    assert done.status_code == 303 and "Secure" in done.headers["set-cookie"]
 
 
 @pytest.mark.parametrize("path", ["/ui", "/ui/sharing", "/ui/jobs", "/ui/jobs/web",
