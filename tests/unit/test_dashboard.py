@@ -18,6 +18,7 @@ from meso_agentless.core.model import Framework
 from meso_agentless.testing.api import api_client
 from meso_agentless.testing.fakes import FakeCluster
 from meso_agentless.ui.session import dashboard_line
+from tests.lab.common import wait_for
 
 ROOT = Path(__file__).parents[2]
 TOKEN = "t" * 32
@@ -142,6 +143,19 @@ def test_the_jobs_and_job_pages_show_states_counts_and_unplaced_reasons(api):
     assert 'id="kill"' in job and 'id="confirm"' in job
     missing = api.get("/ui/jobs/nosuch")
     assert missing.status_code == 404 and "no job" in missing.text
+
+
+def test_a_cron_jobs_page_shows_its_schedule_timers_and_runs(api):
+    cron = ('job: tick\ntype: cron\nschedule: "*:*:0/10"\ntasks:\n  - {name: t, command: '
+            '["true"], resources: {cpus: 0.5, mem: 32MiB}}\n')  # fmt: skip
+    done = api.post("/v1/jobs", content=cron, headers={"Content-Type": "application/yaml"})
+    assert done.status_code == 201, done.text
+    [run] = api.post("/v1/jobs/tick/trigger").json()["runs"]
+    wait_for(lambda: api.get("/v1/jobs/tick").json()["runs"])
+    page = api.get("/ui/jobs/tick?part=1").text
+    assert "Schedule" in page and "<code>*:*:0/10</code> (UTC)" in page
+    assert "timer t[0] on h" in page and "concurrency forbid" in page
+    assert f"<code>{run['unit']}</code>" in page and "trigger" in page
 
 
 def test_a_tasks_detail_has_its_unit_as_the_host_reported_it_and_its_history(api):
