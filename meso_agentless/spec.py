@@ -62,7 +62,8 @@ from meso_agentless.core.resources import (
 from meso_agentless.errors import UsageError
 from meso_agentless.node import nodecmd
 
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 MAX_COUNT = 10_000
 MAX_TIMEOUT = 30 * 24 * 3600
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")

@@ -14,6 +14,7 @@ O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -78,7 +79,8 @@ class Cycle:
         self.filters = [f for f in filters if f.until > now]
         self.refused: dict[str, set[str] | None] = {}  # framework -> hosts (None: all)
         for f in self.filters:
-            self._refuse(f.framework, f.host)
+            if f.resources is None or f.host is None or not self._grown(f):
+                self._refuse(f.framework, f.host)
         # binpack visits the fullest hosts first, so tasks pack onto fewer hosts
         self.binpack_order = sorted(self.hosts, key=lambda h: (-h.util, h.name))
         self._candidates: dict[tuple[Constraint, ...], list[HostState]] = {}
@@ -88,6 +90,7 @@ class Cycle:
         self._explained: dict[tuple, str] = {}
         self._group_lanes: dict[int, tuple[TaskGroup, Demand, Lane | SpreadLane]] = {}
         self._found: tuple[HostState, TaskGroup, Demand] | None = None
+        self.sorter: DRFSorter | None = None  # set by allocate()
         # what frameworks with a quota hold, kept up to date as tasks are placed
         self.quota_used: dict[str, dict[str, int]] = {
             name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota is not None
@@ -299,6 +302,14 @@ class Cycle:
         for host in decline.hosts if decline.hosts is not None else (None,):
             self.filters.append(Filter(framework, host, until))
 
+    def _grown(self, f: Filter) -> bool:
+        """Whether the filtered host could now offer more than was declined (a task ended)."""
+        host = self.by_name.get(f.host or "")
+        if host is None or f.resources is None:
+            return False
+        amounts = host.available(f.framework)
+        return any(a > f.resources.get(d, 0) for d, a in zip(self.dims, amounts, strict=True))
+
     def _refuse(self, framework: str, host: str | None) -> None:
         if host is None:
             self.refused[framework] = None
@@ -413,6 +424,21 @@ class _Offers:
                 if offer.resources or offer.ports:
                     yield offer
 
+    @property
+    def headroom(self) -> dict[str, int] | None:
+        """What the framework may take before another framework's turn: up to the next lowest
+        weighted dominant share (None: no other framework wants any)."""
+        cycle = self.cycle
+        sorter = cycle.sorter
+        following = sorter.next_share(self.framework) if sorter is not None else None
+        if following is None or sorter is None:
+            return None
+        fw = cycle.frameworks.get(self.framework)
+        weight = fw.weight if fw is not None else 1.0
+        held = sorter.allocated(self.framework)
+        return {d: max(0, math.floor(following * weight * total) - held.get(d, 0))
+                for d, total in cycle.total.items()}  # fmt: skip
+
     def find(self, group: TaskGroup) -> Offer | None:
         host = self.pick(group)
         return None if host is None else self.cycle.offer(self.cycle.by_name[host], self.framework)
@@ -452,7 +478,7 @@ def allocate(
     for name in by_framework:
         known.setdefault(name, Framework(name))
     cycle = Cycle(hosts, known, now, filters)
-    sorter = DRFSorter(cycle.total)
+    sorter = cycle.sorter = DRFSorter(cycle.total)
     for name in sorted(known):
         fw = known[name]
         sorter.add(name, fw.weight, fw.allocated)

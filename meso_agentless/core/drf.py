@@ -61,6 +61,10 @@ class DRFSorter:
         """Leave `client` out of `lowest()` (it has nothing more to place in this cycle)."""
         self._active.discard(client)
 
+    def next_share(self, client: str) -> float | None:
+        """The lowest weighted share of the other active clients (None: there are none)."""
+        return min((self._shares[c] for c in self._active if c != client), default=None)
+
     def lowest(self) -> str | None:
         """The active client with the lowest weighted dominant share, or None."""
         heap = self._heap

@@ -134,6 +134,9 @@ class Filter:
     framework: str
     host: str | None
     until: float
+    # what was declined: the host stays refused only while it could offer no more than this
+    # (Mesos' refused-offer filter); None: whatever it could offer
+    resources: Resources | None = None
 
 
 @dataclass(frozen=True)
