@@ -559,15 +559,19 @@ def allocate(
     *,
     now: float = 0.0,
     filters: Iterable[Filter] = (),
+    total: Mapping[str, int] | None = None,
 ) -> Plan:
-    """Run one cycle of offers in weighted DRF order and return the plan (a pure function)."""
+    """Run one cycle of offers in weighted DRF order and return the plan (a pure function).
+
+    `total`: the whole cluster's resources, when `hosts` are only some of its hosts (the ones
+    with room, say): shares are then of the whole cluster, as if every host were given."""
     schedulers = list(schedulers)
     by_framework = {s.framework: s for s in schedulers}
     known = {f.name: f for f in frameworks}
     for name in by_framework:
         known.setdefault(name, Framework(name))
     cycle = Cycle(hosts, known, now, filters)
-    sorter = DRFSorter(cycle.total)
+    sorter = DRFSorter(cycle.total if total is None else total)
     for name in sorted(known):
         fw = known[name]
         sorter.add(name, fw.weight, fw.allocated)
