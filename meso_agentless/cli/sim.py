@@ -17,16 +17,26 @@ from meso_agentless.errors import UsageError
 @click.option("--partition", type=click.Choice(["shared", "static", "both"]), default="both",
               show_default=True, help="Share every host, give each framework its own hosts, "
               "or run both and compare.")  # fmt: skip
-@click.option("--interval", default="0", show_default=True,
-              help="Allocate every INTERVAL of simulated time (1s, 500ms); 0: at each event.")
+@click.option(
+    "--interval",
+    default="0",
+    show_default=True,
+    help="Allocate every INTERVAL of simulated time (1s, 500ms); 0: at each event.",
+)
 @OUTPUT_OPTION
 @click.option("--plot", "plot_dir", metavar="DIR", help="Write PNG charts into DIR.")
 @click.option("--generate", type=click.Choice(["mesos-paper"]),
               help="Print a synthetic trace instead (see -p).")  # fmt: skip
 @click.option("--seed", type=int, default=7, show_default=True, help="With --generate.")
 @click.option("--hosts", type=int, default=96, show_default=True, help="With --generate.")
-@click.option("-p", "--param", "params", multiple=True, metavar="KEY=VALUE",
-              help="A generator parameter (duration, load, burst, period, mix, web).")
+@click.option(
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="A generator parameter (duration, load, burst, period, mix, web).",
+)
 def sim(
     trace: str | None,
     inventory: str | None,

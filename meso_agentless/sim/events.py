@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.model import HOSTNAME, Constraint, Framework, Host, TaskGroup
+from meso_agentless.core.model import (
+    HOSTNAME,
+    Constraint,
+    Framework,
+    Host,
+    TaskGroup,
+    Unplaced,
+)
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import PORTS
 from meso_agentless.sim import partition
@@ -69,6 +76,13 @@ def simulate(
 ) -> Run:
     """Replay `rows` (sorted by TraceRow.key) on `hosts`; mode "shared" or "static"."""
     return _Engine(rows, hosts, frameworks, mode, interval_ms).run()
+
+
+class _Queue(JobScheduler):
+    """The built-in scheduler; what waits is not explained each cycle (only at the end)."""
+
+    def unplaced(self, explain: Callable[[TaskGroup], str]) -> list[Unplaced]:
+        return []
 
 
 class _Engine:
@@ -133,7 +147,6 @@ class _Engine:
         self.ends: list[tuple[int, int, int, int, str]] = []  # (end, seq, row, index, host)
         self.started: dict[tuple[int, int], tuple[str, int]] = {}  # services: -> (host, start)
         self.tasks: list[TaskRun] = []
-        self.reasons: dict[int, str] = {}
         self.seq = 0
         self.cycles = 0
         dims = sorted(self.capacity)
@@ -247,7 +260,7 @@ class _Engine:
             replace(fw, allocated=dict(self.held[name])) if name in self.held else fw
             for name, fw in self.frameworks.items()
         ]
-        schedulers = [JobScheduler(name, gs) for name, gs in sorted(groups.items())]
+        schedulers = [_Queue(name, gs) for name, gs in sorted(groups.items())]
         plan = allocate(hosts, frameworks, schedulers, total=self.capacity)
         for p in plan.placements:
             row = self.row_of[(p.framework, p.job, p.task)]
@@ -259,9 +272,7 @@ class _Engine:
             else:
                 heapq.heappush(self.ends, (t + duration, self.seq, row, p.index, p.host))
                 self.seq += 1
-        for u in plan.unplaced:
-            self.reasons[self.row_of[(u.framework, u.job, u.task)]] = u.reason
-        for name, queue in self.pending.items():
+        for queue in self.pending.values():
             queue[:] = [r for r in queue if self.next_index[r] < self.rows[r].count]
 
     def _hosts(self, smallest: Mapping[str, int] | None) -> list[Host]:
@@ -342,6 +353,6 @@ class _Engine:
         reasons = {self.row_of[(u.framework, u.job, u.task)]: u.reason for u in plan.unplaced}
         out = []
         for row in sorted(left):
-            reason = reasons.get(row) or self.reasons.get(row, "waiting when the trace ended")
+            reason = reasons.get(row, "still waiting when the trace ended")
             out.append((row, self.rows[row].count - self.next_index[row], reason))
         return out

@@ -34,8 +34,10 @@ def assign(hosts: Iterable[Host], names: Iterable[str],
     if not open_names:
         return out
     if len(rest) < len(open_names):
-        raise UsageError(f"--partition static: {len(rest)} host(s) for {len(open_names)} "
-                         f"framework(s) without declared hosts; each needs one at least")  # fmt: skip
+        raise UsageError(
+            f"--partition static: {len(rest)} host(s) for {len(open_names)} framework(s) "
+            "without declared hosts; each needs one at least"
+        )
     weights = {n: frameworks[n].weight if n in frameworks else 1.0 for n in open_names}
     counts = split(len(rest), weights)
     i = 0
@@ -47,18 +49,17 @@ def assign(hosts: Iterable[Host], names: Iterable[str],
 
 
 def split(n: int, weights: Mapping[str, float]) -> dict[str, int]:
-    """n whole hosts in proportion to weights, each at least one (largest remainder)."""
+    """n whole hosts in proportion to weights (largest remainder), each at least one."""
     names = sorted(weights)
-    counts = dict.fromkeys(names, 1)
-    left = n - len(names)
     whole = sum(weights.values())
-    exact = {k: left * weights[k] / whole for k in names}
-    for k in names:
-        counts[k] += int(exact[k])
-    remaining = n - sum(counts.values())
+    exact = {k: n * weights[k] / whole for k in names}
+    counts = {k: max(1, int(exact[k])) for k in names}
     by_remainder = sorted(names, key=lambda k: (-(exact[k] - int(exact[k])), k))
-    for k in by_remainder[:remaining]:
+    for k in by_remainder[: max(0, n - sum(counts.values()))]:
         counts[k] += 1
+    while sum(counts.values()) > n:  # the minimum of one took hosts from the largest
+        k = max((k for k in names if counts[k] > 1), key=lambda k: (counts[k] - exact[k], k))
+        counts[k] -= 1
     return counts
 
 

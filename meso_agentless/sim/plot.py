@@ -68,7 +68,7 @@ def _steps(run: Run, values: list[float]) -> tuple[list[float], list[float]]:
     """A step function's corners, in minutes from the start of the run."""
     xs: list[float] = []
     ys: list[float] = []
-    ends = run.times[1:] + [run.end_ms]
+    ends = [*run.times[1:], run.end_ms]
     for start, end, value in zip(run.times, ends, values, strict=True):
         xs += [(start - run.start_ms) / 60_000, (end - run.start_ms) / 60_000]
         ys += [value, value]

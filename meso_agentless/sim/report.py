@@ -38,7 +38,7 @@ def weighted_quantile(values: Sequence[float], weights: Sequence[int], q: float)
 def durations(run: Run) -> list[int]:
     """How long each point of the series lasted."""
     times = run.times
-    return [later - now for now, later in zip(times, times[1:] + [run.end_ms], strict=True)]
+    return [later - now for now, later in zip(times, [*times[1:], run.end_ms], strict=True)]
 
 
 def work(run: Run) -> dict[str, int]:
@@ -104,8 +104,10 @@ def summarize(run: Run) -> dict[str, Any]:
         frameworks[name] = {
             "jobs": len(mine),
             "wait_s": {"p50": _round(quantile(waits, 0.5)), "p95": _round(quantile(waits, 0.95))},
-            "completion_s": {"p50": _round(quantile(done, 0.5)),
-                             "p95": _round(quantile(done, 0.95))},  # fmt: skip
+            "completion_s": {
+                "p50": _round(quantile(done, 0.5)),
+                "p95": _round(quantile(done, 0.95)),
+            },
             "share": {
                 "mean": _round(sum(s * w for s, w in zip(shares, spans, strict=True)) / length)
                 if length
@@ -123,14 +125,21 @@ def summarize(run: Run) -> dict[str, Any]:
         "cycles": run.cycles,
         "makespan_s": length / MS,
         "utilization": utilization,
-        "work": {"cpu_seconds": used.get(CPUS, 0) / MS / MS,
-                 "mem_gib_seconds": _round(used.get(MEM, 0) / 2**30 / MS)},  # fmt: skip
+        "work": {
+            "cpu_seconds": used.get(CPUS, 0) / MS / MS,
+            "mem_gib_seconds": _round(used.get(MEM, 0) / 2**30 / MS),
+        },
         "frameworks": frameworks,
         "unplaced": [
-            {"framework": run.rows[r].framework, "job": run.rows[r].job, "task": run.rows[r].task,
-             "instances": n, "reason": why}
+            {
+                "framework": run.rows[r].framework,
+                "job": run.rows[r].job,
+                "task": run.rows[r].task,
+                "instances": n,
+                "reason": why,
+            }
             for r, n, why in run.unplaced
-        ],  # fmt: skip
+        ],
     }
 
 

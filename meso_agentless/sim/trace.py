@@ -193,7 +193,7 @@ def _name(column: str, value: str) -> str:
     return value
 
 
-def _number(parse, column: str, value: str) -> int:  # noqa: ANN001 - a resources parser
+def _number(parse, column: str, value: str) -> int:
     if not value:
         raise _Bad(column, "empty")
     try:
@@ -229,7 +229,7 @@ def _constraints(value: str) -> tuple[Constraint, ...]:
     try:
         data = json.loads(value)
     except (json.JSONDecodeError, RecursionError):
-        raise _Bad("constraints", "not JSON (a list like [{\"op\": \"unique_host\"}])") from None
+        raise _Bad("constraints", 'not JSON (a list like [{"op": "unique_host"}])') from None
     try:
         parsed = _CONSTRAINTS.validate_python(data)
     except ValidationError as exc:
@@ -276,8 +276,10 @@ def format_trace(rows: Iterable[TraceRow]) -> str:
 
 
 def _seconds(millis: int) -> str:
-    return str(Decimal(millis) / 1000).rstrip("0").rstrip(".") if millis % 1000 else str(
-        millis // 1000
+    return (
+        str(Decimal(millis) / 1000).rstrip("0").rstrip(".")
+        if millis % 1000
+        else str(millis // 1000)
     )
 
 
