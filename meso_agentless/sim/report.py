@@ -130,6 +130,16 @@ def summarize(run: Run) -> dict[str, Any]:
             "mem_gib_seconds": _round(used.get(MEM, 0) / 2**30 / MS),
         },
         "frameworks": frameworks,
+        "jobs": [
+            {
+                "framework": fw,
+                "job": name,
+                "submit_s": j["submit"] / MS,
+                "start_s": None if j["start"] is None else j["start"] / MS,
+                "end_s": None if j["end"] is None or j["service"] else j["end"] / MS,
+            }
+            for (fw, name), j in sorted(per_job.items(), key=lambda kv: (kv[1]["submit"], kv[0]))
+        ],
         "unplaced": [
             {
                 "framework": run.rows[r].framework,
