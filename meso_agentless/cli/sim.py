@@ -71,10 +71,12 @@ def sim(
         return
     if not trace:
         raise UsageError("give a TRACE file (or --generate mesos-paper)")
-    if params:
-        raise UsageError("--param is for --generate")
+    ctx = click.get_current_context()
+    for name in ("params", "seed", "hosts"):
+        if ctx.get_parameter_source(name) != click.core.ParameterSource.DEFAULT:
+            raise UsageError(f"--{name.rstrip('s') if name == 'params' else name} is for "
+                             "--generate")  # fmt: skip
     from meso_agentless import settings
-    from meso_agentless.controller.planning import declared_hosts
     from meso_agentless.inventory import load_inventory
     from meso_agentless.sim.events import simulate
     from meso_agentless.sim.report import render, summarize
@@ -83,7 +85,14 @@ def sim(
     step = parse_interval(interval)
     rows = read_trace(trace)
     cluster = load_inventory(settings.current().inventory_source(inventory))
-    nodes = declared_hosts(cluster)
+    for node in cluster.nodes:
+        missing = [r for r in ("cpus", "mem") if r not in node.declared]
+        if missing:
+            raise UsageError(
+                f"inventory {cluster.source}: host {node.name} declares no "
+                f"meso_resources.{missing[0]}; meso sim needs declared capacity"
+            )
+    nodes = [node.to_host() for node in cluster.nodes]
     modes = ["shared", "static"] if partition == "both" else [partition]
     runs = {m: simulate(rows, nodes, cluster.frameworks, mode=m, interval_ms=step) for m in modes}
     summaries = {m: summarize(run) for m, run in runs.items()}

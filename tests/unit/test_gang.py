@@ -1,14 +1,18 @@
 """Gang task groups: all instances placed in one cycle, at once, or none (with the reason)."""
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from meso_agentless.core.allocator import allocate
 from meso_agentless.core.model import Constraint, Framework, Host, TaskGroup
 from meso_agentless.core.offers import GangLaunch, JobScheduler, Launch, Scheduler
 from meso_agentless.errors import UsageError
 from meso_agentless.spec import job_from_data
+from tests.unit.test_allocator_properties import snapshots
 
 GiB = 2**30
 ONE = {"cpus": 1000, "mem": GiB}
@@ -138,3 +142,38 @@ def test_a_job_file_says_gang_and_the_group_carries_it():
     assert "gang" not in plain.model_dump()["tasks"][0]
     with pytest.raises(UsageError, match="gang"):
         job_from_data({"job": "a", "tasks": [{"name": "t", "command": "x", "gang": "often"}]})
+
+
+@settings(max_examples=300, deadline=None)
+@given(snapshots(), st.data())
+def test_property_gangs_are_all_or_nothing_and_hosts_never_over(snapshot, data):
+    hosts, frameworks, groups = snapshot
+    groups = [replace(g, gang=data.draw(st.booleans())) for g in groups]
+    by_fw: dict[str, list[TaskGroup]] = {}
+    for g in groups:
+        by_fw.setdefault(g.framework, []).append(g)
+    plan = allocate(hosts, frameworks, [JobScheduler(fw, gs) for fw, gs in by_fw.items()])
+    placed = Counter(p.job for p in plan.placements)
+    for g in groups:
+        if g.gang:
+            assert placed[g.job] in (0, g.count), g
+            assert all("gang of" in u.reason for u in plan.unplaced if u.job == g.job)
+    assert placed.total() + len(plan.unplaced) == sum(g.count for g in groups)
+    used = {h.name: Counter() for h in hosts}
+    ports = {h.name: [] for h in hosts}
+    held = Counter()
+    for p in plan.placements:
+        used[p.host].update({k: v for k, v in p.resources.items() if k != "ports"})
+        ports[p.host] += p.ports
+        held[p.framework] += p.resources["cpus"]
+    for h in hosts:
+        for d, amount in used[h.name].items():
+            assert amount <= h.capacity[d]
+        assert len(ports[h.name]) == len(set(ports[h.name]))
+    for fw in frameworks:
+        if fw.quota is not None:
+            assert held[fw.name] <= fw.quota["cpus"]
+    per_host = Counter((p.job, p.host) for p in plan.placements)
+    for g in groups:
+        if Constraint("unique_host") in g.constraints:
+            assert all(n <= 1 for (job, _), n in per_host.items() if job == g.job)

@@ -254,3 +254,16 @@ def test_the_command_refuses_a_bad_row_with_exit_2(tmp_path):
     assert done.stdout == ""
     done = meso("sim", "bad.csv", "-i", "hosts.yml", "--interval", "soon", cwd=tmp_path)
     assert done.returncode == 2 and "--interval" in done.stderr
+
+
+def test_quotas_and_reservations_of_the_inventory_hold_in_the_simulation():
+    rows = parse_trace(f"{HEADER}\n0,a,a1,t,8,1,1GiB,10\n5,b,b1,t,2,1,1GiB,10\n")
+    reserved = {"b": {"cpus": 4000}}
+    hosts = [Host("h0", {"cpus": 4000, "mem": 8 * GiB}),
+             Host("h1", {"cpus": 4000, "mem": 8 * GiB}, reservations=reserved)]  # fmt: skip
+    run = simulate(rows, hosts, [Framework("a", quota={"cpus": 3000})])
+    a_starts = sorted(t.start_ms for t in run.tasks if rows[t.row].framework == "a")
+    assert a_starts == [0] * 3 + [10_000] * 3 + [20_000] * 2  # 3 at a time: its quota
+    assert {t.host for t in run.tasks if rows[t.row].framework == "a"} == {"h0"}
+    b = sorted((t.host, t.start_ms) for t in run.tasks if rows[t.row].framework == "b")
+    assert b == [("h0", 5000), ("h1", 5000)]  # the free cpu a's quota left on h0, then its own
