@@ -93,6 +93,10 @@ def sim(
                 f"meso_resources.{missing[0]}; meso sim needs declared capacity"
             )
     nodes = [node.to_host() for node in cluster.nodes]
+    if plot_dir:
+        from meso_agentless.sim.plot import prepare
+
+        prepare(plot_dir)
     modes = ["shared", "static"] if partition == "both" else [partition]
     runs = {m: simulate(rows, nodes, cluster.frameworks, mode=m, interval_ms=step) for m in modes}
     summaries = {m: summarize(run) for m, run in runs.items()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from meso_agentless.errors import UsageError
 from meso_agentless.sim.events import Run
@@ -15,18 +16,8 @@ STYLES = {"shared": "-", "static": "--"}
 def plot(runs: Mapping[str, Run], directory: str, title: str = "") -> list[Path]:
     """utilization.png (cpus and mem over time, the runs on the same axes) and shares.png
     (each framework's dominant share over time, one panel per run). Returns the files."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UsageError("--plot needs matplotlib: pip install 'meso-agentless[sim]'") from None
-    out = Path(directory)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"--plot {directory}: {exc.strerror}") from None
+    plt = _pyplot()
+    out = prepare(directory)
     files = []
     dims = [d for d in ("cpus", "mem") if all(run.capacity.get(d) for run in runs.values())]
     fig, axes = plt.subplots(len(dims), 1, figsize=(10, 3.2 * len(dims)), sharex=True,
@@ -62,6 +53,28 @@ def plot(runs: Mapping[str, Run], directory: str, title: str = "") -> list[Path]
     fig.savefig(files[-1], dpi=100)
     plt.close(fig)
     return files
+
+
+def prepare(directory: str) -> Path:
+    """Check that plots can be drawn and DIR made, before anything is simulated."""
+    _pyplot()
+    out = Path(directory)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"--plot {directory}: {exc.strerror}") from None
+    return out
+
+
+def _pyplot() -> Any:  # matplotlib.pyplot, imported only when plotting
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UsageError("--plot needs matplotlib: pip install 'meso-agentless[sim]'") from None
+    return plt
 
 
 def _steps(run: Run, values: list[float]) -> tuple[list[float], list[float]]:
