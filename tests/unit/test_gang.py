@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from meso_agentless.core.allocator import allocate
 from meso_agentless.core.model import Constraint, Framework, Host, TaskGroup
-from meso_agentless.core.offers import GangLaunch, JobScheduler, Launch, Scheduler
+from meso_agentless.core.offers import Decline, GangLaunch, JobScheduler, Launch, Scheduler
 from meso_agentless.errors import UsageError
 from meso_agentless.spec import job_from_data
 from tests.unit.test_allocator_properties import snapshots
@@ -132,6 +132,38 @@ def test_a_custom_gang_launch_that_does_not_fit_takes_nothing():
     assert scheduler.reasons == ["gang of 5: t[4]: host h0 cannot give {'cpus': 1000, "
                                  "'mem': 1073741824}"]  # fmt: skip
     assert [p.framework for p in plan.placements] == ["y"] * 4
+
+
+class ChangesItsMind(Scheduler):
+    """Asks for hosts for a gang, then declines (or launches one task): the trial is undone."""
+
+    framework = "x"
+
+    def __init__(self, then):
+        self.then = then
+        self.done = False
+        self.picked = None
+
+    def wants_offers(self):
+        return not self.done
+
+    def resource_offers(self, offers):
+        self.done = True
+        group = TaskGroup("j", "t", "x", 4, ONE, gang=True)
+        self.picked = offers.pick_all(group, 4)
+        if self.then == "decline":
+            return Decline()
+        return Launch("h0", "j", "t", 0, ONE)
+
+
+@pytest.mark.parametrize("then", ["decline", "launch one"])
+def test_a_gang_trial_not_launched_takes_nothing(then):
+    scheduler = ChangesItsMind(then)
+    follower = JobScheduler("y", [TaskGroup("k", "t", "y", 8, ONE)])
+    plan = allocate(hosts(2), [], [scheduler, follower])
+    assert scheduler.picked == ["h0", "h0", "h0", "h0"]
+    placed = Counter(p.framework for p in plan.placements)
+    assert placed == ({"y": 8} if then == "decline" else {"x": 1, "y": 7})
 
 
 def test_a_job_file_says_gang_and_the_group_carries_it():
