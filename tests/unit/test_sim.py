@@ -268,3 +268,20 @@ def test_quotas_and_reservations_of_the_inventory_hold_in_the_simulation():
     assert {t.host for t in run.tasks if rows[t.row].framework == "a"} == {"h0"}
     b = sorted((t.host, t.start_ms) for t in run.tasks if rows[t.row].framework == "b")
     assert b == [("h0", 5000), ("h1", 5000)]  # the free cpu a's quota left on h0, then its own
+
+
+def test_the_examples_read_and_a_gang_too_big_for_its_partition_says_so():
+    from pathlib import Path
+
+    from meso_agentless.sim.trace import read_trace
+    from meso_agentless.spec import load_job
+
+    root = Path(__file__).parents[2] / "examples"
+    assert [g.gang for g in load_job(root / "mpi.yaml").groups()] == [True]
+    rows = read_trace(str(root / "trace.csv"))
+    hosts = [Host(f"h{i}", {"cpus": 2000, "mem": 4 * GiB}) for i in range(3)]
+    shared, static = (simulate(rows, hosts, mode=m) for m in ("shared", "static"))
+    assert shared.unplaced == []
+    [(row, count, reason)] = static.unplaced
+    assert (rows[row].job, count) == ("allreduce", 4)
+    assert reason.startswith("gang of 4: only 2 fit at once, so none was placed")
