@@ -48,6 +48,11 @@ class DRFSorter:
                 held[name] = held.get(name, 0) + amount
         self._update(client)
 
+    @property
+    def total(self) -> Resources:
+        """The resources shares are of."""
+        return self._total
+
     def share(self, client: str) -> float:
         return self._shares[client]
 

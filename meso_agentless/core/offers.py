@@ -55,6 +55,17 @@ class Launch:
 
 
 @dataclass(frozen=True, slots=True)
+class GangLaunch:
+    """Run every one of `launches` (instances of one gang task group) at once, or none."""
+
+    launches: tuple[Launch, ...]
+
+    @property
+    def group(self) -> TaskGroup | None:
+        return self.launches[0].group if self.launches else None
+
+
+@dataclass(frozen=True, slots=True)
 class Decline:
     """Take nothing more this cycle; refuse `hosts` (None: all) for `refuse_seconds`."""
 
@@ -83,6 +94,10 @@ class Offers(Protocol):
         """Like find, but only the host's name (cheaper: no offer is built)."""
         ...
 
+    def pick_all(self, group: TaskGroup, count: int) -> list[str] | str:
+        """Hosts for `count` instances of `group` at once (a gang), or why they do not fit."""
+        ...
+
 
 def revive(filters: Iterable[Filter], framework: str) -> tuple[Filter, ...]:
     """What a framework's revive does: its refusals are forgotten, it is offered everything."""
@@ -99,13 +114,13 @@ class Scheduler(ABC):
         return True
 
     @abstractmethod
-    def resource_offers(self, offers: Offers) -> Launch | Decline:
-        """Answer one round of offers with one launch, or decline."""
+    def resource_offers(self, offers: Offers) -> Launch | GangLaunch | Decline:
+        """Answer one round of offers with one launch (or one gang of launches), or decline."""
 
     def launched(self, placement: Placement) -> None:  # noqa: B027 - optional hook
         """The cycle accepted a launch."""
 
-    def rejected(self, launch: Launch, reason: str) -> None:  # noqa: B027 - optional hook
+    def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:  # noqa: B027
         """The cycle refused a launch (the host could not give what it asked)."""
 
     def unplaced(self, explain: Callable[[TaskGroup], str]) -> list[Unplaced]:
@@ -118,7 +133,8 @@ class JobScheduler(Scheduler):
 
     Groups go in submission order. When one instance of a group fits nowhere, neither does any
     later one of that group in this cycle (free resources only shrink), so the rest of the group
-    is reported unplaced with the reason and the next group is tried.
+    is reported unplaced with the reason and the next group is tried. A gang group's pending
+    instances are launched together in one round, or none of them (with the reason).
     """
 
     def __init__(self, framework: str, groups: list[TaskGroup]) -> None:
@@ -126,36 +142,51 @@ class JobScheduler(Scheduler):
         self._groups = sorted(groups, key=lambda g: g.sort_key)
         self._current = 0
         self._next_index = self._groups[0].first_index if self._groups else 0
-        self._failed: list[tuple[TaskGroup, int]] = []
+        self._failed: list[tuple[TaskGroup, int, str | None]] = []
 
     def wants_offers(self) -> bool:
         return self._current < len(self._groups)
 
-    def resource_offers(self, offers: Offers) -> Launch | Decline:
+    def resource_offers(self, offers: Offers) -> Launch | GangLaunch | Decline:
         while self._current < len(self._groups):
             group = self._groups[self._current]
-            if self._next_index >= group.first_index + group.count:
+            start, end = self._next_index, group.first_index + group.count
+            if start >= end:
+                self._advance()
+                continue
+            if group.gang:
+                hosts = offers.pick_all(group, end - start)
+                if not isinstance(hosts, str):
+                    return GangLaunch(tuple(
+                        Launch(host, group.job, group.task, start + i, group.resources, group)
+                        for i, host in enumerate(hosts)
+                    ))  # fmt: skip
+                self._failed.append((group, start, hosts))
                 self._advance()
                 continue
             host = offers.pick(group)
             if host is not None:
-                return Launch(host, group.job, group.task, self._next_index, group.resources, group)
-            self._failed.append((group, self._next_index))
+                return Launch(host, group.job, group.task, start, group.resources, group)
+            self._failed.append((group, start, None))
             self._advance()
         return Decline()
 
     def launched(self, placement: Placement) -> None:
         self._next_index += 1
 
-    def rejected(self, launch: Launch, reason: str) -> None:
-        if launch.group is not None:
-            self._failed.append((launch.group, launch.index))
+    def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:
+        if isinstance(launch, GangLaunch):
+            if launch.group is not None:
+                self._failed.append((launch.group, launch.launches[0].index, reason))
+                self._advance()
+        elif launch.group is not None:
+            self._failed.append((launch.group, launch.index, None))
             self._advance()
 
     def unplaced(self, explain: Callable[[TaskGroup], str]) -> list[Unplaced]:
         out = []
-        for group, start in self._failed:
-            reason = explain(group)
+        for group, start, why in self._failed:
+            reason = why or explain(group)
             end = group.first_index + group.count
             out += [
                 Unplaced(group.job, group.task, i, self.framework, reason)
