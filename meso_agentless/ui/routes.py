@@ -47,6 +47,11 @@ templates = jinja2.Environment(
 templates.filters["amount"] = lambda value, resource: pages.amount(resource, value)
 templates.filters["when"] = pages.when
 templates.globals["version"] = __version__
+templates.globals["systemd_names"] = {  # a unit's fields as the host's systemd calls them
+    "unit": "Id", "active": "ActiveState", "sub": "SubState", "description": "Description",
+    "memory_max": "MemoryMax", "millicpus": "CPUQuota", "tasks_max": "TasksMax",
+    "restarts": "NRestarts", "exit_code": "ExecMainStatus",
+}  # fmt: skip
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 Ctx = Annotated[ApiContext, Depends(context)]

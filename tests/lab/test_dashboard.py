@@ -300,6 +300,8 @@ def test_a_tasks_page_shows_its_unit_limits_and_follows_its_journal(browser, das
     expect(page.locator("td[data-prop=millicpus]")).to_contain_text("100 millicpus")
     expect(page.locator("ol.history")).to_contain_text("placed on")
     dash.shot(page, "task")
+    page.set_viewport_size(PHONE)
+    dash.shot(page, "task-phone")
     assert page.errors == []
 
 
@@ -390,6 +392,9 @@ def test_the_sharing_page_charts_the_fair_share_examples(browser, dash, env, mes
     expect(page.locator("figure[data-framework=analytics] canvas")).to_be_visible()
     wait_for(lambda: int(page.evaluate("document.body.dataset.charts || 0")) > 15)
     sharing = dash.shot(page, "sharing")
+    page.set_viewport_size(PHONE)
+    expect(page.locator("figure[data-framework=web] canvas")).to_be_visible()
+    dash.shot(page, "sharing-phone")
     if os.environ.get("MESO_UPDATE_DOCS") == "1":
         shutil.copy(cluster, ROOT / "docs" / "dashboard-cluster.png")
         shutil.copy(sharing, ROOT / "docs" / "dashboard-sharing.png")
