@@ -1,6 +1,8 @@
 """POST /v1/plan/job on a controller over a fake fleet, and core.jobdiff: what a job file would
 change (the action, the field-level diff, the placements); nothing is stored or launched."""
 
+import dataclasses
+
 import pytest
 
 from meso_agentless.core import jobdiff
@@ -135,3 +137,10 @@ def test_decide_mirrors_what_submit_does():
     assert jobdiff.decide("web", done, job(count=1)).action == "rerun"
     failed = jobdiff.Current(state="failed", run=1, spec=spec, same_inventory=True)
     assert jobdiff.decide("web", failed, spec).action == "rerun"
+
+
+def test_hosts_carry_their_inventory_attributes(api):
+    nodes = api.cluster.controller.nodes
+    nodes["h2"] = dataclasses.replace(nodes["h2"], attributes={"rack": "b", "disk": "ssd"})
+    hosts = api.get("/v1/hosts").json()["hosts"]
+    assert [h["attributes"] for h in hosts] == [{}, {"rack": "b", "disk": "ssd"}]
