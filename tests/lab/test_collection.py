@@ -137,6 +137,7 @@ def test_a_playbook_deploys_checks_and_stops_a_job_and_the_plugin_lists_the_host
             assert "~ tasks[0].count: 3 -> 2" in checked
             assert "~ tasks[0].resources.mem: 67108864 -> 100663296" in checked
             assert '-        "mem": 67108864,' in checked  # the specs' unified diff too
+            assert "+++ after: job webplay (file web.yaml)" in checked
             planned = json.loads((play / "result.json").read_text())["web"]
             assert planned["action"] == "replace" and len(planned["plan"]["placements"]) == 2
             assert meso_units(meso_lab) == units  # nothing launched, nothing stopped

@@ -33,4 +33,9 @@ class ActionModule(ActionBase):
                 module_name="meso.agentless.meso_job", module_args=args, task_vars=task_vars
             )
         )
+        if src is not None:  # the diff names the file, not the text it was sent as
+            for diff in result.get("diff") or []:
+                if isinstance(diff, dict) and "after_header" in diff:
+                    header = diff["after_header"].replace("the task's definition", f"file {src}")
+                    diff["after_header"] = header
         return result

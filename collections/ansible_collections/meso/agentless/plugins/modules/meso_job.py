@@ -183,7 +183,7 @@ def diff_of(name, before, after, changes, source):
         "before": spec_text(before),
         "after": spec_text(after),
         "before_header": f"job {name} (controller)" if before is not None else "(no job)",
-        "after_header": source if after is not None else "(absent)",
+        "after_header": f"job {name} ({source})" if after is not None else "(absent)",
     }
     summary = field_diff(changes)
     return [{"prepared": summary}, whole] if summary else [whole]
@@ -195,13 +195,11 @@ def read_definition(module):
     if module.params["src"]:
         try:
             with open(module.params["src"], "rb") as handle:
-                return handle.read().decode("utf-8"), module.params["src"]
+                return handle.read().decode("utf-8"), f"file {module.params['src']}"
         except (OSError, UnicodeDecodeError) as exc:
             module.fail_json(msg="src: cannot read {}: {}".format(module.params["src"], exc))
-    if isinstance(definition, dict):
-        return definition, "definition"
-    if isinstance(definition, str):
-        return definition, "definition"
+    if isinstance(definition, (dict, str)):
+        return definition, "the task's definition"
     module.fail_json(
         msg=f"definition: a mapping or the text of a job file, not {type(definition).__name__}"
     )
