@@ -108,13 +108,14 @@ def run(module, args: dict, check: bool = False, diff: bool = False) -> dict:
     return json.loads(out.getvalue())
 
 
-def test_a_new_job_is_submitted_then_the_same_again_changes_nothing(controller):
-    first = run(meso_job, controller.args(definition=JOB))
+def test_a_new_job_is_submitted_then_the_same_again_changes_nothing(controller, tmp_path):
+    (tmp_path / "web.yaml").write_text(YAML)
+    first = run(meso_job, controller.args(src=str(tmp_path / "web.yaml")))
     assert (first["changed"], first["action"]) == (True, "create"), first
     assert first["job"]["state"] == "active" and len(first["job"]["tasks"]) == 2
     units = controller.running()
     assert len(units) == 2
-    again = run(meso_job, controller.args(definition=YAML))  # the same job, as a file's text
+    again = run(meso_job, controller.args(definition=JOB))  # the same job, as a mapping
     assert (again["changed"], again["action"], again["changes"]) == (False, "none", [])
     assert controller.running() == units
 
@@ -130,8 +131,9 @@ def test_check_mode_with_diff_plans_a_scaling_and_changes_nothing(controller):
     assert [(p["task"], p["index"]) for p in result["plan"]["placements"]] == [("server", 2)]
     assert controller.running() == units
     assert controller.stored("web").version == version
-    applied = run(meso_job, controller.args(definition=job(count=3)))
+    applied = run(meso_job, controller.args(definition=job(count=3), wait=True, wait_timeout=30))
     assert applied["changed"] and len(controller.running()) == 3
+    assert applied["job"]["outcome"]["version"] == applied["job"]["version"]
     assert applied["job"]["spec"]["tasks"][0]["count"] == 3
 
 

@@ -325,7 +325,8 @@ def main():
         else:
             absent(module, client)
     except MesoApiError as exc:
-        module.fail_json(msg=str(exc), status=exc.status, **exc.body)
+        body = {k: v for k, v in exc.body.items() if k not in ("msg", "status", "failed")}
+        module.fail_json(msg=str(exc), status=exc.status, **body)
 
 
 if __name__ == "__main__":
