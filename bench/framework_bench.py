@@ -140,8 +140,11 @@ def bare_rate(inventory: str, count: int, out: Callable) -> None:
     """The floor, side by side: `systemd-run` in a loop on every host at once (no SSH, no
     node command, no controller)."""
     nodes = load_inventory(inventory).nodes
-    clients = [ssh.connect(n.address, user=n.user, port=n.port, known_hosts=n.known_hosts_path(),
-                           key_file=Path(n.key_file) if n.key_file else None) for n in nodes]  # fmt: skip
+    clients = [
+        ssh.connect(n.address, user=n.user, port=n.port, known_hosts=n.known_hosts_path(),
+                    key_file=Path(n.key_file) if n.key_file else None)
+        for n in nodes
+    ]  # fmt: skip
     per_host = -(-count // len(nodes))
     started = time.perf_counter()
     threads = [threading.Thread(target=ssh.run_argv, args=(c, ["sh", "-c", BARE, str(per_host)],
@@ -154,8 +157,10 @@ def bare_rate(inventory: str, count: int, out: Callable) -> None:
     for c in clients:
         ssh.run_argv(c, ["sh", "-c", "systemctl stop 'bare-*'"], 120)
         c.close()
-    out(f"bare systemd-run on every host at once ({per_host * len(nodes)} units): "
-        f"{seconds:.2f} s, {per_host * len(nodes) / seconds:.0f} launches/s (the floor)")
+    out(
+        f"bare systemd-run on every host at once ({per_host * len(nodes)} units): "
+        f"{seconds:.2f} s, {per_host * len(nodes) / seconds:.0f} launches/s (the floor)"
+    )
 
 
 def run(inventory: str, tasks: int, ends: int, out: Callable) -> None:

@@ -3,7 +3,7 @@ line what to run when it cannot."""
 
 import pytest
 
-from meso_agentless.lab.system import KERNEL_LIMITS, LabError, ensure_kernel_limits
+from meso_agentless.lab.system import LabError, ensure_kernel_limits
 
 
 def tree(tmp_path, values):
