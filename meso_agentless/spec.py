@@ -10,6 +10,7 @@
         resources: {cpus: 0.5, mem: 256MiB, disk: 1GiB, ports: 1}
         env: {KEY: value}
         constraints: [{attribute: rack, op: eq, value: r1}, {op: unique_host}]
+        gang: false               # true: all `count` instances start together, or none does
         restart: {policy: on-failure, attempts: 3}
         timeout: 10m
         user: www-data            # default: a throwaway user (sandbox.dynamic_user)
@@ -62,7 +63,8 @@ from meso_agentless.core.resources import (
 from meso_agentless.errors import UsageError
 from meso_agentless.node import nodecmd
 
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
+NAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 MAX_COUNT = 10_000
 MAX_TIMEOUT = 30 * 24 * 3600
 _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
@@ -282,6 +284,7 @@ class Task(_Strict):
     env: dict[Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
     constraints: list[Constraint] = []
     strategy: Literal["binpack", "spread"] | None = None
+    gang: bool = False
     restart: Restart = Restart()
     timeout: Any = None
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
@@ -296,6 +299,14 @@ class Task(_Strict):
             raise ValueError(f"health.port: {health.port} is not one of the task's "
                              f"{self.resources.ports} port(s) (resources.ports)")  # fmt: skip
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler: Any) -> dict[str, Any]:
+        """A task that is not a gang dumps as it did before gangs (stored specs compare equal)."""
+        data = handler(self)
+        if not self.gang:
+            data.pop("gang", None)
+        return data
 
     @field_validator("command")
     @classmethod
@@ -407,6 +418,7 @@ class Job(_Strict):
                 constraints=tuple(c.to_core() for c in t.constraints),
                 strategy=t.strategy or self.strategy,
                 order=order,
+                gang=t.gang,
             )
             for t in self.tasks
         ]

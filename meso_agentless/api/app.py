@@ -16,7 +16,7 @@ from meso_agentless.api.auth import require_token
 from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
-from meso_agentless.api.routes import events, hosts, jobs, meta
+from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta
 from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.spec import Job
 
@@ -36,7 +36,9 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
     errors.install(app)
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestCounter, metrics=metrics)
-    for router in (meta.open_router, meta.router, hosts.router, jobs.router, events.router):
+    routers = (meta.open_router, meta.router, hosts.router, jobs.router, events.router,
+               frameworks.router)  # fmt: skip
+    for router in routers:
         app.include_router(router)
     app.include_router(job_plan.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

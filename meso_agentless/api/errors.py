@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 
 from meso_agentless.controller.loop import JobConflict, NotFound
 from meso_agentless.controller.runner import Stopped
+from meso_agentless.controller.schedulers import NotSubscribed, OfferConflict
 from meso_agentless.controller.service import HostUnreachable
 from meso_agentless.errors import Unplaceable, UsageError
 
@@ -45,6 +46,14 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def _not_found(_request: Request, exc: NotFound):
         return error(404, str(exc))
+
+    @app.exception_handler(NotSubscribed)
+    async def _not_subscribed(_request: Request, exc: NotSubscribed):
+        return error(404, str(exc))
+
+    @app.exception_handler(OfferConflict)
+    async def _offer_conflict(_request: Request, exc: OfferConflict):
+        return error(409, str(exc))
 
     @app.exception_handler(JobConflict)
     async def _conflict(_request: Request, exc: JobConflict):

@@ -31,6 +31,7 @@ COMMANDS = {
     "plan": ("plan", "plan", "Where jobs would go, and why what does not fit does not."),
     "schema": ("jobs", "schema", "Print the job file's JSON Schema."),
     "lab": ("lab", "lab", "Lab hosts on this machine (nspawn containers or QEMU guests)."),
+    "sim": ("sim", "sim", "Replay a workload trace through the allocator: shared vs static."),
 }  # fmt: skip
 
 

@@ -133,6 +133,7 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
     fleet = Fleet(plane, clock, interval=options.interval, suspect_after=options.suspect_after,
                   unreachable_after=options.unreachable_after)  # fmt: skip
     controller = Controller(store, inventory, plane, fleet, clock, events)
+    controller.schedulers.start()
     service = Service(controller)
     metrics = Metrics(service)
     events.counted = lambda e: metrics.events.labels(e.kind).inc()
@@ -156,6 +157,7 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
         nonlocal stopping
         stopping = True
         events.close()
+        controller.schedulers.close()
 
     def on_ready(bound: tuple | None) -> None:
         port = bound[1] if bound else sock.getsockname()[1]

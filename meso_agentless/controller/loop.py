@@ -20,7 +20,7 @@ import contextlib
 import math
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -29,11 +29,12 @@ from meso_agentless.controller import cron as cronctl
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
+from meso_agentless.controller.schedulers import Schedulers, holding
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
 from meso_agentless.core.health import ANSWERING, HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
-from meso_agentless.core.offers import JobScheduler
+from meso_agentless.core.offers import WHOLE_OFFER, JobScheduler, OfferTaker
 from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
 from meso_agentless.core.tasks import (
     ENDED_ON_NODE,
@@ -54,6 +55,7 @@ from meso_agentless.node.nodecmd import NOT_STARTED
 from meso_agentless.spec import Job
 from meso_agentless.state.sqlite import Conflict
 from meso_agentless.state.store import Intent, JobRow, RunRow, StateStore, TaskRow
+from meso_agentless.taskspec import FrameworkTask
 
 S = TaskState
 OTHER_MARK = re.compile(r"\[state:[0-9a-f]+\]$")
@@ -134,6 +136,11 @@ class Controller:
         self.draining: set[str] = set()
         self._dirty = True
         self._last_allocation = -math.inf
+        self.schedulers = Schedulers(self)  # frameworks scheduling their own tasks (the API)
+
+    def mark_dirty(self) -> None:
+        """Something changed that is worth an allocation in the next cycle."""
+        self._dirty = True
 
     def close(self) -> None:
         self.fleet.stop()
@@ -146,6 +153,9 @@ class Controller:
         that ended. The same spec of a job that ended done is not run again (a `meso run`
         retried after its command broke must not run the job twice) unless `again`.
         JobConflict if it is active with another spec."""
+        if job.framework in self.schedulers.registered():
+            raise JobConflict(f"framework {job.framework!r} schedules its own tasks through "
+                              "the API: run this job under another framework")  # fmt: skip
         spec = job.model_dump(mode="json")
         existing = self.store.job(job.job)
         same = (
@@ -295,6 +305,8 @@ class Controller:
                                   quota=base.quota if quota is None else quota)  # fmt: skip
         for job in self.store.jobs():
             known.setdefault(job.framework, Framework(job.framework))
+        for name in self.schedulers.registered():
+            known.setdefault(name, Framework(name))
         return [known[n] for n in sorted(known)]
 
     # -- the cycle -----------------------------------------------------------------------------
@@ -325,11 +337,14 @@ class Controller:
         for job in jobs:
             if not any(launch for launch in decided[job.name].launch if not launch.again):
                 self.jobs[job.name].unplaced = []
+        self.schedulers.tick({n for n, v in views.items() if v.placeable} - self.draining)
+        takers = self.schedulers.takers()
         now = self.clock.monotonic()
-        due = self._dirty or (fresh and now - self._last_allocation >= REALLOCATE_EVERY)
+        wanted = fresh or takers
+        due = self._dirty or (wanted and now - self._last_allocation >= REALLOCATE_EVERY)
         placed: list[tuple[JobRow, TaskRow]] = []
-        if fresh and (allocate_now if allocate_now is not None else due):
-            placed = self._place(fresh, views, report)
+        if wanted and (allocate_now if allocate_now is not None else due):
+            placed = self._place(fresh, views, report, takers)
         self._dirty = False
         self._launch_all(again + placed, report)
         for row, _status in self._stop_rows(stops):
@@ -651,8 +666,10 @@ class Controller:
         fresh: list[tuple[JobRow, jobcore.Launch]],
         views: Mapping[str, HostView],
         report: TickReport,
+        takers: Sequence[OfferTaker] = (),
     ) -> list[tuple[JobRow, TaskRow]]:
-        """Place every pending task of every job in one allocation cycle, store the intents."""
+        """Place every pending task of every job in one allocation cycle, store the intents;
+        what frameworks scheduling their own tasks take is sent to them as offers."""
         started = self.clock.monotonic()
         tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in self.nodes]
         hosts = self.placeable_hosts(views, tracked)
@@ -679,10 +696,14 @@ class Controller:
                     running=running.get((name, task), {}),
                 ))  # fmt: skip
         schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
-        plan = allocate(hosts, self.frameworks_holding(tracked), schedulers)
+        plan = allocate(hosts, self.frameworks_holding(tracked), [*schedulers, *takers],
+                        now=self.clock.time(), filters=self.schedulers.filters())  # fmt: skip
+        self.schedulers.offered(takers, hosts)
         placed = []
         intents = []
         for p in plan.placements:
+            if p.job == WHOLE_OFFER:
+                continue
             attempt = attempts[(p.job, p.task, p.index)]
             unit = unit_name(p.job, p.task, p.index, attempt)
             intents.append(Intent(p.job, p.task, p.index, attempt, p.host, unit,
@@ -745,6 +766,10 @@ class Controller:
                 ):
                     used[host][CPUS] += run.get("millicpus") or 0
                     used[host][MEM] += run.get("memory_max") or 0
+        for offers in holding(self.schedulers.held()).values():
+            for host, resources in offers.items():
+                for name, amount in resources.items():
+                    used[host][name] += amount
         hosts = []
         for name, view in sorted(views.items()):
             if not view.placeable or name not in self.nodes:
@@ -765,7 +790,57 @@ class Controller:
             if row.state in WATCHED and row.job in framework_of:
                 for name, amount in row.resources.items():
                     held[framework_of[row.job]][name] += amount
+        for framework, offers in holding(self.schedulers.held()).items():
+            for resources in offers.values():
+                for name, amount in resources.items():
+                    held[framework][name] += amount
         return [replace(f, allocated=dict(held.get(f.name, {}))) for f in self.frameworks()]
+
+    def launch_offered(self, launches: list[tuple[FrameworkTask, str, list[int]]]) -> list[dict]:
+        """Launch a framework's tasks where its offers were (checked against them already):
+        one job each, its intent stored before the launch like any other."""
+        items = []
+        with self.store.transaction():
+            for task, host, ports in launches:
+                job, spec = task.job, task.job.tasks[0]
+                row = self.store.put_job(
+                    job.job,
+                    job.framework,
+                    job.type,
+                    job.model_dump(mode="json"),
+                    self.inventory.source,
+                )
+                self.jobs[job.job] = JobState()
+                attempt = self.store.last_attempts(job.job).get((spec.name, 0), 0) + 1
+                unit = unit_name(job.job, spec.name, 0, attempt)
+                self.store.add_intents(
+                    [
+                        Intent(
+                            job.job,
+                            spec.name,
+                            0,
+                            attempt,
+                            host,
+                            unit,
+                            spec.resources.amounts(),
+                            tuple(ports),
+                        )
+                    ]
+                )
+                self._acted[unit] = self.clock.monotonic()
+                items.append((row, unit))
+        staged = {r.unit: r for r in self.store.tasks_in([S.STAGING])}
+        report = TickReport()
+        self._launch_all([(job, staged[unit]) for job, unit in items], report)
+        self._dirty = True
+        out = []
+        for job, unit in items:
+            row = self.store.task_by_unit(unit)
+            assert row is not None  # noqa: S101 - its intent was stored above
+            out.append({"task_id": job.name.removeprefix(f"{job.framework}-"), "job": job.name,
+                        "host": row.host, "unit": unit, "state": row.state.value,
+                        "reason": row.reason, "ports": row.ports})  # fmt: skip
+        return out
 
     # -- on the hosts --------------------------------------------------------------------------
 

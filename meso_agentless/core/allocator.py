@@ -14,6 +14,7 @@ O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,7 +37,7 @@ from meso_agentless.core.model import (
     Plan,
     TaskGroup,
 )
-from meso_agentless.core.offers import Decline, Launch, Offer, Scheduler
+from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
 from meso_agentless.core.resources import (
     CPUS,
     DISK,
@@ -78,7 +79,8 @@ class Cycle:
         self.filters = [f for f in filters if f.until > now]
         self.refused: dict[str, set[str] | None] = {}  # framework -> hosts (None: all)
         for f in self.filters:
-            self._refuse(f.framework, f.host)
+            if f.resources is None or f.host is None or not self._grown(f):
+                self._refuse(f.framework, f.host)
         # binpack visits the fullest hosts first, so tasks pack onto fewer hosts
         self.binpack_order = sorted(self.hosts, key=lambda h: (-h.util, h.name))
         self._candidates: dict[tuple[Constraint, ...], list[HostState]] = {}
@@ -88,6 +90,8 @@ class Cycle:
         self._explained: dict[tuple, str] = {}
         self._group_lanes: dict[int, tuple[TaskGroup, Demand, Lane | SpreadLane]] = {}
         self._found: tuple[HostState, TaskGroup, Demand] | None = None
+        self.sorter: DRFSorter | None = None  # set by allocate()
+        self._gang: tuple[TaskGroup, list[Placement], _Undo] | None = None  # a trial, held
         # what frameworks with a quota hold, kept up to date as tasks are placed
         self.quota_used: dict[str, dict[str, int]] = {
             name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota is not None
@@ -246,6 +250,10 @@ class Cycle:
 
     def commit(self, framework: str, launch: Launch) -> Placement | str:
         """Take what `launch` asks on its host, or say why not."""
+        self.drop_gang()
+        return self._commit(framework, launch)
+
+    def _commit(self, framework: str, launch: Launch) -> Placement | str:
         found, self._found = self._found, None
         if (
             found is not None
@@ -292,12 +300,82 @@ class Cycle:
             return f"host {launch.host} cannot give {dict(launch.resources)}"
         return host, demand
 
+    # -- gangs: all instances at once, or none -------------------------------------------------
+
+    def trial_gang(self, framework: str, group: TaskGroup, count: int) -> list[str] | str:
+        """Place `count` instances of `group` now and hold them until commit_gang (any other
+        decision undoes them); if they do not all fit, undo at once and say why."""
+        self.drop_gang()
+        undo = _Undo(self, framework, group)
+        offers = self.offers(framework)
+        placements: list[Placement] = []
+        start = group.first_index + group.count - count
+        for index in range(start, start + count):
+            name = offers.pick(group)
+            if name is None:
+                why = self.explain(group)
+                undo.restore()
+                return (
+                    f"gang of {count}: only {len(placements)} fit at once, so none was placed "
+                    f"({why})"
+                )
+            undo.save(self.by_name[name])
+            placement = self._commit(framework, Launch(name, group.job, group.task, index,
+                                                       group.resources, group))  # fmt: skip
+            if isinstance(placement, str):  # cannot happen: pick() checked fit and quota
+                undo.restore()
+                return placement
+            placements.append(placement)
+        self._gang = (group, placements, undo)
+        return [p.host for p in placements]
+
+    def commit_gang(self, framework: str, gang: GangLaunch) -> list[Placement] | str:
+        """Take what every launch of `gang` asks, or nothing and say why not."""
+        held, self._gang = self._gang, None
+        if (
+            held is not None
+            and held[0] is gang.group
+            and [(p.host, p.index) for p in held[1]]
+            == [(launch.host, launch.index) for launch in gang.launches]
+        ):
+            return held[1]
+        if held is not None:
+            held[2].restore()
+        if not gang.launches:
+            return "a gang must launch at least one task"
+        undo = _Undo(self, framework, gang.group)
+        placements = []
+        for launch in gang.launches:
+            host = self.by_name.get(launch.host)
+            if host is not None:
+                undo.save(host)
+            placement = self._commit(framework, launch)
+            if isinstance(placement, str):
+                undo.restore()
+                return f"gang of {len(gang.launches)}: {launch.task}[{launch.index}]: {placement}"
+            placements.append(placement)
+        return placements
+
+    def drop_gang(self) -> None:
+        """Undo a gang trial that was not committed."""
+        if self._gang is not None:
+            held, self._gang = self._gang, None
+            held[2].restore()
+
     def refuse(self, framework: str, decline: Decline, now: float) -> None:
         if decline.refuse_seconds <= 0:
             return
         until = now + decline.refuse_seconds
         for host in decline.hosts if decline.hosts is not None else (None,):
             self.filters.append(Filter(framework, host, until))
+
+    def _grown(self, f: Filter) -> bool:
+        """Whether the filtered host could now offer more than was declined (a task ended)."""
+        host = self.by_name.get(f.host or "")
+        if host is None or f.resources is None:
+            return False
+        amounts = host.available(f.framework)
+        return any(a > f.resources.get(d, 0) for d, a in zip(self.dims, amounts, strict=True))
 
     def _refuse(self, framework: str, host: str | None) -> None:
         if host is None:
@@ -394,6 +472,48 @@ class Cycle:
         return ""  # it fits now (an earlier round found it full)
 
 
+class _Undo:
+    """What a gang trial changed, to put back: touched hosts, the group's counts, the quota."""
+
+    def __init__(self, cycle: Cycle, framework: str, group: TaskGroup | None) -> None:
+        self.cycle = cycle
+        self.hosts: dict[str, tuple] = {}
+        self.framework = framework
+        held = cycle.quota_used.get(framework)
+        self.quota = None if held is None else dict(held)
+        self.counts = None
+        if group is not None and any(not c.is_static for c in group.constraints):
+            counts = cycle.group_counts(group)
+            self.counts = (counts, Counter(counts.per_host),
+                           {a: Counter(c) for a, c in counts.per_value.items()})  # fmt: skip
+
+    def save(self, host: HostState) -> None:
+        if host.name not in self.hosts:
+            rfree = None if host.rfree is None else {k: list(v) for k, v in host.rfree.items()}
+            self.hosts[host.name] = (list(host.free), rfree, host.ports, host.nports)
+
+    def restore(self) -> None:
+        cycle = self.cycle
+        for name, (free, rfree, ports, nports) in self.hosts.items():
+            host = cycle.by_name[name]
+            host.free, host.rfree, host.ports, host.nports = free, rfree, ports, nports
+            host.version += 1
+        if self.quota is not None:
+            cycle.quota_used[self.framework] = self.quota
+        if self.counts is not None:
+            counts, per_host, per_value = self.counts
+            counts.per_host.clear()
+            counts.per_host.update(per_host)
+            for attribute, counter in counts.per_value.items():
+                counter.clear()
+                counter.update(per_value[attribute])
+        # lanes dropped hosts that fit again now, and explanations saw the trial: start afresh
+        cycle._lanes.clear()
+        cycle._group_lanes.clear()
+        cycle._explained.clear()
+        cycle._found = None
+
+
 class _Offers:
     """The offers one framework sees in one round (lazy: nothing is built until asked)."""
 
@@ -412,6 +532,21 @@ class _Offers:
                 offer = self.cycle.offer(host, self.framework)
                 if offer.resources or offer.ports:
                     yield offer
+
+    @property
+    def headroom(self) -> dict[str, int] | None:
+        """What the framework may take before another framework's turn: up to the next lowest
+        weighted dominant share (None: no other framework wants any)."""
+        cycle = self.cycle
+        sorter = cycle.sorter
+        following = sorter.next_share(self.framework) if sorter is not None else None
+        if following is None or sorter is None:
+            return None
+        fw = cycle.frameworks.get(self.framework)
+        weight = fw.weight if fw is not None else 1.0
+        held = sorter.allocated(self.framework)
+        return {d: max(0, math.floor(following * weight * total) - held.get(d, 0))
+                for d, total in sorter.total.items()}  # fmt: skip
 
     def find(self, group: TaskGroup) -> Offer | None:
         host = self.pick(group)
@@ -436,6 +571,12 @@ class _Offers:
         cycle._found = (host, group, demand)
         return host.name
 
+    def pick_all(self, group: TaskGroup, count: int) -> list[str] | str:
+        """Hosts for `count` instances of `group` at once (held until the gang is launched)."""
+        if group.framework != self.framework:
+            raise ValueError(f"group of {group.framework} offered to {self.framework}")
+        return self.cycle.trial_gang(self.framework, group, count)
+
 
 def allocate(
     hosts: Iterable[Host],
@@ -444,15 +585,19 @@ def allocate(
     *,
     now: float = 0.0,
     filters: Iterable[Filter] = (),
+    total: Mapping[str, int] | None = None,
 ) -> Plan:
-    """Run one cycle of offers in weighted DRF order and return the plan (a pure function)."""
+    """Run one cycle of offers in weighted DRF order and return the plan (a pure function).
+
+    `total`: the whole cluster's resources, when `hosts` are only some of its hosts (the ones
+    with room, say): shares are then of the whole cluster, as if every host were given."""
     schedulers = list(schedulers)
     by_framework = {s.framework: s for s in schedulers}
     known = {f.name: f for f in frameworks}
     for name in by_framework:
         known.setdefault(name, Framework(name))
     cycle = Cycle(hosts, known, now, filters)
-    sorter = DRFSorter(cycle.total)
+    sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)
     for name in sorted(known):
         fw = known[name]
         sorter.add(name, fw.weight, fw.allocated)
@@ -465,11 +610,22 @@ def allocate(
         scheduler = by_framework[name]
         decision = scheduler.resource_offers(cycle.offers(name))
         if isinstance(decision, Decline):
+            cycle.drop_gang()
             cycle.refuse(name, decision, now)
             sorter.deactivate(name)
             continue
-        result = cycle.commit(name, decision)
-        if isinstance(result, Placement):
+        if isinstance(decision, GangLaunch):
+            result = cycle.commit_gang(name, decision)
+            if not isinstance(result, str):
+                placements.extend(result)
+                for placement in result:
+                    sorter.allocate(name, placement.resources)
+                    scheduler.launched(placement)
+                rejections[name] = 0
+            else:
+                scheduler.rejected(decision, result)
+                rejections[name] += 1
+        elif isinstance(result := cycle.commit(name, decision), Placement):
             placements.append(result)
             sorter.allocate(name, decision.resources)
             rejections[name] = 0
@@ -479,5 +635,6 @@ def allocate(
             rejections[name] += 1
         if rejections[name] >= MAX_REJECTIONS_IN_A_ROW or not scheduler.wants_offers():
             sorter.deactivate(name)
+    cycle.drop_gang()
     unplaced = [u for s in schedulers for u in s.unplaced(cycle.explain)]
     return Plan(placements, unplaced, sorter.shares(), tuple(cycle.filters))

@@ -48,6 +48,11 @@ class DRFSorter:
                 held[name] = held.get(name, 0) + amount
         self._update(client)
 
+    @property
+    def total(self) -> Resources:
+        """The resources shares are of."""
+        return self._total
+
     def share(self, client: str) -> float:
         return self._shares[client]
 
@@ -60,6 +65,10 @@ class DRFSorter:
     def deactivate(self, client: str) -> None:
         """Leave `client` out of `lowest()` (it has nothing more to place in this cycle)."""
         self._active.discard(client)
+
+    def next_share(self, client: str) -> float | None:
+        """The lowest weighted share of the other active clients (None: there are none)."""
+        return min((self._shares[c] for c in self._active if c != client), default=None)
 
     def lowest(self) -> str | None:
         """The active client with the lowest weighted dominant share, or None."""

@@ -89,6 +89,7 @@ class TaskGroup:
 
     `running` counts instances of this group already on each host (for the dynamic constraints).
     `order` ranks a framework's groups (submission order); ties fall back to job and task names.
+    `gang`: all `count` instances are placed in one cycle, at once, or none of them is.
     """
 
     job: str
@@ -101,6 +102,7 @@ class TaskGroup:
     first_index: int = 0
     running: Mapping[str, int] = field(default_factory=dict)
     order: int = 0
+    gang: bool = False
 
     @property
     def sort_key(self) -> tuple[int, str, str]:
@@ -134,6 +136,9 @@ class Filter:
     framework: str
     host: str | None
     until: float
+    # what was declined: the host stays refused only while it could offer no more than this
+    # (Mesos' refused-offer filter); None: whatever it could offer
+    resources: Resources | None = None
 
 
 @dataclass(frozen=True)

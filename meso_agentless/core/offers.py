@@ -16,7 +16,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from meso_agentless.core.model import Filter, Placement, TaskGroup, Unplaced
-from meso_agentless.core.resources import PortRanges, Resources
+from meso_agentless.core.resources import (
+    CPUS,
+    MEM,
+    PORTS,
+    PortRanges,
+    Resources,
+    count_ports,
+    format_quantity,
+    remove_ports,
+    take_ports,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -45,6 +55,17 @@ class Launch:
 
 
 @dataclass(frozen=True, slots=True)
+class GangLaunch:
+    """Run every one of `launches` (instances of one gang task group) at once, or none."""
+
+    launches: tuple[Launch, ...]
+
+    @property
+    def group(self) -> TaskGroup | None:
+        return self.launches[0].group if self.launches else None
+
+
+@dataclass(frozen=True, slots=True)
 class Decline:
     """Take nothing more this cycle; refuse `hosts` (None: all) for `refuse_seconds`."""
 
@@ -59,12 +80,22 @@ class Offers(Protocol):
 
     def __iter__(self) -> Iterator[Offer]: ...
 
+    @property
+    def headroom(self) -> Resources | None:
+        """What the framework may take before another framework's turn (DRF: up to the next
+        lowest weighted share); None: no other framework wants any."""
+        ...
+
     def find(self, group: TaskGroup) -> Offer | None:
         """The offer of the host the cycle's strategy picks for one instance of `group`."""
         ...
 
     def pick(self, group: TaskGroup) -> str | None:
         """Like find, but only the host's name (cheaper: no offer is built)."""
+        ...
+
+    def pick_all(self, group: TaskGroup, count: int) -> list[str] | str:
+        """Hosts for `count` instances of `group` at once (a gang), or why they do not fit."""
         ...
 
 
@@ -83,13 +114,13 @@ class Scheduler(ABC):
         return True
 
     @abstractmethod
-    def resource_offers(self, offers: Offers) -> Launch | Decline:
-        """Answer one round of offers with one launch, or decline."""
+    def resource_offers(self, offers: Offers) -> Launch | GangLaunch | Decline:
+        """Answer one round of offers with one launch (or one gang of launches), or decline."""
 
     def launched(self, placement: Placement) -> None:  # noqa: B027 - optional hook
         """The cycle accepted a launch."""
 
-    def rejected(self, launch: Launch, reason: str) -> None:  # noqa: B027 - optional hook
+    def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:  # noqa: B027
         """The cycle refused a launch (the host could not give what it asked)."""
 
     def unplaced(self, explain: Callable[[TaskGroup], str]) -> list[Unplaced]:
@@ -102,7 +133,8 @@ class JobScheduler(Scheduler):
 
     Groups go in submission order. When one instance of a group fits nowhere, neither does any
     later one of that group in this cycle (free resources only shrink), so the rest of the group
-    is reported unplaced with the reason and the next group is tried.
+    is reported unplaced with the reason and the next group is tried. A gang group's pending
+    instances are launched together in one round, or none of them (with the reason).
     """
 
     def __init__(self, framework: str, groups: list[TaskGroup]) -> None:
@@ -110,36 +142,51 @@ class JobScheduler(Scheduler):
         self._groups = sorted(groups, key=lambda g: g.sort_key)
         self._current = 0
         self._next_index = self._groups[0].first_index if self._groups else 0
-        self._failed: list[tuple[TaskGroup, int]] = []
+        self._failed: list[tuple[TaskGroup, int, str | None]] = []
 
     def wants_offers(self) -> bool:
         return self._current < len(self._groups)
 
-    def resource_offers(self, offers: Offers) -> Launch | Decline:
+    def resource_offers(self, offers: Offers) -> Launch | GangLaunch | Decline:
         while self._current < len(self._groups):
             group = self._groups[self._current]
-            if self._next_index >= group.first_index + group.count:
+            start, end = self._next_index, group.first_index + group.count
+            if start >= end:
+                self._advance()
+                continue
+            if group.gang:
+                hosts = offers.pick_all(group, end - start)
+                if not isinstance(hosts, str):
+                    return GangLaunch(tuple(
+                        Launch(host, group.job, group.task, start + i, group.resources, group)
+                        for i, host in enumerate(hosts)
+                    ))  # fmt: skip
+                self._failed.append((group, start, hosts))
                 self._advance()
                 continue
             host = offers.pick(group)
             if host is not None:
-                return Launch(host, group.job, group.task, self._next_index, group.resources, group)
-            self._failed.append((group, self._next_index))
+                return Launch(host, group.job, group.task, start, group.resources, group)
+            self._failed.append((group, start, None))
             self._advance()
         return Decline()
 
     def launched(self, placement: Placement) -> None:
         self._next_index += 1
 
-    def rejected(self, launch: Launch, reason: str) -> None:
-        if launch.group is not None:
-            self._failed.append((launch.group, launch.index))
+    def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:
+        if isinstance(launch, GangLaunch):
+            if launch.group is not None:
+                self._failed.append((launch.group, launch.launches[0].index, reason))
+                self._advance()
+        elif launch.group is not None:
+            self._failed.append((launch.group, launch.index, None))
             self._advance()
 
     def unplaced(self, explain: Callable[[TaskGroup], str]) -> list[Unplaced]:
         out = []
-        for group, start in self._failed:
-            reason = explain(group)
+        for group, start, why in self._failed:
+            reason = why or explain(group)
             end = group.first_index + group.count
             out += [
                 Unplaced(group.job, group.task, i, self.framework, reason)
@@ -151,3 +198,105 @@ class JobScheduler(Scheduler):
         self._current += 1
         if self._current < len(self._groups):
             self._next_index = self._groups[self._current].first_index
+
+
+# -- frameworks that schedule their own tasks (over the API) --------------------------------------
+
+MIN_OFFER = {CPUS: 10, MEM: 32 << 20}  # Mesos' smallest offer: 0.01 CPUs and 32 MiB
+QUANTUM = {CPUS: 250, MEM: 256 << 20}  # a slice before a framework has launched anything
+WHOLE_OFFER = ""  # the job name of an OfferTaker's placements: a whole offer, no task yet
+
+
+class OfferTaker(Scheduler):
+    """A framework outside the controller. Each round it takes from one host (one it holds no
+    offer on yet) what DRF lets it have before another framework's turn, but at least a
+    `quantum` (the size of its own tasks, so that its share can follow the others' to within
+    one task); alone, it takes whole hosts, as Mesos offers whole agents. What it took on each
+    host becomes one offer, which the controller sends; the framework launches on it what it
+    chooses and the rest goes back to the pool. Held offers count in its DRF share."""
+
+    def __init__(
+        self, framework: str, holding: Iterable[str] = (), quantum: Resources = QUANTUM
+    ) -> None:
+        self.framework = framework
+        self.quantum = {k: max(quantum.get(k, 0), least) for k, least in MIN_OFFER.items()}
+        self.quantum.update({k: a for k, a in quantum.items() if k not in MIN_OFFER and a})
+        self.taken: dict[str, Offer] = {}  # host -> all it took there in this cycle
+        self._holding = set(holding)
+        self._wants = True
+        self._pending: Offer | None = None
+
+    def wants_offers(self) -> bool:
+        return self._wants
+
+    def resource_offers(self, offers: Offers) -> Launch | Decline:
+        limit = offers.headroom
+        for offer in offers:
+            if offer.host in self._holding or not _at_least(offer.resources, MIN_OFFER):
+                continue
+            take = dict(offer.resources) if limit is None else self._slice(offer, limit)
+            self._pending = offer
+            return Launch(offer.host, WHOLE_OFFER, WHOLE_OFFER, len(self.taken), take)
+        self._wants = False
+        return Decline()
+
+    def _slice(self, offer: Offer, limit: Resources) -> dict[str, int]:
+        """Whole quanta (at least one) up to what DRF lets it take now."""
+        quantum = self.quantum
+        times = min(limit.get(k, 0) // a for k, a in quantum.items() if a)
+        return {k: min(offer.resources[k], max(1, times) * a)
+                for k, a in quantum.items() if k in offer.resources}  # fmt: skip
+
+    def launched(self, placement: Placement) -> None:
+        offer = self._pending
+        assert offer is not None  # noqa: S101 - launched() follows our own Launch
+        before = self.taken[offer.host].resources if offer.host in self.taken else {}
+        merged = dict(before)
+        for name, amount in placement.resources.items():
+            merged[name] = merged.get(name, 0) + amount
+        self.taken[offer.host] = Offer(offer.host, offer.attributes, merged, offer.ports)
+
+
+def _at_least(resources: Resources, least: Resources) -> bool:
+    return all(resources.get(name, 0) >= amount for name, amount in least.items())
+
+
+def over_offer(offered: Resources, asked: Iterable[Resources]) -> str | None:
+    """Why tasks asking `asked` do not fit in what the offers hold (None: they fit)."""
+    total: dict[str, int] = {}
+    for resources in asked:
+        for name, amount in resources.items():
+            if name != PORTS:
+                total[name] = total.get(name, 0) + amount
+    for name, amount in sorted(total.items()):
+        if amount > offered.get(name, 0):
+            return (f"{name}: the tasks ask {format_quantity(name, amount)}, the offers hold "
+                    f"{format_quantity(name, offered.get(name, 0))}")  # fmt: skip
+    return None
+
+
+def choose_ports(
+    offered: PortRanges, wanted: Iterable[tuple[list[int] | None, int]]
+) -> list[list[int]] | str:
+    """Ports for each task from the offered ranges: the ones it names, or its count of the
+    lowest left; or why not."""
+    wanted = list(wanted)
+    named = [p for ports, _ in wanted for p in ports or ()]
+    duplicate = next((p for p in named if named.count(p) > 1), None)
+    if duplicate is not None:
+        return f"port {duplicate} is asked for twice"
+    left = offered
+    for port in named:
+        if not any(begin <= port <= end for begin, end in left):
+            return f"port {port} is not in the offers"
+    left = remove_ports(left, named)
+    out = []
+    for ports, count in wanted:
+        if ports is not None:
+            out.append(list(ports))
+            continue
+        if count > count_ports(left):
+            return f"ports: the tasks ask {count} more, the offers hold {count_ports(left)}"
+        taken, left = take_ports(left, count)
+        out.append(taken)
+    return out

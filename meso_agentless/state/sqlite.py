@@ -21,9 +21,9 @@ from pathlib import Path
 
 from meso_agentless.core.tasks import TaskStatus
 from meso_agentless.errors import UsageError
-from meso_agentless.state.store import Intent, JobRow, RunRow, TaskRow
+from meso_agentless.state.store import Intent, JobRow, RunRow, SchedulerRow, TaskRow
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -109,6 +109,15 @@ CREATE TABLE runs (
 );
 CREATE INDEX runs_by_job ON runs (job, fired);
 CREATE INDEX runs_by_timer ON runs (timer, seq);
+""",
+    # 4 -> 5: frameworks that schedule their own tasks through the API (they own their jobs)
+    5: """
+CREATE TABLE schedulers (
+    name TEXT PRIMARY KEY,
+    id TEXT NOT NULL,              -- given at its first subscription
+    failover REAL NOT NULL,        -- seconds its tasks outlive its stream
+    registered REAL NOT NULL
+);
 """,
 }
 
@@ -370,6 +379,20 @@ class Store:
         )
 
     # -- runs of cron jobs ---------------------------------------------------------------------
+
+    def schedulers(self) -> dict[str, SchedulerRow]:
+        rows = self.db.execute("SELECT * FROM schedulers ORDER BY name")
+        return {r["name"]: SchedulerRow(r["name"], r["id"], r["failover"]) for r in rows}
+
+    def put_scheduler(self, row: SchedulerRow) -> None:
+        self.db.execute(
+            "INSERT INTO schedulers (name, id, failover, registered) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET failover = excluded.failover",
+            (row.name, row.id, row.failover, self.clock()),
+        )
+
+    def drop_scheduler(self, name: str) -> None:
+        self.db.execute("DELETE FROM schedulers WHERE name = ?", (name,))
 
     def put_run(self, run: RunRow) -> tuple[RunRow, bool]:
         """Store a run as a host reports it: new, or a change of its state (compare-and-set on

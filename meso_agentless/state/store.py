@@ -103,6 +103,15 @@ class RunRow:
                 "signal": self.signal, "reason": self.reason, "ended": self.ended}  # fmt: skip
 
 
+@dataclass(frozen=True, slots=True)
+class SchedulerRow:
+    """A framework that schedules its own tasks through the API, from its offers."""
+
+    name: str
+    id: str
+    failover: float  # seconds its tasks outlive its stream
+
+
 class StateStore(Protocol):
     """The store's interface (state.sqlite.Store implements it)."""
 
@@ -134,6 +143,9 @@ class StateStore(Protocol):
     def set_framework(
         self, name: str, weight: float | None, quota: Mapping[str, int] | None
     ) -> None: ...
+    def schedulers(self) -> dict[str, SchedulerRow]: ...
+    def put_scheduler(self, row: SchedulerRow) -> None: ...
+    def drop_scheduler(self, name: str) -> None: ...
     def put_run(self, run: RunRow) -> tuple[RunRow, bool]: ...
     def runs(self, job: str, limit: int = 20) -> list[RunRow]: ...
     def runs_in(self, states: Iterable[str]) -> list[RunRow]: ...

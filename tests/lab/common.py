@@ -22,3 +22,14 @@ def wait_for(predicate, timeout=60.0, every=0.5):
             return value
         assert time.monotonic() < deadline, "timed out"
         time.sleep(every)
+
+
+def units(lab):
+    """Every meso unit that runs, on every host: {unit: host}."""
+    found = {}
+    for host in lab.hosts:
+        listed = lab.run(host.name, ["systemctl", "list-units", "--no-legend", "--plain",
+                                     "--state=running", "meso-*"]).stdout  # fmt: skip
+        for line in listed.splitlines():
+            found[line.split()[0].removesuffix(".service")] = host.name
+    return found

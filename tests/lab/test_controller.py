@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from meso_agentless.testing.controller import running_controller, start_controller
-from tests.lab.common import cli, wait_for
+from tests.lab.common import cli, units, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -146,17 +146,6 @@ def test_the_api_over_http_with_httpx_and_curl_and_prometheus(meso_lab, tmp_path
     samples = [s for s in families["meso_sample_seconds"].samples
                if s.name == "meso_sample_seconds_count"]  # fmt: skip
     assert sum(s.value for s in samples) >= len(meso_lab.hosts)
-
-
-def units(meso_lab):
-    """Every meso unit that runs, on every host: {unit: host}."""
-    found = {}
-    for host in meso_lab.hosts:
-        listed = meso_lab.run(host.name, ["systemctl", "list-units", "--no-legend", "--plain",
-                                          "--state=running", "meso-*"]).stdout  # fmt: skip
-        for line in listed.splitlines():
-            found[line.split()[0].removesuffix(".service")] = host.name
-    return found
 
 
 def test_sigterm_and_restart_with_a_service_running_loses_and_duplicates_nothing(

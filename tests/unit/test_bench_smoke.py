@@ -13,3 +13,14 @@ def test_quick_benchmark_prints_its_figures():
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["cycle", "fill", "memory"]
     assert "ms per cycle" in lines[0] and "placements/s" in lines[1] and "B per task" in lines[2]
+
+
+SIM_BENCH = Path(__file__).parents[2] / "bench" / "sim_bench.py"
+
+
+def test_quick_simulator_benchmark_prints_its_figures():
+    done = subprocess.run([sys.executable, str(SIM_BENCH), "--quick"], capture_output=True,
+                          text=True, timeout=300, check=True)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["shared", "static"]
+    assert all("tasks on 50 hosts" in line and "s wall" in line for line in lines)
