@@ -17,6 +17,7 @@ from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
 from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta
+from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.api.routes import history as history_routes
 from meso_agentless.api.routes import tasks as task_routes
 from meso_agentless.spec import Job
@@ -42,6 +43,7 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
                frameworks.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
+    app.include_router(job_plan.router)
     for router in (history_routes.router, task_routes.router):  # what the dashboard reads
         app.include_router(router)
     dashboard.install(app)  # /ui
