@@ -17,8 +17,8 @@ from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
 from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta
-from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.api.routes import history as history_routes
+from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.api.routes import tasks as task_routes
 from meso_agentless.spec import Job
 from meso_agentless.ui import routes as dashboard
