@@ -243,8 +243,9 @@ def test_the_cluster_page_shows_each_lab_host_with_bars(browser, dash, env, meso
             cpus = row.locator(".meter[data-resource=cpus]")
             segment = cpus.locator(".seg[data-framework=web]")
             expect(segment).to_have_count(1)
-            assert segment.bounding_box()["width"] > 0
-            assert row.locator(".meter[data-resource=mem] .used span").bounding_box()["width"] > 0
+            used = row.locator(".meter[data-resource=mem] .used span")
+            for bar in (segment, used):  # looked at again: the live part is redrawn meanwhile
+                wait_for(lambda bar=bar: (bar.bounding_box() or {}).get("width", 0) > 0, 15)
             expect(cpus.locator(".bar")).to_have_attribute("aria-label", WORDS)
             expect(row).to_contain_text("booted ")
         dash.shot(page, name)
