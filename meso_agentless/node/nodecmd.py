@@ -21,9 +21,10 @@ the controller) or installed root-owned for the unprivileged meso user. Verbs:
     check-policy FILE   validate a policy file (the meso_node role runs it before installing one)
     fire UNIT           what a cron job's timer runs (systemd starts it, as root; see fire())
 
-With several controllers, the requests that change a host (launch, stop, forget, trigger) carry
-the leader's `epoch`; the highest seen is kept in EPOCH_FILE and a lower one is refused (fencing: a
-deposed leader can do nothing here). Requests without one, from a single controller, are not fenced.
+With several controllers, the requests that change a host (launch, stop, forget, trigger)
+carry the leader's `epoch`; the highest seen is kept in EPOCH_FILE and a lower one is refused
+(fencing: a deposed leader can do nothing here). Requests without one, from a single
+controller, are not fenced.
 
 The host decides what tasks may do, not the request. A root-owned policy file
 (/etc/meso-agentless/node-policy.json, written by the meso_node role; built-in defaults when

@@ -277,3 +277,69 @@ def open_store(state: str, clock: Callable[[], float] = time.time) -> Store:
     if is_url(state):
         return PgStore(state, clock)
     return Store(Path(state), clock)
+
+
+class PgLease:
+    """The controllers' lease in the `leader` row, timed by the database's clock.
+
+    `acquire` takes it when it has expired (raising the epoch: a new leader); `renew` extends
+    it while this holder still has it at its epoch; `release` lets it go at once (a clean stop:
+    a standby need not wait for it to expire). Each call is one statement on a connection of
+    its own, so a busy store never delays a renewal.
+    """
+
+    def __init__(self, store: PgStore, holder: str, addr: str | None = None,
+                 ttl: float = 5.0) -> None:  # fmt: skip
+        self.store = store
+        self.holder = holder
+        self.addr = addr
+        self.ttl = ttl
+        self._db: Any = None
+
+    def _execute(self, sql: str, params: tuple) -> Any:
+        if self._db is None or self._db.closed:
+            self._db = self.store.connect()
+        try:
+            return self._db.execute(sql.replace("?", "%s"), params).fetchone()
+        except self.store._psycopg.Error:
+            self._db.close()
+            raise
+
+    def acquire(self) -> int | None:
+        """The new epoch if this holder now leads, else None (someone's lease is live)."""
+        row = self._execute(
+            "UPDATE leader SET holder = ?, addr = ?, epoch = epoch + 1, "
+            "expires = clock_timestamp() + make_interval(secs => ?) "
+            "WHERE id = 1 AND expires < clock_timestamp() RETURNING epoch",
+            (self.holder, self.addr, self.ttl),
+        )
+        return None if row is None else int(row["epoch"])
+
+    def renew(self, epoch: int) -> bool:
+        """Extend the lease; False if another holder took it (or a newer epoch is in)."""
+        row = self._execute(
+            "UPDATE leader SET expires = clock_timestamp() + make_interval(secs => ?), addr = ? "
+            "WHERE id = 1 AND holder = ? AND epoch = ? RETURNING epoch",
+            (self.ttl, self.addr, self.holder, epoch),
+        )
+        return row is not None
+
+    def release(self, epoch: int) -> None:
+        self._execute(
+            "UPDATE leader SET expires = '-infinity' WHERE id = 1 AND holder = ? AND epoch = ? "
+            "RETURNING epoch",
+            (self.holder, epoch),
+        )
+
+    def leader(self) -> tuple[str | None, int, bool]:
+        """(the leader's address, the epoch, whether its lease is live)."""
+        row = self._execute(
+            "SELECT addr, epoch, expires > clock_timestamp() AS live FROM leader WHERE id = 1",
+            (),
+        )
+        return row["addr"], int(row["epoch"]), bool(row["live"])
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -334,10 +334,10 @@ class Store:
     def last_attempts(self, job: str) -> dict[tuple[str, int], int]:
         """The highest attempt of each instance over every run: a new run numbers on from it."""
         rows = self.db.execute(
-            "SELECT task, idx, MAX(attempt) AS attempt FROM tasks WHERE job = ? "
-            "GROUP BY task, idx",
+            "SELECT task, idx, MAX(attempt) AS attempt FROM tasks "
+            "WHERE job = ? GROUP BY task, idx",
             (job,),
-        )
+        )  # fmt: skip
         return {(r["task"], r["idx"]): r["attempt"] for r in rows}
 
     # -- hosts and frameworks ------------------------------------------------------------------

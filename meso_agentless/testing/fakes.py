@@ -29,7 +29,7 @@ from meso_agentless.core.resources import parse_size
 from meso_agentless.hosts.plane import NodeRefused, Unreachable
 from meso_agentless.inventory import Inventory, Node
 from meso_agentless.node.nodecmd import UNIT_NAME
-from meso_agentless.state.sqlite import Store
+from meso_agentless.state.postgres import open_store
 
 
 class FakeClock:
@@ -404,9 +404,11 @@ class FakeCluster:
         directory: Path,
         hosts: Mapping[str, tuple[int, str]],
         frameworks: tuple[Framework, ...] = (),
+        state: str | None = None,
         **controller_options: float,
     ) -> FakeCluster:
-        """`hosts`: name -> (cpus, mem)."""
+        """`hosts`: name -> (cpus, mem); `state`: a postgresql:// URL or a SQLite path (by
+        default state.db in `directory`)."""
         clock = FakeClock()
         plane = FakePlane({name: FakeHost(name, cpus, parse_size(mem, "mem"))
                            for name, (cpus, mem) in hosts.items()}, clock)  # fmt: skip
@@ -416,7 +418,7 @@ class FakeCluster:
         seen: list[Event] = []
         events.subscribe(callback=seen.append)
         fleet = Fleet(plane, clock)
-        store = Store(directory / "state.db", clock=clock.time)
+        store = open_store(state or str(directory / "state.db"), clock=clock.time)
         controller = Controller(store, inventory, plane, fleet, clock, events,
                                 **controller_options)  # type: ignore[arg-type]  # fmt: skip
         return cls(controller, plane, clock, fleet, events, seen)
