@@ -92,6 +92,7 @@ class FakeHost:
     records: dict[str, list[dict]] = field(default_factory=dict)  # timer -> its run records
     leases: dict[str, float] = field(default_factory=dict)  # timer -> renewed (monotonic)
     launched: dict[str, float] = field(default_factory=dict)  # timer -> made (monotonic)
+    epoch: int = 0  # the highest controller epoch seen (fencing, as the node command)
 
 
 class FakePlane:
@@ -103,7 +104,25 @@ class FakePlane:
         self.sample_fields: dict[str, dict] = {}  # host -> what its last sample carried
         self.started: Counter[str] = Counter()  # unit -> how many times it was started
         self.calls: list[tuple[str, str, str]] = []  # (verb, host, unit)
+        self.epoch: int | None = None  # sent with what changes a host (several controllers)
         self._lock = threading.RLock()
+
+    def sharing(self) -> FakePlane:
+        """Another controller's plane on the same hosts (its own epoch; starts counted
+        together)."""
+        other = FakePlane(self.by_name, self.clock)
+        other.started = self.started
+        other._lock = self._lock
+        return other
+
+    def _fence(self, h: FakeHost) -> None:
+        """As the node command: a lower epoch than the highest seen is refused."""
+        if self.epoch is None:
+            return
+        if self.epoch < h.epoch:
+            raise NodeRefused(f"{h.name}: epoch: {self.epoch} is older than {h.epoch}, the "
+                              "newest controller's seen by this host")  # fmt: skip
+        h.epoch = self.epoch
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -137,6 +156,7 @@ class FakePlane:
             h = self._host(host)
             unit = request["unit"]
             self.calls.append(("launch", host, unit))
+            self._fence(h)
             if not UNIT_NAME.match(unit):
                 raise NodeRefused(f"{host}: unit: {unit!r} is not a meso unit name")
             if unit in h.units:
@@ -166,6 +186,7 @@ class FakePlane:
         with self._lock:
             h = self._host(host)
             self.calls.append(("stop", host, unit))
+            self._fence(h)
             found = h.units.pop(unit, None)
             if found is not None and found.kind == "timer":  # its runs are stopped with it
                 for run in list(h.runs.values()):
@@ -183,6 +204,7 @@ class FakePlane:
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         with self._lock:
             h = self._host(host)
+            self._fence(h)
             if unit in h.runs:
                 if h.runs[unit].state == "running":
                     raise NodeRefused(f"{host}: unit: {unit} is still running; stop it instead")
@@ -220,7 +242,7 @@ class FakePlane:
         self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
     ) -> dict:
         with self._lock:
-            self._host(host)
+            self._fence(self._host(host))
             self.calls.append(("trigger", host, unit))
             if scheduled is not None:
                 return self.fire(unit, scheduled=scheduled, kind="catch-up")
