@@ -196,7 +196,7 @@ def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | Non
         if acting != [epoch]:
             if acting:
                 fleet.stop()
-            plane.epoch = epoch
+            plane.fence = None if epoch is None else (store.identity, epoch)
             acting[:] = [epoch]
             log.info("leading at epoch %s: sampling every host, then reconciling", epoch)
             fleet.start()

@@ -65,9 +65,9 @@ class ExecutionPlane:
         # health checks wait on tasks, up to their timeouts: on connections of their own, so a
         # slow check never delays a host's sample or a launch
         self.checkers = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
-        # the leader's epoch when several controllers share the state: sent with every request
-        # that changes a host, which refuses a lower one than it has seen (fencing)
-        self.epoch: int | None = None
+        # the leader's (state identity, epoch) when several controllers share the state: sent
+        # with every request that changes a host, which refuses a lower epoch than it has seen
+        self.fence: tuple[str, int] | None = None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -81,8 +81,8 @@ class ExecutionPlane:
 
     def _ask(self, host: str, verb: str, timeout: float | None, **fields: object) -> dict:
         connection = self.host(host)
-        if self.epoch is not None and verb in FENCED:
-            fields["epoch"] = self.epoch
+        if self.fence is not None and verb in FENCED:
+            fields["epoch_state"], fields["epoch"] = self.fence
         try:
             return connection.request(verb, timeout=timeout, **fields)
         except ssh.SSHError as exc:  # a host key refused: no more reachable than a cut host

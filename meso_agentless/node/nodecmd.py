@@ -22,9 +22,9 @@ the controller) or installed root-owned for the unprivileged meso user. Verbs:
     fire UNIT           what a cron job's timer runs (systemd starts it, as root; see fire())
 
 With several controllers, the requests that change a host (launch, stop, forget, trigger)
-carry the leader's `epoch`; the highest seen is kept in EPOCH_FILE and a lower one is refused
-(fencing: a deposed leader can do nothing here). Requests without one, from a single
-controller, are not fenced.
+carry the leader's `epoch` and `epoch_state` (the state's identity); the highest epoch seen
+of each state is kept in EPOCHS_DIR and a lower one is refused (fencing: a deposed leader can do
+nothing here). Requests without one, from a single controller, are not fenced.
 
 The host decides what tasks may do, not the request. A root-owned policy file
 (/etc/meso-agentless/node-policy.json, written by the meso_node role; built-in defaults when
@@ -77,9 +77,10 @@ LEDGER = STATE_DIR + "/ledger.json"  # what launched units were given: admission
 POLICY_FILE = "/etc/meso-agentless/node-policy.json"
 TIMERS_DIR = STATE_DIR + "/timers"  # each cron timer's run request (timers go with a reboot too)
 RUNS_DIR = "/var/lib/meso-node/runs"  # each timer's runs, one JSON line each: kept over reboots
-# the highest controller epoch seen here (fencing): kept over reboots, so a deposed controller
-# is refused by a host that rebooted since, too
-EPOCH_FILE = "/var/lib/meso-node/epoch"
+# the highest controller epoch seen here, one file per state (its identity: a new database
+# starts its epochs anew) (fencing): kept over reboots, so a deposed controller is refused by a
+# host that rebooted since, too
+EPOCHS_DIR = "/var/lib/meso-node/epochs"
 FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # the verbs that change the host
 MAX_EPOCH = 1 << 62
 MAX_RECORDS = 500  # lines kept per timer
@@ -1834,9 +1835,9 @@ VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_unit
 SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 
-def _read_epoch() -> int:
+def _read_epoch(path: str) -> int:
     try:
-        with open(EPOCH_FILE) as f:
+        with open(path) as f:
             text = f.read().strip()
     except FileNotFoundError:
         return 0
@@ -1853,33 +1854,37 @@ def fenced(request: dict) -> Iterator[None]:
     """Run a request that changes the host only if its controller's `epoch` is the highest this
     host has seen (a request without one, from a single controller, is not fenced).
 
-    Requests of the current epoch hold EPOCH_FILE's lock shared while they run; a higher epoch
+    Requests of the current epoch hold the state's epoch lock shared while they run; a higher epoch
     takes it exclusively to record itself, so once a new leader has been heard here, no request
     of an older one is still running or can start."""
     epoch = request.pop("epoch", None)
-    if epoch is None:
+    owner = request.pop("epoch_state", None)
+    if epoch is None and owner is None:
         yield
         return
     if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
         raise RequestError(f"epoch: {_short(epoch)} is not a whole number from 0 to {MAX_EPOCH}")
-    os.makedirs(os.path.dirname(EPOCH_FILE), mode=0o700, exist_ok=True)
-    with open(EPOCH_FILE + ".lock", "a") as lock:
+    if not isinstance(owner, str) or not OWNER.fullmatch(owner):
+        raise RequestError(f"epoch_state: {_short(owner)} is not a state's identity (hex)")
+    path = f"{EPOCHS_DIR}/{owner}"
+    os.makedirs(EPOCHS_DIR, mode=0o700, exist_ok=True)
+    with open(path + ".lock", "a") as lock:
         while True:
             fcntl.flock(lock, fcntl.LOCK_SH)
-            seen = _read_epoch()
+            seen = _read_epoch(path)
             if epoch < seen:
                 raise _epoch_refusal(epoch, seen)
             if epoch == seen:
                 break
             fcntl.flock(lock, fcntl.LOCK_EX)  # a new leader: record it, alone
-            seen = _read_epoch()
+            seen = _read_epoch(path)
             if epoch < seen:
                 raise _epoch_refusal(epoch, seen)
             if epoch > seen:
-                tmp = f"{EPOCH_FILE}.{os.getpid()}.tmp"
+                tmp = f"{path}.{os.getpid()}.tmp"
                 with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
                     f.write(f"{epoch}\n")
-                os.replace(tmp, EPOCH_FILE)
+                os.replace(tmp, path)
             # back to shared, and look again (an even newer one may have come in between)
         yield
 

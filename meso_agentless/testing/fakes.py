@@ -92,7 +92,7 @@ class FakeHost:
     records: dict[str, list[dict]] = field(default_factory=dict)  # timer -> its run records
     leases: dict[str, float] = field(default_factory=dict)  # timer -> renewed (monotonic)
     launched: dict[str, float] = field(default_factory=dict)  # timer -> made (monotonic)
-    epoch: int = 0  # the highest controller epoch seen (fencing, as the node command)
+    epochs: dict[str, int] = field(default_factory=dict)  # state -> highest epoch seen
 
 
 class FakePlane:
@@ -104,7 +104,8 @@ class FakePlane:
         self.sample_fields: dict[str, dict] = {}  # host -> what its last sample carried
         self.started: Counter[str] = Counter()  # unit -> how many times it was started
         self.calls: list[tuple[str, str, str]] = []  # (verb, host, unit)
-        self.epoch: int | None = None  # sent with what changes a host (several controllers)
+        # (state identity, epoch): sent with what changes a host (several controllers)
+        self.fence: tuple[str, int] | None = None
         self._lock = threading.RLock()
 
     def sharing(self) -> FakePlane:
@@ -117,12 +118,14 @@ class FakePlane:
 
     def _fence(self, h: FakeHost) -> None:
         """As the node command: a lower epoch than the highest seen is refused."""
-        if self.epoch is None:
+        if self.fence is None:
             return
-        if self.epoch < h.epoch:
-            raise NodeRefused(f"{h.name}: epoch: {self.epoch} is older than {h.epoch}, the "
-                              "newest controller's seen by this host")  # fmt: skip
-        h.epoch = self.epoch
+        state, epoch = self.fence
+        seen = h.epochs.get(state, 0)
+        if epoch < seen:
+            raise NodeRefused(f"{h.name}: epoch: {epoch} is older than {seen}, the newest "
+                              "controller's seen by this host")  # fmt: skip
+        h.epochs[state] = epoch
 
     @property
     def hosts(self) -> tuple[str, ...]:

@@ -104,14 +104,14 @@ def test_a_deposed_leader_launches_and_stops_nothing(tmp_path, postgres):
     hosts and launches; the old one wakes in the middle of its cycle: the hosts refuse it."""
     url = postgres.fresh_url()
     old = FakeCluster.of(tmp_path, {"h1": (4, "8GiB"), "h2": (4, "8GiB")}, state=url)
-    old.plane.epoch = 1
+    old.plane.fence = (old.controller.store.identity, 1)
     old.step()
     old.controller.submit(job(name="svc", type_="service", count=3))
     old.step()
     first = dict(old.plane.running())
     assert len(first) == 3
     plane = old.plane.sharing()
-    plane.epoch = 2
+    plane.fence = (old.controller.store.identity, 2)
     new = controller_on(old, PgStore(url, clock=old.clock.time), plane)
     new.fleet.refresh()
     new.tick()
