@@ -198,9 +198,10 @@ def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | Non
                 fleet.stop()
             plane.fence = None if epoch is None else (store.identity, epoch)
             acting[:] = [epoch]
-            log.info("leading at epoch %s: sampling every host, then reconciling", epoch)
+            log.info("taking the lead at epoch %s: sampling every host", epoch)
             fleet.start()
             fleet.wait_round(timeout=options.unreachable_after)
+            log.info("leading at epoch %s: every host sampled, reconciling", epoch)
             return leadership.state() == (True, epoch)
         return True
 

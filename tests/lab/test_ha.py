@@ -94,6 +94,13 @@ def test_the_leader_killed_the_standby_takes_over_and_nothing_is_lost_or_run_twi
     submit(env, tmp_path, "crunch", BATCH)
     wait_for(lambda: len(units(meso_lab)) == 6, timeout=30)
     before = units(meso_lab)
+    # the standby named first: it answers 307, and the CLI goes on to the leader
+    standby_first = {**env, "MESO_ADDR": f"{b.url},{a.url}"}
+    assert status(standby_first, "web")["job"] == "web"
+    done = cli(standby_first, "hosts", "-o", "json")
+    assert done.returncode == 0 and len(json.loads(done.stdout)["hosts"]) == 3, done.stderr
+    alone = cli({**env, "MESO_ADDR": b.url}, "kill", "web")  # only the standby: it says why
+    assert alone.returncode == 1 and f"a standby (the leader is {a.url})" in alone.stderr
     a.process.kill()  # -9: no goodbye, the lease runs out on its own
     a.process.wait()
     health = wait_for(lambda: (h := role(b))["role"] == "leader" and h, timeout=30)
