@@ -7,8 +7,10 @@ dies mid-way. The token is checked before the leader's address is given out. The
 follow the Location: it goes on to the next address of MESO_ADDR (so the token only ever goes
 where the user sent it); curl -L and httpx follow it. With no leader at the moment, 503.
 
-A standby serves itself: GET /v1/health (role, epoch, leader) and GET /v1/jobs, /v1/jobs/NAME
-(from the database; the leader's fresher view of hosts is not there: those go to the leader).
+A standby serves itself: GET /v1/health (role, epoch, leader), GET /v1/jobs, /v1/jobs/NAME
+(from the database; the leader's fresher view of hosts is not there: those go to the leader)
+and GET /metrics (its own, so a scraper that follows redirects never files the leader's figures
+under a standby).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from starlette.middleware.base import BaseHTTPMiddleware
 from meso_agentless.controller.leadership import NotLeader
 
 OPEN = {"/v1/health"}
-READS = re.compile(r"/v1/jobs(/[^/]+)?")
+READS = re.compile(r"/v1/jobs(/[^/]+)?|/metrics")  # /metrics: this process's own
 ROLE_HEADER = "X-Meso-Role"
 
 

@@ -24,6 +24,15 @@ from meso_agentless.errors import UsageError
 from meso_agentless.state.sqlite import SCHEMA_VERSION, Store
 
 MIGRATION_LOCK = 0x6D65736F  # pg_advisory_xact_lock key ("meso")
+# a database that vanishes (a cut network) fails a call within seconds instead of hanging it
+CONNECTION = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 2,
+    "tcp_user_timeout": 10000,
+}
 # the state at schema 5 (state.sqlite's SCHEMA and MIGRATIONS up to 5): text sorts bytewise
 # (COLLATE "C"), as in SQLite; times are double precision (REAL is 4 bytes in PostgreSQL)
 SCHEMA = """
@@ -198,8 +207,8 @@ class PgStore(Store):
     def connect(self) -> Any:
         """A new autocommit connection; UsageError naming the (redacted) URL if none."""
         try:
-            return self._psycopg.connect(self.url, autocommit=True, connect_timeout=10,
-                                         row_factory=_row_factory)  # fmt: skip
+            return self._psycopg.connect(self.url, autocommit=True, row_factory=_row_factory,
+                                         **CONNECTION)  # fmt: skip
         except self._psycopg.Error as exc:
             raise UsageError(f"state {self.path}: {_first_line(exc)}") from None
 

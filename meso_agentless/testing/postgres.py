@@ -81,14 +81,23 @@ class TempPostgres:
                   f"--pwfile={pwfile}", "--auth=scram-sha-256", "-E", "UTF8",
                   "--no-instructions")  # fmt: skip
         pwfile.unlink()
+        self.resume()
+        self.create_database("meso")
+        return self
+
+    def resume(self) -> None:
+        """Start the server (again, after halt(): the same data, port and password)."""
         options = (f"-c listen_addresses=127.0.0.1 -c port={self.port} "
                    f"-c unix_socket_directories={self.dir} -c fsync=off "
                    "-c full_page_writes=off -c synchronous_commit=off")  # fmt: skip
         self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.dir / "log"),
                   "-o", options, "-w", "-t", "60", "start")  # fmt: skip
         self._started = True
-        self.create_database("meso")
-        return self
+
+    def halt(self) -> None:
+        """Stop the server, keeping its data (the database goes away, as in an outage)."""
+        self._run(str(self.bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+        self._started = False
 
     def create_database(self, name: str) -> str:
         """A new empty database; its URL."""

@@ -150,3 +150,29 @@ def test_a_frozen_leader_woken_after_the_takeover_launches_nothing(pair, meso_la
         plane.close()
         store.close()
     assert len(units(meso_lab)) == 6
+
+
+def test_the_database_away_the_leader_stops_launching_and_resumes_with_nothing_lost(
+    pair, meso_lab, postgres, tmp_path
+):
+    a, b, env, _ = pair
+    submit(env, tmp_path, "web", SERVICE)
+    wait_for(lambda: len(units(meso_lab)) == 3, timeout=30)
+    before = units(meso_lab)
+    postgres.halt()  # every database of the session's server: only this test's controllers use it
+    try:
+        wait_for(lambda: role(a)["role"] == "standby", timeout=30)  # its lease ran out
+        assert role(b)["role"] == "standby"
+        refused = httpx.post(f"{a.url}/v1/jobs", json={"job": "x"}, timeout=30,
+                             headers={"Authorization": f"Bearer {'h' * 40}"})  # fmt: skip
+        assert refused.status_code == 503, refused.text  # nobody can record an intent
+        assert units(meso_lab) == before  # the tasks keep running
+    finally:
+        postgres.resume()
+    wait_for(lambda: "leader" in (role(a)["role"], role(b)["role"]), timeout=30)
+    submit(env, tmp_path, "crunch", BATCH.replace('"8"', "infinity"))
+    wait_for(lambda: len(units(meso_lab)) == 6, timeout=30)
+    after = units(meso_lab)
+    assert {u: h for u, h in after.items() if u.startswith("meso-web_")} == before
+    for job in ("web", "crunch"):
+        assert {t["attempt"] for t in status(env, job)["tasks"]} == {1}

@@ -188,6 +188,7 @@ def test_a_standby_redirects_changes_to_the_leader_and_serves_reads(tmp_path):
         assert api.post("/v1/jobs", json=JOB, headers={"Authorization": ""}).status_code == 401
         assert [j["job"] for j in api.get("/v1/jobs").json()["jobs"]] == ["web"]
         assert api.get("/v1/jobs/web").status_code == 200
+        assert api.get("/metrics").status_code == 200  # its own
         standing.leader = None  # between leaders
         gone = api.post("/v1/jobs", json=JOB)
         assert gone.status_code == 503 and "no leader" in gone.json()["error"]
