@@ -162,7 +162,6 @@ def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | Non
     fleet = Fleet(plane, clock, interval=options.interval, suspect_after=options.suspect_after,
                   unreachable_after=options.unreachable_after)  # fmt: skip
     controller = Controller(store, inventory, plane, fleet, clock, events)
-    controller.schedulers.start()
     if isinstance(store, PgStore):
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         leadership: Leadership | Sole = Leadership(PgLease(store, holder, own, options.lease),
@@ -202,6 +201,9 @@ def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | Non
             fleet.start()
             fleet.wait_round(timeout=options.unreachable_after)
             log.info("leading at epoch %s: every host sampled, reconciling", epoch)
+            # frameworks registered meanwhile (with another leader) have their failover time
+            # from now: their streams went with that leader
+            controller.schedulers.start()
             return leadership.state() == (True, epoch)
         return True
 
