@@ -181,6 +181,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("results.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
     resuming = args.state.exists()
     sweep_id = args.state.read_text().strip() if resuming else secrets.token_hex(3)
     args.state.write_text(sweep_id)

@@ -17,6 +17,7 @@ from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
 from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta
+from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.spec import Job
 
 
@@ -39,6 +40,7 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
                frameworks.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
+    app.include_router(job_plan.router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])

@@ -258,13 +258,15 @@ class Schedulers:
             out.append(offer)
         return out
 
-    def release(self, name: str, offer_ids: Iterable[str]) -> None:
+    def release(self, name: str, offer_ids: Iterable[object]) -> None:
         """Give back the named offers that are held (a bad accept launches nothing)."""
         sub = self.subscribers.get(name)
-        for offer_id in offer_ids if sub is not None else ():
-            offer = sub.offers.get(offer_id) if isinstance(offer_id, str) else None  # type: ignore[union-attr]
+        if sub is None:
+            return
+        for offer_id in offer_ids:
+            offer = sub.offers.get(offer_id) if isinstance(offer_id, str) else None
             if offer is not None:
-                self._drop(sub, offer)  # type: ignore[arg-type]
+                self._drop(sub, offer)
 
     def accept(self, name: str, offer_ids: list[str], tasks: list[FrameworkTask]) -> list[dict]:
         """Launch `tasks` on the offers' hosts: all, or (OfferConflict) none. The offers are
@@ -295,7 +297,7 @@ class Schedulers:
         for i, task in enumerate(tasks):
             if names.count(task.name) > 1:
                 raise OfferConflict(f"tasks[{i}].name: task {task.name!r} is given twice")
-            host = task.host if task.host is not None else None
+            host = task.host
             if host is None:
                 if len(by_host) > 1:
                     raise OfferConflict(

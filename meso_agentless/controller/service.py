@@ -254,6 +254,7 @@ class Service:
                 load=[float(x) for x in facts.get("load", [])][:3],
                 usage=resources_json(usage), tasks=counted[name],
                 unclaimed=unclaimed.get(name, []), drain_deadline=drains.get(name),
+                attributes=dict(node.attributes),
             ))  # fmt: skip
         return HostList(hosts=out)
 

@@ -128,6 +128,7 @@ class HostInfo(View):
     tasks: int  # attempts the controller watches there
     unclaimed: list[str]  # meso units there that nobody launched (never adopted)
     drain_deadline: float | None  # when a drain's batch tasks are stopped (Unix time)
+    attributes: dict[str, str] = {}  # the inventory's meso_attributes (for constraints)
 
 
 class HostList(View):

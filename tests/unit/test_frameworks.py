@@ -430,3 +430,32 @@ def test_the_scheduler_api_over_http(api):
         assert api.delete(base).status_code == 200
         assert next(events)[0] == "error"
     assert api.post(f"{base}/suppress").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "status", "start"),
+    [
+        ("accept", b"[1]", 422, "body: must be an object"),
+        ("accept", b"{", 422, "body: not JSON"),
+        ("accept", b'{"offer_ids": "x", "tasks": []}', 422, "offer_ids: must be a non-empty"),
+        ("accept", b'{"offer_ids": ["x"], "tasks": {}}', 422, "tasks: must be a list"),
+        ("accept", b'{"offer_ids": ["x"], "tasks": [], "x": 1}', 422, "x: unknown field"),
+        ("accept", b'{"offer_ids": ["x"], "tasks": [{"name": "a", "argv": ["x"]}]}', 409,
+         "offer_ids[0]: offer x is not an offer held"),
+        ("decline", b'{"offer_ids": []}', 422, "offer_ids:"),
+        ("decline", b'{"offer_ids": ["x"], "refuse_seconds": -1}', 422, "refuse_seconds:"),
+        ("kill", b'{"task_id": 5}', 422, "task_id:"),
+        ("reconcile", b'{"task_ids": "all"}', 422, "task_ids:"),
+        ("subscribe", b'{"failover_timeout": "1m"}', 422, "failover_timeout:"),
+    ],
+)  # fmt: skip
+def test_hostile_scheduler_calls_get_one_line_naming_the_field(api, verb, body, status, start):
+    with api.stream("POST", "/v1/frameworks/alpha/subscribe") as stream:
+        assert next(sse_events(stream))[0] == "subscribed"  # only the body is wrong below
+        done = api.post(f"/v1/frameworks/alpha/{verb}", content=body,
+                        headers={"Content-Type": "application/json"})  # fmt: skip
+    assert done.status_code == status, done.text
+    assert done.json()["error"].startswith(start) and "\n" not in done.json()["error"]
+    assert api.cluster.controller.store.jobs() == []
+    bad_name = api.post("/v1/frameworks/Bad_Name/suppress")
+    assert bad_name.status_code == 422
