@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 TIMEOUT = 60.0  # for an answer (a submit runs a cycle first)
 CONNECT_TIMEOUT = 3.0  # a controller that does not take the connection: the next one is tried
+FAILOVER_WAIT = 60.0  # following a job: how long to wait for a new leader when one goes
 
 
 class ApiError(MesoError):
@@ -243,13 +244,47 @@ class Remote:
         if detach or stream is None:
             outcome = view.get("outcome")
             return outcome if outcome is not None and outcome["version"] >= version else None
-        for event in _sse(stream):
-            on_event(event)
-            data = event.get("data", {})
-            if event.get("kind") == "job" and "code" in data and data.get("version", 0) >= version:
-                return {"code": data["code"], "message": data["outcome"],
-                        "version": data["version"]}  # fmt: skip
-        raise MesoError("the controller closed the event stream (shutting down?)")
+        import http.client
+
+        try:
+            for event in _sse(stream):
+                on_event(event)
+                data = event.get("data", {})
+                if (event.get("kind") == "job" and "code" in data
+                        and data.get("version", 0) >= version):  # fmt: skip
+                    return {"code": data["code"], "message": data["outcome"],
+                            "version": data["version"]}  # fmt: skip
+        except (OSError, http.client.HTTPException):  # the controller went mid-answer
+            if len(self.addrs) < 2:
+                raise
+        if len(self.addrs) < 2:
+            raise MesoError("the controller closed the event stream (shutting down?)")
+        return self._follow_next_leader(view, on_event)
+
+    def _follow_next_leader(self, view: dict, on_event: Callable[[dict], None]) -> dict | None:
+        """The stream ended with several controllers named: the leader went; follow the next
+        one's events once one leads (the outcome, if it came meanwhile, is in the job's view)."""
+        import time
+
+        deadline = time.monotonic() + FAILOVER_WAIT
+        while True:
+            try:
+                stream = self._events(view["job"])
+            except MesoError:
+                if time.monotonic() > deadline:
+                    raise MesoError(
+                        f"no controller leads after {FAILOVER_WAIT:.0f} s: the job goes on; "
+                        "`meso status` tells how it stands"
+                    ) from None
+                time.sleep(1)
+                continue
+            try:
+                outcome = self.job(view["job"]).get("outcome")
+                if outcome is not None and outcome["version"] >= view["version"]:
+                    return outcome
+                return self._follow(view, stream, on_event, False)
+            finally:
+                stream.close()
 
 
 def _sse(response: http.client.HTTPResponse) -> Iterator[dict]:

@@ -7,6 +7,7 @@ measures the takeover."""
 import json
 import os
 import signal
+import subprocess
 
 import httpx
 import pytest
@@ -15,7 +16,7 @@ from meso_agentless.hosts.plane import ExecutionPlane, NodeRefused
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.postgres import PgStore
 from meso_agentless.testing.controller import start_controller
-from tests.lab.common import cli, units, wait_for
+from tests.lab.common import MESO, cli, units, wait_for
 
 pytestmark = pytest.mark.lab
 
@@ -91,7 +92,12 @@ def test_the_leader_killed_the_standby_takes_over_and_nothing_is_lost_or_run_twi
     a, b, env, _ = pair
     assert (role(b)["role"], role(b)["leader"]) == ("standby", a.url)
     submit(env, tmp_path, "web", SERVICE)
-    submit(env, tmp_path, "crunch", BATCH)
+    (tmp_path / "crunch.yaml").write_text(BATCH)
+    # `meso run` follows the batch job through the failover, to its end
+    follower = subprocess.Popen(
+        [*MESO, "run", str(tmp_path / "crunch.yaml")], env=env, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
     wait_for(lambda: len(units(meso_lab)) == 6, timeout=30)
     before = units(meso_lab)
     # the standby named first: it answers 307, and the CLI goes on to the leader
@@ -116,6 +122,9 @@ def test_the_leader_killed_the_standby_takes_over_and_nothing_is_lost_or_run_twi
     after = units(meso_lab)
     assert after == {u: h for u, h in before.items() if u.startswith("meso-web_")}
     assert "leading at epoch 2" in b.log.read_text()
+    out, err = follower.communicate(timeout=60)
+    assert follower.returncode == 0, err
+    assert "all 3 task(s) finished" in out + err
 
 
 def test_a_frozen_leader_woken_after_the_takeover_launches_nothing(pair, meso_lab, tmp_path):
