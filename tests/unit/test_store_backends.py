@@ -4,6 +4,7 @@ schema they share, and the controllers' lease in PostgreSQL."""
 import sqlite3
 import threading
 
+import psycopg
 import pytest
 
 from meso_agentless.core.tasks import TaskState, TaskStatus
@@ -170,3 +171,20 @@ def test_a_sqlite_state_is_not_a_url_and_stays_sqlite(tmp_path):
     assert type(store) is Store
     assert isinstance(store.db, sqlite3.Connection)
     assert (tmp_path / "s.db").exists()
+
+
+def test_a_store_outlives_a_restart_of_the_database(postgres):
+    """The database goes away and comes back: a call in between fails (no password in it), and
+    drops its broken connection; the next call connects again; nothing written is lost."""
+    store = PgStore(postgres.fresh_url())
+    store.put_job("j", "fw", "batch", {"job": "j"}, "inv")
+    postgres.halt()
+    try:
+        with pytest.raises((UsageError, psycopg.OperationalError)) as failed:
+            store.jobs()
+        assert postgres.password not in str(failed.value)
+    finally:
+        postgres.resume()
+    assert [j.name for j in store.jobs()] == ["j"]
+    store.put_job("k", "fw", "batch", {"job": "k"}, "inv")
+    assert [j.name for j in store.jobs()] == ["j", "k"]
