@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -20,6 +21,7 @@ from tests.lab.common import MESO, cli, units, wait_for
 
 pytestmark = pytest.mark.lab
 
+OUTAGE = 30  # seconds the database is away
 SERVICE = """\
 job: web
 type: service
@@ -169,13 +171,16 @@ def test_the_database_away_the_leader_stops_launching_and_resumes_with_nothing_l
     wait_for(lambda: len(units(meso_lab)) == 3, timeout=30)
     before = units(meso_lab)
     postgres.halt()  # every database of the session's server: only this test's controllers use it
+    halted = time.monotonic()
     try:
         wait_for(lambda: role(a)["role"] == "standby", timeout=30)  # its lease ran out
         assert role(b)["role"] == "standby"
         refused = httpx.post(f"{a.url}/v1/jobs", json={"job": "x"}, timeout=30,
                              headers={"Authorization": f"Bearer {'h' * 40}"})  # fmt: skip
         assert refused.status_code == 503, refused.text  # nobody can record an intent
+        time.sleep(max(0.0, OUTAGE - (time.monotonic() - halted)))  # the outage lasts
         assert units(meso_lab) == before  # the tasks keep running
+        assert role(a)["role"] == role(b)["role"] == "standby"
     finally:
         postgres.resume()
     wait_for(lambda: "leader" in (role(a)["role"], role(b)["role"]), timeout=30)
