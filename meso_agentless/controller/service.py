@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from meso_agentless import __version__
 from meso_agentless import schedule as schedules
@@ -47,12 +48,21 @@ class HostUnreachable(MesoError):
 
 
 class Service:
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, leadership: Any = None) -> None:
+        """`leadership`: controller.leadership's standing (None: a controller on its own)."""
         self.controller = controller
         self.store = controller.store
+        self.leadership = leadership
 
     def health(self) -> Health:
-        return Health(ok=True, version=__version__)
+        leadership = self.leadership
+        if leadership is None or leadership.kind == "sole":
+            return Health(ok=True, version=__version__)
+        leading, epoch = leadership.state()
+        if leading:
+            return Health(ok=True, version=__version__, role="leader", epoch=epoch)
+        return Health(ok=True, version=__version__, role="standby",
+                      leader=leadership.leader_addr())  # fmt: skip
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -172,6 +172,9 @@ class TriggerResult(View):
 class Health(View):
     ok: bool
     version: str
+    role: str = "leader"  # leader or standby (several controllers on PostgreSQL)
+    epoch: int | None = None  # the lease's epoch this leader acts under; None: one controller
+    leader: str | None = None  # a standby: the leader's address, if there is one
 
 
 class SharePointView(View):

@@ -26,8 +26,9 @@ GiB = 1 << 30
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    cluster = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB")})
+def cluster(tmp_path, state):
+    """On each store: SQLite and PostgreSQL."""
+    cluster = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB")}, state=state)
     cluster.controller.schedulers.start()
     cluster.step()
     return cluster
