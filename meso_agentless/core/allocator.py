@@ -112,15 +112,28 @@ class Cycle:
 
     def guard(self, total: Mapping[str, int]) -> None:
         """Set up the accounts of borrowing against the cluster's `total`: what is outside every
-        guarantee (the pool) less what frameworks hold non-revocably beyond their guarantee."""
-        dims = self.dims
+        guarantee (the pool) less what frameworks hold non-revocably beyond their guarantee.
+        Only frameworks with a guarantee have an account: all that the others hold non-revocably
+        comes from the pool."""
+        dims, index = self.dims, self.index
         pool = [total.get(d, 0) for d in dims]
-        for name, fw in sorted(self.frameworks.items()):
-            guarantee = [(fw.guarantee or {}).get(d, 0) for d in dims]
-            held = [fw.allocated.get(d, 0) - fw.revocable.get(d, 0) for d in dims]
-            self.guarantees[name], self.nonrevocable[name] = guarantee, held
-            for i in range(len(dims)):
-                pool[i] -= guarantee[i] + max(0, held[i] - guarantee[i])
+        self.guarantees, self.nonrevocable = {}, {}
+        for name, fw in self.frameworks.items():
+            if fw.guarantee:
+                guarantee = [fw.guarantee.get(d, 0) for d in dims]
+                held = [fw.allocated.get(d, 0) - fw.revocable.get(d, 0) for d in dims]
+                self.guarantees[name], self.nonrevocable[name] = guarantee, held
+                for i, (g, h) in enumerate(zip(guarantee, held, strict=True)):
+                    pool[i] -= h if h > g else g
+                continue
+            for d, amount in fw.allocated.items():
+                i = index.get(d)
+                if i is not None:
+                    pool[i] -= amount
+            for d, amount in fw.revocable.items():
+                i = index.get(d)
+                if i is not None:
+                    pool[i] += amount
         self.pool = pool
 
     def borrowing(self, framework: str, nz: tuple[tuple[int, int], ...]) -> tuple[int, int] | None:
@@ -128,12 +141,20 @@ class Cycle:
         fits in the framework's own guarantee and the pool, and is not revocable."""
         if not self.guarded:
             return None
+        pool = self.pool
         guarantee = self.guarantees.get(framework)
-        held = self.nonrevocable.get(framework)
+        if guarantee is None:
+            for i, amount in nz:
+                if amount > pool[i]:
+                    return i, amount
+            return None
+        held = self.nonrevocable[framework]
         for i, amount in nz:
-            g, h = (guarantee[i], held[i]) if guarantee and held else (0, 0)
-            beyond = max(0, h + amount - g) - max(0, h - g)
-            if beyond > self.pool[i]:
+            h, g = held[i], guarantee[i]
+            if h + amount <= g:
+                continue
+            beyond = amount if h >= g else h + amount - g
+            if beyond > pool[i]:
                 return i, beyond
         return None
 
@@ -167,14 +188,17 @@ class Cycle:
 
     def _hold(self, framework: str, nz: tuple[tuple[int, int], ...]) -> None:
         """Count a non-revocable task against the framework's guarantee, then the pool."""
+        pool = self.pool
         guarantee = self.guarantees.get(framework)
-        held = self.nonrevocable.get(framework)
-        if guarantee is None or held is None:
-            guarantee = self.guarantees[framework] = [0] * len(self.dims)
-            held = self.nonrevocable[framework] = [0] * len(self.dims)
+        if guarantee is None:
+            for i, amount in nz:
+                pool[i] -= amount
+            return
+        held = self.nonrevocable[framework]
         for i, amount in nz:
-            g, h = guarantee[i], held[i]
-            self.pool[i] -= max(0, h + amount - g) - max(0, h - g)
+            h, g = held[i], guarantee[i]
+            if h + amount > g:
+                pool[i] -= amount if h >= g else h + amount - g
             held[i] = h + amount
 
     # -- demand, quota, fit --------------------------------------------------------------------
@@ -597,9 +621,6 @@ class _Undo:
         cycle.pool = self.pool
         if self.nonrevocable is not None:
             cycle.nonrevocable[self.framework] = self.nonrevocable
-        else:
-            cycle.nonrevocable.pop(self.framework, None)
-            cycle.guarantees.pop(self.framework, None)
         if self.counts is not None:
             counts, per_host, per_value = self.counts
             counts.per_host.clear()

@@ -103,10 +103,7 @@ class DRFSorter:
 
     def below_guarantee(self, client: str) -> bool:
         """Below its guarantee, and not demoted: it goes before those that are not."""
-        if client in self._demoted:
-            return False
-        share = self.guarantee_share(client)
-        return share is not None and share < 1.0
+        return self._keys[client] < 0.0  # shares are never negative: only these keys are
 
     def next_share(self, client: str) -> float | None:
         """The lowest weighted share of the other active clients (None: there are none)."""

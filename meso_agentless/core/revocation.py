@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from meso_agentless.core.allocator import Cycle
     from meso_agentless.core.lanes import HostState
 
+MAX_CANDIDATES = 8  # hosts weighed for one task's revocations, at most
+MAX_BATCH = 4  # tasks of one group a host's revocations are weighed for, at most
 Wanting = tuple[str, Sequence[tuple[TaskGroup, int]]]  # framework, (group, first index left)
 
 
@@ -33,25 +35,64 @@ class _Room:
         self.cycle = cycle
         self.extra: dict[str, list[int]] = {}  # freed by revocations, per host
         self.extra_ports: dict[str, int] = {}
-        self.victims: dict[str, list[RevocableTask]] = {}  # youngest first
+        self._running: dict[str, list[RevocableTask]] = {}
+        self._victims: dict[str, list[RevocableTask]] = {}  # youngest first, made when asked
+        self._potential: dict[str, list[int]] = {}  # what all of a host's victims hold
+        self._vectors: dict[int, list[int]] = {}
+        by_host = self._running
         for task in running:
-            if task.host not in cycle.by_name:
-                continue
             if task.stopping:
-                self.free_up(task)
+                if task.host in cycle.by_name:
+                    self.free_up(task)
+                continue
+            tasks = by_host.get(task.host)
+            if tasks is None:
+                by_host[task.host] = [task]
             else:
-                self.victims.setdefault(task.host, []).append(task)
-        for tasks in self.victims.values():
-            tasks.sort(key=lambda t: (-t.since, t.job, t.task, t.index))
+                tasks.append(task)
+
+    def has_victims(self, host: str) -> bool:
+        return host in self._running
+
+    def victims(self, host: str) -> list[RevocableTask]:
+        found = self._victims.get(host)
+        if found is None:
+            found = sorted(self._running.get(host, ()),
+                           key=lambda t: (-t.since, t.job, t.task, t.index))  # fmt: skip
+            self._victims[host] = found
+        return found
+
+    def potential(self, host: str) -> list[int]:
+        """What all of a host's victims hold (not revoked yet), ports last."""
+        held = self._potential.get(host)
+        if held is None:
+            held = [0] * (len(self.cycle.dims) + 1)
+            for task in self._running.get(host, ()):
+                for i, amount in enumerate(self.task_vector(task)):
+                    held[i] += amount
+                held[-1] += int(task.resources.get(PORTS, 0))
+            self._potential[host] = held
+        return held
+
+    def task_vector(self, task: RevocableTask) -> list[int]:
+        vec = self._vectors.get(id(task))
+        if vec is None:
+            vec = self._vectors[id(task)] = self.vector(task.resources)
+        return vec
 
     def vector(self, resources: dict[str, int] | object) -> list[int]:
         get = resources.get  # type: ignore[attr-defined]
         return [get(d, 0) for d in self.cycle.dims]
 
-    def free_up(self, task: RevocableTask) -> None:
+    def free_up(self, task: RevocableTask, victim: bool = False) -> None:
         extra = self.extra.setdefault(task.host, [0] * len(self.cycle.dims))
-        for i, amount in enumerate(self.vector(task.resources)):
+        held = self.potential(task.host) if victim else None
+        for i, amount in enumerate(self.task_vector(task)):
             extra[i] += amount
+            if held is not None:
+                held[i] -= amount
+        if held is not None:
+            held[-1] -= int(task.resources.get(PORTS, 0))
         self.extra_ports[task.host] = self.extra_ports.get(task.host, 0) + int(
             task.resources.get(PORTS, 0)
         )
@@ -71,7 +112,12 @@ class _Room:
 
 
 def _fits(avail: list[int], ports: int, need: list[int], nports: int) -> bool:
-    return ports >= nports and all(a >= n for a, n in zip(avail, need, strict=True))
+    if ports < nports:
+        return False
+    for a, n in zip(avail, need):  # noqa: B905, SIM110 - the same dimensions (hot path)
+        if a < n:
+            return False
+    return True
 
 
 def _victims_for(
@@ -84,7 +130,7 @@ def _victims_for(
     for task in candidates:
         if _fits(freed, freed_ports, need, nports):
             break
-        vec = room.vector(task.resources)
+        vec = room.task_vector(task)
         tports = int(task.resources.get(PORTS, 0))
         chosen.append((task, vec, tports))
         freed = [f + v for f, v in zip(freed, vec, strict=True)]
@@ -112,6 +158,7 @@ def revoke_for_guarantees(
     if sorter is None or not running or not wanting:
         return [], {}
     room = _Room(cycle, running)
+    ranks: dict[tuple, dict[str, int]] = {}
     revoked: dict[tuple[str, str, int], Revocation] = {}
     waits: dict[tuple[str, str, int], str] = {}
     owners = sorted(wanting, key=lambda w: (sorter.guarantee_share(w[0]) or 0.0, w[0]))
@@ -131,11 +178,16 @@ def revoke_for_guarantees(
             need, nports = room.vector(group.resources), demand[1]
             static = tuple(c for c in group.constraints if c.is_static)
             dynamic = tuple(c for c in group.constraints if not c.is_static)
-            counts = cycle.group_counts(group) if dynamic else None
-            hosts = [
-                h for h in cycle.candidates(static)
-                if counts is None or all(counts.allows(c, h) for c in dynamic)
-            ]  # fmt: skip
+            if dynamic:
+                counts = cycle.group_counts(group)
+                hosts = [h for h in cycle.candidates(static)
+                         if all(counts.allows(c, h) for c in dynamic)]  # fmt: skip
+                rank = {h.name: i for i, h in enumerate(hosts)}
+            else:
+                hosts = cycle.candidates(static)
+                rank = ranks.get(static) or ranks.setdefault(
+                    static, {h.name: i for i, h in enumerate(hosts)}
+                )
             plan: list[tuple[int, str, list[RevocableTask]]] = []
             snapshot = (dict(held), dict(used), {k: list(v) for k, v in room.extra.items()},
                         dict(room.extra_ports), dict(revoked), dict(waits))  # fmt: skip
@@ -145,7 +197,9 @@ def revoke_for_guarantees(
                     quota is not None and not _within(used, group.resources, quota)
                 ):
                     break
-                choice = _choose(room, hosts, framework, need, nports, revoked, end - index)
+                left = min(end - index, _times(held, group.resources, guarantee),
+                           _times(used, group.resources, quota or {}))  # fmt: skip
+                choice = _choose(room, hosts, framework, need, nports, revoked, left, rank)
                 if choice is None:
                     break
                 host, victims = choice
@@ -161,7 +215,7 @@ def revoke_for_guarantees(
                         f"revoked: {framework} needs its guarantee back "
                         f"(for {group.job}/{group.task}[{index}])",
                     )
-                    room.free_up(task)
+                    room.free_up(task, victim=True)
                 room.take(host, need, nports)
                 for name, amount in group.resources.items():
                     held[name] = held.get(name, 0) + amount
@@ -174,6 +228,16 @@ def revoke_for_guarantees(
                 held, used, extra, ports, revoked, waits = snapshot
                 room.extra, room.extra_ports = extra, ports
     return sorted(revoked.values(), key=lambda r: (r.host, r.job, r.task, r.index)), waits
+
+
+def _times(held: dict[str, int], need: object, bound: object) -> int:
+    """How many times `need` fits between `held` and `bound` (in every resource it names)."""
+    times = [
+        (limit - held.get(name, 0)) // need.get(name, 0)  # type: ignore[attr-defined]
+        for name, limit in bound.items()  # type: ignore[attr-defined]
+        if need.get(name, 0)  # type: ignore[attr-defined]
+    ]
+    return max(0, min(times, default=1 << 30))
 
 
 def _within(held: dict[str, int], need: object, bound: object) -> bool:
@@ -193,27 +257,56 @@ def _choose(
     nports: int,
     revoked: dict[tuple[str, str, int], Revocation],
     left: int,
+    rank: dict[str, int],
 ) -> tuple[str, list[RevocableTask]] | None:
-    """The host that takes the task with the fewest revocations per task of the `left` ones it
-    then has room for (then the youngest victims, then the binpack order), and those."""
-    best: tuple[tuple, str, list[RevocableTask]] | None = None
-    for rank, host in enumerate(hosts):
-        avail, ports = room.available(host, framework)
+    """A host that takes the task: one where it fits in what revocations already freed, else
+    the one needing the fewest revocations per task, weighing room for 1 to MAX_BATCH of the
+    `left` tasks at once (then the most tasks, the youngest victims, the binpack order; the
+    search ends at a host where one revocation makes room for all, or after MAX_CANDIDATES
+    hosts that could do), and those revocations."""
+    by_name = room.cycle.by_name
+    freed = sorted((rank[n], n) for n in room.extra if n in rank)
+    for _, name in freed:  # room freed already (by tasks being revoked): nothing more to revoke
+        avail, ports = room.available(by_name[name], framework)
         if _fits(avail, ports, need, nports):
-            return host.name, []
+            return name, []
+    best: tuple[tuple, str, tuple] | None = None
+    seen = 0
+    for rank, host in enumerate(hosts):
+        if not room.has_victims(host.name):
+            continue
+        potential = room.potential(host.name)
+        avail, ports = room.available(host, framework)
+        upper = [a + p for a, p in zip(avail, potential, strict=False)]
+        if not _fits(upper, ports + potential[-1], need, nports):
+            continue  # even revoking all of it would not do
         candidates = [
-            t for t in room.victims.get(host.name, ())
+            t for t in room.victims(host.name)
             if t.framework != framework and (t.job, t.task, t.index) not in revoked
         ]  # fmt: skip
         if not candidates:
             continue
-        victims = _victims_for(avail, ports, need, nports, candidates, room)
-        if victims:
-            freed = list(avail)
-            for task in victims:
-                freed = [f + v for f, v in zip(freed, room.vector(task.resources), strict=True)]
-            room_for = min([left] + [f // n for f, n in zip(freed, need, strict=True) if n])
-            score = (len(victims) / max(1, room_for), -min(t.since for t in victims), rank)
-            if best is None or score < best[0]:
-                best = (score, host.name, victims)
-    return None if best is None else (best[1], best[2])
+        seen += 1
+        # the youngest-first prefix that makes room for k of the tasks, k = 1, 2, ...
+        freed, freed_ports, length = list(avail), ports, 0
+        for k in range(1, min(left, MAX_BATCH) + 1):
+            wanted, wanted_ports = [n * k for n in need], nports * k
+            while not _fits(freed, freed_ports, wanted, wanted_ports) and length < len(candidates):
+                task = candidates[length]
+                freed = [f + v for f, v in zip(freed, room.task_vector(task), strict=True)]
+                freed_ports += int(task.resources.get(PORTS, 0))
+                length += 1
+            if not _fits(freed, freed_ports, wanted, wanted_ports):
+                break
+            if length:
+                score = (length / k, -k, -candidates[length - 1].since, rank)
+                if best is None or score < best[0]:
+                    best = (score, host.name, (avail, ports, wanted, wanted_ports,
+                                               candidates[:length]))  # fmt: skip
+        if (best is not None and best[0][0] * min(left, MAX_BATCH) <= 1) or seen >= MAX_CANDIDATES:
+            break
+    if best is None:
+        return None
+    avail, ports, wanted, wanted_ports, prefix = best[2]
+    victims = _victims_for(avail, ports, wanted, wanted_ports, prefix, room)
+    return best[1], victims or []
