@@ -39,6 +39,7 @@ class _Room:
         self._victims: dict[str, list[RevocableTask]] = {}  # youngest first, made when asked
         self._potential: dict[str, list[int]] = {}  # what all of a host's victims hold
         self._vectors: dict[int, list[int]] = {}
+        self.held: dict[str, dict[str, int]] = {}  # what guaranteed victims' frameworks keep
         by_host = self._running
         for task in running:
             if task.stopping:
@@ -51,6 +52,38 @@ class _Room:
             else:
                 tasks.append(task)
 
+    def may_revoke(self, task: RevocableTask) -> bool:
+        """Whether revoking `task` leaves its framework at or above its own guarantee (below
+        it, the framework would only be owed in turn: the room would change hands for nothing)."""
+        cycle = self.cycle
+        guarantee = cycle.frameworks[task.framework].guarantee if (
+            task.framework in cycle.frameworks) else None  # fmt: skip
+        if not guarantee:
+            return True
+        held = self.held.get(task.framework)
+        if held is None:
+            sorter = cycle.sorter
+            held = self.held[task.framework] = dict(
+                sorter.allocated(task.framework) if sorter is not None else {}
+            )
+        return all(held.get(name, 0) - task.resources.get(name, 0) >= amount
+                   for name, amount in guarantee.items()
+                   if task.resources.get(name, 0))  # fmt: skip
+
+    def revoked(self, task: RevocableTask) -> None:
+        held = self.held.get(task.framework)
+        if held is not None:
+            for name, amount in task.resources.items():
+                held[name] = held.get(name, 0) - amount
+
+    def save(self) -> tuple:
+        return ({k: list(v) for k, v in self.extra.items()}, dict(self.extra_ports),
+                {k: list(v) for k, v in self._potential.items()},
+                {k: dict(v) for k, v in self.held.items()})  # fmt: skip
+
+    def restore(self, saved: tuple) -> None:
+        self.extra, self.extra_ports, self._potential, self.held = saved
+
     def has_victims(self, host: str) -> bool:
         return host in self._running
 
@@ -58,7 +91,8 @@ class _Room:
         found = self._victims.get(host)
         if found is None:
             found = sorted(self._running.get(host, ()),
-                           key=lambda t: (-t.since, t.job, t.task, t.index))  # fmt: skip
+                           key=lambda t: (t.since, t.job, t.task, t.index),
+                           reverse=True)  # fmt: skip
             self._victims[host] = found
         return found
 
@@ -164,7 +198,7 @@ def revoke_for_guarantees(
     owners = sorted(wanting, key=lambda w: (sorter.guarantee_share(w[0]) or 0.0, w[0]))
     for framework, groups in owners:
         guarantee = cycle.frameworks[framework].guarantee or {}
-        held = dict(sorter.allocated(framework))
+        held = dict(room.held.get(framework) or sorter.allocated(framework))
         quota = cycle.frameworks[framework].quota
         used = dict(cycle.quota_used.get(framework, {}))
         for group, start in groups:
@@ -189,8 +223,9 @@ def revoke_for_guarantees(
                     static, {h.name: i for i, h in enumerate(hosts)}
                 )
             plan: list[tuple[int, str, list[RevocableTask]]] = []
-            snapshot = (dict(held), dict(used), {k: list(v) for k, v in room.extra.items()},
-                        dict(room.extra_ports), dict(revoked), dict(waits))  # fmt: skip
+            snapshot = None
+            if group.gang:  # all of a gang, or nothing for it: what to put back
+                snapshot = (dict(held), dict(used), dict(revoked), dict(waits), room.save())
             end = group.first_index + group.count
             for index in range(start, end):
                 if not _within(held, group.resources, guarantee) or (
@@ -216,6 +251,7 @@ def revoke_for_guarantees(
                         f"(for {group.job}/{group.task}[{index}])",
                     )
                     room.free_up(task, victim=True)
+                    room.revoked(task)
                 room.take(host, need, nports)
                 for name, amount in group.resources.items():
                     held[name] = held.get(name, 0) + amount
@@ -224,9 +260,9 @@ def revoke_for_guarantees(
                 waits[(group.job, group.task, index)] = (
                     f"waiting for revocation: borrowed tasks on {host} are being stopped"
                 )
-            if group.gang and len(plan) < end - start:  # all of a gang, or nothing for it
-                held, used, extra, ports, revoked, waits = snapshot
-                room.extra, room.extra_ports = extra, ports
+            if snapshot is not None and len(plan) < end - start:
+                held, used, revoked, waits, saved = snapshot
+                room.restore(saved)
     return sorted(revoked.values(), key=lambda r: (r.host, r.job, r.task, r.index)), waits
 
 
@@ -283,6 +319,7 @@ def _choose(
         candidates = [
             t for t in room.victims(host.name)
             if t.framework != framework and (t.job, t.task, t.index) not in revoked
+            and room.may_revoke(t)
         ]  # fmt: skip
         if not candidates:
             continue
