@@ -16,7 +16,7 @@ from meso_agentless.api.auth import require_token
 from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
-from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta
+from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta, queue
 from meso_agentless.spec import Job
 
 
@@ -36,7 +36,7 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestCounter, metrics=metrics)
     routers = (meta.open_router, meta.router, hosts.router, jobs.router, events.router,
-               frameworks.router)  # fmt: skip
+               frameworks.router, queue.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

@@ -87,7 +87,7 @@ class Service:
             job=job.name, framework=job.framework, type=job.type, state=job.state, run=job.run,
             version=job.version, submitted=job.submitted,
             counts=dict(Counter(r.state.value for r in latest.values())),
-            tasks=[task_view(r) for r in rows],
+            tasks=[task_view(r, self.controller.borrowed.is_revocable(r.unit)) for r in rows],
             unplaced=[UnplacedView(task=u.task, index=u.index, reason=u.reason)
                       for u in unplaced],
             outcome=outcome, spec=job.spec, **self._cron(job, latest),
@@ -302,6 +302,20 @@ class Service:
                 return fw
         raise NotFound(f"no framework {name!r}")
 
+    # -- the queue -----------------------------------------------------------------------------
+
+    def queue(self, framework: str | None = None) -> dict:
+        """Pending task groups in placing order with why each waits; each framework's share."""
+        from meso_agentless.controller.queue import queue_view
+
+        return queue_view(self.controller, framework)
+
+    def explain(self, job: str, task: str | None = None) -> dict:
+        """For each task of the job (or one): every host, fits or the first reason not."""
+        from meso_agentless.controller.queue import explain_view
+
+        return explain_view(self.controller, job, task)
+
     # -- plan ----------------------------------------------------------------------------------
 
     def plan(self, jobs: Sequence[Job]) -> dict:
@@ -317,11 +331,11 @@ class Service:
         return {**plan_json(result), "unreachable": unreachable}
 
 
-def task_view(r: TaskRow) -> TaskView:
+def task_view(r: TaskRow, revocable: bool = False) -> TaskView:
     return TaskView(
         task=r.task, index=r.index, attempt=r.attempt, host=r.host, unit=r.unit,
         state=r.state.value, exit_code=r.exit_code, signal=r.signal, reason=r.reason,
         restarts=r.restarts, since=r.since,
         resources=resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
-        ports=list(r.ports), health=r.health,
+        ports=list(r.ports), health=r.health, revocable=revocable,
     )  # fmt: skip
