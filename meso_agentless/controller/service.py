@@ -325,7 +325,9 @@ class Service:
         views = controller.fleet.views()
         tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in controller.nodes]
         hosts = controller.placeable_hosts(views, tracked)
-        result = plan_jobs(jobs, controller.frameworks_holding(tracked), hosts)
+        framework_of = {j.name: j.framework for j in self.store.jobs() if j.type != "cron"}
+        result = plan_jobs(jobs, controller.frameworks_holding(tracked), hosts,
+                           controller.borrowed.running(tracked, framework_of))  # fmt: skip
         unreachable = {name: view.error or f"host is {view.state}"
                        for name, view in sorted(views.items()) if not view.placeable}  # fmt: skip
         return {**plan_json(result), "unreachable": unreachable}
