@@ -205,7 +205,7 @@ def revoke_for_guarantees(
             if not _within(held, group.resources, guarantee) or (
                 quota is not None and not _within(used, group.resources, quota)
             ):
-                break  # beyond its guarantee (or limit): nothing is revoked for it
+                continue  # beyond its guarantee (or limit): nothing is revoked for it
             demand = cycle.demand(group.resources)
             if demand is None:
                 continue
