@@ -202,10 +202,8 @@ def revoke_for_guarantees(
         quota = cycle.frameworks[framework].quota
         used = dict(cycle.quota_used.get(framework, {}))
         for group, start in groups:
-            if not _within(held, group.resources, guarantee) or (
-                quota is not None and not _within(used, group.resources, quota)
-            ):
-                continue  # beyond its guarantee (or limit): nothing is revoked for it
+            if quota is not None and not _within(used, group.resources, quota):
+                continue  # at its limit: it waits for its own tasks to end
             demand = cycle.demand(group.resources)
             if demand is None:
                 continue
@@ -222,11 +220,28 @@ def revoke_for_guarantees(
                 rank = ranks.get(static) or ranks.setdefault(
                     static, {h.name: i for i, h in enumerate(hosts)}
                 )
+            end = group.first_index + group.count
+            if not _within(held, group.resources, guarantee):
+                # beyond its guarantee: nothing is revoked for it, but it takes what the
+                # revocations free before the tasks they are for (as the next cycle will)
+                for index in range(start, end):
+                    if quota is not None and not _within(used, group.resources, quota):
+                        break
+                    host = _fit_freed(room, framework, need, nports, rank)
+                    if host is None:
+                        break
+                    room.take(host, need, nports)
+                    for name, amount in group.resources.items():
+                        held[name] = held.get(name, 0) + amount
+                        used[name] = used.get(name, 0) + amount
+                    waits[(group.job, group.task, index)] = (
+                        f"waiting for revocation: borrowed tasks on {host} are being stopped"
+                    )
+                continue
             plan: list[tuple[int, str, list[RevocableTask]]] = []
             snapshot = None
             if group.gang:  # all of a gang, or nothing for it: what to put back
                 snapshot = (dict(held), dict(used), dict(revoked), dict(waits), room.save())
-            end = group.first_index + group.count
             for index in range(start, end):
                 if not _within(held, group.resources, guarantee) or (
                     quota is not None and not _within(used, group.resources, quota)
@@ -285,6 +300,18 @@ def _within(held: dict[str, int], need: object, bound: object) -> bool:
     )
 
 
+def _fit_freed(
+    room: _Room, framework: str, need: list[int], nports: int, rank: dict[str, int]
+) -> str | None:
+    """The first host (in the lane's order) where the task fits in what revocations free."""
+    by_name = room.cycle.by_name
+    for _, name in sorted((rank[n], n) for n in room.extra if n in rank):
+        avail, ports = room.available(by_name[name], framework)
+        if _fits(avail, ports, need, nports):
+            return name
+    return None
+
+
 def _choose(
     room: _Room,
     hosts: list[HostState],
@@ -300,12 +327,9 @@ def _choose(
     `left` tasks at once (then the most tasks, the youngest victims, the binpack order; the
     search ends at a host where one revocation makes room for all, or after MAX_CANDIDATES
     hosts that could do), and those revocations."""
-    by_name = room.cycle.by_name
-    freed = sorted((rank[n], n) for n in room.extra if n in rank)
-    for _, name in freed:  # room freed already (by tasks being revoked): nothing more to revoke
-        avail, ports = room.available(by_name[name], framework)
-        if _fits(avail, ports, need, nports):
-            return name, []
+    found = _fit_freed(room, framework, need, nports, rank)
+    if found is not None:  # room freed already (by tasks being revoked): nothing more to revoke
+        return found, []
     best: tuple[tuple, str, tuple] | None = None
     seen = 0
     for rank, host in enumerate(hosts):
