@@ -114,13 +114,13 @@ class Replay:
 
 
 @st.composite
-def clusters(draw, sizes):
+def clusters(draw, sizes, others_guaranteed=True):
     widths = draw(st.lists(st.integers(2, 6), min_size=1, max_size=4))
     hosts = [Host(f"h{i}", {"cpus": c * 1000, "mem": c * GiB}) for i, c in enumerate(widths)]
     total = sum(h.capacity["cpus"] for h in hosts) // 1000
     ga = draw(st.integers(1, total))
-    gb = draw(st.integers(0, total - ga))
-    gc = draw(st.integers(0, total - ga - gb))
+    gb = draw(st.integers(0, total - ga)) if others_guaranteed else 0
+    gc = draw(st.integers(0, total - ga - gb)) if others_guaranteed else 0
     frameworks = []
     for name, g in (("a", ga), ("b", gb), ("c", gc)):
         quota = None
@@ -163,8 +163,11 @@ def test_one_revocation_round_gives_a_team_its_guarantee(case):
 
 
 @settings(max_examples=300, deadline=None)
-@given(clusters(st.integers(1, 3)))
+@given(clusters(st.integers(1, 3), others_guaranteed=False))
 def test_revocations_are_used_and_limits_hold_with_tasks_of_any_size(case):
+    """Only a is guaranteed here: with several guaranteed teams and tasks of unlike sizes, a
+    task too large to revoke without taking its own team below its guarantee can leave another
+    one task short (see the README's sharing section)."""
     replay, _, work = case
     replay.cycle()
     replay.submit(work)
