@@ -42,10 +42,19 @@ def test_an_idle_teams_guarantee_is_lent_then_taken_back(meso_lab, tmp_path):
         lent = {f["name"]: f["lent"] for f in queue["frameworks"]}
         assert lent["a"] == {"cpus": 3.0}
         # a, idle so far, asks for its guarantee
-        a = job("claim", "a", 3, ["sleep", "2"])
+        a = job("claim", "a", 3, ["sleep", "8"])
         assert api.post("/v1/jobs?detach=true", json=a).status_code == 201
         wait_for(lambda: all(t["state"] in ("running", "finished") for t in tasks("claim"))
                  and len(tasks("claim")) == 3, timeout=60)  # fmt: skip
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MESO_")}, **ctl.env}
+        queue = cli(env, "queue")  # while a's tasks run, b's revoked ones wait for room
+        assert queue.returncode == 0, queue.stderr
+        assert "fill" in queue.stdout and "no host fits" in " ".join(queue.stdout.split())
+        explained = cli(env, "explain", "fill", "t")
+        assert explained.returncode == 0, explained.stderr
+        lines = explained.stdout.splitlines()
+        assert lines[0].startswith("fill/t (pending: ") and len(lines) == 4  # one per host
+        assert all('dimension "cpus" exhausted: 0 free, 1 needed' in line for line in lines[1:])
         revoked = [t for t in tasks("fill") if t["reason"] == "revoked"]
         assert len(revoked) == 3 and {t["state"] for t in revoked} == {"killed"}
         assert {t["index"] for t in revoked} == borrowed  # only borrowed ones, all of them
@@ -63,7 +72,6 @@ def test_an_idle_teams_guarantee_is_lent_then_taken_back(meso_lab, tmp_path):
         assert {t["index"] for t in revoked} == {
             i for i, attempts in per_index.items() if len(attempts) == 2
         }
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("MESO_")}, **ctl.env}
         revoked_again = next(t for t in done["tasks"] if t["index"] == revoked[0]["index"]
                              and t["attempt"] == 2)  # fmt: skip
         logs = cli(env, "logs", "fill", f"t/{revoked_again['index']}")
