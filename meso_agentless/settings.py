@@ -40,6 +40,7 @@ class Settings:
     token: str | None
     token_file: Path
     listen: str
+    state_url: str | None = None  # MESO_STATE as a postgresql:// URL (`meso controller` only)
 
     @property
     def remote(self) -> bool:
@@ -128,6 +129,7 @@ def load(env: Mapping[str, str] | None = None) -> Settings:
         token=env.get("MESO_TOKEN") or None,
         token_file=Path(token_file) if token_file else state_dir() / "token",
         listen=env.get("MESO_LISTEN") or DEFAULT_LISTEN,
+        state_url=state if state and state.startswith(("postgresql://", "postgres://")) else None,
     )
 
 

@@ -67,7 +67,7 @@ def framework_task(framework: str, data: object, where: str) -> FrameworkTask:
     resources = data.get("resources", {})
     if ports is not None and isinstance(resources, Mapping):
         asked = resources.get("ports", len(ports))
-        if asked != len(ports):
+        if type(asked) is not int or asked != len(ports):
             raise UsageError(f"{where}.resources.ports: {yamlsafe.short(asked)} is not the "
                              f"{len(ports)} port(s) named in ports")  # fmt: skip
         resources = {**resources, "ports": len(ports)}

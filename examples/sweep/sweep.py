@@ -33,7 +33,7 @@ import httpx
 
 log = logging.getLogger("sweep")
 DONE, PENDING, LAUNCHED = "done", "pending", "launched"
-ENDED_BADLY = {"failed", "killed", "lost", "unknown"}
+ENDED_BADLY = {"failed", "killed", "lost", "gone", "unknown"}  # then it is tried again
 MiB = 1 << 20
 
 
@@ -45,16 +45,25 @@ class Api:
         self.root = controller.rstrip("/")
         self.http = httpx.Client(headers={"Authorization": f"Bearer {token}"}, timeout=60)
 
-    def call(self, verb: str, body: dict | None = None) -> httpx.Response:
-        return self.http.post(f"{self.base}/{verb}", json=body)
+    def call(self, verb: str, body: dict | None = None) -> httpx.Response | None:
+        """The answer; None when the controller could not be reached (it may have acted: the
+        next subscription's reconcile says)."""
+        try:
+            return self.http.post(f"{self.base}/{verb}", json=body)
+        except httpx.HTTPError as exc:
+            log.warning("%s: %s", verb, exc)
+            return None
 
     def teardown(self) -> None:
         self.http.delete(self.base).raise_for_status()
 
     def log_of(self, job: str) -> str:
-        answer = self.http.get(f"{self.root}/v1/jobs/{job}/logs", params={"lines": 50})
-        answer.raise_for_status()
-        return answer.text
+        """The task's journal ("" while the controller or its host cannot be reached)."""
+        try:
+            answer = self.http.get(f"{self.root}/v1/jobs/{job}/logs", params={"lines": 50})
+        except httpx.HTTPError:
+            return ""
+        return answer.text if answer.status_code == 200 else ""
 
     def events(self, failover: float, into: queue.Queue) -> None:
         """Read the stream (on a thread), putting (kind, data) on `into`; ("closed", reason)
@@ -100,8 +109,9 @@ class Sweep:
         return all(s == DONE for s in self.state.values())
 
     def on_subscribed(self) -> None:
+        self.suppressed = False  # a new subscription is offered again
         if self.reconciling:
-            self.api.call("reconcile", {"task_ids": sorted(self.reconciling)}).raise_for_status()
+            self.api.call("reconcile", {"task_ids": sorted(self.reconciling)})
 
     def on_offers(self, offers: list[dict]) -> None:
         for offer in offers:
@@ -128,6 +138,13 @@ class Sweep:
                   "resources": {"cpus": want_cpus, "mem": f"{self.args.mem}MiB"}}
                  for p in chosen]  # fmt: skip
         answer = self.api.call("accept", {"offer_ids": [offer["offer_id"]], "tasks": tasks})
+        if answer is None:  # launched or not: ask
+            ids = [self.task_id(p) for p in chosen]
+            self.reconciling.update(ids)
+            for p in chosen:
+                self.state[p] = LAUNCHED
+            self.api.call("reconcile", {"task_ids": ids})
+            return
         if answer.status_code != 200:
             log.warning("accept refused: %s", answer.text)
             return
@@ -159,7 +176,7 @@ class Sweep:
             self.state[p] = LAUNCHED
 
     def result(self, job: str) -> int:
-        for _ in range(20):  # the journal may lag the end by a moment
+        for _ in range(240):  # the journal may lag the end; the controller may be restarting
             lines = [line for line in self.api.log_of(job).splitlines() if "result=" in line]
             if lines:
                 return int(lines[-1].rsplit("result=", 1)[1].split()[0])
@@ -181,6 +198,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("results.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s sweep: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request is noise
     resuming = args.state.exists()
     sweep_id = args.state.read_text().strip() if resuming else secrets.token_hex(3)
     args.state.write_text(sweep_id)

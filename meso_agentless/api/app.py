@@ -17,7 +17,11 @@ from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
 from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta, queue
+from meso_agentless.api.routes import history as history_routes
+from meso_agentless.api.routes import plan as job_plan
+from meso_agentless.api.routes import tasks as task_routes
 from meso_agentless.spec import Job
+from meso_agentless.ui import routes as dashboard
 
 
 def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
@@ -39,6 +43,10 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
                frameworks.router, queue.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
+    app.include_router(job_plan.router)
+    for router in (history_routes.router, task_routes.router):  # what the dashboard reads
+        app.include_router(router)
+    dashboard.install(app)  # /ui
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
 
     @app.get("/v1/openapi.json", include_in_schema=False, dependencies=[Depends(require_token)])

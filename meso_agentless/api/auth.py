@@ -16,14 +16,45 @@ from meso_agentless.errors import UsageError
 MIN_TOKEN_LENGTH = 16
 
 
+COOKIE = "meso_token"  # the dashboard's session: the same token, HttpOnly, SameSite=Strict
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def token_matches(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+
 def require_token(request: Request) -> None:
-    """401 unless `Authorization: Bearer <token>` carries the controller's token."""
+    """401 unless `Authorization: Bearer <token>` carries the controller's token, or (without
+    that header) the dashboard's cookie does; a change sent with the cookie must come from the
+    controller's own pages (403 for another Origin: no cross-site request forgery)."""
     expected: str = request.app.state.ctx.token
-    scheme, _, given = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
-                                                             expected.encode()):  # fmt: skip
-        raise HTTPException(401, "a valid bearer token is required (Authorization: Bearer ...)",
-                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    header = request.headers.get("authorization", "")
+    if header:
+        scheme, _, given = header.partition(" ")
+        if scheme.lower() == "bearer" and token_matches(given, expected):
+            return
+    else:
+        cookie = request.cookies.get(COOKIE)
+        if cookie is not None and token_matches(cookie, expected):
+            if request.method not in SAFE_METHODS:
+                require_same_origin(request)
+            return
+    raise HTTPException(401, "a valid bearer token is required (Authorization: Bearer ...)",
+                        headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+
+
+def own_origin(request: Request) -> str:
+    return f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def require_same_origin(request: Request) -> None:
+    """403 unless the request's Origin is this controller's own (browsers send it with every
+    POST, PATCH and DELETE)."""
+    origin = request.headers.get("origin")
+    if origin != own_origin(request):
+        raise HTTPException(403, f"origin: {origin or 'none'} is not this controller's "
+                                 f"({own_origin(request)}): request refused")  # fmt: skip
 
 
 TOKEN = re.compile(r"[\x21-\x7e]+")  # printable ASCII without spaces: it goes in a header

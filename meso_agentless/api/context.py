@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from fastapi import Request
 
 from meso_agentless.controller.events import EventBus
+from meso_agentless.controller.history import ShareHistory
 from meso_agentless.controller.runner import Runner
 from meso_agentless.controller.service import Service
 
@@ -22,6 +23,7 @@ class ApiContext:
     events: EventBus
     token: str
     shutting_down: Callable[[], bool] = lambda: False
+    history: ShareHistory = field(default_factory=ShareHistory)  # the dashboard's charts
 
     def change(self, command: Callable[[], T]) -> T:
         """Run a change on the controller's thread (the one writer)."""

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from meso_agentless.errors import UsageError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -41,6 +43,11 @@ def backend(inventory: str | None = None, state: Path | None = None) -> Remote |
         return Remote(current.addrs, current.read_token())
     from meso_agentless.cli.local import Local
 
+    if current.state_url or str(state or "").startswith(("postgresql:", "postgres:")):
+        raise UsageError(
+            "--state/MESO_STATE: a postgresql:// state is only used through "
+            "`meso controller`: set MESO_ADDR to the controllers' addresses"
+        )
     return Local(current, inventory, state)
 
 

@@ -2,8 +2,11 @@
 so a command starts and answers within 0.1 s (plain answers go over cli.wire, streams over
 http.client).
 
-Several addresses (comma-separated) are tried in order until one answers. Errors come back as
-one line: a 4xx is bad input (exit 2), anything else is exit 1.
+Several addresses (comma-separated) are tried in order until one answers. A standby controller
+(several on one PostgreSQL state) answers with a redirect to the leader, or 503 while there is
+none: the CLI goes on to the leader's address if it is one of MESO_ADDR's (first), else to the
+next (the token only ever goes to MESO_ADDR's addresses). Errors come back as one line: a 4xx is
+bad input (exit 2), anything else is exit 1.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 
 TIMEOUT = 60.0  # for an answer (a submit runs a cycle first)
 CONNECT_TIMEOUT = 3.0  # a controller that does not take the connection: the next one is tried
+FAILOVER_WAIT = 60.0  # following a job: how long to wait for a new leader when one goes
 
 
 class ApiError(MesoError):
@@ -56,14 +60,19 @@ class Remote:
         from meso_agentless.cli import wire
 
         payload = None if body is None else json.dumps(body).encode()
-        reasons = []
-        for addr in self.addrs:
+        reasons: list[str] = []
+        queue = list(self.addrs)
+        while queue:
+            addr = queue.pop(0)
             host, port, tls = _where(addr)
             try:
                 answer = wire.exchange(host, port, tls, method, path, self._headers(payload),
                                        payload, CONNECT_TIMEOUT, self.timeout)  # fmt: skip
             except OSError as exc:
                 reasons.append(f"{addr}: {exc.strerror or exc}")
+                continue
+            if answer.headers.get("x-meso-role") == "standby":
+                _to_leader(addr, answer.headers.get("location"), queue, reasons)
                 continue
             kind = answer.headers.get("content-type", "")
             if not kind.startswith("application/json"):
@@ -84,8 +93,10 @@ class Remote:
         import http.client
 
         payload = None if body is None else json.dumps(body).encode()
-        reasons = []
-        for addr in self.addrs:
+        reasons: list[str] = []
+        queue = list(self.addrs)
+        while queue:
+            addr = queue.pop(0)
             host, port, tls = _where(addr)
             if tls:
                 import ssl
@@ -104,6 +115,10 @@ class Remote:
                 connection.close()
                 reasons.append(f"{addr}: {exc.strerror or exc}" if isinstance(exc, OSError)
                                else f"{addr}: {exc}")  # fmt: skip
+                continue
+            if response.getheader("x-meso-role") == "standby":
+                connection.close()
+                _to_leader(addr, response.getheader("location"), queue, reasons)
                 continue
             kind = response.getheader("content-type", "")
             if response.status >= 400 and kind.startswith("application/json"):
@@ -237,13 +252,47 @@ class Remote:
         if detach or stream is None:
             outcome = view.get("outcome")
             return outcome if outcome is not None and outcome["version"] >= version else None
-        for event in _sse(stream):
-            on_event(event)
-            data = event.get("data", {})
-            if event.get("kind") == "job" and "code" in data and data.get("version", 0) >= version:
-                return {"code": data["code"], "message": data["outcome"],
-                        "version": data["version"]}  # fmt: skip
-        raise MesoError("the controller closed the event stream (shutting down?)")
+        import http.client
+
+        try:
+            for event in _sse(stream):
+                on_event(event)
+                data = event.get("data", {})
+                if (event.get("kind") == "job" and "code" in data
+                        and data.get("version", 0) >= version):  # fmt: skip
+                    return {"code": data["code"], "message": data["outcome"],
+                            "version": data["version"]}  # fmt: skip
+        except (OSError, http.client.HTTPException):  # the controller went mid-answer
+            if len(self.addrs) < 2:
+                raise
+        if len(self.addrs) < 2:
+            raise MesoError("the controller closed the event stream (shutting down?)")
+        return self._follow_next_leader(view, on_event)
+
+    def _follow_next_leader(self, view: dict, on_event: Callable[[dict], None]) -> dict | None:
+        """The stream ended with several controllers named: the leader went; follow the next
+        one's events once one leads (the outcome, if it came meanwhile, is in the job's view)."""
+        import time
+
+        deadline = time.monotonic() + FAILOVER_WAIT
+        while True:
+            try:
+                stream = self._events(view["job"])
+            except MesoError:
+                if time.monotonic() > deadline:
+                    raise MesoError(
+                        f"no controller leads after {FAILOVER_WAIT:.0f} s: the job goes on; "
+                        "`meso status` tells how it stands"
+                    ) from None
+                time.sleep(1)
+                continue
+            try:
+                outcome = self.job(view["job"]).get("outcome")
+                if outcome is not None and outcome["version"] >= view["version"]:
+                    return outcome
+                return self._follow(view, stream, on_event, False)
+            finally:
+                stream.close()
 
 
 def _sse(response: http.client.HTTPResponse) -> Iterator[dict]:
@@ -261,6 +310,19 @@ def _sse(response: http.client.HTTPResponse) -> Iterator[dict]:
                 data = []
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
+
+
+def _to_leader(addr: str, location: str | None, queue: list[str], reasons: list[str]) -> None:
+    """A standby answered: try the leader it names next if it is one of ours."""
+    if not location:
+        reasons.append(f"{addr}: a standby, and no leader at the moment")
+        return
+    leader = urlsplit(location)
+    reasons.append(f"{addr}: a standby (the leader is {leader.scheme}://{leader.netloc})")
+    for i, other in enumerate(queue):
+        if _where(other) == _where(f"{leader.scheme}://{leader.netloc}"):
+            queue.insert(0, queue.pop(i))
+            return
 
 
 def _where(addr: str) -> tuple[str, int, bool]:

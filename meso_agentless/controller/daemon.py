@@ -5,20 +5,29 @@ token if there is none, sample every host once and reconcile the store with what
 (nothing lost, nothing run twice, nothing adopted), then watch the hosts, run cycles and serve.
 SIGTERM or SIGINT: stop accepting requests, end event streams, finish the command or cycle in
 flight, close the connections, exit 0; the tasks on the hosts keep running.
+
+With a postgresql:// state, several controllers run at once: the one holding the lease
+(controller.leadership) leads as above, with its epoch on every request that changes a host;
+the others are standbys, which sample nothing, launch nothing, answer /v1/health and reads of
+jobs from the database, and redirect the rest to the leader (api.standby). A standby that takes
+the lease samples every host, reconciles, and leads; a leader that loses it stops at once.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 
+from meso_agentless.api import standby
 from meso_agentless.api.app import create_app
 from meso_agentless.api.auth import ensure_token
 from meso_agentless.api.context import ApiContext
@@ -26,6 +35,8 @@ from meso_agentless.api.metrics import Metrics
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Fleet
+from meso_agentless.controller.history import HistoryRecorder, ShareHistory, snapshot
+from meso_agentless.controller.leadership import Leadership, Sole
 from meso_agentless.controller.loop import Controller
 from meso_agentless.controller.runner import Runner
 from meso_agentless.controller.service import Service
@@ -33,7 +44,9 @@ from meso_agentless.errors import UsageError
 from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.lock import StateLock
+from meso_agentless.state.postgres import PgLease, PgStore, is_url, redact
 from meso_agentless.state.sqlite import Store
+from meso_agentless.ui.session import dashboard_line
 
 log = logging.getLogger("meso.controller")
 SHUTDOWN_GRACE = 5  # seconds uvicorn waits for open requests after SIGTERM
@@ -43,13 +56,15 @@ SHUTDOWN_GRACE = 5  # seconds uvicorn waits for open requests after SIGTERM
 class Options:
     inventory: str
     listen: str
-    state: Path
+    state: str  # a SQLite file's path, or a postgresql:// URL (several controllers)
     token_file: Path
     interval: float = 1.0
     suspect_after: float = 2.0
     unreachable_after: float = 5.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    advertise: str | None = None  # the API's address for other controllers' clients
+    lease: float = 5.0  # seconds a leader's lease lasts without renewal (PostgreSQL)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -107,24 +122,40 @@ def serve(options: Options) -> int:
         raise UsageError("--tls-cert and --tls-key go together")
     scheme = "https" if options.tls_cert else "http"
     inventory = load_inventory(options.inventory)
-    lock = StateLock(options.state)
-    lock.acquire_or_explain("controller", wait=0)
+    if is_url(options.state):  # several controllers: the lease says who leads, not a file
+        store: Store = PgStore(options.state)
+        lock = None
+    else:
+        lock = StateLock(Path(options.state))
+        lock.acquire_or_explain("controller", wait=0)
+        store = Store(Path(options.state))
     try:
         sock = listening_socket(host, port)
         try:
-            return _serve(options, inventory, lock, sock, host, scheme)
+            return _serve(options, inventory, store, lock, sock, host, scheme)
         finally:
             sock.close()
     finally:
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
-def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socket, host: str,
-           scheme: str) -> int:  # fmt: skip
+def advertised(options: Options, scheme: str, host: str, port: int) -> str:
+    """Where other controllers send clients to this one: --advertise, else the listening
+    address (the host's name for a wildcard)."""
+    if options.advertise:
+        return options.advertise.rstrip("/")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 - naming the wildcard, not binding it
+        host = socket.getfqdn()
+    return f"{scheme}://{host}:{port}"
+
+
+def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | None,
+           sock: socket.socket, host: str, scheme: str) -> int:  # fmt: skip
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     logging.getLogger("paramiko").setLevel(logging.WARNING)  # a line per connection is noise
-    store = Store(options.state)
+    own = advertised(options, scheme, host, sock.getsockname()[1])
     token = ensure_token(options.token_file)
     clock = SystemClock()
     events = EventBus(clock.time)
@@ -133,8 +164,13 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
     fleet = Fleet(plane, clock, interval=options.interval, suspect_after=options.suspect_after,
                   unreachable_after=options.unreachable_after)  # fmt: skip
     controller = Controller(store, inventory, plane, fleet, clock, events)
-    controller.schedulers.start()
-    service = Service(controller)
+    if isinstance(store, PgStore):
+        holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        leadership: Leadership | Sole = Leadership(PgLease(store, holder, own, options.lease),
+                                                   ttl=options.lease)  # fmt: skip
+    else:
+        leadership = Sole()
+    service = Service(controller, leadership)
     metrics = Metrics(service)
     events.counted = lambda e: metrics.events.labels(e.kind).inc()
     fleet.sampled = lambda seconds, ok: metrics.sample.labels("ok" if ok else "failed").observe(
@@ -146,8 +182,37 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
         if report.allocated:
             metrics.allocation.observe(report.allocation_seconds)
 
-    runner = Runner(controller, options.interval, on_cycle=cycled)
+    acting: list[int | None] = []  # [epoch] while this controller acts as the leader
+
+    def gate() -> bool:
+        """On the controller's thread, before each command and cycle: act only as the leader;
+        taking over, sample every host first (the next cycle reconciles with them)."""
+        leading, epoch = leadership.state()
+        if not leading:
+            if acting:
+                log.warning("not the leader any more: standby (sampling and launching stop)")
+                acting.clear()
+                fleet.stop()
+            return False
+        if acting != [epoch]:
+            if acting:
+                fleet.stop()
+            plane.fence = None if epoch is None else (store.identity, epoch)
+            acting[:] = [epoch]
+            log.info("taking the lead at epoch %s: sampling every host", epoch)
+            fleet.start()
+            fleet.wait_round(timeout=options.unreachable_after)
+            log.info("leading at epoch %s: every host sampled, reconciling", epoch)
+            # frameworks registered meanwhile (with another leader) have their failover time
+            # from now: their streams went with that leader
+            controller.schedulers.start()
+            return leadership.state() == (True, epoch)
+        return True
+
+    runner = Runner(controller, options.interval, on_cycle=cycled, gate=gate)
     fleet.on_change = runner.wake
+    if isinstance(leadership, Leadership):
+        leadership.on_change = runner.wake
     stopping = False
 
     def shutting_down() -> bool:
@@ -162,17 +227,30 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
     def on_ready(bound: tuple | None) -> None:
         port = bound[1] if bound else sock.getsockname()[1]
         actual = f"{scheme}://{host}:{port}"
-        lock.describe("controller", actual)
+        if lock is not None:
+            lock.describe("controller", actual)
+        else:
+            print(f"meso controller: state {redact(options.state)}, advertised as {own}",
+                  file=sys.stderr, flush=True)  # fmt: skip
         print(f"meso controller: listening on {actual}, token in {options.token_file}",
+              file=sys.stderr, flush=True)  # fmt: skip
+        # the one line with the token, and only on a terminal (never in a log or the journal)
+        print(dashboard_line(actual, token, options.token_file, sys.stderr.isatty()),
               file=sys.stderr, flush=True)  # fmt: skip
 
     # reconcile before serving: what the hosts run now is the truth (the samplers run already,
     # so however long that takes, no host looks silent afterwards)
-    fleet.start()
-    fleet.wait_round(timeout=options.unreachable_after)
-    controller.tick()
+    if isinstance(leadership, Leadership):
+        leadership.step()  # leader now, or a standby: known before serving
+        leadership.start()
+    if gate():
+        controller.tick()
     runner.start()
-    app = create_app(ApiContext(service, runner, events, token, shutting_down), metrics)
+    history = ShareHistory(interval=options.interval)
+    recorder = HistoryRecorder(history, lambda: snapshot(service, clock.time()), options.interval)
+    recorder.start()
+    app = create_app(ApiContext(service, runner, events, token, shutting_down, history), metrics)
+    standby.install(app, leadership, token, own)
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off",
         timeout_graceful_shutdown=SHUTDOWN_GRACE,
@@ -188,8 +266,10 @@ def _serve(options: Options, inventory: Any, lock: StateLock, sock: socket.socke
         server.run(sockets=[sock])
     finally:
         on_exit()
+        recorder.stop()
         runner.stop()
         fleet.stop()
+        leadership.stop()  # let the lease go: a standby takes over at once
         plane.close()
         store.close()
     return 0

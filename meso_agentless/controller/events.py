@@ -117,6 +117,11 @@ class EventBus:
         for subscriber in subscribers:
             subscriber.close()
 
+    def recent(self, job: str | None = None) -> list[Event]:
+        """The events still held (of one job, or all), oldest first."""
+        with self._lock:
+            return [e for e in self._recent if job is None or e.job == job]
+
     def last_id(self) -> int:
         with self._lock:
             return self._recent[-1].id if self._recent else 0

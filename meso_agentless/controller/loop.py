@@ -65,6 +65,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 REALLOCATE_EVERY = 3.0  # pending tasks are placed again at least this often
 ACTIVE = "active"
+OWN_DRAINED = "killed: its host was drained (its framework places it again)"
 DONE = "done"
 
 
@@ -142,6 +143,11 @@ class Controller:
         self.borrowed = Borrowed()  # revocable tasks, and the revocations under way
         self._revoke: dict[str, tuple[TaskRow, TaskStatus]] = {}  # unit -> (row, its end)
 
+    def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
+        """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
+        registered = self.schedulers.registered()
+        return {j.name for j in jobs if j.framework in registered} if registered else set()
+
     def mark_dirty(self) -> None:
         """Something changed that is worth an allocation in the next cycle."""
         self._dirty = True
@@ -162,6 +168,9 @@ class Controller:
                               "the API: run this job under another framework")  # fmt: skip
         spec = job.model_dump(mode="json")
         existing = self.store.job(job.job)
+        if existing is not None and existing.framework in self.schedulers.registered():
+            raise JobConflict(f"job {job.job!r} is a task of framework {existing.framework}, "
+                              "which schedules its own tasks: choose another name")  # fmt: skip
         same = (
             existing is not None
             and existing.spec == spec
@@ -234,6 +243,9 @@ class Controller:
     def scale(self, name: str, task: str, count: int) -> JobRow:
         """Set `task` of an active job to `count` instances."""
         job = self._job(name)
+        if job.framework in self.schedulers.registered():
+            raise JobConflict(f"job {name!r} is a task of framework {job.framework}, which "
+                              "schedules its own tasks: it cannot be scaled")  # fmt: skip
         if job.state != ACTIVE:
             raise JobConflict(f"job {name!r} is {job.state}, not active: run it again first")
         spec = Job.model_validate(job.spec)
@@ -339,8 +351,9 @@ class Controller:
         stops = [r for d in decided.values() for r in d.stop] + strays  # type: ignore[misc]
         stops += self._superseded(jobs)
         again = [(j, r) for j in jobs for r in self._again(j, decided[j.name], views)]
+        owned = self._owned(jobs)
         fresh = [(j, launch) for j in jobs for launch in decided[j.name].launch
-                 if not launch.again]  # fmt: skip
+                 if not launch.again and j.name not in owned]  # fmt: skip
         for job in jobs:
             if not any(launch for launch in decided[job.name].launch if not launch.again):
                 self.jobs[job.name].unplaced = []
@@ -586,9 +599,12 @@ class Controller:
         endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
         batch = {j.name for j in jobs if j.type == "batch"}
         timers = {j.name for j in jobs if j.type == "cron"}
+        owned = self._owned(jobs)
         for row in tracked:
             if row.job in batch and wall >= drains[row.host] and row.state in HOLDS_RESOURCES:
-                endings[row.unit] = (row, TaskStatus(S.KILLED, reason=jobcore.DRAINED))
+                # a framework's own task is stopped, not moved: its framework decides
+                why = OWN_DRAINED if row.job in owned else jobcore.DRAINED
+                endings[row.unit] = (row, TaskStatus(S.KILLED, reason=why))
             elif row.job in timers and row.state in HOLDS_RESOURCES:
                 # a timer moves at once: removed here first, then placed elsewhere (never two)
                 endings[row.unit] = (row, TaskStatus(S.KILLED, reason=jobcore.DRAINED))
@@ -858,12 +874,13 @@ class Controller:
                 items.append((row, unit))
         staged = {r.unit: r for r in self.store.tasks_in([S.STAGING])}
         report = TickReport()
-        self._launch_all([(job, staged[unit]) for job, unit in items], report)
+        self._launch_all([(job, staged[unit]) for job, unit in items], report, requeue=False)
         self._dirty = True
         out = []
         for job, unit in items:
             row = self.store.task_by_unit(unit)
-            assert row is not None  # noqa: S101 - its intent was stored above
+            if row is None:  # defensive: its intent is never dropped (requeue=False)
+                continue
             out.append({"task_id": job.name.removeprefix(f"{job.framework}-"), "job": job.name,
                         "host": row.host, "unit": unit, "state": row.state.value,
                         "reason": row.reason, "ports": row.ports})  # fmt: skip
@@ -871,8 +888,12 @@ class Controller:
 
     # -- on the hosts --------------------------------------------------------------------------
 
-    def _launch_all(self, items: list[tuple[JobRow, TaskRow]], report: TickReport) -> None:
-        """Launch each stored intent on its host; hosts in parallel, each with its own deadline."""
+    def _launch_all(
+        self, items: list[tuple[JobRow, TaskRow]], report: TickReport, requeue: bool = True
+    ) -> None:
+        """Launch each stored intent on its host; hosts in parallel, each with its own deadline.
+        A launch refused (admission) or never sent (the host went silent) is placed again, or
+        with `requeue` False (a framework's own task) recorded as lost, for its framework."""
         if not items:
             return
         specs: dict[str, Job] = {}
@@ -927,8 +948,12 @@ class Controller:
                 self._acted[row.unit] = self.clock.monotonic()
                 if row.host in silent:
                     self._avoid[row.host] = self.clock.monotonic()
-                if isinstance(status, str):
+                if isinstance(status, str) and requeue:
                     self._refused(row, status)
+                elif isinstance(status, str):
+                    self._avoid[row.host] = self.clock.monotonic()
+                    self._record(row, TaskStatus(S.LOST, reason=f"not launched on {row.host}: "
+                                                 f"{status}"))  # fmt: skip
                 elif status is not None:
                     self._record(row, status)
                     if status.state == S.RUNNING and specs[row.job].cron is not None:

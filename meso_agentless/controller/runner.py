@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
+from meso_agentless.controller.leadership import NotLeader
 from meso_agentless.controller.loop import Controller
 
 T = TypeVar("T")
@@ -31,8 +32,12 @@ class Runner:
         controller: Controller,
         interval: float = 1.0,
         on_cycle: Callable[[float, Any], None] | None = None,
+        gate: Callable[[], bool] | None = None,
     ) -> None:
+        """`gate`: asked on this thread before each command and cycle; False (a standby, or a
+        leader whose lease runs out) runs neither: commands fail with NotLeader."""
         self.controller = controller
+        self.gate = gate or (lambda: True)
         self.interval = interval
         self.on_cycle = on_cycle or (lambda _seconds, _report: None)
         self._commands: queue.Queue[tuple[Callable[[], Any], Future] | None] = queue.Queue()
@@ -78,6 +83,8 @@ class Runner:
                 if not future.set_running_or_notify_cancel():
                     continue
                 try:
+                    if not self.gate():
+                        raise NotLeader("this controller is not the leader now: ask the leader")
                     result = command()
                 except BaseException as exc:  # the caller gets it; the loop goes on
                     future.set_exception(exc)
@@ -85,7 +92,8 @@ class Runner:
                     future.set_result(result)
             if self._woken.is_set() or time.monotonic() >= next_cycle:
                 self._woken.clear()
-                self._cycle()
+                if self.gate():
+                    self._cycle()
                 next_cycle = time.monotonic() + self.interval
         self._drain()
 

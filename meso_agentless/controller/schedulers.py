@@ -31,7 +31,7 @@ from meso_agentless.core.resources import PortRanges, format_resources, remove_p
 from meso_agentless.core.tasks import TRACKED
 from meso_agentless.errors import UsageError
 from meso_agentless.state.store import SchedulerRow, TaskRow
-from meso_agentless.taskspec import FrameworkTask, job_name
+from meso_agentless.taskspec import MAX_NAME, FrameworkTask, job_name
 
 if TYPE_CHECKING:
     from meso_agentless.controller.loop import Controller
@@ -115,6 +115,9 @@ class Schedulers:
         """Register (or fail over) `name` and attach a new stream (to an asyncio queue on
         `loop`, or to `callback`); an earlier stream ends with an `error` event. Offers held
         for the earlier stream are given back: the new stream gets fresh ones."""
+        if len(name) > MAX_NAME - 2:
+            raise UsageError(f"name: {name} is longer than {MAX_NAME - 2} characters: its "
+                             "tasks' jobs, NAME-TASK, could not be named")  # fmt: skip
         sub = self.subscribers.get(name)
         if sub is None:
             active = [j.name for j in self.c.store.jobs()
@@ -128,6 +131,7 @@ class Schedulers:
         elif failover is not None and failover != sub.row.failover:
             sub.row = SchedulerRow(name, sub.row.id, failover)
         self.c.store.put_scheduler(sub.row)
+        sub.suppressed, sub.filters = False, []  # a new subscription wants offers (as Mesos')
         for offer in list(sub.offers.values()):
             self._drop(sub, offer)
         stream, _ = sub.bus.subscribe(loop=loop, callback=callback)
@@ -258,13 +262,15 @@ class Schedulers:
             out.append(offer)
         return out
 
-    def release(self, name: str, offer_ids: Iterable[str]) -> None:
+    def release(self, name: str, offer_ids: Iterable[object]) -> None:
         """Give back the named offers that are held (a bad accept launches nothing)."""
         sub = self.subscribers.get(name)
-        for offer_id in offer_ids if sub is not None else ():
-            offer = sub.offers.get(offer_id) if isinstance(offer_id, str) else None  # type: ignore[union-attr]
+        if sub is None:
+            return
+        for offer_id in offer_ids:
+            offer = sub.offers.get(offer_id) if isinstance(offer_id, str) else None
             if offer is not None:
-                self._drop(sub, offer)  # type: ignore[arg-type]
+                self._drop(sub, offer)
 
     def accept(self, name: str, offer_ids: list[str], tasks: list[FrameworkTask]) -> list[dict]:
         """Launch `tasks` on the offers' hosts: all, or (OfferConflict) none. The offers are
@@ -295,7 +301,7 @@ class Schedulers:
         for i, task in enumerate(tasks):
             if names.count(task.name) > 1:
                 raise OfferConflict(f"tasks[{i}].name: task {task.name!r} is given twice")
-            host = task.host if task.host is not None else None
+            host = task.host
             if host is None:
                 if len(by_host) > 1:
                     raise OfferConflict(
@@ -307,11 +313,11 @@ class Schedulers:
                 raise OfferConflict(f"tasks[{i}].host: {host} is not the host of the offers "
                                     f"({', '.join(sorted(by_host))})")  # fmt: skip
             existing = self.c.store.job(task.job.job)
-            if task.job.job in active or (existing is not None and existing.state == "active"):
-                raise OfferConflict(f"tasks[{i}].name: task {task.name!r} is still running")
             if existing is not None and existing.framework != task.job.framework:
                 raise OfferConflict(f"tasks[{i}].name: job {task.job.job!r} belongs to "
                                     f"framework {existing.framework}")  # fmt: skip
+            if task.job.job in active or (existing is not None and existing.state == "active"):
+                raise OfferConflict(f"tasks[{i}].name: task {task.name!r} is still running")
             placed[host].append(task)
         out: list[tuple[FrameworkTask, str, list[int]]] = []
         for host, group in placed.items():
@@ -360,6 +366,8 @@ class Schedulers:
         job = self.c.store.job(job_name(name, task_id))
         if job is None or job.framework != name:
             raise NotSubscribed(f"framework {name!r} has no task {task_id!r}")
+        if job.state != "active":
+            return []  # it has ended: nothing to stop, and its outcome stands
         return self.c.kill(job.name)
 
     def reconcile(self, name: str, task_ids: list[str]) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from meso_agentless import __version__
 from meso_agentless import schedule as schedules
@@ -33,7 +34,7 @@ from meso_agentless.controller.views import (
 )
 from meso_agentless.core.health import ANSWERING, HostState
 from meso_agentless.core.model import Framework
-from meso_agentless.core.resources import CPUS, MEM, PORTS
+from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
 from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
 from meso_agentless.errors import MesoError
 from meso_agentless.spec import Job
@@ -47,12 +48,21 @@ class HostUnreachable(MesoError):
 
 
 class Service:
-    def __init__(self, controller: Controller) -> None:
+    def __init__(self, controller: Controller, leadership: Any = None) -> None:
+        """`leadership`: controller.leadership's standing (None: a controller on its own)."""
         self.controller = controller
         self.store = controller.store
+        self.leadership = leadership
 
     def health(self) -> Health:
-        return Health(ok=True, version=__version__)
+        leadership = self.leadership
+        if leadership is None or leadership.kind == "sole":
+            return Health(ok=True, version=__version__)
+        leading, epoch = leadership.state()
+        if leading:
+            return Health(ok=True, version=__version__, role="leader", epoch=epoch)
+        return Health(ok=True, version=__version__, role="standby",
+                      leader=leadership.leader_addr())  # fmt: skip
 
     # -- jobs ----------------------------------------------------------------------------------
 
@@ -232,6 +242,8 @@ class Service:
             if facts:
                 total, free_mem = int(facts.get("mem_total", 0)), int(facts.get("mem_available", 0))
                 usage[MEM] = max(0, total - free_mem)
+                disk = int(facts.get("disk_total", 0)) - int(facts.get("disk_available", 0))
+                usage[DISK] = max(0, disk)
             out.append(HostInfo(
                 host=name, state=state, reachable=view.state in ANSWERING,
                 stale=view.state != HostState.UP, last_seen=view.seen,
@@ -244,6 +256,8 @@ class Service:
                 load=[float(x) for x in facts.get("load", [])][:3],
                 usage=resources_json(usage), tasks=counted[name],
                 unclaimed=unclaimed.get(name, []), drain_deadline=drains.get(name),
+                attributes=dict(node.attributes),
+                booted=_number(facts.get("booted")),
             ))  # fmt: skip
         return HostList(hosts=out)
 
@@ -331,6 +345,10 @@ class Service:
         unreachable = {name: view.error or f"host is {view.state}"
                        for name, view in sorted(views.items()) if not view.placeable}  # fmt: skip
         return {**plan_json(result), "unreachable": unreachable}
+
+
+def _number(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def task_view(r: TaskRow, revocable: bool = False) -> TaskView:

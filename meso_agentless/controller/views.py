@@ -125,10 +125,12 @@ class HostInfo(View):
     free: Amounts
     by_framework: dict[str, Amounts]
     load: list[float]
-    usage: Amounts  # what the host says is really in use (memory) and its load
+    usage: Amounts  # what the host says is really in use (memory, disk)
     tasks: int  # attempts the controller watches there
     unclaimed: list[str]  # meso units there that nobody launched (never adopted)
     drain_deadline: float | None  # when a drain's batch tasks are stopped (Unix time)
+    attributes: dict[str, str] = {}  # the inventory's meso_attributes (for constraints)
+    booted: float | None = None  # when the host (its PID 1) started, Unix time
 
 
 class HostList(View):
@@ -171,3 +173,43 @@ class TriggerResult(View):
 class Health(View):
     ok: bool
     version: str
+    role: str = "leader"  # leader or standby (several controllers on PostgreSQL)
+    epoch: int | None = None  # the lease's epoch this leader acts under; None: one controller
+    leader: str | None = None  # a standby: the leader's address, if there is one
+
+
+class SharePointView(View):
+    """The cluster at one time (see controller/history.py): per framework share,
+    weighted_share, fair (None: no work), cpus, mem, tasks; the cluster's cpus_total,
+    cpus_allocated, cpus_used (load, at most the total), mem_total, mem_allocated, mem_used."""
+
+    time: float
+    frameworks: dict[str, dict[str, float | None]]
+    cluster: dict[str, float]
+
+
+class ShareHistoryView(View):
+    """The last hour of sharing: full resolution for the last minutes, averaged before."""
+
+    interval: float
+    window: float
+    points: list[SharePointView]
+
+
+class TaskEventView(View):
+    time: float
+    kind: str
+    message: str
+
+
+class TaskDetail(View):
+    """One task instance: its latest attempt, its unit on the host (limits as set there, from
+    the host's last sample; None when the host did not report it), every attempt, and what the
+    controller said about it (the events it still holds)."""
+
+    job: str
+    task: TaskView
+    unit: dict[str, Any] | None
+    unit_seen: float | None  # when the host reported it (Unix time)
+    attempts: list[TaskView]
+    events: list[TaskEventView]

@@ -23,6 +23,7 @@ from meso_agentless.hosts.transport import DEFAULT_TIMEOUT, NodeConnection, Node
 from meso_agentless.inventory import Node
 
 MAX_PARALLEL = 32
+FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # verbs that carry the epoch
 T = TypeVar("T")
 
 __all__ = ["ExecutionPlane", "NodeRefused", "Plane", "Unreachable"]
@@ -64,6 +65,9 @@ class ExecutionPlane:
         # health checks wait on tasks, up to their timeouts: on connections of their own, so a
         # slow check never delays a host's sample or a launch
         self.checkers = {n.name: NodeConnection(n, timeout=timeout) for n in nodes}
+        # the leader's (state identity, epoch) when several controllers share the state: sent
+        # with every request that changes a host, which refuses a lower epoch than it has seen
+        self.fence: tuple[str, int] | None = None
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -77,6 +81,8 @@ class ExecutionPlane:
 
     def _ask(self, host: str, verb: str, timeout: float | None, **fields: object) -> dict:
         connection = self.host(host)
+        if self.fence is not None and verb in FENCED:
+            fields["epoch_state"], fields["epoch"] = self.fence
         try:
             return connection.request(verb, timeout=timeout, **fields)
         except ssh.SSHError as exc:  # a host key refused: no more reachable than a cut host

@@ -37,6 +37,7 @@ BOOTSTRAP = (
 )  # the source goes along: a cron timer runs a copy of it (nodecmd.own_program)
 DEFAULT_TIMEOUT = 20.0
 MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, process-wide
+QUIET = 1.0  # seconds a stream may be quiet before it yields b"" (its reader may have gone)
 
 
 class Unreachable(MesoError):
@@ -89,7 +90,9 @@ class NodeConnection:
         return answer
 
     def stream(self, verb: str, request: dict, timeout: float | None = None) -> Iterator[bytes]:
-        """Run one verb on its own channel (logs) and yield its output as it comes."""
+        """Run one verb on its own channel (logs) and yield its output as it comes, and b""
+        after each quiet second: a reader that has gone (an HTTP client that hung up) is
+        noticed by whoever iterates, instead of a thread waiting on a quiet unit for good."""
         deadline = time.monotonic() + (timeout or self.timeout)
         with self._lock:
             client = self._connected(deadline)
@@ -97,8 +100,13 @@ class NodeConnection:
         try:
             self._start_node_command(channel, [verb, json.dumps(request)])
             channel.shutdown_write()
+            channel.settimeout(QUIET)
             while True:
-                data = channel.recv(65536)
+                try:
+                    data = channel.recv(65536)
+                except TimeoutError:
+                    yield b""
+                    continue
                 if not data:
                     break
                 yield data

@@ -29,6 +29,7 @@ from meso_agentless.lab.system import (
     NSPAWN_TOOLS,
     VM_TOOLS,
     LabError,
+    ensure_kernel_limits,
     require_root,
     require_tools,
     run,
@@ -88,6 +89,7 @@ def up(name: str, count: int, mode: Mode, cpus: int, mem_mib: int, progress: Pro
             progress(f"lab {name!r} is already up")
             return current
         _teardown(name, progress)  # the remains of an earlier lab whose processes are gone
+        ensure_kernel_limits(progress)
         image = ensure_image(cache_root(), recipe_for(mode == "vm"), progress)
         taken = network.routed_networks()
         taken += [lab.network for lab in _other_labs(name)]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 from meso_agentless.errors import MesoError
 
@@ -64,3 +65,28 @@ def run(argv: Sequence[str], *, check: bool = True, timeout: float = 120.0) -> s
             f"{' '.join(argv)} failed (exit {done.returncode}): {detail[-1] if detail else ''}"
         )
     return done.stdout
+
+
+# Each container's systemd takes inotify instances and watches of the machine's user root; the
+# kernel's defaults (128 instances) stop a lab of about 25 hosts (or several labs) from booting.
+# Raised the way kind documents for its nodes, never lowered.
+KERNEL_LIMITS = {
+    "fs/inotify/max_user_instances": 8192,
+    "fs/inotify/max_user_watches": 524288,
+}
+
+
+def ensure_kernel_limits(progress: Callable[[str], None], root: Path = Path("/proc/sys")) -> None:
+    """Raise the kernel limits containers need (root only); LabError in one line if it cannot."""
+    for key, wanted in KERNEL_LIMITS.items():
+        path = root / key
+        try:
+            current = int(path.read_text().split()[0])
+            if current >= wanted:
+                continue
+            path.write_text(f"{wanted}\n")
+        except (OSError, ValueError) as exc:
+            name = key.replace("/", ".")
+            raise LabError(f"cannot raise {name} to {wanted} ({exc}): run "
+                           f"'sysctl -w {name}={wanted}' as root") from None  # fmt: skip
+        progress(f"raised {key.replace('/', '.')} from {current} to {wanted}")

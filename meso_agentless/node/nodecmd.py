@@ -21,6 +21,11 @@ the controller) or installed root-owned for the unprivileged meso user. Verbs:
     check-policy FILE   validate a policy file (the meso_node role runs it before installing one)
     fire UNIT           what a cron job's timer runs (systemd starts it, as root; see fire())
 
+With several controllers, the requests that change a host (launch, stop, forget, trigger)
+carry the leader's `epoch` and `epoch_state` (the state's identity); the highest epoch seen
+of each state is kept in EPOCHS_DIR and a lower one is refused (fencing: a deposed leader can do
+nothing here). Requests without one, from a single controller, are not fenced.
+
 The host decides what tasks may do, not the request. A root-owned policy file
 (/etc/meso-agentless/node-policy.json, written by the meso_node role; built-in defaults when
 there is none) says which users tasks may run as (a DynamicUser, users on its allow-list, root
@@ -72,6 +77,12 @@ LEDGER = STATE_DIR + "/ledger.json"  # what launched units were given: admission
 POLICY_FILE = "/etc/meso-agentless/node-policy.json"
 TIMERS_DIR = STATE_DIR + "/timers"  # each cron timer's run request (timers go with a reboot too)
 RUNS_DIR = "/var/lib/meso-node/runs"  # each timer's runs, one JSON line each: kept over reboots
+# the highest controller epoch seen here, one file per state (its identity: a new database
+# starts its epochs anew) (fencing): kept over reboots, so a deposed controller is refused by a
+# host that rebooted since, too
+EPOCHS_DIR = "/var/lib/meso-node/epochs"
+FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # the verbs that change the host
+MAX_EPOCH = 1 << 62
 MAX_RECORDS = 500  # lines kept per timer
 MAX_REPORTED = 100  # records per timer in one answer
 RECORDS_KEEP = 7 * 86400  # a timer gone for this long: its records go too
@@ -1675,6 +1686,12 @@ def boot_identity() -> str:
     return f"{boot_id}/{start}"
 
 
+def booted_at() -> float:
+    """When this host (its PID 1: a container's own boot, not its kernel's) started, Unix time."""
+    start = int(_read("/proc/1/stat").rsplit(")", 1)[1].split()[19])
+    return round(time.time() - _boottime() + start / os.sysconf("SC_CLK_TCK"), 1)
+
+
 def sample(request: dict | None = None, session: Session | None = None) -> dict:
     """Facts about this host, its meso units and cron runs, and the capacity it admits
     launches against (0 when its policy file is broken: nothing launches there).
@@ -1706,6 +1723,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "load": parse_loadavg(_read("/proc/loadavg")),
         "boot_id": _read("/proc/sys/kernel/random/boot_id").strip(),
         "boot": boot_identity(),
+        "booted": booted_at(),
         "cgroup": parse_cgroup_mode(_read("/proc/mounts")),
         "systemd": systemd_version(),
         "system": system,
@@ -1824,10 +1842,65 @@ VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_unit
 SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 
+def _read_epoch(path: str) -> int:
+    try:
+        with open(path) as f:
+            text = f.read().strip()
+    except FileNotFoundError:
+        return 0
+    return int(text) if text.isdigit() else 0
+
+
+def _epoch_refusal(epoch: int, seen: int) -> RequestError:
+    return RequestError(f"epoch: {epoch} is older than {seen}, the newest controller's seen "
+                        "by this host: this controller is no longer the leader")  # fmt: skip
+
+
+@contextlib.contextmanager
+def fenced(request: dict) -> Iterator[None]:
+    """Run a request that changes the host only if its controller's `epoch` is the highest this
+    host has seen (a request without one, from a single controller, is not fenced).
+
+    Requests of the current epoch hold the state's epoch lock shared while they run; a higher epoch
+    takes it exclusively to record itself, so once a new leader has been heard here, no request
+    of an older one is still running or can start."""
+    epoch = request.pop("epoch", None)
+    owner = request.pop("epoch_state", None)
+    if epoch is None and owner is None:
+        yield
+        return
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch <= MAX_EPOCH:
+        raise RequestError(f"epoch: {_short(epoch)} is not a whole number from 0 to {MAX_EPOCH}")
+    if not isinstance(owner, str) or not OWNER.fullmatch(owner):
+        raise RequestError(f"epoch_state: {_short(owner)} is not a state's identity (hex)")
+    path = f"{EPOCHS_DIR}/{owner}"
+    os.makedirs(EPOCHS_DIR, mode=0o700, exist_ok=True)
+    with open(path + ".lock", "a") as lock:
+        while True:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            seen = _read_epoch(path)
+            if epoch < seen:
+                raise _epoch_refusal(epoch, seen)
+            if epoch == seen:
+                break
+            fcntl.flock(lock, fcntl.LOCK_EX)  # a new leader: record it, alone
+            seen = _read_epoch(path)
+            if epoch < seen:
+                raise _epoch_refusal(epoch, seen)
+            if epoch > seen:
+                tmp = f"{path}.{os.getpid()}.tmp"
+                with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                    f.write(f"{epoch}\n")
+                os.replace(tmp, path)
+            # back to shared, and look again (an even newer one may have come in between)
+        yield
+
+
 def answer(verb: object, request: object, session: Session | None = None) -> dict:
     """One request's answer: {"ok": true, ...} or {"ok": false, "error": "FIELD: ..."}.
 
-    Never raises: whatever goes wrong becomes one error answer.
+    Never raises: whatever goes wrong becomes one error answer. Requests that change the host
+    carry their controller's epoch when several controllers share the state (see `fenced`).
     """
     try:
         handler = VERBS.get(verb) or SESSION_VERBS.get(verb)  # type: ignore[call-overload]
@@ -1838,6 +1911,10 @@ def answer(verb: object, request: object, session: Session | None = None) -> dic
     if not isinstance(request, dict):
         return {"ok": False, "error": "request: must be a JSON object"}
     try:
+        if verb in FENCED:
+            request = dict(request)
+            with fenced(request):
+                return {"ok": True, **handler(request, session)}
         return {"ok": True, **handler(request, session)}
     except RequestError as exc:
         return {"ok": False, "error": str(exc)[:2000]}

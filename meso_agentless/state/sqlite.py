@@ -7,6 +7,9 @@ dies mid-way loses nothing: the next one reconciles the rows with the hosts' own
 Every change of a task or a job is a compare-and-set on the row's version: a writer that read
 an older row changes nothing. Each thread gets its own connection, so the controller's loop
 writes while the API's threads read consistent snapshots.
+
+The statements are portable SQL (no SQLite-only functions, `?` placeholders only):
+state.postgres.PgStore runs the very same ones on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -270,13 +273,13 @@ class Store:
         state was written meanwhile, and is kept)."""
         now = self.clock()
         done = self.db.execute(
-            "UPDATE tasks SET since = CASE WHEN state = ?1 THEN since ELSE ?6 END, "
-            "state = ?1, exit_code = COALESCE(?2, exit_code), "
-            "signal = COALESCE(?3, signal), reason = COALESCE(?4, reason), "
-            "restarts = MAX(restarts, ?5), updated = ?6, version = version + 1 "
-            "WHERE id = ?7 AND version = ?8",
-            (status.state.value, status.exit_code, status.signal, status.reason,
-             status.restarts, now, row.id, row.version),
+            "UPDATE tasks SET since = CASE WHEN state = ? THEN since ELSE ? END, "
+            "state = ?, exit_code = COALESCE(?, exit_code), "
+            "signal = COALESCE(?, signal), reason = COALESCE(?, reason), "
+            "restarts = CASE WHEN restarts > ? THEN restarts ELSE ? END, updated = ?, "
+            "version = version + 1 WHERE id = ? AND version = ?",
+            (status.state.value, now, status.state.value, status.exit_code, status.signal,
+             status.reason, status.restarts, status.restarts, now, row.id, row.version),
         )  # fmt: skip
         if done.rowcount != 1:
             return None
@@ -331,9 +334,11 @@ class Store:
     def last_attempts(self, job: str) -> dict[tuple[str, int], int]:
         """The highest attempt of each instance over every run: a new run numbers on from it."""
         rows = self.db.execute(
-            "SELECT task, idx, MAX(attempt) FROM tasks WHERE job = ? GROUP BY task, idx", (job,)
-        )
-        return {(task, idx): attempt for task, idx, attempt in rows}
+            "SELECT task, idx, MAX(attempt) AS attempt FROM tasks "
+            "WHERE job = ? GROUP BY task, idx",
+            (job,),
+        )  # fmt: skip
+        return {(r["task"], r["idx"]): r["attempt"] for r in rows}
 
     # -- hosts and frameworks ------------------------------------------------------------------
 
@@ -372,9 +377,11 @@ class Store:
     ) -> None:
         """Change a framework's weight or quota (None keeps what it was)."""
         self.db.execute(
-            "INSERT INTO frameworks (name, weight, quota) VALUES (?1, ?2, ?3) "
-            "ON CONFLICT(name) DO UPDATE SET weight = COALESCE(?2, weight), "
-            "quota = COALESCE(?3, quota), version = version + 1",
+            "INSERT INTO frameworks (name, weight, quota) VALUES (?, ?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET "
+            "weight = COALESCE(excluded.weight, frameworks.weight), "
+            "quota = COALESCE(excluded.quota, frameworks.quota), "
+            "version = frameworks.version + 1",
             (name, weight, None if quota is None else json.dumps(dict(quota))),
         )
 
@@ -417,10 +424,10 @@ class Store:
                     return old, False
                 done = self.db.execute(
                     "UPDATE runs SET state = ?, exit_code = ?, signal = ?, reason = ?, "
-                    "seq = MAX(seq, ?), ended = COALESCE(ended, ?), updated = ?, "
-                    "version = version + 1 WHERE id = ? AND version = ?",
-                    (run.state, run.exit_code, run.signal, run.reason, run.seq, run.ended, now,
-                     old.id, old.version),
+                    "seq = CASE WHEN seq > ? THEN seq ELSE ? END, ended = COALESCE(ended, ?), "
+                    "updated = ?, version = version + 1 WHERE id = ? AND version = ?",
+                    (run.state, run.exit_code, run.signal, run.reason, run.seq, run.seq,
+                     run.ended, now, old.id, old.version),
                 )  # fmt: skip
                 if done.rowcount != 1:
                     return old, False
@@ -448,11 +455,13 @@ class Store:
         highest, or just before the first run still running (so the host keeps telling of it
         until it ends, or says it is gone)."""
         rows = self.db.execute(
-            "SELECT host, timer, MAX(seq), MIN(CASE WHEN state = 'running' THEN seq END) "
+            "SELECT host, timer, MAX(seq) AS highest, "
+            "MIN(CASE WHEN state = 'running' THEN seq END) AS open_from "
             "FROM runs GROUP BY host, timer"
         )
         out: dict[str, dict[str, int]] = {}
-        for host, timer, highest, open_from in rows:
+        for r in rows:
+            host, timer, highest, open_from = r["host"], r["timer"], r["highest"], r["open_from"]
             out.setdefault(host, {})[timer] = highest if open_from is None else open_from - 1
         return out
 

@@ -29,7 +29,7 @@ from meso_agentless.core.resources import parse_size
 from meso_agentless.hosts.plane import NodeRefused, Unreachable
 from meso_agentless.inventory import Inventory, Node
 from meso_agentless.node.nodecmd import UNIT_NAME
-from meso_agentless.state.sqlite import Store
+from meso_agentless.state.postgres import open_store
 
 
 class FakeClock:
@@ -92,6 +92,7 @@ class FakeHost:
     records: dict[str, list[dict]] = field(default_factory=dict)  # timer -> its run records
     leases: dict[str, float] = field(default_factory=dict)  # timer -> renewed (monotonic)
     launched: dict[str, float] = field(default_factory=dict)  # timer -> made (monotonic)
+    epochs: dict[str, int] = field(default_factory=dict)  # state -> highest epoch seen
 
 
 class FakePlane:
@@ -103,7 +104,28 @@ class FakePlane:
         self.sample_fields: dict[str, dict] = {}  # host -> what its last sample carried
         self.started: Counter[str] = Counter()  # unit -> how many times it was started
         self.calls: list[tuple[str, str, str]] = []  # (verb, host, unit)
+        # (state identity, epoch): sent with what changes a host (several controllers)
+        self.fence: tuple[str, int] | None = None
         self._lock = threading.RLock()
+
+    def sharing(self) -> FakePlane:
+        """Another controller's plane on the same hosts (its own epoch; starts counted
+        together)."""
+        other = FakePlane(self.by_name, self.clock)
+        other.started = self.started
+        other._lock = self._lock
+        return other
+
+    def _fence(self, h: FakeHost) -> None:
+        """As the node command: a lower epoch than the highest seen is refused."""
+        if self.fence is None:
+            return
+        state, epoch = self.fence
+        seen = h.epochs.get(state, 0)
+        if epoch < seen:
+            raise NodeRefused(f"{h.name}: epoch: {epoch} is older than {seen}, the newest "
+                              "controller's seen by this host")  # fmt: skip
+        h.epochs[state] = epoch
 
     @property
     def hosts(self) -> tuple[str, ...]:
@@ -137,6 +159,7 @@ class FakePlane:
             h = self._host(host)
             unit = request["unit"]
             self.calls.append(("launch", host, unit))
+            self._fence(h)
             if not UNIT_NAME.match(unit):
                 raise NodeRefused(f"{host}: unit: {unit!r} is not a meso unit name")
             if unit in h.units:
@@ -166,6 +189,7 @@ class FakePlane:
         with self._lock:
             h = self._host(host)
             self.calls.append(("stop", host, unit))
+            self._fence(h)
             found = h.units.pop(unit, None)
             if found is not None and found.kind == "timer":  # its runs are stopped with it
                 for run in list(h.runs.values()):
@@ -183,6 +207,7 @@ class FakePlane:
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         with self._lock:
             h = self._host(host)
+            self._fence(h)
             if unit in h.runs:
                 if h.runs[unit].state == "running":
                     raise NodeRefused(f"{host}: unit: {unit} is still running; stop it instead")
@@ -220,7 +245,7 @@ class FakePlane:
         self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
     ) -> dict:
         with self._lock:
-            self._host(host)
+            self._fence(self._host(host))
             self.calls.append(("trigger", host, unit))
             if scheduled is not None:
                 return self.fire(unit, scheduled=scheduled, kind="catch-up")
@@ -404,9 +429,11 @@ class FakeCluster:
         directory: Path,
         hosts: Mapping[str, tuple[int, str]],
         frameworks: tuple[Framework, ...] = (),
+        state: str | None = None,
         **controller_options: float,
     ) -> FakeCluster:
-        """`hosts`: name -> (cpus, mem)."""
+        """`hosts`: name -> (cpus, mem); `state`: a postgresql:// URL or a SQLite path (by
+        default state.db in `directory`)."""
         clock = FakeClock()
         plane = FakePlane({name: FakeHost(name, cpus, parse_size(mem, "mem"))
                            for name, (cpus, mem) in hosts.items()}, clock)  # fmt: skip
@@ -416,7 +443,7 @@ class FakeCluster:
         seen: list[Event] = []
         events.subscribe(callback=seen.append)
         fleet = Fleet(plane, clock)
-        store = Store(directory / "state.db", clock=clock.time)
+        store = open_store(state or str(directory / "state.db"), clock=clock.time)
         controller = Controller(store, inventory, plane, fleet, clock, events,
                                 **controller_options)  # type: ignore[arg-type]  # fmt: skip
         return cls(controller, plane, clock, fleet, events, seen)

@@ -1,4 +1,5 @@
-"""The Ansible side: ansible-lint (production profile) and the molecule scenarios on lab hosts.
+"""The Ansible side: ansible-lint (production profile), ansible-test sanity on the collection
+meso.agentless, and the molecule scenarios on lab hosts.
 
 Each scenario creates its own lab hosts, converges, checks idempotence (a second converge
 changes nothing), verifies with testinfra (the node role; the whole site.yml, ending with
@@ -29,6 +30,13 @@ def run(*argv: str, timeout: int = 900) -> str:
 def test_ansible_lint_production_profile_passes():
     output = run("ansible-lint")
     assert "Profile 'production' was required, and it passed" in output
+
+
+def test_ansible_test_sanity_passes_for_the_collection():
+    output = run("scripts/collection-sanity")
+    assert 'Running sanity test "validate-modules"' in output
+    assert 'Running sanity test "pylint"' in output
+    assert "ERROR" not in output and "FATAL" not in output
 
 
 @pytest.mark.parametrize(("scenario", "tests"), [("node", 21), ("default", 23), ("controller", 10)])

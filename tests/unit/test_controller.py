@@ -24,8 +24,9 @@ def job(name="j", count=2, type_="batch", cpus=1, framework="default", resources
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    c = FakeCluster.of(tmp_path, TWO_HOSTS, replace_after=30.0)
+def cluster(tmp_path, state):
+    """On each store: SQLite and PostgreSQL."""
+    c = FakeCluster.of(tmp_path, TWO_HOSTS, replace_after=30.0, state=state)
     c.step()
     return c
 
@@ -303,6 +304,7 @@ def test_a_zero_quota_places_nothing_and_says_so(tmp_path):
 def test_a_task_that_could_never_fit_is_refused_at_submission_storing_nothing(
     cluster, spec, reason
 ):
+    spec = dict(spec)  # each store's run gets the same
     with pytest.raises(Unplaceable) as refused:
         cluster.controller.submit(job(count=spec.pop("count", 1), **spec))
     assert refused.value.exit_code == 3 and refused.value.unplaced[-1]["reason"] == reason

@@ -30,8 +30,9 @@ def batch_job(name="b", cpus=2, count=1):
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    c = FakeCluster.of(tmp_path, HOSTS)
+def cluster(tmp_path, state):
+    """On each store: SQLite and PostgreSQL."""
+    c = FakeCluster.of(tmp_path, HOSTS, state=state)
     c.step()
     return c
 

@@ -26,8 +26,9 @@ GiB = 1 << 30
 
 
 @pytest.fixture
-def cluster(tmp_path):
-    cluster = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB")})
+def cluster(tmp_path, state):
+    """On each store: SQLite and PostgreSQL."""
+    cluster = FakeCluster.of(tmp_path, {"h1": (2, "4GiB"), "h2": (2, "4GiB")}, state=state)
     cluster.controller.schedulers.start()
     cluster.step()
     return cluster
@@ -429,3 +430,101 @@ def test_the_scheduler_api_over_http(api):
         assert api.delete(base).status_code == 200
         assert next(events)[0] == "error"
     assert api.post(f"{base}/suppress").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("verb", "body", "status", "start"),
+    [
+        ("accept", b"[1]", 422, "body: must be an object"),
+        ("accept", b"{", 422, "body: not JSON"),
+        ("accept", b'{"offer_ids": "x", "tasks": []}', 422, "offer_ids: must be a non-empty"),
+        ("accept", b'{"offer_ids": ["x"], "tasks": {}}', 422, "tasks: must be a list"),
+        ("accept", b'{"offer_ids": ["x"], "tasks": [], "x": 1}', 422, "x: unknown field"),
+        ("accept", b'{"offer_ids": ["x"], "tasks": [{"name": "a", "argv": ["x"]}]}', 409,
+         "offer_ids[0]: offer x is not an offer held"),
+        ("decline", b'{"offer_ids": []}', 422, "offer_ids:"),
+        ("decline", b'{"offer_ids": ["x"], "refuse_seconds": -1}', 422, "refuse_seconds:"),
+        ("kill", b'{"task_id": 5}', 422, "task_id:"),
+        ("reconcile", b'{"task_ids": "all"}', 422, "task_ids:"),
+        ("subscribe", b'{"failover_timeout": "1m"}', 422, "failover_timeout:"),
+    ],
+)  # fmt: skip
+def test_hostile_scheduler_calls_get_one_line_naming_the_field(api, verb, body, status, start):
+    with api.stream("POST", "/v1/frameworks/alpha/subscribe") as stream:
+        assert next(sse_events(stream))[0] == "subscribed"  # only the body is wrong below
+        done = api.post(f"/v1/frameworks/alpha/{verb}", content=body,
+                        headers={"Content-Type": "application/json"})  # fmt: skip
+    assert done.status_code == status, done.text
+    assert done.json()["error"].startswith(start) and "\n" not in done.json()["error"]
+    assert api.cluster.controller.store.jobs() == []
+    bad_name = api.post("/v1/frameworks/Bad_Name/suppress")
+    assert bad_name.status_code == 422
+
+
+# -- what the controller must never do to a framework's own tasks --------------------------------
+
+
+def test_a_launch_the_host_refuses_is_lost_for_the_framework_and_never_placed_elsewhere(cluster):
+    _, events = subscribe(cluster, "alpha")
+    cluster.step()
+    offer = offers(events)[0]
+    cluster.plane.by_name[offer["host"]].refuse = "admission: not enough cpus"
+    launched = accept(cluster, "alpha", [offer["offer_id"]], task("t1"), task("t2"))
+    assert {t["state"] for t in launched} == {"lost"}
+    assert all("admission: not enough cpus" in t["reason"] for t in launched)
+    for _ in range(5):
+        cluster.step()
+    assert cluster.plane.running() == {}  # nothing placed on the other host by the controller
+    assert cluster.controller.store.job("alpha-t1").state == "failed"
+    assert ("t1", "lost") in {(e.data["task_id"], e.data["state"]) for e in events
+                              if e.kind == "update"}  # fmt: skip
+
+
+def test_a_frameworks_task_cannot_be_scaled_or_its_name_taken_by_a_job_file(cluster):
+    _, events = subscribe(cluster, "alpha")
+    cluster.step()
+    accept(cluster, "alpha", [offers(events)[0]["offer_id"]], task("t1"))
+    with pytest.raises(JobConflict, match="task of framework alpha"):
+        cluster.controller.scale("alpha-t1", "task", 3)
+    job = job_from_text("job: alpha-t1\nframework: web\ntasks: [{name: task, command: [x]}]\n")
+    with pytest.raises(JobConflict, match="task of framework alpha"):
+        cluster.controller.submit(job)
+    assert len(cluster.plane.running()) == 1
+
+
+def test_a_drained_host_stops_a_frameworks_task_and_leaves_the_retry_to_it(cluster):
+    _, events = subscribe(cluster, "alpha")
+    cluster.step()
+    offer = offers(events)[0]
+    accept(cluster, "alpha", [offer["offer_id"]], task("t1"))
+    cluster.controller.drain(offer["host"], deadline=0)
+    for _ in range(4):
+        cluster.step()
+    assert cluster.plane.running() == {}
+    [row] = cluster.controller.store.tasks("alpha-t1")
+    assert row.state.value == "killed" and "its framework places it again" in row.reason
+
+
+def test_a_new_subscription_is_offered_again_after_a_suppress(cluster):
+    schedulers = cluster.controller.schedulers
+    stream, _ = subscribe(cluster, "alpha")
+    schedulers.suppress("alpha")
+    schedulers.detach("alpha", stream)
+    _, again = subscribe(cluster, "alpha")
+    cluster.step()
+    assert offers(again)
+
+
+def test_killing_a_finished_task_changes_nothing(cluster):
+    _, events = subscribe(cluster, "alpha")
+    cluster.step()
+    [launched] = accept(cluster, "alpha", [offers(events)[0]["offer_id"]], task("t1"))
+    cluster.plane.finish(launched["unit"], 0)
+    cluster.step()
+    assert cluster.controller.schedulers.kill("alpha", "t1") == []
+    assert cluster.controller.store.job("alpha-t1").state == "done"
+
+
+def test_a_framework_name_too_long_for_its_tasks_is_refused(cluster):
+    with pytest.raises(UsageError, match="longer than 61"):
+        subscribe(cluster, "a" * 62)

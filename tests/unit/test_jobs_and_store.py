@@ -1,15 +1,19 @@
-"""What a job needs next (pure), and the SQLite store that remembers it."""
+"""What a job needs next (pure), and the store that remembers it (SQLite and PostgreSQL)."""
 
 import sqlite3
 from dataclasses import dataclass
 
+import psycopg
 import pytest
 
 from meso_agentless.core.jobs import Launch, TaskPolicy, decide
 from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import UsageError
+from meso_agentless.state.postgres import is_url, open_store
 from meso_agentless.state.sqlite import SCHEMA, SCHEMA_VERSION, Conflict, Store
 from meso_agentless.state.store import Intent
+
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 @dataclass
@@ -62,32 +66,35 @@ def test_a_new_run_numbers_attempts_after_earlier_runs():
     assert d.launch == [Launch("t", 0, 4), Launch("t", 1, 1)]
 
 
-def test_store_keeps_jobs_and_attempts_across_processes(tmp_path):
-    path = tmp_path / "state.db"
-    store = Store(path)
+def test_store_keeps_jobs_and_attempts_across_processes(state):
+    store = open_store(state)
     store.put_job("j", "fw", "batch", {"job": "j"}, "inv.yml")
     store.add_intents([Intent("j", "t", 0, 1, "h1", "meso-j_t_0_1", {"cpus": 100}, (31000,))])
     [row] = store.tasks("j")
     assert store.update_task(row, TaskStatus(TaskState.FAILED, exit_code=3)) is not None
     store.close()
-    again = Store(path)
+    again = open_store(state)
     [row] = again.tasks("j")
     assert (row.state, row.exit_code, row.ports, row.resources) == ("failed", 3, [31000],
                                                                      {"cpus": 100})  # fmt: skip
-    assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-    with pytest.raises(sqlite3.IntegrityError):  # a unit is launched once: the key says so
+    if not is_url(state):
+        assert again.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert again.db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    else:
+        assert again.schema_version() == SCHEMA_VERSION
+    with pytest.raises(INTEGRITY_ERRORS):  # a unit is launched once: the key says so
         again.add_intents([Intent("j", "t", 0, 1, "h2", "meso-j_t_0_1", {}, ())])
     assert len(again.tasks("j")) == 1  # the failed transaction left nothing
     again.update_job(again.job("j"), state="done")
     again.put_job("j", "fw", "batch", {"job": "j"}, "inv.yml")  # run again: a new run
     assert again.tasks("j") == [] and again.last_attempts("j") == {("t", 0): 1}
     assert again.job("j").run == 2
+    assert again.identity == open_store(state).identity and len(again.identity) == 12
 
 
-def test_every_change_is_a_compare_and_set_on_the_row_version(tmp_path):
+def test_every_change_is_a_compare_and_set_on_the_row_version(state):
     """A writer holding an older row changes nothing: finished is never overwritten by lost."""
-    store = Store(tmp_path / "state.db")
+    store = open_store(state)
     store.put_job("j", "fw", "batch", {"job": "j"}, "inv")
     store.add_intents([Intent("j", "t", 0, 1, "h1", "meso-j_t_0_1", {}, ())])
     [stale] = store.tasks("j")

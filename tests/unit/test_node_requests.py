@@ -51,6 +51,7 @@ def fake_host(tmp_path):
 
     with mock.patch.multiple(nodecmd, _run=run, _systemd_run=systemd_run,
                              STATE_DIR=str(tmp_path), LEDGER=str(tmp_path / "ledger.json"),
+                             EPOCHS_DIR=str(tmp_path / "epochs"),
                              POLICY_FILE=str(tmp_path / "no-policy.json")):  # fmt: skip
         yield launched
 
@@ -76,7 +77,7 @@ JSON = st.recursive(
     max_leaves=12,
 )  # fmt: skip
 VERBS = st.sampled_from([*nodecmd.VERBS, "policy", "logs", "serve", "", "LAUNCH", "explode"])
-FIELDS = (*nodecmd.LAUNCH_KEYS, "policy", "lines", "follow")
+FIELDS = (*nodecmd.LAUNCH_KEYS, "policy", "lines", "follow", "epoch", "epoch_state")
 REQUESTS = st.one_of(
     st.fixed_dictionaries({"verb": VERBS}, optional={k: JSON for k in FIELDS}),
     st.fixed_dictionaries({"verb": JSON}),

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parents[2] / "roles/meso_controller/files/wheelhouse.py"
+ROLE = Path(__file__).parents[2] / "collections/ansible_collections/meso/agentless/roles"
+SCRIPT = ROLE / "meso_controller/files/wheelhouse.py"
 _spec = importlib.util.spec_from_file_location("wheelhouse", SCRIPT)
 assert _spec and _spec.loader
 wheelhouse = importlib.util.module_from_spec(_spec)

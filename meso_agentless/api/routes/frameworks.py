@@ -44,7 +44,7 @@ def sse(event: Event) -> bytes:
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Subscribe(_Request):
@@ -97,7 +97,13 @@ async def subscribe(name: FrameworkName, request: Request, ctx: Ctx) -> Streamin
                 except TimeoutError:
                     yield b"event: heartbeat\ndata: {}\n\n"
                     continue
-                if event is None or stream.overflowed:
+                if stream.overflowed:  # it did not keep up: it must subscribe and reconcile
+                    yield (
+                        b'event: error\ndata: {"message": "too many events unread: '
+                        b'subscribe again and reconcile"}\n\n'
+                    )
+                    return
+                if event is None:
                     return
                 yield sse(event)
                 if event.kind == "error":

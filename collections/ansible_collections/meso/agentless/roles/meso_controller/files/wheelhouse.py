@@ -223,7 +223,7 @@ def write_archive(directory: Path, wheels: Sequence[str], archive: Path) -> None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--package", required=True, help="a requirement, a file or a directory")
     parser.add_argument("--cache", required=True, type=Path, help="where builds are kept")
     parser.add_argument("--force", action="store_true", help="build again even if cached")
