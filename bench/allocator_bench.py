@@ -13,9 +13,10 @@ import random
 import statistics
 import time
 import tracemalloc
+from dataclasses import replace
 
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.model import Constraint, Framework, Host, TaskGroup
+from meso_agentless.core.model import Constraint, Framework, Host, RevocableTask, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 
 GiB = 2**30
@@ -82,13 +83,13 @@ def make_pending(frameworks: list[Framework], tasks: int, rng: random.Random):
     return groups
 
 
-def cycle_seconds(hosts, frameworks, pending, repeat: int):
+def cycle_seconds(hosts, frameworks, pending, repeat: int, revocable=()):
     times, plan = [], None
     for _ in range(repeat):
         schedulers = [JobScheduler(fw, gs) for fw, gs in pending.items()]
         gc.collect()
         started = time.perf_counter()
-        plan = allocate(hosts, frameworks, schedulers)
+        plan = allocate(hosts, frameworks, schedulers, revocable=revocable)
         times.append(time.perf_counter() - started)
     return statistics.median(times), plan
 
@@ -102,6 +103,73 @@ def bench_cycle(h: int, f: int, p: int, repeat: int, target: float) -> None:
         f"cycle  {h:>6} hosts x {f:>5} frameworks, half allocated, P={p:>6}: "
         f"{seconds * 1000:8.1f} ms per cycle (median of {repeat}; target <= {target * 1000:.0f} ms)"
         f"  placed {len(plan.placements)}, unplaced {len(plan.unplaced)}"
+    )
+
+
+def borrowed_cluster(h: int, f: int, rng: random.Random):
+    """Half allocated as in bench_cycle, then nearly full: borrowed (revocable) tasks of the
+    frameworks without a guarantee fill each host. One framework in ten is
+    guaranteed an equal part of half the cluster."""
+    hosts, frameworks = make_cluster(h, f, half_full=True, rng=rng)
+    guaranteed = {fw.name for fw in frameworks[::10]}
+    lenders = [fw.name for fw in frameworks if fw.name not in guaranteed]
+    share = (h * HOST_CPUS // 2 // len(guaranteed), h * HOST_MEM // 2 // len(guaranteed))
+    extra = {fw.name: [0, 0] for fw in frameworks}
+    running, full = [], []
+    for host in hosts:
+        used = [host.used["cpus"], host.used["mem"]]
+        while True:
+            cpus, mem = rng.choice(SHAPES)
+            if used[0] + cpus > HOST_CPUS or used[1] + mem > HOST_MEM:
+                break
+            owner = rng.choice(lenders)
+            used[0] += cpus
+            used[1] += mem
+            extra[owner][0] += cpus
+            extra[owner][1] += mem
+            resources = {"cpus": cpus, "mem": mem}
+            since = rng.random() * 3600
+            running.append(RevocableTask(f"{owner}-b{len(running)}", "t", 0, owner, host.name,
+                                         resources, since))  # fmt: skip
+        full.append(replace(host, used={"cpus": used[0], "mem": used[1]}))
+    with_guarantees = []
+    for fw in frameworks:
+        c, m = extra[fw.name]
+        allocated = {"cpus": fw.allocated["cpus"] + c, "mem": fw.allocated["mem"] + m}
+        guarantee = {"cpus": share[0], "mem": share[1]} if fw.name in guaranteed else None
+        with_guarantees.append(replace(fw, allocated=allocated, guarantee=guarantee,
+                                       revocable={"cpus": c, "mem": m}))  # fmt: skip
+    plain = [replace(fw, guarantee=None, revocable={}) for fw in with_guarantees]
+    return full, plain, with_guarantees, running
+
+
+def bench_guarantees(h: int, f: int, p: int, repeat: int) -> None:
+    """The same nearly full cluster and pending tasks, without and with guarantees."""
+    rng = random.Random(h * 11 + f)
+    hosts, plain, guaranteed, running = borrowed_cluster(h, f, rng)
+    pending = make_pending(guaranteed, p, rng)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    plans = {}
+    for _ in range(repeat):  # alternately, so that a busy machine slows both alike
+        for fair in (False, True):
+            seconds, plans[fair] = cycle_seconds(
+                hosts, guaranteed if fair else plain, pending, 1, running if fair else ()
+            )
+            times[fair].append(seconds)
+    without, plan = statistics.median(times[False]), plans[False]
+    print(
+        f"plain  {h:>6} hosts x {f:>5} frameworks, full, P={p:>6}: "
+        f"{without * 1000:8.1f} ms per cycle (median of {repeat})  placed "
+        f"{len(plan.placements)}, unplaced {len(plan.unplaced)}"
+    )
+    seconds, plan = statistics.median(times[True]), plans[True]
+    revocable = sum(p.revocable for p in plan.placements)
+    print(
+        f"fair   {h:>6} hosts x {f:>5} frameworks, {f // 10} guaranteed, {len(running)} "
+        f"borrowed tasks, P={p:>6}: {seconds * 1000:8.1f} ms per cycle (median of {repeat}) = "
+        f"{seconds / without:.2f}x plain (target <= 1.5x)  placed {len(plan.placements)} "
+        f"({revocable} revocable), revocations {len(plan.revocations)}, "
+        f"unplaced {len(plan.unplaced)}"
     )
 
 
@@ -138,9 +206,11 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         bench_cycle(200, 200, 200, 1, 0.05)
+        bench_guarantees(200, 200, 200, 1)
         bench_fill(200, 20, 1)
         return
     bench_cycle(2_000, 2_000, 2_000, 5, 0.05)
+    bench_guarantees(2_000, 2_000, 2_000, 5)
     bench_cycle(50_000, 6_000, 20_000, 3, 1.0)
     bench_fill(2_000, 50, 3)
 

@@ -4,8 +4,9 @@ Group `meso_nodes` (or every host, if there is no such group) are the nodes. Per
 `meso_resources` (declared capacity, overriding what is sampled; `ports` as ranges),
 `meso_reserved` (kept back for the system), `meso_attributes` (for constraints),
 `meso_reservations` (framework -> resources set aside for it). For the cluster:
-`meso_frameworks` (name -> weight, quota). group_vars, host_vars and every inventory format
-work as they do for Ansible.
+`meso_frameworks` (name -> weight, guarantee, limit; `quota` is the limit's old name).
+The guarantees together may not exceed the hosts' declared capacity. group_vars, host_vars
+and every inventory format work as they do for Ansible.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from meso_agentless.core.resources import (
     PORTS,
     PortRanges,
     ResourceError,
+    format_quantity,
     parse_port_ranges,
     parse_resources,
     subtract,
@@ -104,7 +106,27 @@ def load_inventory(source: str) -> Inventory:
     if not raw:
         raise UsageError(f"inventory {source}: no hosts (in group {NODE_GROUP} or at all)")
     nodes = tuple(parse_node(name, hostvars) for name, hostvars in sorted(raw.items()))
-    return Inventory(source, nodes, tuple(parse_frameworks(source, raw)))
+    frameworks = tuple(parse_frameworks(source, raw))
+    check_guarantees(source, nodes, frameworks)
+    return Inventory(source, nodes, frameworks)
+
+
+def check_guarantees(source: str, nodes: Sequence[Node], frameworks: Sequence[Framework]) -> None:
+    """The sum of the guarantees fits in the cluster, in every resource that every host
+    declares (the rest is checked once the hosts are sampled)."""
+    guaranteed = [f for f in frameworks if f.guarantee]
+    for name in sorted({r for f in guaranteed for r in f.guarantee or {}}):
+        if not nodes or any(name not in n.declared for n in nodes):
+            continue
+        whole = sum(max(0, n.declared[name] - n.reserved.get(name, 0)) for n in nodes)
+        wanted = sum((f.guarantee or {}).get(name, 0) for f in guaranteed)
+        if wanted > whole:
+            names = ", ".join(sorted(f.name for f in guaranteed if (f.guarantee or {}).get(name)))
+            raise UsageError(
+                f"inventory {source}: meso_frameworks: the guarantees of {names} add up to "
+                f"{format_quantity(name, wanted)} {name}, more than the cluster's "
+                f"{format_quantity(name, whole)}"
+            )
 
 
 def parse_node(name: str, hostvars: Mapping[str, Any]) -> Node:
@@ -176,7 +198,7 @@ def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> 
         if not isinstance(fw, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fw):
             raise UsageError(f"inventory {source}: {where}: not a framework name")
         settings = _mapping(settings, where)
-        unknown = set(settings) - {"weight", "quota", "role"}
+        unknown = set(settings) - {"weight", "quota", "limit", "guarantee", "role"}
         if unknown:
             raise UsageError(f"inventory {source}: {where}: unknown field {sorted(unknown)[0]}")
         weight = settings.get("weight", 1)
@@ -184,15 +206,34 @@ def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> 
                 or not MIN_WEIGHT <= weight <= MAX_WEIGHT):  # fmt: skip
             raise UsageError(f"inventory {source}: {where}.weight must be a number from "
                              f"{MIN_WEIGHT} to {MAX_WEIGHT:g}")  # fmt: skip
+        if "quota" in settings and "limit" in settings:
+            raise UsageError(f"inventory {source}: {where}: give limit or quota (its old name), "
+                             "not both")  # fmt: skip
+        field = "limit" if "limit" in settings else "quota"
         try:
             quota = (
-                parse_resources(_mapping(settings["quota"], where), f"{where}.quota", True)
-                if "quota" in settings
+                parse_resources(_mapping(settings[field], where), f"{where}.{field}", True)
+                if field in settings
+                else None
+            )
+            guarantee = (
+                parse_resources(_mapping(settings["guarantee"], where), f"{where}.guarantee")
+                if settings.get("guarantee") is not None
                 else None
             )
         except ResourceError as exc:
             raise UsageError(f"inventory {source}: {exc}") from None
-        frameworks.append(Framework(fw, float(weight), quota))
+        for name, amount in (guarantee or {}).items():
+            if name == "ports":
+                raise UsageError(f"inventory {source}: {where}.guarantee.ports: ports cannot "
+                                 "be guaranteed")  # fmt: skip
+            if quota is not None and name in quota and amount > quota[name]:
+                raise UsageError(
+                    f"inventory {source}: {where}.guarantee.{name}: "
+                    f"{format_quantity(name, amount)} is more than its {field} "
+                    f"{format_quantity(name, quota[name])}"
+                )
+        frameworks.append(Framework(fw, float(weight), quota, guarantee=guarantee or None))
     return frameworks
 
 

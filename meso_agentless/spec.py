@@ -2,6 +2,8 @@
 
     job: wordcount              # lowercase letters, digits, dashes
     framework: analytics        # default "default"
+    priority: 50                # 0-100: a framework's jobs are placed by priority, then age
+    max_running: 8              # at most this many of the job's instances run at once
     type: batch                 # batch | service
     tasks:
       - name: mapper
@@ -11,6 +13,8 @@
         env: {KEY: value}
         constraints: [{attribute: rack, op: eq, value: r1}, {op: unique_host}]
         gang: false               # true: all `count` instances start together, or none does
+        revocable: true           # false: never on capacity borrowed from another's guarantee
+        max_running: 2            # at most this many instances run at once (default: all)
         restart: {policy: on-failure, attempts: 3}
         timeout: 10m
         user: www-data            # default: a throwaway user (sandbox.dynamic_user)
@@ -285,6 +289,8 @@ class Task(_Strict):
     constraints: list[Constraint] = []
     strategy: Literal["binpack", "spread"] | None = None
     gang: bool = False
+    revocable: bool = True
+    max_running: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = None
     restart: Restart = Restart()
     timeout: Any = None
     user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$")] | None = None
@@ -302,10 +308,15 @@ class Task(_Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
-        """A task that is not a gang dumps as it did before gangs (stored specs compare equal)."""
+        """A task dumps without the fields it leaves at their defaults that came after it was
+        stored (gang, revocable, max_running), so stored specs compare equal."""
         data = handler(self)
         if not self.gang:
             data.pop("gang", None)
+        if self.revocable:
+            data.pop("revocable", None)
+        if self.max_running is None:
+            data.pop("max_running", None)
         return data
 
     @field_validator("command")
@@ -328,6 +339,7 @@ class Task(_Strict):
         return ["/bin/sh", "-c", self.command] if isinstance(self.command, str) else self.command
 
 
+DEFAULT_PRIORITY = 50
 CRON_ONLY = ("schedule", "concurrency", "catch_up")
 CRON_REPLACE_AFTER = "5m"  # a cron timer's default lease: how long its host fires on without us
 
@@ -342,6 +354,8 @@ class Job(_Strict):
     job: Name
     framework: Name = "default"
     type: Literal["batch", "service", "cron"] = "batch"
+    priority: Annotated[int, Field(ge=0, le=100)] = DEFAULT_PRIORITY
+    max_running: Annotated[int, Field(ge=1, le=MAX_COUNT)] | None = None
     timezone: Annotated[str, StringConstraints(max_length=64)] = "UTC"
     schedule: Annotated[str, StringConstraints(max_length=schedules.MAX_SCHEDULE)] | None = None
     concurrency: Literal["forbid", "allow", "replace"] | None = None
@@ -397,6 +411,10 @@ class Job(_Strict):
         if self.type != "cron":
             for key in (*CRON_ONLY, "timezone"):
                 data.pop(key, None)
+        if self.priority == DEFAULT_PRIORITY:
+            data.pop("priority", None)
+        if self.max_running is None:
+            data.pop("max_running", None)
         return data
 
     @property
@@ -419,6 +437,10 @@ class Job(_Strict):
                 strategy=t.strategy or self.strategy,
                 order=order,
                 gang=t.gang,
+                priority=self.priority,
+                revocable=t.revocable,
+                max_running=t.max_running,
+                job_max_running=self.max_running,
             )
             for t in self.tasks
         ]

@@ -16,7 +16,7 @@ from meso_agentless.api.auth import require_token
 from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
-from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta
+from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta, queue
 from meso_agentless.api.routes import history as history_routes
 from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.api.routes import tasks as task_routes
@@ -40,7 +40,7 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestCounter, metrics=metrics)
     routers = (meta.open_router, meta.router, hosts.router, jobs.router, events.router,
-               frameworks.router)  # fmt: skip
+               frameworks.router, queue.router)  # fmt: skip
     for router in routers:
         app.include_router(router)
     app.include_router(job_plan.router)

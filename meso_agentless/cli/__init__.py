@@ -29,6 +29,8 @@ COMMANDS = {
     "gc": ("jobs", "gc", "Stop the meso units on the hosts that no job claims."),
     "frameworks": ("jobs", "frameworks", "Each framework: weight, quota, share (and `set`)."),
     "plan": ("plan", "plan", "Where jobs would go, and why what does not fit does not."),
+    "queue": ("queue", "queue", "Pending tasks in placing order, why each waits; shares."),
+    "explain": ("queue", "explain", "Why JOB [TASK] is pending: every host, one line each."),
     "schema": ("jobs", "schema", "Print the job file's JSON Schema."),
     "lab": ("lab", "lab", "Lab hosts on this machine (nspawn containers or QEMU guests)."),
     "sim": ("sim", "sim", "Replay a workload trace through the allocator: shared vs static."),

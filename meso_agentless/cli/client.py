@@ -140,6 +140,14 @@ class Remote:
     def frameworks(self) -> dict:
         return self._json("GET", "/v1/frameworks")
 
+    def queue(self, framework: str | None = None) -> dict:
+        query = f"?framework={quote(framework, safe='')}" if framework else ""
+        return self._json("GET", f"/v1/queue{query}")
+
+    def explain(self, job: str, task: str | None = None) -> dict:
+        query = f"?task={quote(task, safe='')}" if task else ""
+        return self._json("GET", f"/v1/jobs/{quote(job, safe='')}/explain{query}")
+
     def set_framework(self, name: str, change: dict) -> dict:
         return self._json("PATCH", f"/v1/frameworks/{quote(name, safe='')}", change)
 

@@ -52,6 +52,16 @@ class Local:
             e.sync(record=False)
             return e.service.frameworks().model_dump(mode="json")
 
+    def queue(self, framework: str | None = None) -> dict:
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return e.service.queue(framework)
+
+    def explain(self, job: str, task: str | None = None) -> dict:
+        with self._embedded(self._source(job), write=False) as e:
+            e.sync(record=False)
+            return e.service.explain(job, task)
+
     def jobs(self, names: list[str] | None = None) -> dict:
         """Every job (or these), after bringing the store up to date with their hosts when no
         other process holds the state."""

@@ -133,9 +133,13 @@ def plan_output(result: Mapping) -> None:
     table = Table("job", "task", "index", "framework", "host", "resources", "ports", box=None)
     for p in result["placements"]:
         ports = ",".join(map(str, p["ports"]))
-        table.add_row(p["job"], p["task"], str(p["index"]), p["framework"], p["host"],
+        host = p["host"] + (" (revocable)" if p.get("revocable") else "")
+        table.add_row(p["job"], p["task"], str(p["index"]), p["framework"], host,
                       amounts(p["resources"]), ports)  # fmt: skip
     out.print(table)
+    for r in result.get("revocations", ()):
+        out.print(f"revoke {r['job']}/{r['task']}[{r['index']}] on {r['host']} "
+                  f"({r['framework']}): {r['owner']} needs its guarantee back")  # fmt: skip
     by_job = groupby(result["unplaced"], lambda u: u["job"])
     for job, items in by_job:
         for line in unplaced_lines(job, list(items)):

@@ -29,6 +29,8 @@ from meso_agentless.controller import cron as cronctl
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
+from meso_agentless.controller.revocation import ENV as REVOCABLE_ENV
+from meso_agentless.controller.revocation import Borrowed, describe
 from meso_agentless.controller.schedulers import Schedulers, holding
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
@@ -138,6 +140,8 @@ class Controller:
         self._dirty = True
         self._last_allocation = -math.inf
         self.schedulers = Schedulers(self)  # frameworks scheduling their own tasks (the API)
+        self.borrowed = Borrowed()  # revocable tasks, and the revocations under way
+        self._revoke: dict[str, tuple[TaskRow, TaskStatus]] = {}  # unit -> (row, its end)
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -223,10 +227,11 @@ class Controller:
         if not hosts:
             return []
         empty = [replace(f, allocated={}) for f in self.frameworks()]
+        uncapped = [replace(g, max_running=None, job_max_running=None) for g in job.groups()]
         if job.type == "service":
-            return allocate(hosts, empty, [JobScheduler(job.framework, job.groups())]).unplaced
+            return allocate(hosts, empty, [JobScheduler(job.framework, uncapped)]).unplaced
         never = []
-        for group in job.groups():
+        for group in uncapped:
             alone = allocate(hosts, empty, [JobScheduler(job.framework, [replace(group, count=1)])])
             never += [
                 replace(u, index=i)
@@ -330,6 +335,8 @@ class Controller:
         report = TickReport()
         views = self.fleet.views()
         self._note_hosts(views)
+        for view in views.values():
+            self.borrowed.note_host(view.units, self.mark)
         self._check_partition()
         forget, strays = self._observe(views)
         run_forget = self._collect_runs(views)
@@ -360,6 +367,12 @@ class Controller:
             placed = self._place(fresh, views, report, takers)
         self._dirty = False
         self._launch_all(again + placed, report)
+        revoke, self._revoke = self._revoke, {}
+        if revoke:  # borrowed tasks whose owner needs its guarantee back: stopped, requeued
+            self._stop_rows([row for row, _ in revoke.values()],
+                            {unit: status for unit, (_, status) in revoke.items()})  # fmt: skip
+            report.stopped.extend(revoke)
+            self._dirty = True
         for row, _status in self._stop_rows(stops):
             report.stopped.append(row.unit)
         self._forget(forget)
@@ -711,9 +724,13 @@ class Controller:
                     base, count=last - first + 1, first_index=first, constraints=constraints,
                     running=running.get((name, task), {}),
                 ))  # fmt: skip
+        groups = _with_running_counts(groups, running)
         schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
+        framework_of = {j.name: j.framework for j in self.store.jobs() if j.type != "cron"}
+        self.borrowed.forget(r.unit for r in tracked)
         plan = allocate(hosts, self.frameworks_holding(tracked), [*schedulers, *takers],
-                        now=self.clock.time(), filters=self.schedulers.filters())  # fmt: skip
+                        now=self.clock.time(), filters=self.schedulers.filters(),
+                        revocable=self.borrowed.running(tracked, framework_of))  # fmt: skip
         self.schedulers.offered(takers, hosts)
         placed = []
         intents = []
@@ -726,7 +743,16 @@ class Controller:
                                   dict(p.resources), tuple(p.ports)))  # fmt: skip
             placed.append((jobs_by_name[p.job], p, attempt))
             self._acted[unit] = self.clock.monotonic()
+            if p.revocable:
+                self.borrowed.placed(unit)
         self.store.add_intents(intents)  # decide-and-record: one transaction
+        self._revoke = self.borrowed.to_revoke(plan, tracked)
+        for row, _ in self._revoke.values():
+            owner = self.borrowed.revoking.get(row.unit, "")
+            self.events.publish("revoked", f"{row.job}/{row.task}[{row.index}] on {row.host}: "
+                                f"revoked, {owner} needs its guarantee back", row.job,
+                                task=row.task, index=row.index, host=row.host, unit=row.unit,
+                                owner=owner)  # fmt: skip
         for _job, p, attempt in placed:
             self.events.publish("placed", f"{p.job}/{p.task}[{p.index}] placed on {p.host} "
                                 f"(attempt {attempt})", p.job, task=p.task, index=p.index,
@@ -810,7 +836,8 @@ class Controller:
             for resources in offers.values():
                 for name, amount in resources.items():
                     held[framework][name] += amount
-        return [replace(f, allocated=dict(held.get(f.name, {}))) for f in self.frameworks()]
+        out = [replace(f, allocated=dict(held.get(f.name, {}))) for f in self.frameworks()]
+        return self.borrowed.holding(out, tracked, framework_of)
 
     def launch_offered(self, launches: list[tuple[FrameworkTask, str, list[int]]]) -> list[dict]:
         """Launch a framework's tasks where its offers were (checked against them already):
@@ -879,6 +906,9 @@ class Controller:
             capacity = sampled_capacity(self.fleet.view(row.host).facts)
             request = launch_request(task, placement, row.attempt, capacity,
                                      job.type == "service", owner=self.mark)  # fmt: skip
+            if self.borrowed.is_revocable(row.unit):
+                request["env"][REVOCABLE_ENV] = "1"
+                request["description"] = describe(request["description"], self.mark)
             cron = spec.cron
             if cron is not None:  # a timer on the host, which fires the task's runs
                 request.update(schedule=list(cron.calendars),
@@ -1258,6 +1288,21 @@ def _pending_spans(unplaced: Iterable[Unplaced]) -> dict[tuple[str, str], list[t
 def _policies(job: Job) -> list[jobcore.TaskPolicy]:
     return [jobcore.TaskPolicy(t.name, t.count, t.restart.policy, t.restart.attempts)
             for t in job.tasks]  # fmt: skip
+
+
+def _with_running_counts(
+    groups: Mapping[str, list[TaskGroup]], running: Mapping[tuple[str, str], Mapping[str, int]]
+) -> dict[str, list[TaskGroup]]:
+    """Groups with how many of their task's and their job's instances run now (for caps)."""
+    per_job: dict[str, int] = defaultdict(int)
+    for (job, _), hosts in running.items():
+        per_job[job] += sum(hosts.values())
+    return {
+        fw: [replace(g, running_count=sum(running.get((g.job, g.task), {}).values()),
+                     job_running=per_job[g.job]) if g.max_running or g.job_max_running else g
+             for g in gs]
+        for fw, gs in groups.items()
+    }  # fmt: skip
 
 
 def _running_per_host(rows: Iterable[TaskRow]) -> dict[tuple[str, str], dict[str, int]]:

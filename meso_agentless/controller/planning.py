@@ -7,7 +7,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from meso_agentless.core.allocator import allocate
-from meso_agentless.core.model import Framework, Host, Placement, Plan, TaskGroup
+from meso_agentless.core.model import Framework, Host, Placement, Plan, RevocableTask, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.resources import CPUS, PORTS
 from meso_agentless.errors import UsageError
@@ -36,14 +36,21 @@ def declared_hosts(inventory: Inventory) -> list[Host]:
     return [node.to_host() for node in inventory.nodes]
 
 
-def plan_jobs(jobs: Sequence[Job], frameworks: Iterable[Framework], hosts: Sequence[Host]) -> Plan:
-    """Place the jobs as if submitted together, in the order given, in weighted DRF order."""
+def plan_jobs(
+    jobs: Sequence[Job],
+    frameworks: Iterable[Framework],
+    hosts: Sequence[Host],
+    revocable: Iterable[RevocableTask] = (),
+) -> Plan:
+    """Place the jobs as if submitted together, in the order given, in weighted DRF order
+    (frameworks below their guarantee first; `revocable`: borrowed tasks running now, of which
+    the plan says which would be revoked)."""
     by_framework: dict[str, list[TaskGroup]] = {}
     for order, job in enumerate(jobs):
         for group in job.groups(order=order):
             by_framework.setdefault(group.framework, []).append(group)
     schedulers = [JobScheduler(fw, groups) for fw, groups in sorted(by_framework.items())]
-    return allocate(hosts, frameworks, schedulers)
+    return allocate(hosts, frameworks, schedulers, revocable=revocable)
 
 
 def resources_json(resources: Mapping[str, int]) -> dict[str, float | int]:
@@ -61,4 +68,5 @@ def plan_json(plan: Plan) -> dict:
         "placements": [placement(p) for p in plan.placements],
         "unplaced": [asdict(u) for u in plan.unplaced],
         "shares": {fw: round(share, 6) for fw, share in sorted(plan.shares.items())},
+        "revocations": [asdict(r) for r in plan.revocations],
     }

@@ -97,7 +97,7 @@ class Service:
             job=job.name, framework=job.framework, type=job.type, state=job.state, run=job.run,
             version=job.version, submitted=job.submitted,
             counts=dict(Counter(r.state.value for r in latest.values())),
-            tasks=[task_view(r) for r in rows],
+            tasks=[task_view(r, self.controller.borrowed.is_revocable(r.unit)) for r in rows],
             unplaced=[UnplacedView(task=u.task, index=u.index, reason=u.reason)
                       for u in unplaced],
             outcome=outcome, spec=job.spec, **self._cron(job, latest),
@@ -316,6 +316,20 @@ class Service:
                 return fw
         raise NotFound(f"no framework {name!r}")
 
+    # -- the queue -----------------------------------------------------------------------------
+
+    def queue(self, framework: str | None = None) -> dict:
+        """Pending task groups in placing order with why each waits; each framework's share."""
+        from meso_agentless.controller.queue import queue_view
+
+        return queue_view(self.controller, framework)
+
+    def explain(self, job: str, task: str | None = None) -> dict:
+        """For each task of the job (or one): every host, fits or the first reason not."""
+        from meso_agentless.controller.queue import explain_view
+
+        return explain_view(self.controller, job, task)
+
     # -- plan ----------------------------------------------------------------------------------
 
     def plan(self, jobs: Sequence[Job]) -> dict:
@@ -325,7 +339,9 @@ class Service:
         views = controller.fleet.views()
         tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in controller.nodes]
         hosts = controller.placeable_hosts(views, tracked)
-        result = plan_jobs(jobs, controller.frameworks_holding(tracked), hosts)
+        framework_of = {j.name: j.framework for j in self.store.jobs() if j.type != "cron"}
+        result = plan_jobs(jobs, controller.frameworks_holding(tracked), hosts,
+                           controller.borrowed.running(tracked, framework_of))  # fmt: skip
         unreachable = {name: view.error or f"host is {view.state}"
                        for name, view in sorted(views.items()) if not view.placeable}  # fmt: skip
         return {**plan_json(result), "unreachable": unreachable}
@@ -335,11 +351,11 @@ def _number(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def task_view(r: TaskRow) -> TaskView:
+def task_view(r: TaskRow, revocable: bool = False) -> TaskView:
     return TaskView(
         task=r.task, index=r.index, attempt=r.attempt, host=r.host, unit=r.unit,
         state=r.state.value, exit_code=r.exit_code, signal=r.signal, reason=r.reason,
         restarts=r.restarts, since=r.since,
         resources=resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
-        ports=list(r.ports), health=r.health,
+        ports=list(r.ports), health=r.health, revocable=revocable,
     )  # fmt: skip

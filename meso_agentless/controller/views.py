@@ -33,6 +33,7 @@ class TaskView(View):
     resources: Amounts
     ports: list[int]
     health: str | None  # starting, healthy, unhealthy; None: no health checks
+    revocable: bool = False  # on capacity borrowed from another framework's guarantee
 
 
 class UnplacedView(View):

@@ -18,6 +18,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import replace
 
 from meso_agentless.core.drf import DRFSorter
 from meso_agentless.core.lanes import (
@@ -35,6 +36,8 @@ from meso_agentless.core.model import (
     Host,
     Placement,
     Plan,
+    RevocableTask,
+    Revocation,
     TaskGroup,
 )
 from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
@@ -45,6 +48,7 @@ from meso_agentless.core.resources import (
     PORTS,
     format_quantity,
 )
+from meso_agentless.core.revocation import revoke_for_guarantees
 
 DIM_ORDER = (CPUS, MEM, DISK)
 MAX_REJECTIONS_IN_A_ROW = 3
@@ -96,6 +100,106 @@ class Cycle:
         self.quota_used: dict[str, dict[str, int]] = {
             name: dict(fw.allocated) for name, fw in frameworks.items() if fw.quota is not None
         }
+        # guarantees (none: nothing is ever revocable, and none of this is kept)
+        self.guarded = any(fw.guarantee for fw in frameworks.values())
+        self.guarantees: dict[str, list[int]] = {}
+        self.nonrevocable: dict[str, list[int]] = {}  # held by tasks that are not revocable
+        self.pool: list[int] = []  # left outside every guarantee for non-revocable tasks
+        if self.guarded:
+            self.guard(self.total)
+
+    # -- guarantees and borrowing --------------------------------------------------------------
+
+    def guard(self, total: Mapping[str, int]) -> None:
+        """Set up the accounts of borrowing against the cluster's `total`: what is outside every
+        guarantee (the pool) less what frameworks hold non-revocably beyond their guarantee.
+        Only frameworks with a guarantee have an account: all that the others hold non-revocably
+        comes from the pool."""
+        dims, index = self.dims, self.index
+        pool = [total.get(d, 0) for d in dims]
+        self.guarantees, self.nonrevocable = {}, {}
+        for name, fw in self.frameworks.items():
+            if fw.guarantee:
+                guarantee = [fw.guarantee.get(d, 0) for d in dims]
+                held = [fw.allocated.get(d, 0) - fw.revocable.get(d, 0) for d in dims]
+                self.guarantees[name], self.nonrevocable[name] = guarantee, held
+                for i, (g, h) in enumerate(zip(guarantee, held, strict=True)):
+                    pool[i] -= h if h > g else g
+                continue
+            for d, amount in fw.allocated.items():
+                i = index.get(d)
+                if i is not None:
+                    pool[i] -= amount
+            for d, amount in fw.revocable.items():
+                i = index.get(d)
+                if i is not None:
+                    pool[i] += amount
+        self.pool = pool
+
+    def borrowing(self, framework: str, nz: tuple[tuple[int, int], ...]) -> tuple[int, int] | None:
+        """(dimension, amount) a task would take from others' unused guarantees, or None: it
+        fits in the framework's own guarantee and the pool, and is not revocable."""
+        if not self.guarded:
+            return None
+        pool = self.pool
+        guarantee = self.guarantees.get(framework)
+        if guarantee is None:
+            for i, amount in nz:
+                if amount > pool[i]:
+                    return i, amount
+            return None
+        held = self.nonrevocable[framework]
+        for i, amount in nz:
+            h, g = held[i], guarantee[i]
+            if h + amount <= g:
+                continue
+            beyond = amount if h >= g else h + amount - g
+            if beyond > pool[i]:
+                return i, beyond
+        return None
+
+    def borrows(self, framework: str, decision: Launch | GangLaunch | Decline) -> bool:
+        """Whether a launch (or a whole gang) would take capacity guaranteed to others."""
+        if isinstance(decision, Decline):
+            return False
+        launches = decision.launches if isinstance(decision, GangLaunch) else (decision,)
+        total: dict[str, int] = {}
+        for launch in launches:
+            for name, amount in launch.resources.items():
+                total[name] = total.get(name, 0) + amount
+        demand = self.demand(total)
+        return demand is not None and self.borrowing(framework, demand[0]) is not None
+
+    def borrow_excess(self, group: TaskGroup) -> str | None:
+        """Why a group that may not borrow (`revocable: false`) cannot be placed now, or None."""
+        if group.revocable or not self.guarded:
+            return None
+        demand = self.demand(group.resources)
+        found = None if demand is None else self.borrowing(group.framework, demand[0])
+        if found is None:
+            return None
+        i, beyond = found
+        name = self.dims[i]
+        return (
+            f"revocable: false, and only borrowed capacity is left: {name} "
+            f"{format_quantity(name, max(0, self.pool[i]))} outside the guarantees, the task "
+            f"needs {format_quantity(name, beyond)} of it"
+        )
+
+    def _hold(self, framework: str, nz: tuple[tuple[int, int], ...]) -> None:
+        """Count a non-revocable task against the framework's guarantee, then the pool."""
+        pool = self.pool
+        guarantee = self.guarantees.get(framework)
+        if guarantee is None:
+            for i, amount in nz:
+                pool[i] -= amount
+            return
+        held = self.nonrevocable[framework]
+        for i, amount in nz:
+            h, g = held[i], guarantee[i]
+            if h + amount > g:
+                pool[i] -= amount if h >= g else h + amount - g
+            held[i] = h + amount
 
     # -- demand, quota, fit --------------------------------------------------------------------
 
@@ -267,6 +371,13 @@ class Cycle:
             if isinstance(checked, str):
                 return checked
             host, demand = checked
+        revocable = False
+        if self.guarded:
+            revocable = self.borrowing(framework, demand[0]) is not None
+            if revocable and launch.group is not None and not launch.group.revocable:
+                return self.borrow_excess(launch.group) or "revocable: false"
+            if not revocable:
+                self._hold(framework, demand[0])
         ports = host.take(framework, demand)
         if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
             self.group_counts(launch.group).record(host)
@@ -282,6 +393,7 @@ class Cycle:
             host.name,
             launch.resources,
             tuple(ports),
+            revocable,
         )
 
     def _check(self, framework: str, launch: Launch) -> tuple[HostState, Demand] | str:
@@ -390,6 +502,9 @@ class Cycle:
         excess = self.quota_excess(group.framework, group.resources)
         if excess:
             return excess
+        excess = self.borrow_excess(group)
+        if excess:
+            return excess
         if not self.hosts:
             return "no hosts in the cluster"
         demand = self.demand(group.resources)
@@ -481,6 +596,9 @@ class _Undo:
         self.framework = framework
         held = cycle.quota_used.get(framework)
         self.quota = None if held is None else dict(held)
+        self.pool = list(cycle.pool)
+        nonrevocable = cycle.nonrevocable.get(framework)
+        self.nonrevocable = None if nonrevocable is None else list(nonrevocable)
         self.counts = None
         if group is not None and any(not c.is_static for c in group.constraints):
             counts = cycle.group_counts(group)
@@ -500,6 +618,9 @@ class _Undo:
             host.version += 1
         if self.quota is not None:
             cycle.quota_used[self.framework] = self.quota
+        cycle.pool = self.pool
+        if self.nonrevocable is not None:
+            cycle.nonrevocable[self.framework] = self.nonrevocable
         if self.counts is not None:
             counts, per_host, per_value = self.counts
             counts.per_host.clear()
@@ -565,6 +686,8 @@ class _Offers:
         _, demand, lane = known
         if lane is None or cycle.quota_excess(self.framework, group.resources):
             return None
+        if not group.revocable and cycle.guarded and cycle.borrowing(self.framework, demand[0]):
+            return None
         host = lane.next()
         if host is None:
             return None
@@ -586,21 +709,27 @@ def allocate(
     now: float = 0.0,
     filters: Iterable[Filter] = (),
     total: Mapping[str, int] | None = None,
+    revocable: Iterable[RevocableTask] = (),
 ) -> Plan:
     """Run one cycle of offers in weighted DRF order and return the plan (a pure function).
 
     `total`: the whole cluster's resources, when `hosts` are only some of its hosts (the ones
-    with room, say): shares are then of the whole cluster, as if every host were given."""
+    with room, say): shares are then of the whole cluster, as if every host were given.
+    Frameworks below their guarantee go first; a placement that takes capacity guaranteed to
+    others is revocable; `revocable`: the borrowed tasks running now, of which the plan's
+    revocations are chosen for the frameworks still below their guarantee."""
     schedulers = list(schedulers)
     by_framework = {s.framework: s for s in schedulers}
     known = {f.name: f for f in frameworks}
     for name in by_framework:
         known.setdefault(name, Framework(name))
     cycle = Cycle(hosts, known, now, filters)
+    if total is not None and cycle.guarded:
+        cycle.guard(total)
     sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)
     for name in sorted(known):
         fw = known[name]
-        sorter.add(name, fw.weight, fw.allocated)
+        sorter.add(name, fw.weight, fw.allocated, fw.guarantee)
         scheduler = by_framework.get(name)
         if scheduler is None or not scheduler.wants_offers():
             sorter.deactivate(name)
@@ -609,6 +738,10 @@ def allocate(
     while (name := sorter.lowest()) is not None:
         scheduler = by_framework[name]
         decision = scheduler.resource_offers(cycle.offers(name))
+        if cycle.guarded and sorter.below_guarantee(name) and cycle.borrows(name, decision):
+            cycle.drop_gang()  # beyond its guarantee: it waits for its turn by DRF instead
+            sorter.demote(name)
+            continue
         if isinstance(decision, Decline):
             cycle.drop_gang()
             cycle.refuse(name, decision, now)
@@ -637,4 +770,17 @@ def allocate(
             sorter.deactivate(name)
     cycle.drop_gang()
     unplaced = [u for s in schedulers for u in s.unplaced(cycle.explain)]
-    return Plan(placements, unplaced, sorter.shares(), tuple(cycle.filters))
+    revocations: list[Revocation] = []
+    if cycle.guarded:
+        wanting = [
+            (s.framework, groups)
+            for s in schedulers
+            if sorter.owed(s.framework) and (groups := s.waiting())
+        ]
+        revocations, waits = revoke_for_guarantees(cycle, wanting, revocable)
+        if waits:
+            unplaced = [
+                replace(u, reason=waits[key]) if (key := (u.job, u.task, u.index)) in waits else u
+                for u in unplaced
+            ]
+    return Plan(placements, unplaced, sorter.shares(), tuple(cycle.filters), tuple(revocations))

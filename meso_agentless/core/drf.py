@@ -2,6 +2,8 @@
 
 A client's share is the largest, over resources, of allocated / total, divided by its weight.
 The sorter hands out the client furthest below its fair share; ties go to the smaller name.
+A client with a guarantee that it has not reached yet goes before every client that has
+(Mesos' quota guarantees): among those, the one furthest below its guarantee goes first.
 """
 
 from __future__ import annotations
@@ -30,13 +32,26 @@ class DRFSorter:
         self._weights: dict[str, float] = {}
         self._allocated: dict[str, dict[str, int]] = {}
         self._shares: dict[str, float] = {}
+        self._keys: dict[str, float] = {}
+        self._guarantees: dict[str, dict[str, int]] = {}
+        self._demoted: set[str] = set()
         self._heap: list[tuple[float, str]] = []
         self._active: set[str] = set()
 
-    def add(self, client: str, weight: float = 1.0, allocated: Resources | None = None) -> None:
+    def add(
+        self,
+        client: str,
+        weight: float = 1.0,
+        allocated: Resources | None = None,
+        guarantee: Resources | None = None,
+    ) -> None:
         if weight <= 0:
             raise ValueError(f"weight of {client!r} must be positive, not {weight}")
         self._weights[client] = weight
+        if guarantee:
+            kept = {n: a for n, a in guarantee.items() if n in self._total and a > 0}
+            if kept:
+                self._guarantees[client] = kept
         self._allocated[client] = {n: a for n, a in (allocated or {}).items() if n in self._total}
         self._update(client)
         self._active.add(client)
@@ -66,6 +81,30 @@ class DRFSorter:
         """Leave `client` out of `lowest()` (it has nothing more to place in this cycle)."""
         self._active.discard(client)
 
+    def guarantee_share(self, client: str) -> float | None:
+        """max over guaranteed resources of allocated / guaranteed (None: no guarantee)."""
+        guarantee = self._guarantees.get(client)
+        if guarantee is None:
+            return None
+        held = self._allocated[client]
+        return max(held.get(n, 0) / a for n, a in guarantee.items())
+
+    def demote(self, client: str) -> None:
+        """Order `client` by its share alone from now on, below its guarantee or not (its next
+        task would go beyond the guarantee anyway)."""
+        if client not in self._demoted:
+            self._demoted.add(client)
+            self._update(client)
+
+    def owed(self, client: str) -> bool:
+        """Whether it holds less than its guarantee (demoted or not)."""
+        share = self.guarantee_share(client)
+        return share is not None and share < 1.0
+
+    def below_guarantee(self, client: str) -> bool:
+        """Below its guarantee, and not demoted: it goes before those that are not."""
+        return self._keys[client] < 0.0  # shares are never negative: only these keys are
+
     def next_share(self, client: str) -> float | None:
         """The lowest weighted share of the other active clients (None: there are none)."""
         return min((self._shares[c] for c in self._active if c != client), default=None)
@@ -74,18 +113,25 @@ class DRFSorter:
         """The active client with the lowest weighted dominant share, or None."""
         heap = self._heap
         while heap:
-            share, client = heap[0]
-            if client in self._active and self._shares[client] == share:
+            key, client = heap[0]
+            if client in self._active and self._keys[client] == key:
                 return client
             heapq.heappop(heap)  # stale: the client was updated or deactivated
         return None
 
     def sort(self, clients: Iterable[str] | None = None) -> list[str]:
-        """Clients in allocation order: lowest share first, then by name."""
+        """Clients in allocation order: below their guarantee first, then lowest share first,
+        then by name."""
         chosen = self._shares if clients is None else clients
-        return sorted(chosen, key=lambda c: (self._shares[c], c))
+        return sorted(chosen, key=lambda c: (self._keys[c], c))
 
     def _update(self, client: str) -> None:
         share = dominant_share(self._allocated[client], self._total, self._weights[client])
         self._shares[client] = share
-        heapq.heappush(self._heap, (share, client))
+        key = share
+        if client in self._guarantees and client not in self._demoted:
+            below = self.guarantee_share(client)
+            if below is not None and below < 1.0:
+                key = below - 1.0  # negative: before everyone at or above its guarantee
+        self._keys[client] = key
+        heapq.heappush(self._heap, (key, client))

@@ -36,6 +36,7 @@ class Attempt(Protocol):
 
 
 DRAINED = "drained"  # the reason of a batch attempt stopped by its host's drain deadline
+REVOKED = "revoked"  # the reason of an attempt on borrowed capacity its owner took back
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,7 @@ def decide(
             if job_type == "batch" and ok:
                 out.succeeded += 1
                 continue
-            if a.reason == DRAINED:  # stopped by its host's drain: not a failure
+            if a.reason in (DRAINED, REVOKED):  # its host's drain, a revocation: no failure
                 out.launch.append(Launch(policy.name, index, a.attempt + 1))
                 continue
             allowed = (

@@ -40,12 +40,25 @@ class Host:
 
 @dataclass(frozen=True, slots=True)
 class Framework:
-    """A framework: its DRF weight, its quota (a maximum per resource), what it already holds."""
+    """A framework: its DRF weight, its quota (its limit: a maximum per resource), what it
+    already holds.
+
+    guarantee: what it can always get back within one revocation round (the sum over
+    frameworks never exceeds the cluster); what others borrow of it is revocable.
+    revocable: the part of `allocated` held by revocable (borrowed) tasks.
+    """
 
     name: str
     weight: float = 1.0
     quota: Resources | None = None
     allocated: Resources = field(default_factory=dict)
+    guarantee: Resources | None = None
+    revocable: Resources = field(default_factory=dict)
+
+    @property
+    def limit(self) -> Resources | None:
+        """The quota under its other name: never more than this."""
+        return self.quota
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +103,10 @@ class TaskGroup:
     `running` counts instances of this group already on each host (for the dynamic constraints).
     `order` ranks a framework's groups (submission order); ties fall back to job and task names.
     `gang`: all `count` instances are placed in one cycle, at once, or none of them is.
+    `priority` (0-100) ranks a framework's groups before `order`; `revocable`: whether its
+    instances may run on borrowed capacity; `max_running` / `job_max_running`: caps on the
+    instances of the group / of the job running at once, of which `running_count` /
+    `job_running` run now.
     """
 
     job: str
@@ -103,10 +120,16 @@ class TaskGroup:
     running: Mapping[str, int] = field(default_factory=dict)
     order: int = 0
     gang: bool = False
+    priority: int = 50
+    revocable: bool = True
+    max_running: int | None = None
+    running_count: int = 0
+    job_max_running: int | None = None
+    job_running: int = 0
 
     @property
-    def sort_key(self) -> tuple[int, str, str]:
-        return (self.order, self.job, self.task)
+    def sort_key(self) -> tuple[int, int, str, str]:
+        return (-self.priority, self.order, self.job, self.task)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +141,35 @@ class Placement:
     host: str
     resources: Resources
     ports: tuple[int, ...] = ()
+    revocable: bool = False  # on borrowed capacity: revoked when its owner needs it back
+
+
+@dataclass(frozen=True, slots=True)
+class RevocableTask:
+    """A running task on borrowed capacity. `since` orders them (the youngest is revoked
+    first); `stopping`: already being revoked (its resources are as good as free)."""
+
+    job: str
+    task: str
+    index: int
+    framework: str
+    host: str
+    resources: Resources
+    since: float = 0.0
+    stopping: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """Stop a borrowed task so that `owner` gets its guarantee back."""
+
+    job: str
+    task: str
+    index: int
+    framework: str
+    host: str
+    owner: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,3 +199,4 @@ class Plan:
     unplaced: list[Unplaced]
     shares: dict[str, float]  # weighted dominant share per framework after the cycle
     filters: tuple[Filter, ...] = ()
+    revocations: tuple[Revocation, ...] = ()

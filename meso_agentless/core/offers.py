@@ -127,14 +127,20 @@ class Scheduler(ABC):
         """At the end of the cycle: the tasks it could not place, each with the reason."""
         return []
 
+    def waiting(self) -> list[tuple[TaskGroup, int]]:
+        """Groups with instances left unplaced for want of room: (group, first index left).
+        For a framework below its guarantee, the cycle revokes borrowed tasks to make room."""
+        return []
+
 
 class JobScheduler(Scheduler):
     """The built-in scheduler for batch and service jobs: place every instance of every group.
 
-    Groups go in submission order. When one instance of a group fits nowhere, neither does any
-    later one of that group in this cycle (free resources only shrink), so the rest of the group
-    is reported unplaced with the reason and the next group is tried. A gang group's pending
-    instances are launched together in one round, or none of them (with the reason).
+    Groups go by priority, then submission order. When one instance of a group fits nowhere,
+    neither does any later one of that group in this cycle (free resources only shrink), so the
+    rest of the group is reported unplaced with the reason and the next group is tried. A gang
+    group's pending instances are launched together in one round, or none of them (with the
+    reason). A group or job at its `max_running` cap waits, with the reason.
     """
 
     def __init__(self, framework: str, groups: list[TaskGroup]) -> None:
@@ -142,7 +148,10 @@ class JobScheduler(Scheduler):
         self._groups = sorted(groups, key=lambda g: g.sort_key)
         self._current = 0
         self._next_index = self._groups[0].first_index if self._groups else 0
-        self._failed: list[tuple[TaskGroup, int, str | None]] = []
+        # (group, first index left, reason or None: explain it, whether a revocation can help)
+        self._failed: list[tuple[TaskGroup, int, str | None, bool]] = []
+        self._placed_group: dict[tuple[str, str], int] = {}
+        self._placed_job: dict[str, int] = {}
 
     def wants_offers(self) -> bool:
         return self._current < len(self._groups)
@@ -154,6 +163,11 @@ class JobScheduler(Scheduler):
             if start >= end:
                 self._advance()
                 continue
+            capped = self.cap_reason(group, end - start if group.gang else 1)
+            if capped is not None:
+                self._failed.append((group, start, capped, False))
+                self._advance()
+                continue
             if group.gang:
                 hosts = offers.pick_all(group, end - start)
                 if not isinstance(hosts, str):
@@ -161,31 +175,48 @@ class JobScheduler(Scheduler):
                         Launch(host, group.job, group.task, start + i, group.resources, group)
                         for i, host in enumerate(hosts)
                     ))  # fmt: skip
-                self._failed.append((group, start, hosts))
+                self._failed.append((group, start, hosts, True))
                 self._advance()
                 continue
             host = offers.pick(group)
             if host is not None:
                 return Launch(host, group.job, group.task, start, group.resources, group)
-            self._failed.append((group, start, None))
+            self._failed.append((group, start, None, True))
             self._advance()
         return Decline()
 
+    def cap_reason(self, group: TaskGroup, wanted: int = 1) -> str | None:
+        """Why `wanted` more instances of `group` may not start now (its caps), or None."""
+        if group.max_running is not None:
+            running = group.running_count + self._placed_group.get((group.job, group.task), 0)
+            if running + wanted > group.max_running:
+                return (f"cap reached: {group.job}/{group.task} runs at most "
+                        f"{group.max_running} at once ({running} running)")  # fmt: skip
+        if group.job_max_running is not None:
+            running = group.job_running + self._placed_job.get(group.job, 0)
+            if running + wanted > group.job_max_running:
+                return (f"cap reached: job {group.job} runs at most {group.job_max_running} "
+                        f"at once ({running} running)")  # fmt: skip
+        return None
+
     def launched(self, placement: Placement) -> None:
         self._next_index += 1
+        key = (placement.job, placement.task)
+        self._placed_group[key] = self._placed_group.get(key, 0) + 1
+        self._placed_job[placement.job] = self._placed_job.get(placement.job, 0) + 1
 
     def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:
         if isinstance(launch, GangLaunch):
             if launch.group is not None:
-                self._failed.append((launch.group, launch.launches[0].index, reason))
+                self._failed.append((launch.group, launch.launches[0].index, reason, True))
                 self._advance()
         elif launch.group is not None:
-            self._failed.append((launch.group, launch.index, None))
+            self._failed.append((launch.group, launch.index, None, True))
             self._advance()
 
     def unplaced(self, explain: Callable[[TaskGroup], str]) -> list[Unplaced]:
         out = []
-        for group, start, why in self._failed:
+        for group, start, why, _ in self._failed:
             reason = why or explain(group)
             end = group.first_index + group.count
             out += [
@@ -193,6 +224,11 @@ class JobScheduler(Scheduler):
                 for i in range(start, end)
             ]
         return out
+
+    def waiting(self) -> list[tuple[TaskGroup, int]]:
+        """Groups with instances left unplaced for want of room (not caps), in placing order:
+        (group, first index left). What a revocation could make room for."""
+        return [(group, start) for group, start, _, room in self._failed if room]
 
     def _advance(self) -> None:
         self._current += 1

@@ -143,7 +143,7 @@ def test_plan_answers_like_meso_plan_and_launches_nothing(api):
         {**JOB["tasks"][0], "count": 1, "resources": {"cpus": 64}}]}]})  # fmt: skip
     assert done.status_code == 200, done.text
     result = done.json()
-    assert set(result) == {"placements", "unplaced", "shares", "unreachable"}
+    assert set(result) == {"placements", "unplaced", "shares", "revocations", "unreachable"}
     assert len(result["placements"]) == 2
     assert 'dimension "cpus" exhausted on 2 hosts' in result["unplaced"][0]["reason"]
     assert api.cluster.plane.running() == {}

@@ -11,8 +11,9 @@ def test_quick_benchmark_prints_its_figures():
     done = subprocess.run([sys.executable, str(BENCH), "--quick"], capture_output=True,
                           text=True, timeout=300, check=True)  # fmt: skip
     lines = done.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["cycle", "fill", "memory"]
-    assert "ms per cycle" in lines[0] and "placements/s" in lines[1] and "B per task" in lines[2]
+    assert [line.split()[0] for line in lines] == ["cycle", "plain", "fair", "fill", "memory"]
+    assert "ms per cycle" in lines[0] and "placements/s" in lines[3] and "B per task" in lines[4]
+    assert "x plain" in lines[2] and "revocations" in lines[2]
 
 
 SIM_BENCH = Path(__file__).parents[2] / "bench" / "sim_bench.py"

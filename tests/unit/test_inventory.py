@@ -87,3 +87,66 @@ def test_without_a_meso_nodes_group_every_host_is_a_node(tmp_path):
     inventory = load_inventory(write_inventory(tmp_path, "all:\n  hosts:\n    a: {}\n    b: {}\n"))
     assert [n.name for n in inventory.nodes] == ["a", "b"]
     assert inventory.frameworks == ()
+
+
+TWO_HOSTS = (
+    "all:\n  vars:\n    meso_frameworks: {FRAMEWORKS}\n  hosts:\n"
+    "    a: {meso_resources: {cpus: 8, mem: 32GiB}, meso_reserved: {cpus: 1}}\n"
+    "    b: {meso_resources: {cpus: 8, mem: 32GiB}}\n"
+)
+
+
+def test_guarantees_and_limits_are_read(tmp_path):
+    frameworks = (
+        "{web: {guarantee: {cpus: 6, mem: 24GiB}, limit: {cpus: 10}},"
+        " batch: {weight: 2, guarantee: {cpus: 9}, quota: {cpus: 12}}}"
+    )
+    text = TWO_HOSTS.replace("{FRAMEWORKS}", frameworks)
+    inventory = load_inventory(write_inventory(tmp_path, text))
+    assert sorted(inventory.frameworks, key=lambda f: f.name) == [
+        Framework("batch", 2.0, {"cpus": 12_000}, guarantee={"cpus": 9_000}),
+        Framework("web", 1.0, {"cpus": 10_000}, guarantee={"cpus": 6_000, "mem": 24 * GiB}),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("frameworks", "message"),
+    [
+        # 8 + 7 declared CPUs (one reserved on a): 9 + 7 is too much, and both are named
+        (
+            "{web: {guarantee: {cpus: 9}}, batch: {guarantee: {cpus: 7}}, x: {}}",
+            "meso_frameworks: the guarantees of batch, web add up to 16 cpus, more than the "
+            "cluster's 15",
+        ),
+        (
+            "{web: {guarantee: {mem: 65GiB}}}",
+            "the guarantees of web add up to 65GiB mem, more than the cluster's 64GiB",
+        ),
+        (
+            "{web: {guarantee: {cpus: 4}, limit: {cpus: 2}}}",
+            "meso_frameworks.web.guarantee.cpus: 4 is more than its limit 2",
+        ),
+        (
+            "{web: {limit: {cpus: 2}, quota: {cpus: 2}}}",
+            "meso_frameworks.web: give limit or quota (its old name), not both",
+        ),
+        ("{web: {guarantee: {cpus: -1}}}", "meso_frameworks.web.guarantee.cpus must not be"),
+        ("{web: {guarantee: [1]}}", "meso_frameworks.web must be a mapping"),
+        ("{web: {guarantee: {ports: 2}}}", "guarantee.ports: ports cannot be guaranteed"),
+        ("{web: {guarantee: {cpus: lots}}}", "meso_frameworks.web.guarantee.cpus"),
+    ],
+)
+def test_bad_guarantees_are_refused_in_one_line(tmp_path, frameworks, message):
+    path = write_inventory(tmp_path, TWO_HOSTS.replace("{FRAMEWORKS}", frameworks))
+    with pytest.raises(UsageError) as caught:
+        load_inventory(path)
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_guarantees_of_undeclared_resources_wait_for_the_samples(tmp_path):
+    text = (
+        "all:\n  vars:\n    meso_frameworks: {web: {guarantee: {gpus: 4}}}\n  hosts:\n    a: {}\n"
+    )
+    inventory = load_inventory(write_inventory(tmp_path, text))
+    assert inventory.frameworks[0].guarantee == {"gpus": 4}

@@ -129,3 +129,23 @@ def test_a_zero_quota_is_a_limit_not_no_quota(tmp_path):
         assert plan["unplaced"][0]["reason"].startswith(
             f"quota of framework capped reached: {needs} 0"
         ), plan
+
+
+def test_plan_marks_placements_on_borrowed_capacity_revocable(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  vars:\n    meso_frameworks: {a: {guarantee: {cpus: 3}}, b: {}}\n"
+        "  hosts:\n    h1: {meso_resources: {cpus: 4, mem: 8GiB}}\n"
+    )
+    job = tmp_path / "b.yaml"
+    job.write_text(
+        "job: bj\nframework: b\ntasks:\n  - name: t\n    count: 4\n    command: [ls]\n"
+        "    resources: {cpus: 1, mem: 1GiB}\n"
+    )
+    done = meso("plan", str(job), "-i", str(inventory), "--offline", "-o", "json")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert [p["revocable"] for p in plan["placements"]] == [False, True, True, True]
+    assert plan["revocations"] == []
+    table = meso("plan", str(job), "-i", str(inventory), "--offline")
+    assert table.stdout.count("h1 (revocable)") == 3

@@ -86,7 +86,42 @@ BAD = [
         "job: x\ntype: cron\ntasks:\n  - {name: a, command: [ls]}\n",
         "job.yaml:1: schedule: required for type: cron",
     ),
+    (
+        "job: x\npriority: 101\ntasks:\n  - {name: a, command: [ls]}\n",
+        "job.yaml:2: priority: Input should be less than or equal to 100",
+    ),
+    (
+        "job: x\npriority: -1\ntasks:\n  - {name: a, command: [ls]}\n",
+        "job.yaml:2: priority: Input should be greater than or equal to 0",
+    ),
+    (
+        "job: x\npriority: high\ntasks:\n  - {name: a, command: [ls]}\n",
+        "job.yaml:2: priority: Input should be a valid integer",
+    ),
+    (
+        "job: x\nmax_running: 0\ntasks:\n  - {name: a, command: [ls]}\n",
+        "job.yaml:2: max_running: Input should be greater than or equal to 1",
+    ),
+    (task("    max_running: 0\n"), "job.yaml:5: tasks[0].max_running: Input should be greater"),
+    (task("    max_running: 2.5\n"), "job.yaml:5: tasks[0].max_running: Input should be a valid"),
+    (task("    revocable: maybe\n"), "job.yaml:5: tasks[0].revocable: Input should be a valid"),
 ]
+
+
+def test_sharing_fields_become_the_groups_caps_and_priority(tmp_path):
+    text = (
+        "job: x\npriority: 80\nmax_running: 5\ntasks:\n"
+        "  - {name: a, command: [ls], count: 9, max_running: 3, revocable: false}\n"
+        "  - {name: b, command: [ls]}\n"
+    )
+    a, b = load_job(write(tmp_path, text)).groups()
+    assert (a.priority, a.max_running, a.job_max_running, a.revocable) == (80, 3, 5, False)
+    assert (b.priority, b.max_running, b.job_max_running, b.revocable) == (80, None, 5, True)
+    plain = load_job(write(tmp_path, GOOD))
+    dumped = plain.model_dump()
+    assert "priority" not in dumped and "max_running" not in dumped
+    assert "revocable" not in dumped["tasks"][0] and "max_running" not in dumped["tasks"][0]
+    assert plain.groups()[0].priority == 50
 
 
 @pytest.mark.parametrize(("text", "message"), BAD)
