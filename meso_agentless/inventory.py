@@ -83,12 +83,15 @@ def load_inventory(source: str) -> Inventory:
     """Read an inventory with ansible-core; UsageError (one line) on anything wrong."""
     if "," not in source and not Path(source).exists():
         raise UsageError(f"inventory {source}: no such file or directory")
-    os.environ.setdefault("ANSIBLE_INVENTORY_UNPARSED_FAILED", "True")
+    from ansible import constants
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
     from ansible.vars.manager import VariableManager
 
+    # a source no plugin can read is an error, not an empty inventory (set on the module,
+    # not the environment: ansible may have read its configuration already in this process)
+    constants.INVENTORY_UNPARSED_IS_FAILED = True
     chatter = io.StringIO()
     try:
         with contextlib.redirect_stderr(chatter), contextlib.redirect_stdout(chatter):
