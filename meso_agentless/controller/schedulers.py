@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import threading
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -296,10 +296,11 @@ class Schedulers:
         for offer in offers:
             by_host[offer.host].append(offer)
         placed: dict[str, list[FrameworkTask]] = defaultdict(list)
-        names = [t.name for t in tasks]
-        active = {r.job for r in self.c.store.tasks_in(TRACKED)}
+        tracked = self.c.store.tasks_in(TRACKED)
+        active = {r.job for r in tracked}
+        names = Counter(t.name for t in tasks)
         for i, task in enumerate(tasks):
-            if names.count(task.name) > 1:
+            if names[task.name] > 1:
                 raise OfferConflict(f"tasks[{i}].name: task {task.name!r} is given twice")
             host = task.host
             if host is None:
@@ -331,8 +332,7 @@ class Schedulers:
             if over:
                 raise OfferConflict(f"tasks on {host}: more than the offers hold: {over} "
                                     f"(offered: {format_resources(offered)})")  # fmt: skip
-            in_use = {p for r in self.c.store.tasks_in(TRACKED) if r.host == host
-                      for p in r.ports}  # fmt: skip
+            in_use = {p for r in tracked if r.host == host for p in r.ports}
             free = remove_ports(held[0].ports, in_use)
             ports = choose_ports(free, [(t.ports, a.get("ports", 0))
                                         for t, a in zip(group, asked, strict=True)])  # fmt: skip
