@@ -559,6 +559,24 @@ class Cycle:
                 if host.nports < nports:
                     tally['dimension "ports" exhausted'] += 1
 
+    def filtered(
+        self,
+        host: HostState,
+        group: TaskGroup,
+        counts: GroupCounts | None,
+        patterns: list[re.Pattern | None] | None = None,
+    ) -> str | None:
+        """The first of the group's constraints that rules `host` out, as a reason; None."""
+        for i, constraint in enumerate(group.constraints):
+            if constraint.is_static:
+                pattern = patterns[i] if patterns is not None else self.pattern(constraint)
+                allowed = static_allows(constraint, host, pattern)
+            else:
+                allowed = counts is not None and counts.allows(constraint, host)
+            if not allowed:
+                return f'constraint "{constraint.describe()}" filtered'
+        return None
+
     def _why_not(
         self,
         host: HostState,
@@ -570,13 +588,9 @@ class Cycle:
     ) -> str:
         if refused is None or host.name in refused:
             return "declined by the framework"
-        for constraint, pattern in zip(group.constraints, patterns, strict=True):
-            if constraint.is_static:
-                allowed = static_allows(constraint, host, pattern)
-            else:
-                allowed = counts is not None and counts.allows(constraint, host)
-            if not allowed:
-                return f'constraint "{constraint.describe()}" filtered'
+        filtered = self.filtered(host, group, counts, patterns)
+        if filtered:
+            return filtered
         available = host.available(group.framework)
         for name, amount in group.resources.items():
             i = self.index.get(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from meso_agentless.core.allocator import Cycle
-from meso_agentless.core.lanes import HostState, static_allows
+from meso_agentless.core.lanes import HostState
 from meso_agentless.core.model import Framework, Host, TaskGroup
 from meso_agentless.core.resources import PORTS, format_quantity
 
@@ -39,13 +39,9 @@ def explain_hosts(
 
 
 def _why_not(cycle: Cycle, host: HostState, group: TaskGroup, counts) -> str | None:
-    for constraint in group.constraints:
-        if constraint.is_static:
-            allowed = static_allows(constraint, host, cycle.pattern(constraint))
-        else:
-            allowed = counts is not None and counts.allows(constraint, host)
-        if not allowed:
-            return f'constraint "{constraint.describe()}" filtered'
+    filtered = cycle.filtered(host, group, counts)
+    if filtered:
+        return filtered
     available = host.available(group.framework)
     for name, amount in group.resources.items():
         if name == PORTS or not amount:
