@@ -18,41 +18,44 @@ def plot(runs: Mapping[str, Run], directory: str, title: str = "") -> list[Path]
     (each framework's dominant share over time, one panel per run). Returns the files."""
     plt = _pyplot()
     out = prepare(directory)
-    files = []
+    named = f": {title}" if title else ""
     dims = [d for d in ("cpus", "mem") if all(run.capacity.get(d) for run in runs.values())]
-    fig, axes = plt.subplots(len(dims), 1, figsize=(10, 3.2 * len(dims)), sharex=True,
-                             squeeze=False)  # fmt: skip
+    fig, axes = _panels(plt, len(dims))
     for ax, d in zip(axes[:, 0], dims, strict=True):
         for mode, run in runs.items():
             times, values = _steps(run, [u / run.capacity[d] * 100 for u in run.used[d]])
             ax.plot(times, values, STYLES.get(mode, "-"), label=mode, linewidth=1)
-        ax.set_ylabel(f"{d} used (%)")
-        ax.set_ylim(0, 105)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right")
-    axes[-1, 0].set_xlabel("time (minutes)")
-    fig.suptitle(f"Utilization over time{': ' + title if title else ''}")
-    fig.tight_layout()
-    files.append(out / "utilization.png")
-    fig.savefig(files[-1], dpi=100)
-    plt.close(fig)
-    fig, axes = plt.subplots(len(runs), 1, figsize=(10, 3.2 * len(runs)), sharex=True,
-                             squeeze=False)  # fmt: skip
+        _label(ax, f"{d} used (%)", 105)
+    utilization = _save(plt, fig, axes, f"Utilization over time{named}", out / "utilization.png")
+    fig, axes = _panels(plt, len(runs))
     for ax, (mode, run) in zip(axes[:, 0], runs.items(), strict=True):
         for name in sorted(run.held):
             times, values = _steps(run, share_series(run, name))
             ax.plot(times, values, label=name, linewidth=1)
-        ax.set_ylabel(f"dominant share ({mode})")
-        ax.set_ylim(0, 1.05)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper right")
+        _label(ax, f"dominant share ({mode})", 1.05)
+    shares = _save(plt, fig, axes, f"Dominant share per framework{named}", out / "shares.png")
+    return [utilization, shares]
+
+
+def _panels(plt: Any, count: int) -> tuple[Any, Any]:
+    """A figure of `count` panels, one above the other, sharing the time axis."""
+    return plt.subplots(count, 1, figsize=(10, 3.2 * count), sharex=True, squeeze=False)
+
+
+def _label(ax: Any, ylabel: str, top: float) -> None:
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, top)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+
+
+def _save(plt: Any, fig: Any, axes: Any, title: str, path: Path) -> Path:
     axes[-1, 0].set_xlabel("time (minutes)")
-    fig.suptitle(f"Dominant share per framework{': ' + title if title else ''}")
+    fig.suptitle(title)
     fig.tight_layout()
-    files.append(out / "shares.png")
-    fig.savefig(files[-1], dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    return files
+    return path
 
 
 def prepare(directory: str) -> Path:
