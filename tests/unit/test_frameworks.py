@@ -528,3 +528,20 @@ def test_killing_a_finished_task_changes_nothing(cluster):
 def test_a_framework_name_too_long_for_its_tasks_is_refused(cluster):
     with pytest.raises(UsageError, match="longer than 61"):
         subscribe(cluster, "a" * 62)
+
+
+def test_a_cut_host_rescinds_its_offers_and_they_cannot_be_used(cluster):
+    _, events = subscribe(cluster, "alpha")
+    cluster.step()
+    offer = offers(events)[0]
+    cluster.plane.cut(offer["host"])
+    for _ in range(7):  # unreachable after 5 s of silence
+        cluster.step()
+    assert any(e.kind == "rescind" and e.data["offer_id"] == offer["offer_id"] for e in events)
+    with pytest.raises(OfferConflict, match="already used, declined, rescinded or expired"):
+        accept(cluster, "alpha", [offer["offer_id"]], task("t1"))
+    assert cluster.plane.running() == {}
+    cluster.plane.heal(offer["host"])
+    for _ in range(3):
+        cluster.step()
+    assert offers(events)[-1]["host"] == offer["host"]  # offered again once it is back
