@@ -42,3 +42,14 @@ notes:
   - The module talks HTTP to the controller with Ansible's own URL helpers; nothing is installed
     where it runs. Run it on localhost or on the controller's host.
 """
+
+    # Modules that only read: `extends_documentation_fragment: meso.agentless.controller.info_module`
+    INFO_MODULE = r"""
+attributes:
+  check_mode:
+    support: full
+    description: It only reads.
+  diff_mode:
+    support: none
+    description: It changes nothing.
+"""

@@ -12,13 +12,7 @@ author:
   - meso-agentless contributors (@meso-agentless)
 extends_documentation_fragment:
   - meso.agentless.controller
-attributes:
-  check_mode:
-    support: full
-    description: It only reads.
-  diff_mode:
-    support: none
-    description: It changes nothing.
+  - meso.agentless.controller.info_module
 options:
   name:
     description:
