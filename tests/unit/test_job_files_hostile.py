@@ -107,7 +107,9 @@ def test_hostile_job_text_is_one_line_naming_the_rule_fast(text, message):
     else:
         got = refusal(text)
         assert got.startswith(message) if message.startswith("job.yaml") else message in got, got
-    assert time.perf_counter() - started < 0.1
+    # a bound against blow-ups (alias bombs, catastrophic patterns), not a speed target: a
+    # loaded CI machine takes far longer than usual for a line of YAML, yet far under this
+    assert time.perf_counter() - started < 5.0
 
 
 def test_the_same_checks_for_json_and_parsed_data():
