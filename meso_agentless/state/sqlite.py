@@ -510,8 +510,25 @@ def _task(row: sqlite3.Row) -> TaskRow:
     (id_, job, run, task, idx, attempt, host, unit, state, exit_code, signal, reason, resources,
      ports, restarts, since, version, health, created) = row  # fmt: skip
     return TaskRow(
-        id_, job, run, task, idx, attempt, host, unit, STATES[state], exit_code, signal, reason,
-        _resources(resources), _ports(ports), restarts, since, version, health, created,
+        id_,
+        job,
+        run,
+        task,
+        idx,
+        attempt,
+        host,
+        unit,
+        STATES[state],
+        exit_code,
+        signal,
+        reason,
+        _resources(resources),
+        _ports(ports),
+        restarts,
+        since,
+        version,
+        health,
+        created,
     )
 
 
