@@ -911,13 +911,18 @@ class Controller:
         if not items:
             return
         specs: dict[str, Job] = {}
+        capacities: dict[str, dict[str, int]] = {}
         requests = []
         for job, row in items:
-            spec = specs.setdefault(job.name, Job.model_validate(job.spec))
+            if job.name not in specs:  # validated once per job, not once per task
+                specs[job.name] = Job.model_validate(job.spec)
+            spec = specs[job.name]
             task = next(t for t in spec.tasks if t.name == row.task)
             placement = Placement(job.name, row.task, row.index, job.framework, row.host,
                                   row.resources, tuple(row.ports))  # fmt: skip
-            capacity = sampled_capacity(self.fleet.view(row.host).facts)
+            if row.host not in capacities:
+                capacities[row.host] = sampled_capacity(self.fleet.view(row.host).facts)
+            capacity = capacities[row.host]
             request = launch_request(task, placement, row.attempt, capacity,
                                      job.type == "service", owner=self.mark)  # fmt: skip
             if self.borrowed.is_revocable(row.unit):

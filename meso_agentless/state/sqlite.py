@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 from meso_agentless.core.tasks import TaskState, TaskStatus
@@ -551,13 +550,11 @@ def _ports(text: str) -> list[int]:
 
 def _updated(row: TaskRow, status: TaskStatus, now: float) -> TaskRow:
     """`row` as update_task's statement leaves it."""
-    return replace(
-        row,
-        since=row.since if status.state == row.state else now,
-        state=status.state,
-        exit_code=row.exit_code if status.exit_code is None else status.exit_code,
-        signal=row.signal if status.signal is None else status.signal,
-        reason=row.reason if status.reason is None else status.reason,
-        restarts=max(row.restarts, status.restarts),
-        version=row.version + 1,
-    )
+    return TaskRow(
+        row.id, row.job, row.run, row.task, row.index, row.attempt, row.host, row.unit,
+        status.state, row.exit_code if status.exit_code is None else status.exit_code,
+        row.signal if status.signal is None else status.signal,
+        row.reason if status.reason is None else status.reason, row.resources, row.ports,
+        max(row.restarts, status.restarts), row.since if status.state == row.state else now,
+        row.version + 1, row.health, row.created,
+    )  # fmt: skip
