@@ -35,7 +35,7 @@ def test_quick_scale_benchmark_prints_its_figures():
                           text=True, timeout=300, check=True)  # fmt: skip
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["submit", "fill", "round", "restart", "memory"]
-    assert "us per host-second" in lines[2] and "reconciled in" in lines[3]
+    assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[3]
     assert "KB per host" in lines[4] and "B per task" in lines[4]
     assert ", 0 not running after it" in lines[3]
 
