@@ -346,6 +346,7 @@ class Controller:
         default they are placed when something changed, and every few seconds while some
         wait."""
         report = TickReport()
+        self._read = (-1, {})  # nothing read by a cycle that failed half-way (rolled back)
         views = self.fleet.views()
         self._note_hosts(views)
         for view in views.values():
