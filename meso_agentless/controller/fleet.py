@@ -82,6 +82,9 @@ class _Record:
     error: str | None = None
     failures: int = 0
     rounds: int = 0  # finished requests, good or not
+    # a hash of its units' and runs' signatures as of the last good sample (a change of it is
+    # worth a cycle at once; kept as a hash, not the tuples: 80 bytes less per task)
+    marks: int = hash(((), ()))
 
 
 class Fleet:
@@ -233,19 +236,18 @@ class Fleet:
         now = self.clock.monotonic()
         with self._lock:
             r = self._records[host]
-            before = (self._view(host, r, now).state, r.facts.get("boot"), _signature(r.units),
-                      _runs_signature(r.facts))  # fmt: skip
+            before = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
             if facts is not None:
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
                 r.units = {unit_key(u.get("unit")): u
                            for u in facts.get("units", ()) if isinstance(u, dict)}  # fmt: skip
+                r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.error, r.failures = None, 0
             else:
                 r.failed_at, r.error = now, error
                 r.failures += 1
             r.rounds += 1
-            after = (self._view(host, r, now).state, r.facts.get("boot"), _signature(r.units),
-                     _runs_signature(r.facts))  # fmt: skip
+            after = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
             self._lock.notify_all()
         if after != before:
             self.on_change()

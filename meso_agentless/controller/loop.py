@@ -142,6 +142,8 @@ class Controller:
         self.schedulers = Schedulers(self)  # frameworks scheduling their own tasks (the API)
         self.borrowed = Borrowed()  # revocable tasks, and the revocations under way
         self._revoke: dict[str, tuple[TaskRow, TaskStatus]] = {}  # unit -> (row, its end)
+        # within a cycle, each job's rows read once while nothing is written (store.changes)
+        self._read: tuple[int, dict[str, list[TaskRow]]] = (-1, {})
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -328,11 +330,23 @@ class Controller:
 
     # -- the cycle -----------------------------------------------------------------------------
 
+    def _job_rows(self, job: str) -> list[TaskRow]:
+        """The attempts of the job's current run (store.tasks), read again only after a write:
+        a cycle's steps look at the same rows several times."""
+        changes, rows = self._read
+        if changes != self.store.changes:
+            rows = {}
+            self._read = (self.store.changes, rows)
+        if job not in rows:
+            rows[job] = self.store.tasks(job)
+        return rows[job]
+
     def tick(self, allocate_now: bool | None = None) -> TickReport:
         """One cycle. `allocate_now`: force (True) or skip (False) placing pending tasks; by
         default they are placed when something changed, and every few seconds while some
         wait."""
         report = TickReport()
+        self._read = (-1, {})  # nothing read by a cycle that failed half-way (rolled back)
         views = self.fleet.views()
         self._note_hosts(views)
         for view in views.values():
@@ -382,6 +396,7 @@ class Controller:
             self._settle(job)
         cutoff = self.clock.monotonic() - 60.0
         self._acted = {u: t for u, t in self._acted.items() if t > cutoff}
+        self._read = (-1, {})  # kept no longer than a cycle
         return report
 
     def sync(self) -> None:
@@ -532,7 +547,7 @@ class Controller:
 
     def _decide(self, job: JobRow) -> jobcore.Decisions:
         spec = Job.model_validate(job.spec)
-        rows = self.store.tasks(job.name)
+        rows = self._job_rows(job.name)
         hold = self.replacements_paused and not self.replacements_allowed
         after = self._window(spec)
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
@@ -563,7 +578,7 @@ class Controller:
             checked = {t.name: t.health for t in spec.tasks if t.health is not None}
             if not checked:
                 continue
-            for row in self.store.tasks(job.name):
+            for row in self._job_rows(job.name):
                 health = checked.get(row.task)
                 view = views.get(row.host)
                 if health is None or row.state != S.RUNNING or view is None:
@@ -595,7 +610,7 @@ class Controller:
         drains = self.store.drains()
         self.draining = set(drains)
         wall = self.clock.time()
-        tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in drains]
+        tracked = [r for r in self.store.tasks_in(TRACKED) if r.host in drains] if drains else []
         endings: dict[str, tuple[TaskRow, TaskStatus]] = {}
         batch = {j.name for j in jobs if j.type == "batch"}
         timers = {j.name for j in jobs if j.type == "cron"}
@@ -641,7 +656,7 @@ class Controller:
         is checked): a move off a draining host is done, the old one goes."""
         out = []
         for job in jobs:
-            rows = self.store.tasks(job.name)
+            rows = self._job_rows(job.name)
             latest: dict[tuple[str, int], TaskRow] = {}
             for row in rows:
                 latest[(row.task, row.index)] = row
@@ -686,7 +701,7 @@ class Controller:
         """Attempts whose launch never reached their host: launched again there, once it is up."""
         wanted = {(launch.task, launch.index, launch.attempt)
                   for launch in decisions.launch if launch.again}  # fmt: skip
-        return [row for row in self.store.tasks(job.name)
+        return [row for row in self._job_rows(job.name)
                 if (row.task, row.index, row.attempt) in wanted and row.host in views
                 and views[row.host].placeable]  # fmt: skip
 
@@ -897,13 +912,18 @@ class Controller:
         if not items:
             return
         specs: dict[str, Job] = {}
+        capacities: dict[str, dict[str, int]] = {}
         requests = []
         for job, row in items:
-            spec = specs.setdefault(job.name, Job.model_validate(job.spec))
+            if job.name not in specs:  # validated once per job, not once per task
+                specs[job.name] = Job.model_validate(job.spec)
+            spec = specs[job.name]
             task = next(t for t in spec.tasks if t.name == row.task)
             placement = Placement(job.name, row.task, row.index, job.framework, row.host,
                                   row.resources, tuple(row.ports))  # fmt: skip
-            capacity = sampled_capacity(self.fleet.view(row.host).facts)
+            if row.host not in capacities:
+                capacities[row.host] = sampled_capacity(self.fleet.view(row.host).facts)
+            capacity = capacities[row.host]
             request = launch_request(task, placement, row.attempt, capacity,
                                      job.type == "service", owner=self.mark)  # fmt: skip
             if self.borrowed.is_revocable(row.unit):
@@ -1062,7 +1082,7 @@ class Controller:
         total = sum(t.count for t in spec.tasks)
         checked = {t.name for t in spec.tasks if t.health is not None}
         latest: dict[tuple[str, int], TaskRow] = {}
-        for row in self.store.tasks(job.name):
+        for row in self._job_rows(job.name):
             latest[(row.task, row.index)] = row
         unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
                         for r in latest.values())  # fmt: skip

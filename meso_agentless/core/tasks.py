@@ -4,7 +4,7 @@ the controller expects with what the hosts report (pure)."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from meso_agentless.core.health import HostState
@@ -64,7 +64,8 @@ class TaskStatus:
         )
 
     def to_json(self) -> dict:
-        return {**asdict(self), "state": self.state.value}
+        return {"state": self.state.value, "exit_code": self.exit_code, "signal": self.signal,
+                "reason": self.reason, "restarts": self.restarts}  # fmt: skip
 
     def describe(self) -> str:
         """running, failed (exit 3), failed (oom-killed), ..."""

@@ -14,6 +14,7 @@ state.postgres.PgStore runs the very same ones on PostgreSQL.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from meso_agentless.core.tasks import TaskStatus
+from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import UsageError
 from meso_agentless.state.store import Intent, JobRow, RunRow, SchedulerRow, TaskRow
 
@@ -125,12 +126,22 @@ CREATE TABLE schedulers (
 }
 
 
+TASK_COLUMNS = ", ".join(
+    f"tasks.{c}"
+    for c in ("id", "job", "run", "task", "idx", "attempt", "host", "unit", "state", "exit_code",
+              "signal", "reason", "resources", "ports", "restarts", "since", "version", "health",
+              "created")
+)  # fmt: skip
+
+
 class Conflict(Exception):
     """A compare-and-set found a newer row: nothing was written."""
 
 
 class Store:
     """One SQLite database, a connection per thread."""
+
+    changes = 0  # counts this object's writes of tasks and jobs: a read is stale once it moves
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
         """`clock`: the wall clock times are stored by (the controller's)."""
@@ -213,6 +224,7 @@ class Store:
 
     def put_job(self, name: str, framework: str, type_: str, spec: dict, inventory: str) -> JobRow:
         """Submit a job: new, the same active one again, or a new run of one that ended."""
+        self.changes += 1
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             self.db.execute(
@@ -242,6 +254,7 @@ class Store:
         self, job: JobRow, *, state: str | None = None, spec: dict | None = None
     ) -> JobRow:
         """Change a job's state or spec if it is still at `job.version`; else Conflict."""
+        self.changes += 1
         done = self.db.execute(
             "UPDATE jobs SET state = COALESCE(?, state), spec = COALESCE(?, spec), "
             "version = version + 1 WHERE name = ? AND version = ?",
@@ -255,6 +268,7 @@ class Store:
 
     def add_intents(self, intents: Iterable[Intent]) -> None:
         """Written before the launches: from here on each attempt is accounted for."""
+        self.changes += 1
         now = self.clock()
         with self.transaction():
             for i in intents:
@@ -271,6 +285,7 @@ class Store:
     def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
         """Record `status` if the row is still at `row.version`: the new row, or None (a newer
         state was written meanwhile, and is kept)."""
+        self.changes += 1
         now = self.clock()
         done = self.db.execute(
             "UPDATE tasks SET since = CASE WHEN state = ? THEN since ELSE ? END, "
@@ -283,12 +298,12 @@ class Store:
         )  # fmt: skip
         if done.rowcount != 1:
             return None
-        found = self.db.execute("SELECT * FROM tasks WHERE id = ?", (row.id,)).fetchone()
-        return _task(found)
+        return _updated(row, status, now)  # what the statement wrote: no read back
 
     def drop_intent(self, row: TaskRow) -> bool:
         """Remove an intent its host refused (nothing was started): the instance is pending
         again. Only a staging row still at `row.version`."""
+        self.changes += 1
         done = self.db.execute(
             "DELETE FROM tasks WHERE id = ? AND version = ? AND state = 'staging'",
             (row.id, row.version),
@@ -297,6 +312,7 @@ class Store:
 
     def set_health(self, row: TaskRow, health: str | None) -> TaskRow | None:
         """Record what the task's health checks say (compare-and-set, like every change)."""
+        self.changes += 1
         done = self.db.execute(
             "UPDATE tasks SET health = ?, updated = ?, version = version + 1 "
             "WHERE id = ? AND version = ?",
@@ -304,12 +320,14 @@ class Store:
         )
         if done.rowcount != 1:
             return None
-        return _task(self.db.execute("SELECT * FROM tasks WHERE id = ?", (row.id,)).fetchone())
+        found = self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (row.id,))  # noqa: S608 - column names
+        return _task(found.fetchone())
 
     def tasks(self, job: str | None = None) -> list[TaskRow]:
         """Attempts of the current run of `job` (or of every job)."""
         query = (
-            "SELECT tasks.* FROM tasks JOIN jobs ON tasks.job = jobs.name AND tasks.run = jobs.run"
+            f"SELECT {TASK_COLUMNS} FROM tasks "  # noqa: S608 - column names
+            "JOIN jobs ON tasks.job = jobs.name AND tasks.run = jobs.run"
         )
         if job is None:
             rows = self.db.execute(f"{query} ORDER BY job, task, idx, attempt")
@@ -322,13 +340,15 @@ class Store:
         wanted = sorted(states)
         marks = ",".join("?" * len(wanted))
         rows = self.db.execute(
-            f"SELECT * FROM tasks WHERE state IN ({marks}) ORDER BY job, task, idx, attempt",  # noqa: S608 - only placeholders
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE state IN ({marks}) "  # noqa: S608 - only placeholders
+            "ORDER BY job, task, idx, attempt",
             wanted,
         )
         return [_task(r) for r in rows]
 
     def task_by_unit(self, unit: str) -> TaskRow | None:
-        row = self.db.execute("SELECT * FROM tasks WHERE unit = ?", (unit,)).fetchone()
+        row = self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE unit = ?",  # noqa: S608
+                              (unit,)).fetchone()  # fmt: skip
         return None if row is None else _task(row)
 
     def last_attempts(self, job: str) -> dict[tuple[str, int], int]:
@@ -485,9 +505,56 @@ def _job(row: sqlite3.Row) -> JobRow:
 
 
 def _task(row: sqlite3.Row) -> TaskRow:
+    """A row of TASK_COLUMNS (read by position: by name costs more than the rest together)."""
+    (id_, job, run, task, idx, attempt, host, unit, state, exit_code, signal, reason, resources,
+     ports, restarts, since, version, health, created) = row  # fmt: skip
     return TaskRow(
-        row["id"], row["job"], row["run"], row["task"], row["idx"], row["attempt"], row["host"],
-        row["unit"], row["state"], row["exit_code"], row["signal"], row["reason"],
-        json.loads(row["resources"]), json.loads(row["ports"]), row["restarts"], row["since"],
-        row["version"], row["health"], row["created"],
+        id_,
+        job,
+        run,
+        task,
+        idx,
+        attempt,
+        host,
+        unit,
+        STATES[state],
+        exit_code,
+        signal,
+        reason,
+        _resources(resources),
+        _ports(ports),
+        restarts,
+        since,
+        version,
+        health,
+        created,
+    )
+
+
+STATES = {s.value: s for s in TaskState}
+
+
+@functools.lru_cache(maxsize=4096)
+def _decoded(text: str) -> tuple[tuple[str, int], ...]:
+    return tuple(json.loads(text).items())
+
+
+def _resources(text: str) -> dict:
+    """A row's resources (the tasks of a group share a handful of texts: decoded once each)."""
+    return dict(_decoded(text))
+
+
+def _ports(text: str) -> list[int]:
+    return [] if text == "[]" else json.loads(text)
+
+
+def _updated(row: TaskRow, status: TaskStatus, now: float) -> TaskRow:
+    """`row` as update_task's statement leaves it."""
+    return TaskRow(
+        row.id, row.job, row.run, row.task, row.index, row.attempt, row.host, row.unit,
+        status.state, row.exit_code if status.exit_code is None else status.exit_code,
+        row.signal if status.signal is None else status.signal,
+        row.reason if status.reason is None else status.reason, row.resources, row.ports,
+        max(row.restarts, status.restarts), row.since if status.state == row.state else now,
+        row.version + 1, row.health, row.created,
     )  # fmt: skip

@@ -38,7 +38,8 @@ class TaskRow:
     created: float = 0.0  # when its intent was written
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "state", TaskState(self.state))
+        if type(self.state) is not TaskState:
+            object.__setattr__(self, "state", TaskState(self.state))
 
     @property
     def status(self) -> TaskStatus:
@@ -114,6 +115,8 @@ class SchedulerRow:
 
 class StateStore(Protocol):
     """The store's interface (state.sqlite.Store implements it)."""
+
+    changes: int  # counts this object's writes of tasks and jobs (a read is stale once it moves)
 
     @property
     def identity(self) -> str: ...

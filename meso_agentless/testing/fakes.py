@@ -422,6 +422,8 @@ class FakeCluster:
     fleet: Fleet
     events: EventBus
     seen: list[Event]
+    state: str = ""  # the store's SQLite path or postgresql:// URL
+    options: dict = field(default_factory=dict)  # the controller's options
 
     @classmethod
     def of(
@@ -437,16 +439,37 @@ class FakeCluster:
         clock = FakeClock()
         plane = FakePlane({name: FakeHost(name, cpus, parse_size(mem, "mem"))
                            for name, (cpus, mem) in hosts.items()}, clock)  # fmt: skip
-        nodes = tuple(Node(name, address=name) for name in hosts)
+        return cls.on(directory, plane, frameworks, state, **controller_options)
+
+    @classmethod
+    def on(
+        cls,
+        directory: Path,
+        plane: FakePlane,
+        frameworks: tuple[Framework, ...] = (),
+        state: str | None = None,
+        **controller_options: float,
+    ) -> FakeCluster:
+        """A controller on these fake hosts (every host of the plane is in its inventory)."""
+        state = state or str(directory / "state.db")
+        clock = plane.clock
+        nodes = tuple(Node(name, address=name) for name in plane.hosts)
         inventory = Inventory("fake", nodes, frameworks)
         events = EventBus(clock.time)
         seen: list[Event] = []
         events.subscribe(callback=seen.append)
         fleet = Fleet(plane, clock)
-        store = open_store(state or str(directory / "state.db"), clock=clock.time)
+        store = open_store(state, clock=clock.time)
         controller = Controller(store, inventory, plane, fleet, clock, events,
                                 **controller_options)  # type: ignore[arg-type]  # fmt: skip
-        return cls(controller, plane, clock, fleet, events, seen)
+        return cls(controller, plane, clock, fleet, events, seen, state, dict(controller_options))
+
+    def restarted(self) -> FakeCluster:
+        """A new controller process on the same state and hosts (this one is dropped, the
+        tasks on the hosts run on): it knows only what the store and the hosts say."""
+        self.controller.store.close()
+        frameworks = self.controller.inventory.frameworks
+        return FakeCluster.on(Path(), self.plane, frameworks, self.state, **self.options)
 
     def step(self, seconds: float = 1.0) -> None:
         """Time passes, every host is sampled, and the controller runs one cycle."""

@@ -25,3 +25,25 @@ def test_quick_simulator_benchmark_prints_its_figures():
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["shared", "static"]
     assert all("tasks on 50 hosts" in line and "s wall" in line for line in lines)
+
+
+def quick_run(bench: str) -> list[str]:
+    """What `bench/BENCH --quick` prints, line by line."""
+    argv = [sys.executable, str(Path(__file__).parents[2] / "bench" / bench), "--quick"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300,
+                          check=True).stdout.splitlines()  # fmt: skip
+
+
+def test_quick_scale_benchmark_prints_its_figures():
+    lines = quick_run("scale_bench.py")
+    assert [line.split()[0] for line in lines] == ["submit", "fill", "round", "restart", "memory"]
+    assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[3]
+    assert "KB per host" in lines[4] and "B per task" in lines[4]
+    assert ", 0 not running after it" in lines[3]
+
+
+def test_quick_connections_benchmark_prints_its_figures():
+    lines = quick_run("connections_bench.py")
+    assert [line.split()[0] for line in lines] == ["connect", "threads", "memory", "round"]
+    assert "handshakes/s" in lines[0] and "per connection" in lines[1]
+    assert "KB RSS" in lines[2] and "and back in" in lines[3]

@@ -1,0 +1,160 @@
+"""The controller at scale, on simulated hosts (meso_agentless.testing.simfleet): the real loop,
+store and allocator against thousands of in-process fake hosts, fake clock, real SQLite.
+
+For each fleet size (--hosts), with --per-host tasks on every host (jobs of --job-size tasks):
+- submit: from submitting the first job to all its tasks placed and launched (cycles, wall time),
+  then the rest of the jobs until every host holds --per-host tasks;
+- round: one sample round of every host (Fleet.refresh) and one controller cycle, steady state
+  (nothing changes): wall time, and the controller's CPU (process CPU less what the fake hosts
+  spent answering) per host per second at a 1 s interval. Target: 10,000 hosts on one core
+  (<= 100 us per host-second);
+- restart: a new controller on the same store and hosts, its first round (sample every host,
+  reconcile every task with what the hosts run). Target: <= 5 s for 100,000 tasks;
+- memory (tracemalloc, Python heap): what a new controller holds after its first round, on the
+  empty fleet (per host, target <= 50 KB) and on the full one (per task, target <= 1 KB), and
+  the peak of that round.
+
+Run: .venv/bin/python bench/scale_bench.py [--hosts 1000 10000] [--per-host 10] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import resource
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+from meso_agentless.spec import Job
+from meso_agentless.testing.fakes import FakeCluster
+from meso_agentless.testing.simfleet import SimPlane, sim_cluster
+
+
+def batch_job(name: str, count: int) -> Job:
+    return Job.model_validate({
+        "job": name, "type": "batch",
+        "tasks": [{"name": "t", "count": count, "command": ["sleep", "86400"],
+                   "resources": {"cpus": 1, "mem": "1GiB"}}],
+    })  # fmt: skip
+
+
+def running(cluster: FakeCluster) -> int:
+    return sum(1 for _ in cluster.plane.running())
+
+
+def until_running(cluster: FakeCluster, target: int, limit: int = 60) -> int:
+    """Cycles (each a sample round and a controller cycle, 1 s apart) until `target` run."""
+    for cycles in range(1, limit + 1):
+        cluster.step()
+        if running(cluster) >= target:
+            return cycles
+    raise RuntimeError(f"only {running(cluster)} of {target} tasks running after {limit} cycles")
+
+
+class Spent:
+    """Wall time and the controller's CPU time (the process's, less the fake hosts') of a span:
+    on a busy machine the CPU time is the figure to read."""
+
+    def __init__(self, plane: SimPlane) -> None:
+        self.plane = plane
+
+    def __enter__(self) -> Spent:
+        self.wall, self.cpu = time.perf_counter(), time.process_time() - self.plane.cpu_seconds
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.wall = time.perf_counter() - self.wall
+        self.cpu = time.process_time() - self.plane.cpu_seconds - self.cpu
+
+    def __str__(self) -> str:
+        return f"{self.wall:6.2f} s ({self.cpu:6.2f} s CPU)"
+
+
+def held(make: Callable[[], FakeCluster]) -> tuple[int, int, FakeCluster]:
+    """Python heap a new controller allocates and keeps through its first round, and the peak
+    during it (the fake hosts' own state was made before, and is not counted)."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        cluster = make()
+        cluster.step()
+        gc.collect()
+        current, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return current, peak, cluster
+
+
+def measure(hosts: int, per_host: int, job_size: int, rounds: int, out: Callable) -> None:
+    total = hosts * per_host
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = sim_cluster(Path(tmp), hosts)
+        plane = cluster.plane
+        assert isinstance(plane, SimPlane)
+        cluster.step()
+        host_bytes, _, cluster = held(cluster.restarted)
+
+        first_job = min(job_size, total)
+        with Spent(plane) as spent:
+            cluster.controller.submit(batch_job("j1", first_job))
+            cycles = until_running(cluster, first_job)
+        out(f"submit  {hosts:>6} hosts: a {first_job}-task job placed and launched in {spent} "
+            f"({cycles} cycles)")  # fmt: skip
+        if total > first_job:
+            with Spent(plane) as spent:
+                for n, left in enumerate(range(total - first_job, 0, -job_size), start=2):
+                    cluster.controller.submit(batch_job(f"j{n}", min(job_size, left)))
+                cycles = until_running(cluster, total)
+            out(f"fill    {hosts:>6} hosts: the other {total - first_job} tasks launched in "
+                f"{spent} ({cycles} cycles)")  # fmt: skip
+
+        samples, ticks = [], []
+        for _ in range(rounds):
+            cluster.clock.advance(1.0)
+            with Spent(plane) as sample:
+                cluster.fleet.refresh()
+            with Spent(plane) as tick:
+                cluster.controller.tick()
+            samples.append(sample)
+            ticks.append(tick)
+        sample = min(samples, key=lambda s: s.cpu)
+        tick = min(ticks, key=lambda s: s.cpu)
+        cpu = sample.cpu + tick.cpu
+        out(f"round   {hosts:>6} hosts, {total} tasks: sample round {sample}, cycle {tick}: "
+            f"{cpu / hosts * 1e6:4.0f} us CPU per host-second (target <= 100: "
+            f"{hosts / cpu:,.0f} hosts on one core)")  # fmt: skip
+
+        with Spent(plane) as spent:
+            restarted = cluster.restarted()
+            restarted.step()
+        lost = sum(r.state.value != "running" for r in restarted.controller.store.tasks())
+        out(f"restart {hosts:>6} hosts: {total} tasks reconciled in {spent} (target <= 5 s for "
+            f"100,000), {lost} not running after it")  # fmt: skip
+
+        all_bytes, peak, _ = held(restarted.restarted)
+        task_bytes = (all_bytes - host_bytes) / total
+        out(f"memory  {hosts:>6} hosts: {host_bytes / hosts / 1024:5.1f} KB per host "
+            f"(target <= 50), {task_bytes:6.0f} B per task (target <= 1024), peak of a "
+            f"reconcile {peak / total:6.0f} B per task; max RSS "
+            f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, nargs="+", default=[1000, 10000])
+    parser.add_argument("--per-host", type=int, default=10)
+    parser.add_argument("--job-size", type=int, default=10000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 50 hosts")
+    args = parser.parse_args()
+    if args.quick:
+        args.hosts, args.per_host, args.job_size, args.rounds = [50], 4, 100, 1
+    for hosts in args.hosts:
+        measure(hosts, args.per_host, args.job_size, args.rounds, lambda s: print(s, flush=True))
+
+
+if __name__ == "__main__":
+    main()
