@@ -22,11 +22,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from meso_agentless.core.pinning import Pins
 from meso_agentless.core.tasks import TaskStatus
 from meso_agentless.errors import UsageError
 from meso_agentless.state.store import Intent, JobRow, RunRow, SchedulerRow, TaskRow
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -66,6 +67,7 @@ CREATE TABLE hosts (
     seen REAL NOT NULL
 );
 """
+PINS_COLUMN = "ALTER TABLE tasks ADD COLUMN pins TEXT;  -- JSON; NULL: nothing pinned\n"
 # version 1 -> 2: row versions (compare-and-set), submission order, frameworks' settings
 MIGRATIONS = {
     2: """
@@ -122,6 +124,8 @@ CREATE TABLE schedulers (
     registered REAL NOT NULL
 );
 """,
+    # 5 -> 6: the dedicated cores, NUMA node and devices a task was given (core.pinning)
+    6: PINS_COLUMN,
 }
 
 
@@ -260,12 +264,12 @@ class Store:
             for i in intents:
                 self.db.execute(
                     "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, "
-                    "resources, ports, since, created, updated, version) "
-                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1 "
+                    "resources, ports, since, created, updated, version, pins) "
+                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1, ? "
                     "FROM jobs WHERE name = ?",
                     (i.job, i.task, i.index, i.attempt, i.host, i.unit,
                      json.dumps(dict(i.resources)), json.dumps(list(i.ports)), now, now, now,
-                     i.job),
+                     None if i.pins is None else json.dumps(i.pins.to_json()), i.job),
                 )  # fmt: skip
 
     def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
@@ -490,4 +494,5 @@ def _task(row: sqlite3.Row) -> TaskRow:
         row["unit"], row["state"], row["exit_code"], row["signal"], row["reason"],
         json.loads(row["resources"]), json.loads(row["ports"]), row["restarts"], row["since"],
         row["version"], row["health"], row["created"],
+        Pins.from_json(json.loads(row["pins"])) if row["pins"] else None,
     )  # fmt: skip
