@@ -1,8 +1,12 @@
 """Dedicated cores, NUMA placement and devices in the allocator: exact sets per host, like ports;
 golden cases with the reasons, and properties over random hosts, tasks and endings."""
 
+import os
+import subprocess
+import sys
 from collections import Counter
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -10,6 +14,8 @@ from meso_agentless.core.allocator import allocate
 from meso_agentless.core.model import Host, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.pinning import HostPins, PinRequest, Pins, Topology, shared_cores
+from meso_agentless.errors import UsageError
+from meso_agentless.spec import job_from_data, job_from_text
 
 GiB = 2**30
 TWO_NODES = Topology({0: (0, 1, 2, 3), 1: (4, 5, 6, 7)}, {0: 8 * GiB, 1: 8 * GiB},
@@ -184,3 +190,59 @@ def test_host_pins_take_then_what_is_left():
     assert free.shortfall(PinRequest(2, True, GiB)) is None
     assert free.shortfall(PinRequest(3)) == "3 free dedicated cores"
     assert free.take(PinRequest(2, True, GiB)) == Pins((6, 7), 1, GiB)
+
+
+# -- the job file's fields ------------------------------------------------------------------------
+
+JOB = 'job: lat\ntasks:\n  - name: t\n    command: ["true"]\n    resources: {%s}\n'
+
+
+def test_the_job_file_fields_become_the_pin_request_and_dump_back_the_same():
+    job = job_from_text(JOB % "cpus: 4, cpuset: dedicated, numa: same, mem: 8GiB, "
+                              "mem_soft: 6GiB, io_weight: 50, devices: {gpu: 1}")  # fmt: skip
+    assert job.groups()[0].pin == PinRequest(4, True, 8 * GiB, (("gpu", 1),))
+    assert job.groups()[0].resources["cpus"] == 4000  # counted against the shared pool too
+    assert job_from_data(job.model_dump(mode="json")) == job
+    plain = job_from_text(JOB % "cpus: 0.5")
+    assert plain.groups()[0].pin is None
+    assert "cpuset" not in plain.model_dump(mode="json")["tasks"][0]["resources"]
+
+
+@pytest.mark.parametrize(("resources", "message"), [
+    ("cpuset: pinned", "tasks[0].resources.cpuset: Input should be 'shared' or 'dedicated'"),
+    ("numa: same", "tasks[0].resources: numa: same needs cpuset: dedicated"),
+    ("cpus: 1.5, cpuset: dedicated", "tasks[0].resources: cpus: cpuset: dedicated takes whole "
+                                     "cores, not 1.5"),
+    ("mem: 1GiB, mem_soft: 2GiB", "tasks[0].resources: mem_soft: must be more than 0 and at "
+                                  "most mem"),
+    ("io_weight: 0", "tasks[0].resources.io_weight: Input should be greater than or equal to 1"),
+    ("io_weight: 10001", "tasks[0].resources.io_weight: Input should be less than or equal to"),
+    ("devices: {gpu: -1}", "tasks[0].resources.devices.gpu: Input should be greater than or"),
+    ("devices: {gpu: 0.5}", "tasks[0].resources.devices.gpu: Input should be a valid integer"),
+])  # fmt: skip
+def test_bad_fields_are_refused_naming_the_field(resources, message):
+    with pytest.raises(UsageError) as caught:
+        job_from_text(JOB % resources)
+    assert str(caught.value).startswith(f"line 5: {message}"), str(caught.value)
+
+
+def test_meso_run_exits_2_on_a_bad_field_and_on_a_device_class_no_host_has(tmp_path):
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    h1:\n      meso_resources: {cpus: 4, mem: 8GiB}\n"
+                         "      meso_devices: {gpu: [/dev/nvidia0]}\n")  # fmt: skip
+    env = {**os.environ, "MESO_STATE": str(tmp_path / "state.db"),
+           "MESO_INVENTORY": str(inventory)}  # fmt: skip
+    for resources, message in (
+        ("cpuset: other", "resources.cpuset"),
+        (
+            "devices: {fpga: 1}",
+            "tasks[0].resources.devices: no host has device class 'fpga' (the hosts have: gpu)",
+        ),
+    ):
+        path = tmp_path / "job.yaml"
+        path.write_text(JOB % resources)
+        done = subprocess.run([sys.executable, "-m", "meso_agentless", "run", "--detach",
+                               str(path)], env=env, capture_output=True, text=True, timeout=60,
+                              check=False)  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
