@@ -66,8 +66,19 @@ def test_dedicated_numa_soft_memory_io_weight_and_devices_in_systemctl_show(
     latency, batch = running["latency"]["unit"], running["batch"]["unit"]
     cores = meso_lab.run(host, ["cat", "/sys/devices/system/cpu/online"]).stdout.strip()
     assert cores == "0-1"  # the lab host sees this machine's two cores, on NUMA node 0
-    pinned = show(meso_lab, host, latency, "AllowedCPUs", "AllowedMemoryNodes", "MemoryHigh",
-                  "MemoryMax", "IOWeight", "DevicePolicy", "DeviceAllow", "Environment")
+    pinned = show(
+        meso_lab,
+        host,
+        latency,
+        "AllowedCPUs",
+        "AllowedMemoryNodes",
+        "MemoryHigh",
+        "MemoryMax",
+        "IOWeight",
+        "DevicePolicy",
+        "DeviceAllow",
+        "Environment",
+    )
     dedicated = pinned["AllowedCPUs"]
     assert dedicated in ("0", "1")
     assert pinned["AllowedMemoryNodes"] == "0"

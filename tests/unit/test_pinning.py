@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from meso_agentless.core.allocator import allocate
+from meso_agentless.core.explain import explain_hosts
 from meso_agentless.core.model import Host, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.pinning import HostPins, PinRequest, Pins, Topology, shared_cores
@@ -246,3 +247,14 @@ def test_meso_run_exits_2_on_a_bad_field_and_on_a_device_class_no_host_has(tmp_p
                               check=False)  # fmt: skip
         assert done.returncode == 2, done.stderr
         assert message in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
+def test_meso_explain_names_what_each_host_lacks_to_pin():
+    full = big("full", used_pins=[Pins((0, 1, 2), 0, GiB), Pins((4, 5, 6), 1, GiB)])
+    answers = explain_hosts([full, big("free"), Host("plain", {"cpus": 8000, "mem": 16 * GiB})],
+                            [], dedicated("a", 2, numa=True))  # fmt: skip
+    assert answers == [
+        ("free", "fits"),
+        ("full", "lacks 2 free dedicated cores on one NUMA node"),
+        ("plain", "lacks cores and devices to pin (none declared)"),
+    ]
