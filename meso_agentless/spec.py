@@ -444,6 +444,10 @@ class Job(_Strict):
             checked = next((t.name for t in self.tasks if t.health is not None), None)
             if checked:
                 raise ValueError(f"task {checked!r}: health checks are for services, not cron")
+            pinned = next((t.name for t in self.tasks if t.resources.pin() is not None), None)
+            if pinned:
+                raise ValueError(f"task {pinned!r}: dedicated cores and devices are for batch "
+                                 "and service jobs, not cron")  # fmt: skip
         return self
 
     @model_serializer(mode="wrap")

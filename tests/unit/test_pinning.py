@@ -258,3 +258,11 @@ def test_meso_explain_names_what_each_host_lacks_to_pin():
         ("full", "lacks 2 free dedicated cores on one NUMA node"),
         ("plain", "lacks cores and devices to pin (none declared)"),
     ]
+
+
+def test_a_cron_job_cannot_pin():
+    text = (JOB % "cpus: 1, cpuset: dedicated").replace(
+        "job: lat\n", "job: lat\ntype: cron\nschedule: hourly\n"
+    )
+    with pytest.raises(UsageError, match="task 't': dedicated cores and devices are for batch"):
+        job_from_text(text)
