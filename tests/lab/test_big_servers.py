@@ -92,12 +92,15 @@ def test_dedicated_numa_soft_memory_io_weight_and_devices_in_systemctl_show(
     assert shared["AllowedCPUs"] == str(1 - int(dedicated))  # never the dedicated core
     assert shared["IOWeight"] == "10"
     assert shared["DevicePolicy"] == "closed" and shared.get("DeviceAllow", "") == ""
-    # a second dedicated task finds no free core on that host (its other one is shared) and
-    # says so; nothing is launched
+    # a second dedicated task: one core is free of pins, but the shared task holds half of it
+    # and the dedicated one the other whole core, so the host's CPUs are spent; it waits
     second = tmp_path / "second.yaml"
     second.write_text(JOB.format(name="second", host=host).split("  - name: batch")[0])
     refused = cli(env, "run", "--detach", str(second))
-    assert "no host fits" in refused.stdout + refused.stderr or refused.returncode != 0
+    said = refused.stdout + refused.stderr
+    assert 'dimension "cpus" exhausted on 1 host' in said, said  # the shared pool shrank
+    listed = meso_lab.run(host, ["systemctl", "list-units", "--no-legend", "meso-second*"])
+    assert listed.stdout.strip() == ""
     cli(env, "kill", "second")
 
 

@@ -1,79 +1,122 @@
 """Big servers where the kernel enforces them: a QEMU guest with 4 CPUs on 2 NUMA nodes (cgroup
-v2). Jobs go through `meso run` (allocator, store, node command): a dedicated task runs only on
-its cores and shared tasks never on them; over mem_soft a task is throttled, over mem killed; a
-task opens the device it was granted and no other (loop devices stand in for GPUs, declared
-as class gpu in the node's policy: the code path a GPU takes)."""
+v2). Job files go through the allocator, `launch_request` and the node command as the
+controller sends them (the controller's own loop is tested on the nspawn lab: its deadlines are
+too short for an emulated guest): a dedicated task runs only on its cores and shared tasks never
+on them; over mem_soft a task is throttled, over mem killed; a task opens the device it was
+granted and no other (loop devices stand in for GPUs, declared as class gpu in the node's
+policy: the code path a GPU takes)."""
 
 import json
 import os
 import time
+from collections import Counter
+from dataclasses import replace
 
 import pytest
 
-from tests.conftest import VM_LAB
-from tests.lab.common import cli, wait_for
+from meso_agentless.controller.loop import sampled_capacity
+from meso_agentless.core.allocator import allocate
+from meso_agentless.core.offers import JobScheduler
+from meso_agentless.hosts.launching import launch_request
+from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.hosts.topology import parse_topology
+from meso_agentless.inventory import load_inventory
+from meso_agentless.spec import job_from_text
+from tests.lab.common import wait_for
 
 pytestmark = pytest.mark.vm
 
-HOST = f"{VM_LAB}n-1"
+HOST = os.environ.get("MESO_TEST_VM_LAB", "mvm") + "n-1"
 POLICY_FILE = "/etc/meso-agentless/node-policy.json"
 GPUS = ["/dev/loop0", "/dev/loop1"]
-BUSY = ("import os, sys; print(open('/proc/self/status').read().split('Cpus_allowed_list:')[1]"
+BUSY = ("import os; print(open('/proc/self/status').read().split('Cpus_allowed_list:')[1]"
         ".split()[0], os.environ.get('MESO_CPUSET'), flush=True)\nwhile True: pass")  # fmt: skip
 
 
+class Cluster:
+    """One pinned host driven as the controller drives it: sample, allocate (with what runs
+    there), launch the placements' requests; what it placed is held until ended."""
+
+    def __init__(self, lab) -> None:
+        self.lab = lab
+        self.node = load_inventory(str(lab.inventory)).nodes[0]
+        self.plane = ExecutionPlane([self.node], timeout=120)
+        self.held: dict[str, object] = {}  # unit -> placement
+
+    def run(self, text: str) -> dict[str, str]:
+        """Place and launch a job file's tasks: {task + index: unit}."""
+        job = job_from_text(text)
+        facts = self.plane.sample(HOST)
+        used: Counter = Counter()
+        for p in self.held.values():
+            used.update(p.resources)
+        host = replace(self.node.to_host(sampled_capacity(facts)), used=dict(used),
+                       topology=parse_topology(facts, self.node.devices),
+                       used_pins=tuple(p.pins for p in self.held.values() if p.pins))  # fmt: skip
+        plan = allocate([host], [], [JobScheduler(job.framework, job.groups())])
+        assert not plan.unplaced, plan.unplaced
+        units = {}
+        for p in plan.placements:
+            task = next(t for t in job.tasks if t.name == p.task)
+            request = launch_request(task, p, 1, service=job.type == "service")
+            launched = self.plane.launch(HOST, request)
+            assert launched["state"] in ("running", "finished", "failed"), launched
+            units[f"{p.task}{p.index}"] = request["unit"]
+            self.held[request["unit"]] = p
+        return units
+
+    def end(self, units: dict[str, str]) -> None:
+        for unit in units.values():
+            self.plane.stop(HOST, unit)
+            self.plane.forget(HOST, unit)
+            self.held.pop(unit, None)
+
+    def show(self, unit: str, *props: str) -> dict[str, str]:
+        out = self.lab.run(HOST, ["systemctl", "show", "-p", ",".join(props), f"{unit}.service"])
+        return dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+
+    def output(self, unit: str) -> str:
+        return self.lab.run(
+            HOST, ["journalctl", "-q", "-o", "cat", "-u", unit, "_TRANSPORT=stdout"]
+        ).stdout
+
+    def allowed(self, pid: str) -> set[int]:
+        status = self.lab.run(HOST, ["grep", "Cpus_allowed_list", f"/proc/{pid}/status"]).stdout
+        return cpus_of(status.split()[-1])
+
+
 @pytest.fixture(scope="module")
-def vm(meso_numa_vm_lab, tmp_path_factory):
-    """The guest with a policy that hands out two loop devices as class gpu; a fresh state."""
+def vm(meso_numa_vm_lab):
+    """The guest, handing out two loop devices as class gpu (its policy says so; their file
+    modes let anyone open them, so only the cgroup's device rules decide)."""
     lab = meso_numa_vm_lab
     for i, path in enumerate(GPUS):
-        lab.run(HOST, ["sh", "-c", f"test -b {path} || mknod -m 660 {path} b 7 {i}"])
-    policy = {"allow_root": True, "devices": {"gpu": GPUS}}
+        lab.run(HOST, ["sh", "-c", f"test -b {path} || mknod {path} b 7 {i}; chmod 666 {path}"])
     lab.run(HOST, ["mkdir", "-p", "-m", "755", os.path.dirname(POLICY_FILE)])
-    lab.run(HOST, ["sh", "-c", f"umask 022; echo '{json.dumps(policy)}' > {POLICY_FILE}"])
-    state = tmp_path_factory.mktemp("bigvm")
-    env = {**os.environ, "MESO_STATE": str(state / "state.db"),
-           "MESO_INVENTORY": str(lab.inventory)}  # fmt: skip
-    yield lab, env, state
+    policy = json.dumps({"devices": {"gpu": GPUS}})
+    lab.run(HOST, ["sh", "-c", f"umask 022; echo '{policy}' > {POLICY_FILE}"])
+    cluster = Cluster(lab)
+    yield cluster
+    cluster.plane.close()
     lab.run(HOST, ["rm", "-f", POLICY_FILE])
 
 
-def run_job(env, directory, name, text, *flags):
-    path = directory / f"{name}.yaml"
-    path.write_text(text)
-    return cli(env, "run", *flags, str(path), timeout=600)
-
-
-def running(env, job, count):
-    def found():
-        tasks = json.loads(cli(env, "status", job, "-o", "json").stdout)["jobs"][0]["tasks"]
-        up = [t for t in tasks if t["state"] == "running"]
-        return up if len(up) == count else None
-
-    return wait_for(found, timeout=300, every=2)
-
-
-def show(lab, unit, *props):
-    out = lab.run(HOST, ["systemctl", "show", "-p", ",".join(props), f"{unit}.service"]).stdout
-    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-
-
-def cpus_of(text):
-    cores = set()
+def cpus_of(text: str) -> set[int]:
+    cores: set[int] = set()
     for part in text.split(","):
         low, _, high = part.partition("-")
         cores.update(range(int(low), int(high or low) + 1))
     return cores
 
 
-def test_the_guest_has_two_numa_nodes(vm):
-    lab, _, _ = vm
-    assert lab.run(HOST, ["cat", "/sys/devices/system/node/node0/cpulist"]).stdout.strip() == "0-1"
-    assert lab.run(HOST, ["cat", "/sys/devices/system/node/node1/cpulist"]).stdout.strip() == "2-3"
+def test_the_node_samples_two_numa_nodes_and_the_declared_devices(vm):
+    facts = vm.plane.sample(HOST)
+    assert facts["topology"]["nodes"] == {"0": [0, 1], "1": [2, 3]}
+    assert all(m > 600 << 20 for m in facts["topology"]["node_mem"].values())
+    assert facts["topology"]["devices"] == {"gpu": GPUS}
 
 
 def test_a_dedicated_task_runs_only_on_its_cores_and_shared_tasks_never_there(vm):
-    lab, env, directory = vm
     job = f"""\
 job: pinned
 type: service
@@ -86,83 +129,64 @@ tasks:
     command: ["python3", "-c", {json.dumps(BUSY)}]
     resources: {{cpus: 0.5, mem: 96MiB, io_weight: 10}}
 """
-    done = run_job(env, directory, "pinned", job)
-    assert done.returncode == 0, done.stdout + done.stderr
-    tasks = running(env, "pinned", 3)
-    latency = next(t for t in tasks if t["task"] == "latency")
-    props = show(lab, latency["unit"], "AllowedCPUs", "AllowedMemoryNodes", "MainPID")
+    units = vm.run(job)
+    props = vm.show(units["latency0"], "AllowedCPUs", "AllowedMemoryNodes")
     dedicated = cpus_of(props["AllowedCPUs"])
     assert dedicated in ({0, 1}, {2, 3})  # two cores of one NUMA node
     assert props["AllowedMemoryNodes"] == ("0" if dedicated == {0, 1} else "1")
-    said = cli(env, "logs", "pinned", "latency").stdout.split()
+    said = wait_for(lambda: vm.output(units["latency0"]).split(), timeout=120)
     assert cpus_of(said[0]) == dedicated and cpus_of(said[1]) == dedicated  # its own view
-    pids = {t["task"] + str(t["index"]): show(lab, t["unit"], "MainPID")["MainPID"] for t in tasks}
+    pids = {name: vm.show(unit, "MainPID")["MainPID"] for name, unit in units.items()}
     seen: dict[str, set[int]] = {name: set() for name in pids}
-    for _ in range(20):  # where each busy loop runs, sampled over a few seconds
+    for _ in range(12):  # where each busy loop runs, sampled over a few seconds
         for name, pid in pids.items():
-            psr = lab.run(HOST, ["ps", "-o", "psr=", "-p", pid]).stdout.strip()
-            seen[name].add(int(psr))
+            seen[name].add(int(vm.lab.run(HOST, ["ps", "-o", "psr=", "-p", pid]).stdout))
         time.sleep(0.25)
     assert seen["latency0"] <= dedicated
     assert not (seen["batch0"] | seen["batch1"]) & dedicated
-    for name in ("batch0", "batch1"):
-        status = lab.run(HOST, ["grep", "Cpus_allowed_list", f"/proc/{pids[name]}/status"])
-        assert cpus_of(status.stdout.split()[-1]) == {0, 1, 2, 3} - dedicated
-    assert cli(env, "kill", "pinned").returncode == 0
-    # the dedicated cores go back to the shared pool: a shared task now runs on every core
-    header, rest = job.split("  - name: latency")
-    shared_only = header.replace("pinned", "after") + "  - name: batch" + rest.split(
-        "  - name: batch")[1]  # fmt: skip
-    assert run_job(env, directory, "after", shared_only).returncode == 0
-    after = running(env, "after", 2)
-    pid = show(lab, after[0]["unit"], "MainPID")["MainPID"]
-    status = lab.run(HOST, ["grep", "Cpus_allowed_list", f"/proc/{pid}/status"]).stdout
-    assert cpus_of(status.split()[-1]) == {0, 1, 2, 3}
-    assert cli(env, "kill", "after").returncode == 0
+    assert vm.allowed(pids["batch0"]) == vm.allowed(pids["batch1"]) == {0, 1, 2, 3} - dedicated
+    vm.end({"latency0": units["latency0"]})
+    # its cores go back to the shared tasks at the node's next sample
+    vm.plane.sample(HOST)
+    assert vm.allowed(pids["batch0"]) == {0, 1, 2, 3}
+    vm.end(units)
 
 
 def test_over_mem_soft_it_is_throttled_not_killed_and_over_mem_it_is_killed(vm):
-    lab, env, directory = vm
     grow = ("import time\nheld = []\nfor _ in range({n}):\n    held.append(bytearray(8 << 20))"
             "\n    time.sleep(0.05)\nprint('holding', flush=True)\ntime.sleep(600)")  # fmt: skip
-    job = f"""\
+    job = """\
 job: memory
 type: service
 tasks:
-  - name: soft
-    command: ["python3", "-c", {json.dumps(grow.format(n=12))}]
+  - name: {name}
+    command: ["python3", "-c", {command}]
     resources: {{cpus: 0.5, mem: 160MiB, mem_soft: 48MiB}}
 """
-    assert run_job(env, directory, "memory", job).returncode == 0
-    soft = running(env, "memory", 1)[0]
-    props = show(lab, soft["unit"], "ControlGroup", "MemoryHigh", "MemoryMax")
+    soft = vm.run(job.format(name="soft", command=json.dumps(grow.format(n=12))))["soft0"]
+    props = vm.show(soft, "ControlGroup", "MemoryHigh", "MemoryMax")
     assert props["MemoryHigh"] == str(48 << 20) and props["MemoryMax"] == str(160 << 20)
     events = f"/sys/fs/cgroup{props['ControlGroup']}/memory.events"
 
     def throttled():
-        counts = dict(line.split() for line in lab.run(HOST, ["cat", events]).stdout.splitlines())
+        counts = dict(
+            line.split() for line in vm.lab.run(HOST, ["cat", events]).stdout.splitlines()
+        )
         return counts if int(counts["high"]) > 0 else None
 
     counts = wait_for(throttled, timeout=120, every=1)
     assert counts["oom_kill"] == "0"
-    assert show(lab, soft["unit"], "ActiveState")["ActiveState"] == "active"
-    assert cli(env, "kill", "memory").returncode == 0
-    over = f"""\
-job: hog
-tasks:
-  - name: hog
-    command: ["python3", "-c", {json.dumps(grow.format(n=40))}]
-    resources: {{cpus: 0.5, mem: 160MiB, mem_soft: 48MiB}}
-    restart: {{policy: never}}
-"""
-    done = run_job(env, directory, "hog", over)
-    assert done.returncode == 1, done.stdout + done.stderr
-    task = json.loads(cli(env, "status", "hog", "-o", "json").stdout)["jobs"][0]["tasks"][0]
-    assert (task["state"], task["reason"]) == ("failed", "oom-killed")
+    assert vm.plane.status(HOST, soft)["state"] == "running"
+    hog = vm.run(job.replace("type: service\n", "").format(
+        name="hog", command=json.dumps(grow.format(n=40))))["hog0"]  # fmt: skip
+    status = wait_for(lambda: (s := vm.plane.status(HOST, hog))["state"] != "running" and s,
+                      timeout=180)  # fmt: skip
+    assert (status["state"], status["reason"]) == ("failed", "oom-killed")
+    assert vm.plane.status(HOST, soft)["state"] == "running"  # the throttled one lives on
+    vm.end({"soft": soft, "hog": hog})
 
 
 def test_a_task_opens_the_device_it_was_granted_and_no_other(vm):
-    _, env, directory = vm
     probe = ("import os\ngranted = os.environ['MESO_DEVICES'].split(',')\n"
              "for path in " + json.dumps(GPUS) + ":\n"
              "    try:\n        os.close(os.open(path, os.O_RDONLY))\n        result = 'opened'\n"
@@ -175,16 +199,19 @@ tasks:
   - name: gpu
     command: ["python3", "-c", {json.dumps(probe)}]
     resources: {{cpus: 0.5, mem: 64MiB, devices: {{gpu: 1}}}}
-    sandbox: {{dynamic_user: false}}
 """
-    done = run_job(env, directory, "devices", job)
-    assert done.returncode == 0, done.stdout + done.stderr
-    lines = [line.split(" ", 2) for line in cli(env, "logs", "devices", "gpu").stdout.splitlines()]
-    by_path = {path: (granted, result) for path, granted, result in lines if path != "cuda"}
+    unit = vm.run(job)["gpu0"]
+    wait_for(lambda: vm.plane.status(HOST, unit)["state"] == "finished", timeout=120)
+    lines = [line.split(" ", 2) for line in vm.output(unit).splitlines()]
+    by_path = {line[0]: (line[1], line[2]) for line in lines if len(line) == 3}
     granted = [p for p, (g, _) in by_path.items() if g == "True"]
     assert len(granted) == 1
-    assert by_path[granted[0]][1] == "opened"  # root opens its own device
+    assert by_path[granted[0]][1] == "opened"
     other = next(p for p in GPUS if p not in granted)
-    assert by_path[other][1] == "Operation not permitted"  # root, but the cgroup says no
+    assert by_path[other][1] == "Operation not permitted"  # its mode allows it, its cgroup not
     cuda = next(line for line in lines if line[0] == "cuda")
     assert cuda[1] == str(GPUS.index(granted[0]))
+    # while the first one holds its device, a second task gets the other
+    second = vm.run(job.replace("job: devices", "job: devices2"))["gpu0"]
+    assert vm.show(second, "DeviceAllow")["DeviceAllow"] == f"{other} rw"
+    vm.end({"a": unit, "b": second})
