@@ -16,6 +16,8 @@ from meso_agentless.core.model import Host, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.pinning import HostPins, PinRequest, Pins, Topology, shared_cores
 from meso_agentless.errors import UsageError
+from meso_agentless.hosts.topology import parse_topology
+from meso_agentless.inventory import parse_node
 from meso_agentless.spec import job_from_data, job_from_text
 
 GiB = 2**30
@@ -266,3 +268,16 @@ def test_a_cron_job_cannot_pin():
     )
     with pytest.raises(UsageError, match="task 't': dedicated cores and devices are for batch"):
         job_from_text(text)
+
+
+def test_the_inventory_declares_devices_and_they_override_what_the_host_samples():
+    node = parse_node("h1", {"meso_devices": {"gpu": ["/dev/nvidia0", "/dev/nvidia1"]}})
+    assert node.devices == {"gpu": ("/dev/nvidia0", "/dev/nvidia1")}
+    with pytest.raises(UsageError, match=r"^host h1: meso_devices\.gpu: 'nvidia0' is not a dev"):
+        parse_node("h1", {"meso_devices": {"gpu": ["nvidia0"]}})
+    facts = {"topology": {"nodes": {"0": [0, 1], "1": [2, 3]}, "node_mem": {"0": 5, "1": 6},
+                          "devices": {"disk": ["/dev/loop0"]}}}  # fmt: skip
+    sampled = parse_topology(facts, None)
+    assert sampled == Topology({0: (0, 1), 1: (2, 3)}, {0: 5, 1: 6}, {"disk": ("/dev/loop0",)})
+    assert parse_topology(facts, node.devices).devices == node.devices
+    assert parse_topology({"cpus": 4}, node.devices) is None  # an older node: nothing to pin
