@@ -1949,8 +1949,25 @@ def read_topology(policy: dict) -> dict:
     return {**read_cores(), "devices": policy_devices(policy)}
 
 
+FACTS_TTL = 30.0  # seconds a serving node command reuses its cores and plugins' devices
+_CACHED: dict[object, tuple[float, object]] = {}
+
+
+def _cached(key: object, read):
+    """`read()`, at most once per FACTS_TTL seconds per key (samples come every second)."""
+    now = time.monotonic()
+    hit = _CACHED.get(key)
+    if hit is None or now - hit[0] > FACTS_TTL:
+        hit = _CACHED[key] = (now, read())
+    return hit[1]
+
+
 def read_cores() -> dict:
-    """This host's cores by NUMA node and each node's memory (from /sys)."""
+    """This host's cores by NUMA node and each node's memory (from /sys, cached)."""
+    return _cached("cores", _read_cores)
+
+
+def _read_cores() -> dict:
     base = "/sys/devices/system/node"
     nodes: dict[str, list[int]] = {}
     node_mem: dict[str, int] = {}
@@ -1977,13 +1994,18 @@ def policy_devices(policy: dict) -> dict[str, list[str]]:
     """The devices this host may hand out: its policy's, and what its plugins print."""
     devices = {k: list(v) for k, v in policy.get("devices", {}).items()}
     for kind, argv in sorted(policy.get("device_plugins", {}).items()):
-        try:
-            printed = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
-        except (OSError, subprocess.SubprocessError):
-            continue
-        found = [w for w in printed.stdout.split() if device_path_error(w) is None]
+        found = _cached(("plugin", *argv), lambda argv=argv: _plugin_devices(argv))
         devices[kind] = list(dict.fromkeys([*devices.get(kind, []), *found]))[:MAX_DEVICES]
     return devices
+
+
+def _plugin_devices(argv: list[str]) -> list[str]:
+    """The device paths a plugin command prints (none if it fails)."""
+    try:
+        printed = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [w for w in printed.stdout.split() if device_path_error(w) is None]
 
 
 def pinned_limits(request: dict, limits: dict) -> list[str]:
