@@ -2061,6 +2061,9 @@ def pin_argv(unit: str, argv: list[str], request: dict, policy: dict) -> list[st
         return argv  # the common case: nothing pinned here, nothing to read
     topology = read_cores() if wants or pinned else None
     held = {u: p for u, p in pinned.items() if u not in (f"{unit}.service", SHARED)}
+    if held and _conflicts(request, held):  # the holder may have ended since the last sample
+        live = {u["unit"] for u in held_units() if u.get("state") in HOLDS_RESOURCES}
+        held = {u: p for u, p in held.items() if u in live}
     props, env = [], {}
     cpuset = request.get("cpuset")
     if cpuset is not None and topology is not None:
@@ -2108,6 +2111,14 @@ def pin_argv(unit: str, argv: list[str], request: dict, policy: dict) -> list[st
     props += [f"--setenv={k}={v}" for k, v in sorted(env.items())]
     split = argv.index("--")
     return [*argv[:split], *props, *argv[split:]]
+
+
+def _conflicts(request: dict, held: dict[str, dict]) -> bool:
+    """Whether the request asks a core or device that a recorded unit holds."""
+    cores = {c for p in held.values() for c in p.get("cores", ())}
+    devices = {d for p in held.values() for d in p.get("devices", ())}
+    asked = [d for paths in (request.get("devices") or {}).values() for d in paths]
+    return bool(cores & set(request.get("cpuset") or ()) or devices & set(asked))
 
 
 def record_pins(unit: str, request: dict) -> None:

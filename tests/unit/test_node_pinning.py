@@ -18,6 +18,13 @@ def host(tmp_path, monkeypatch):
     monkeypatch.setattr(nodecmd, "LEDGER", str(tmp_path / "ledger.json"))
     monkeypatch.setattr(nodecmd, "STATE_DIR", str(tmp_path))
     monkeypatch.setattr(nodecmd, "read_cores", lambda: CORES)
+    monkeypatch.setattr(
+        nodecmd,
+        "held_units",
+        lambda: [  # every recorded unit runs
+            {"unit": u, "state": "running"} for u in nodecmd._read_pinned() if u != nodecmd.SHARED
+        ],
+    )
     ran: list[list[str]] = []
     monkeypatch.setattr(nodecmd, "_run", lambda argv: ran.append(argv) or "")
     return ran
@@ -134,3 +141,17 @@ def test_cpulists_both_ways():
     assert nodecmd.parse_cpulist("0-3,8,10-11\n") == [0, 1, 2, 3, 8, 10, 11]
     assert nodecmd.format_cpulist([11, 0, 1, 2, 3, 8, 10]) == "0-3,8,10-11"
     assert nodecmd.parse_node_meminfo("Node 1 MemTotal:  2048 kB\nNode 1 MemFree: 1 kB") == 2 << 20
+
+
+def test_a_holder_that_ended_since_the_last_sample_gives_its_cores_up_at_once(host, monkeypatch):
+    first = {"cpuset": [0, 1], "devices": {"gpu": ["/dev/loop0"]}}
+    pin(first)
+    nodecmd.record_pins("meso-j_t_0_1", first)
+    monkeypatch.setattr(nodecmd, "held_units", lambda: [
+        {"unit": "meso-j_t_0_1.service", "state": "running"}])  # fmt: skip
+    with pytest.raises(nodecmd.RequestError, match="core 0 is dedicated to another task"):
+        pin({"cpuset": [0]}, unit="meso-j_t_1_1")
+    monkeypatch.setattr(nodecmd, "held_units", lambda: [
+        {"unit": "meso-j_t_0_1.service", "state": "finished"}])  # fmt: skip
+    argv = pin({"cpuset": [0], "devices": {"gpu": ["/dev/loop0"]}}, unit="meso-j_t_1_1")
+    assert "AllowedCPUs=0" in props(argv) and "DeviceAllow=/dev/loop0 rw" in props(argv)
