@@ -76,7 +76,7 @@ _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
 _TYPE_NAME = re.compile(r"^(str|int|list|dict|constrained-str)\b|\[")
 _SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_REGEX = 256
-DEVICE_CLASS = r"^[a-z][a-z0-9_]{0,31}$"
+DEVICE_CLASS = f"^{nodecmd.DEVICE_CLASS.pattern}$"  # the node's own rule
 # What a launch adds to a task's own command and env on the host's command line and in its
 # request line (properties, description, MESO_* variables with up to 100 ports): kept free.
 LAUNCH_OVERHEAD = 16 * 1024
