@@ -178,9 +178,10 @@ type: service
 tasks:
   - name: {name}
     command: ["python3", "-c", {command}]
-    resources: {{cpus: 0.5, mem: 160MiB, mem_soft: 48MiB}}
+    resources: {{cpus: 0.5, mem: 160MiB, mem_soft: {soft}}}
 """
-    soft = vm.run(job.format(name="soft", command=json.dumps(grow.format(n=12))))["soft0"]
+    command = json.dumps(grow.format(n=12))
+    soft = vm.run(job.format(name="soft", command=command, soft="48MiB"))["soft0"]
     try:
         check_memory(vm, job, grow, soft)
     finally:
@@ -201,8 +202,9 @@ def check_memory(vm, job, grow, soft):
     counts = wait_for(throttled, timeout=120, every=1)
     assert counts["oom_kill"] == "0"
     assert vm.plane.status(HOST, soft)["state"] == "running"
+    # over mem: killed (its mem_soft just below, so that throttling does not slow it for long)
     hog = vm.run(job.replace("type: service\n", "").format(
-        name="hog", command=json.dumps(grow.format(n=40))))["hog0"]  # fmt: skip
+        name="hog", command=json.dumps(grow.format(n=40)), soft="152MiB"))["hog0"]  # fmt: skip
     status = wait_for(lambda: (s := vm.plane.status(HOST, hog))["state"] != "running" and s,
                       timeout=180)  # fmt: skip
     assert (status["state"], status["reason"]) == ("failed", "oom-killed")
