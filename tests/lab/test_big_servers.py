@@ -92,16 +92,23 @@ def test_dedicated_numa_soft_memory_io_weight_and_devices_in_systemctl_show(
     assert shared["AllowedCPUs"] == str(1 - int(dedicated))  # never the dedicated core
     assert shared["IOWeight"] == "10"
     assert shared["DevicePolicy"] == "closed" and shared.get("DeviceAllow", "") == ""
-    # a second dedicated task: one core is free of pins, but the shared task holds half of it
-    # and the dedicated one the other whole core, so the host's CPUs are spent; it waits
+    # a second one: the host's one disk device is taken, and never given twice
     second = tmp_path / "second.yaml"
     second.write_text(JOB.format(name="second", host=host).split("  - name: batch")[0])
-    refused = cli(env, "run", "--detach", str(second))
-    said = refused.stdout + refused.stderr
-    assert 'dimension "cpus" exhausted on 1 host' in said, said  # the shared pool shrank
-    listed = meso_lab.run(host, ["systemctl", "list-units", "--no-legend", "meso-second*"])
-    assert listed.stdout.strip() == ""
+    said = cli(env, "run", "--detach", str(second))
+    assert "lacks 1 free disk device on 1 host" in said.stdout, said.stdout + said.stderr
     cli(env, "kill", "second")
+    # without a device: one core is free of pins, but the dedicated task holds the other whole
+    # and the shared one half of this one, so the host's CPUs are spent (the pool shrank)
+    third = tmp_path / "third.yaml"
+    third.write_text(second.read_text().replace(", devices: {disk: 1}", "").replace(
+        "job: second", "job: third"))  # fmt: skip
+    said = cli(env, "run", "--detach", str(third))
+    assert 'dimension "cpus" exhausted on 1 host' in said.stdout, said.stdout + said.stderr
+    listed = meso_lab.run(host, ["systemctl", "list-units", "--no-legend", "meso-second*",
+                                 "meso-third*"])  # fmt: skip
+    assert listed.stdout.strip() == ""
+    cli(env, "kill", "third")
 
 
 def test_a_reboot_gives_the_dedicated_cores_back_and_the_service_gets_them_again(
