@@ -3,7 +3,8 @@
 Group `meso_nodes` (or every host, if there is no such group) are the nodes. Per host:
 `meso_resources` (declared capacity, overriding what is sampled; `ports` as ranges),
 `meso_reserved` (kept back for the system), `meso_attributes` (for constraints),
-`meso_reservations` (framework -> resources set aside for it). For the cluster:
+`meso_reservations` (framework -> resources set aside for it), `meso_devices` (device class ->
+paths the controller gives out there, e.g. gpu: [/dev/nvidia0]). For the cluster:
 `meso_frameworks` (name -> weight, guarantee, limit; `quota` is the limit's old name).
 The guarantees together may not exceed the hosts' declared capacity. group_vars, host_vars
 and every inventory format work as they do for Ansible.
@@ -32,6 +33,7 @@ from meso_agentless.core.resources import (
     subtract,
 )
 from meso_agentless.errors import UsageError
+from meso_agentless.node import nodecmd
 
 NODE_GROUP = "meso_nodes"
 DEFAULT_PORTS: PortRanges = ((31000, 32000),)  # Mesos agents' default port range
@@ -52,6 +54,7 @@ class Node:
     reserved: Mapping[str, int] = field(default_factory=dict)
     attributes: Mapping[str, str] = field(default_factory=dict)
     reservations: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    devices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # meso_devices
     # "streamed": the node command is sent to python3 on each connection (root hosts);
     # "installed": the key is pinned to the installed command; only "VERB [JSON]" is sent
     node_mode: str = "streamed"
@@ -158,6 +161,10 @@ def parse_node(name: str, hostvars: Mapping[str, Any]) -> Node:
         str(k): str(v).lower() if isinstance(v, bool) else str(v)
         for k, v in _mapping(hostvars.get("meso_attributes"), where("meso_attributes")).items()
     }
+    try:
+        devices = nodecmd.parse_devices(hostvars.get("meso_devices") or {}, "meso_devices")
+    except nodecmd.RequestError as exc:
+        raise UsageError(f"host {name}: {exc}") from None
     node_mode = hostvars.get("meso_node_mode", "streamed")
     if node_mode not in ("streamed", "installed"):
         raise UsageError(f"host {name}: meso_node_mode must be streamed or installed")
@@ -176,6 +183,7 @@ def parse_node(name: str, hostvars: Mapping[str, Any]) -> Node:
         reserved=reserved,
         attributes=attributes,
         reservations=reservations,
+        devices={k: tuple(v) for k, v in devices.items()},
         node_mode=node_mode,
     )
 

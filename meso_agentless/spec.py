@@ -55,6 +55,7 @@ from pydantic import (
 from meso_agentless import schedule as schedules
 from meso_agentless import yamlsafe
 from meso_agentless.core import model
+from meso_agentless.core.pinning import PinRequest
 from meso_agentless.core.resources import (
     CPUS,
     DISK,
@@ -75,6 +76,7 @@ _DURATION = re.compile(r"^\s*([0-9]+)\s*(s|m|h|d)?\s*$")
 _TYPE_NAME = re.compile(r"^(str|int|list|dict|constrained-str)\b|\[")
 _SECONDS = {None: 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 MAX_REGEX = 256
+DEVICE_CLASS = f"^{nodecmd.DEVICE_CLASS.pattern}$"  # the node's own rule
 # What a launch adds to a task's own command and env on the host's command line and in its
 # request line (properties, description, MESO_* variables with up to 100 ports): kept free.
 LAUNCH_OVERHEAD = 16 * 1024
@@ -89,7 +91,13 @@ class _Strict(BaseModel):
 
 
 class Resources(_Strict):
-    """Per instance. cpus: 0.5 or "500m"; mem, disk: sizes; ports: how many; others: counts."""
+    """Per instance. cpus: 0.5 or "500m"; mem, disk: sizes; ports: how many; others: counts.
+
+    For big servers (see core.pinning): `cpuset: dedicated` gives the task whole cores of its
+    own (cpus a whole number), `numa: same` puts them and the task's memory on one NUMA node;
+    `mem_soft` is where it is throttled and reclaimed (MemoryHigh; `mem` still kills);
+    `io_weight` its IOWeight (1-10000); `devices` how many of each device class it gets.
+    """
 
     model_config = ConfigDict(extra="allow", strict=True, frozen=True, validate_default=True)
 
@@ -97,6 +105,36 @@ class Resources(_Strict):
     mem: Any = "128MiB"
     disk: Any = 0
     ports: Annotated[int, Field(ge=0, le=100)] = 0
+    cpuset: Literal["shared", "dedicated"] = "shared"
+    numa: Literal["same"] | None = None
+    mem_soft: Any = None
+    io_weight: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    devices: dict[Annotated[str, StringConstraints(pattern=DEVICE_CLASS)],
+                  Annotated[int, Field(ge=1, le=64)]] = {}  # fmt: skip
+
+    @field_validator("mem_soft", mode="before")
+    @classmethod
+    def _mem_soft(cls, value: object) -> int | None:
+        return None if value is None else _quantity(parse_size, value, "mem_soft")
+
+    @model_validator(mode="after")
+    def _pinned(self) -> Resources:
+        if self.numa is not None and self.cpuset != "dedicated":
+            raise ValueError("numa: same needs cpuset: dedicated (cores to put on one node)")
+        if self.cpuset == "dedicated" and self.cpus % 1000:
+            raise ValueError(f"cpus: cpuset: dedicated takes whole cores, not {self.cpus / 1000:g}")
+        if self.mem_soft is not None and not 0 < self.mem_soft <= self.mem:
+            raise ValueError("mem_soft: must be more than 0 and at most mem (the hard limit)")
+        return self
+
+    def pin(self) -> PinRequest | None:
+        """What the task asks to have for itself (dedicated cores, one NUMA node, devices)."""
+        cores = self.cpus // 1000 if self.cpuset == "dedicated" else 0
+        if not cores and not self.devices:
+            return None
+        numa = self.numa == "same"
+        return PinRequest(cores, numa, self.mem if numa else 0,
+                                tuple(sorted(self.devices.items())))  # fmt: skip
 
     @field_validator("cpus", mode="before")
     @classmethod
@@ -130,8 +168,12 @@ class Resources(_Strict):
     @model_serializer(mode="plain")
     def _dump(self) -> dict[str, Any]:
         """Back to what a job file says (cpus in CPUs, sizes in bytes): it validates again."""
+        fine = {k: v for k, v in (("cpuset", self.cpuset), ("numa", self.numa),
+                                  ("mem_soft", self.mem_soft), ("io_weight", self.io_weight),
+                                  ("devices", self.devices))
+                if v not in (None, "shared", {})}  # fmt: skip
         return {"cpus": self.cpus / 1000, "mem": self.mem, "disk": self.disk,
-                "ports": self.ports, **(self.model_extra or {})}  # fmt: skip
+                "ports": self.ports, **fine, **(self.model_extra or {})}  # fmt: skip
 
     def amounts(self) -> dict[str, int]:
         """As the core counts them: millicpus, bytes, counts; zeros left out."""
@@ -402,6 +444,10 @@ class Job(_Strict):
             checked = next((t.name for t in self.tasks if t.health is not None), None)
             if checked:
                 raise ValueError(f"task {checked!r}: health checks are for services, not cron")
+            pinned = next((t.name for t in self.tasks if t.resources.pin() is not None), None)
+            if pinned:
+                raise ValueError(f"task {pinned!r}: dedicated cores and devices are for batch "
+                                 "and service jobs, not cron")  # fmt: skip
         return self
 
     @model_serializer(mode="wrap")
@@ -441,6 +487,7 @@ class Job(_Strict):
                 revocable=t.revocable,
                 max_running=t.max_running,
                 job_max_running=self.max_running,
+                pin=t.resources.pin(),
             )
             for t in self.tasks
         ]

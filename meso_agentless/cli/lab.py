@@ -42,12 +42,23 @@ def lab() -> None:
     default=None,
     help="MiB of memory per host  [default: 4096; 1024 with --vm]",
 )
-def up(lab_name: str, count: int, vm: bool, cpus: int | None, mem_mib: int | None) -> None:
+@click.option(
+    "--numa",
+    type=click.IntRange(1, 8),
+    default=1,
+    show_default=True,
+    help="NUMA nodes per VM host (CPUs and memory split evenly; with --vm).",
+)
+def up(
+    lab_name: str, count: int, vm: bool, cpus: int | None, mem_mib: int | None, numa: int
+) -> None:
     """Start N hosts named LAB-1..LAB-N, each with its own address, sshd and systemd."""
     cpus = cpus or (1 if vm else 2)
     mem_mib = mem_mib or (1024 if vm else 4096)
     with progress() as report:
-        layout = cluster.up(lab_name, count, "vm" if vm else "nspawn", cpus, mem_mib, report)
+        layout = cluster.up(
+            lab_name, count, "vm" if vm else "nspawn", cpus, mem_mib, report, numa=numa
+        )
     click.echo(LabPaths.of(layout.name).inventory)
 
 

@@ -52,6 +52,7 @@ from meso_agentless.core.tasks import (
 from meso_agentless.errors import Unplaceable, UsageError
 from meso_agentless.hosts.launching import launch_request
 from meso_agentless.hosts.plane import NodeRefused, Plane, Unreachable, each_host
+from meso_agentless.hosts.topology import parse_topology, unknown_device_class, used_pins
 from meso_agentless.inventory import Inventory, Node
 from meso_agentless.node.nodecmd import NOT_STARTED
 from meso_agentless.spec import Job
@@ -190,6 +191,9 @@ class Controller:
             self.jobs[job.job].outcome = jobcore.Outcome(ended.code, message)
             self.jobs[job.job].version = existing.version
             return existing
+        problem = unknown_device_class(job, self.device_classes())
+        if problem:
+            raise UsageError(problem)
         never = self.never_placeable(job)
         if never:
             raise Unplaceable(f"cannot be placed: {never[0].reason}",
@@ -201,6 +205,20 @@ class Controller:
         self.events.publish("job", f"{job.job}: submitted (run {row.run})", job.job,
                             state=row.state, run=row.run)  # fmt: skip
         return row
+
+    def device_classes(self) -> set[str] | None:
+        """The device classes the hosts have (the inventory's, and what they sampled); None
+        while some host without declared devices has not been sampled (its plugins may find
+        some)."""
+        views = self.fleet.views()
+        known: set[str] = set()
+        for name, node in self.nodes.items():
+            view = views.get(name)
+            topology = parse_topology(view.facts, node.devices) if view is not None else None
+            if topology is None and not node.devices:
+                return None
+            known |= set(node.devices) | set(topology.devices if topology else ())
+        return known
 
     def _ended_outcome(self, job: JobRow) -> jobcore.Outcome:
         """How a job that has ended came out, from its rows (pure decide, nothing recorded)."""
@@ -225,9 +243,13 @@ class Controller:
             view = views.get(name)
             sampled = sampled_capacity(view.facts) if view is not None else {}
             if sampled or {CPUS, MEM} <= set(node.declared):
-                hosts.append(node.to_host(sampled))
+                topology = parse_topology(view.facts, node.devices) if view is not None else None
+                hosts.append(replace(node.to_host(sampled), topology=topology))
         if not hosts:
             return []
+        if all(h.topology is None for h in hosts):  # no host said what it can pin yet
+            job = job.model_copy(update={"tasks": [t for t in job.tasks
+                                                   if t.resources.pin() is None]})  # fmt: skip
         empty = [replace(f, allocated={}) for f in self.frameworks()]
         uncapped = [replace(g, max_running=None, job_max_running=None) for g in job.groups()]
         if job.type == "service":
@@ -755,7 +777,7 @@ class Controller:
             attempt = attempts[(p.job, p.task, p.index)]
             unit = unit_name(p.job, p.task, p.index, attempt)
             intents.append(Intent(p.job, p.task, p.index, attempt, p.host, unit,
-                                  dict(p.resources), tuple(p.ports)))  # fmt: skip
+                                  dict(p.resources), tuple(p.ports), p.pins))  # fmt: skip
             placed.append((jobs_by_name[p.job], p, attempt))
             self._acted[unit] = self.clock.monotonic()
             if p.revocable:
@@ -828,6 +850,7 @@ class Controller:
                 for name, amount in resources.items():
                     used[host][name] += amount
         hosts = []
+        pinned = used_pins(tracked)
         for name, view in sorted(views.items()):
             if not view.placeable or name not in self.nodes:
                 continue
@@ -836,7 +859,9 @@ class Controller:
             if name in self.draining:
                 continue
             host = self.nodes[name].to_host(sampled_capacity(view.facts))
-            hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name])))
+            hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name]),
+                                 topology=parse_topology(view.facts, self.nodes[name].devices),
+                                 used_pins=tuple(pinned.get(name, ()))))  # fmt: skip
         return hosts
 
     def frameworks_holding(self, tracked: list[TaskRow]) -> list[Framework]:
@@ -920,7 +945,7 @@ class Controller:
             spec = specs[job.name]
             task = next(t for t in spec.tasks if t.name == row.task)
             placement = Placement(job.name, row.task, row.index, job.framework, row.host,
-                                  row.resources, tuple(row.ports))  # fmt: skip
+                                  row.resources, tuple(row.ports), pins=row.pins)  # fmt: skip
             if row.host not in capacities:
                 capacities[row.host] = sampled_capacity(self.fleet.view(row.host).facts)
             capacity = capacities[row.host]

@@ -41,6 +41,7 @@ from meso_agentless.core.model import (
     TaskGroup,
 )
 from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
+from meso_agentless.core.pinning import LACKS, HostPins, no_host_has, pinned_hosts
 from meso_agentless.core.resources import (
     CPUS,
     DISK,
@@ -74,6 +75,7 @@ class Cycle:
         self.index = {d: i for i, d in enumerate(self.dims)}
         self.hosts = [HostState(h, self.dims) for h in hosts]
         self.by_name = {h.name: h for h in self.hosts}
+        self.pinned = pinned_hosts(hosts)  # what hosts with a topology have free to pin
         self.total = {d: sum(h.cap[i] for h in self.hosts) for i, d in enumerate(self.dims)}
         self.largest = [
             max((h.cap[i] for h in self.hosts), default=0) for i in range(len(self.dims))
@@ -299,7 +301,7 @@ class Cycle:
             key: tuple = ("group", framework, group.job, group.task)
         else:
             own = framework in self.reserving or framework in self.refused
-            key = (demand, static, spread, framework if own else None)
+            key = (demand, static, spread, framework if own else None, group.pin)
         lane = self._lanes.get(key)
         if lane is None:
             lane = self._lanes[key] = self._new_lane(framework, group, demand, static, dynamic)
@@ -313,7 +315,7 @@ class Cycle:
         static: tuple[Constraint, ...],
         dynamic: tuple[Constraint, ...],
     ) -> Lane | SpreadLane:
-        fits = self.fit_function(framework, demand)
+        fits = self.pinned_fit(group, self.fit_function(framework, demand))
         hosts = self.candidates(static)
         if any(amount > self.largest[i] for i, amount in demand[0]):
             hosts = []  # larger than every host: no need to look at each
@@ -335,6 +337,31 @@ class Cycle:
                 by_value.setdefault(value, []).append(host)
         lanes = {v: Lane(hs, fits_group, spread) for v, hs in by_value.items()}
         return SpreadLane(lanes, counts.per_value[over])
+
+    def pinned_fit(
+        self, group: TaskGroup | None, fits: Callable[[HostState], bool]
+    ) -> Callable[[HostState], bool]:
+        """`fits`, and the group's dedicated cores and devices free on the host too."""
+        pin = group.pin if group is not None else None
+        if pin is None:
+            return fits
+        pinned = self.pinned
+
+        def fits_pinned(host: HostState) -> bool:
+            free = pinned.get(host.name)
+            return free is not None and free.shortfall(pin) is None and fits(host)
+
+        return fits_pinned
+
+    def pin_reason(self, host: HostState, group: TaskGroup) -> str:
+        """Why `host` cannot give the group's dedicated cores or devices ("": it can)."""
+        if group.pin is None:
+            return ""
+        free = self.pinned.get(host.name)
+        if free is None:
+            return LACKS + "cores and devices to pin (none declared)"
+        lacks = free.shortfall(group.pin)
+        return LACKS + lacks if lacks else ""
 
     # -- offers and launches -------------------------------------------------------------------
 
@@ -379,6 +406,8 @@ class Cycle:
             if not revocable:
                 self._hold(framework, demand[0])
         ports = host.take(framework, demand)
+        pin = launch.group.pin if launch.group is not None else None
+        pins = self.pinned[host.name].take(pin) if pin is not None else None
         if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
             self.group_counts(launch.group).record(host)
         held = self.quota_used.get(framework)
@@ -394,6 +423,7 @@ class Cycle:
             launch.resources,
             tuple(ports),
             revocable,
+            pins,
         )
 
     def _check(self, framework: str, launch: Launch) -> tuple[HostState, Demand] | str:
@@ -408,7 +438,7 @@ class Cycle:
         excess = self.quota_excess(framework, launch.resources)
         if excess:
             return excess
-        if not self.fit_function(framework, demand)(host):
+        if not self.pinned_fit(launch.group, self.fit_function(framework, demand))(host):
             return f"host {launch.host} cannot give {dict(launch.resources)}"
         return host, demand
 
@@ -514,6 +544,7 @@ class Cycle:
             group.framework if own else None,
             tuple(sorted(group.resources.items())),
             group.constraints,
+            group.pin,
         )
         if not dynamic and key in self._explained:
             return self._explained[key]
@@ -527,7 +558,7 @@ class Cycle:
             tally.pop("", None)
         else:
             self._tally_common(group, demand, tally)
-        reason = "no host fits: " + "; ".join(
+        reason = no_host_has(tally, len(self.hosts)) or "no host fits: " + "; ".join(
             f"{what} on {n} host{'s' if n != 1 else ''}" for what, n in sorted(tally.items())
         )
         if not dynamic:
@@ -550,6 +581,9 @@ class Cycle:
         nz, nports = demand
         named = [(i, amount, f'dimension "{self.dims[i]}" exhausted') for i, amount in nz]
         for host in candidates:
+            if group.pin is not None and (lacks := self.pin_reason(host, group)):
+                tally[lacks] += 1  # a pinned task: say what it lacks of those first
+                continue
             free = host.free
             for i, amount, why in named:
                 if free[i] < amount:
@@ -591,6 +625,9 @@ class Cycle:
         filtered = self.filtered(host, group, counts, patterns)
         if filtered:
             return filtered
+        lacks = self.pin_reason(host, group)
+        if lacks:
+            return lacks
         available = host.available(group.framework)
         for name, amount in group.resources.items():
             i = self.index.get(name)
@@ -607,6 +644,7 @@ class _Undo:
     def __init__(self, cycle: Cycle, framework: str, group: TaskGroup | None) -> None:
         self.cycle = cycle
         self.hosts: dict[str, tuple] = {}
+        self.pinned: dict[str, HostPins] = {}
         self.framework = framework
         held = cycle.quota_used.get(framework)
         self.quota = None if held is None else dict(held)
@@ -623,6 +661,9 @@ class _Undo:
         if host.name not in self.hosts:
             rfree = None if host.rfree is None else {k: list(v) for k, v in host.rfree.items()}
             self.hosts[host.name] = (list(host.free), rfree, host.ports, host.nports)
+            pinned = self.cycle.pinned.get(host.name)
+            if pinned is not None:
+                self.pinned[host.name] = pinned.copy()
 
     def restore(self) -> None:
         cycle = self.cycle
@@ -630,6 +671,7 @@ class _Undo:
             host = cycle.by_name[name]
             host.free, host.rfree, host.ports, host.nports = free, rfree, ports, nports
             host.version += 1
+        cycle.pinned.update(self.pinned)
         if self.quota is not None:
             cycle.quota_used[self.framework] = self.quota
         cycle.pool = self.pool

@@ -2,7 +2,8 @@
 
 Each host either fits one more instance of the group now, or gets the first reason it does not,
 in the order the allocator checks them: the framework's limit, the group's cap, a constraint,
-then each resource with what is free beside what is needed (and whose reservation holds it).
+the cores and devices it would pin, then each resource with what is free beside what is needed
+(and whose reservation holds it).
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ def _why_not(cycle: Cycle, host: HostState, group: TaskGroup, counts) -> str | N
     filtered = cycle.filtered(host, group, counts)
     if filtered:
         return filtered
+    lacks = cycle.pin_reason(host, group)  # dedicated cores, one NUMA node, devices
+    if lacks:
+        return lacks
     available = host.available(group.framework)
     for name, amount in group.resources.items():
         if name == PORTS or not amount:

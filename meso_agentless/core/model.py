@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from meso_agentless.core.pinning import PinRequest, Pins, Topology
 from meso_agentless.core.resources import PortRanges, Resources
 
 Strategy = Literal["binpack", "spread"]
@@ -36,6 +37,10 @@ class Host:
     used: Resources = field(default_factory=dict)
     used_reserved: Mapping[str, Resources] = field(default_factory=dict)
     used_ports: frozenset[int] = frozenset()
+    # cores by NUMA node and devices by class, given out as exact sets (None: nothing to pin);
+    # used_pins: what the tasks running there hold of them
+    topology: Topology | None = None
+    used_pins: tuple[Pins, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +131,7 @@ class TaskGroup:
     running_count: int = 0
     job_max_running: int | None = None
     job_running: int = 0
+    pin: PinRequest | None = None  # dedicated cores, one NUMA node, devices (core.pinning)
 
     @property
     def sort_key(self) -> tuple[int, int, str, str]:
@@ -142,6 +148,7 @@ class Placement:
     resources: Resources
     ports: tuple[int, ...] = ()
     revocable: bool = False  # on borrowed capacity: revoked when its owner needs it back
+    pins: Pins | None = None  # the cores and devices it was given (when its group asks any)
 
 
 @dataclass(frozen=True, slots=True)

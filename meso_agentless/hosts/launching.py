@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from meso_agentless.core.model import Placement
 from meso_agentless.core.resources import CPUS, MEM
 from meso_agentless.core.tasks import unit_name
+from meso_agentless.hosts.topology import pin_request
 from meso_agentless.node import nodecmd
 from meso_agentless.spec import Task
 
@@ -38,7 +39,8 @@ def launch_request(
     description: the mark by which its controller knows the unit for its own.
 
     The task sees MESO_JOB, MESO_TASK, MESO_INDEX, MESO_ATTEMPT, MESO_HOST and its ports as
-    MESO_PORT0, MESO_PORT1, ... (and MESO_PORTS, comma-separated).
+    MESO_PORT0, MESO_PORT1, ... (and MESO_PORTS, comma-separated); the node adds MESO_CPUSET,
+    MESO_DEVICES (and CUDA_VISIBLE_DEVICES for gpus) for what it pins.
     """
     env = dict(task.env)
     env.update(
@@ -70,6 +72,12 @@ def launch_request(
         request["runtime_sec"] = task.timeout
     if service:  # systemd keeps it running on its host; the controller re-places it if lost
         request["restart"] = "always"
+    request.update(pin_request(placement.pins))
+    fine = task.resources
+    if fine.mem_soft is not None:
+        request["mem_soft"] = fine.mem_soft
+    if fine.io_weight is not None:
+        request["io_weight"] = fine.io_weight
     if capacity:
         request["capacity"] = {"cpus": capacity.get(CPUS), "mem": capacity.get(MEM)}
     return request

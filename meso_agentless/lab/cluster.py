@@ -73,7 +73,9 @@ def _locked(name: str) -> Iterator[None]:
         yield
 
 
-def up(name: str, count: int, mode: Mode, cpus: int, mem_mib: int, progress: Progress) -> LabLayout:
+def up(
+    name: str, count: int, mode: Mode, cpus: int, mem_mib: int, progress: Progress, numa: int = 1
+) -> LabLayout:
     """Start a lab of `count` hosts; harmless when the same lab is already up."""
     require_root()
     require_tools(VM_TOOLS if mode == "vm" else NSPAWN_TOOLS)
@@ -93,7 +95,7 @@ def up(name: str, count: int, mode: Mode, cpus: int, mem_mib: int, progress: Pro
         image = ensure_image(cache_root(), recipe_for(mode == "vm"), progress)
         taken = network.routed_networks()
         taken += [lab.network for lab in _other_labs(name)]
-        lab = plan_lab(name, count, choose_subnet(taken), mode, cpus, mem_mib)
+        lab = plan_lab(name, count, choose_subnet(taken), mode, cpus, mem_mib, numa)
         try:
             _create(lab, image, progress)
         except BaseException:
@@ -264,6 +266,7 @@ def _start(lab: LabLayout, host: HostLayout, image: Image, host_dir: Path) -> No
             "-netdev", "tap,id=n0,ifname=tap0,script=no,downscript=no",
             "-device", f"virtio-net-pci,netdev=n0,mac={host.mac}",
             "-nodefaults", "-display", "none", "-serial", f"file:{host_dir / 'console.log'}",
+            *numa_argv(lab.cpus, lab.mem_mib, lab.numa),
         ]  # fmt: skip
     else:
         argv = [
@@ -276,6 +279,24 @@ def _start(lab: LabLayout, host: HostLayout, image: Image, host_dir: Path) -> No
         ]  # fmt: skip
     record = processes.spawn(argv, host_dir / "process.log")
     (host_dir / "pid").write_text(record.dump())
+
+
+def numa_argv(cpus: int, mem_mib: int, nodes: int) -> list[str]:
+    """QEMU's arguments for a guest whose CPUs and memory are split evenly over `nodes` NUMA
+    nodes (none for one)."""
+    if nodes <= 1:
+        return []
+    per_cpu, per_mem = cpus // nodes, mem_mib // nodes
+    argv = []
+    for n in range(nodes):
+        first = n * per_cpu
+        argv += [
+            "-object",
+            f"memory-backend-ram,id=numa{n},size={per_mem}M",
+            "-numa",
+            f"node,nodeid={n},cpus={first}-{first + per_cpu - 1},memdev=numa{n}",
+        ]
+    return argv
 
 
 def _wait_all_ready(lab: LabLayout, progress: Progress) -> None:

@@ -44,6 +44,7 @@ class LabLayout:
     cpus: int
     mem_mib: int
     hosts: tuple[HostLayout, ...] = field(default=())
+    numa: int = 1  # NUMA nodes of each VM (its CPUs and memory split evenly between them)
 
     @property
     def network(self) -> ipaddress.IPv4Network:
@@ -99,7 +100,13 @@ def choose_subnet(
 
 
 def plan_lab(
-    name: str, count: int, subnet: ipaddress.IPv4Network, mode: Mode, cpus: int, mem_mib: int
+    name: str,
+    count: int,
+    subnet: ipaddress.IPv4Network,
+    mode: Mode,
+    cpus: int,
+    mem_mib: int,
+    numa: int = 1,
 ) -> LabLayout:
     """Describe a lab of `count` hosts named NAME-1..NAME-count on `subnet`."""
     check_lab_name(name)
@@ -109,6 +116,8 @@ def plan_lab(
         raise UsageError(f"--cpus must be at least 1, not {cpus}")
     if mem_mib < 256:
         raise UsageError(f"--mem must be at least 256 MiB, not {mem_mib}")
+    if numa != 1 and (mode != "vm" or numa < 1 or cpus % numa or mem_mib % numa):
+        raise UsageError(f"--numa {numa}: VM hosts only, and a divisor of --cpus and --mem")
     if subnet.prefixlen > 24:
         raise UsageError(f"lab subnet {subnet} is too small: a /24 or larger is needed")
     hosts = []
@@ -126,5 +135,11 @@ def plan_lab(
             )
         )
     return LabLayout(
-        name=name, mode=mode, subnet=str(subnet), cpus=cpus, mem_mib=mem_mib, hosts=tuple(hosts)
+        name=name,
+        mode=mode,
+        subnet=str(subnet),
+        cpus=cpus,
+        mem_mib=mem_mib,
+        hosts=tuple(hosts),
+        numa=numa,
     )

@@ -513,7 +513,8 @@ class PolicyError(RequestError):
 
 
 POLICY_KEYS = ("version", "comment", "allow_root", "task_users", "sandbox_minimum",
-               "default_limits", "max_tasks", "capacity", "reserve")  # fmt: skip
+               "default_limits", "max_tasks", "capacity", "reserve", "devices",
+               "device_plugins")  # fmt: skip
 
 
 def parse_policy(data: object, partial: bool = False) -> dict:
@@ -569,6 +570,10 @@ def _parse_policy(data: object, partial: bool) -> dict:
     for key in ("capacity", "reserve"):
         if key in data:
             out[key] = _amounts(data[key], key, base.get(key, {}), nullable=key == "capacity")
+    if "devices" in data:
+        out["devices"] = parse_devices(data["devices"], "devices")
+    if "device_plugins" in data:
+        out["device_plugins"] = parse_device_plugins(data["device_plugins"])
     if not partial:
         limits = out["default_limits"]
         limits["tasks_max"] = min(limits["tasks_max"], out["max_tasks"])
@@ -648,6 +653,9 @@ def tighten(policy: dict, layer: dict) -> dict:
         out["default_limits"][key] = min(out["default_limits"][key], value)
     if "max_tasks" in layer:
         out["max_tasks"] = min(policy["max_tasks"], layer["max_tasks"])
+    if "devices" in layer:  # a connection may hand out fewer devices, never others
+        out["devices"] = {k: [p for p in ps if p in layer["devices"].get(k, ())]
+                          for k, ps in policy.get("devices", {}).items()}  # fmt: skip
     out["default_limits"]["tasks_max"] = min(out["default_limits"]["tasks_max"], out["max_tasks"])
     for key in ("cpus", "mem"):  # a capacity in a layer caps; its reserve adds to the host's
         value = layer.get("capacity", {}).get(key)
@@ -689,7 +697,8 @@ def describe_policy(policy: dict, source: str) -> dict:
 # -- launching -----------------------------------------------------------------------------------
 
 LAUNCH_KEYS = ("unit", "argv", "env", "cwd", "user", "cpus", "mem", "tasks_max", "runtime_sec",
-               "grace_sec", "sandbox", "capacity", "description", "restart")  # fmt: skip
+               "grace_sec", "sandbox", "capacity", "description", "restart",
+               "cpuset", "numa", "mem_soft", "io_weight", "devices")  # fmt: skip
 TIMER_KEYS = ("schedule", "concurrency", "lease_sec", "owner")  # a cron job's, besides those
 
 
@@ -761,6 +770,7 @@ def plan_launch(
     out += [f"--property=CPUQuota={limits['cpus'] / 10:g}%",
             f"--property=MemoryMax={limits['mem']}", "--property=MemorySwapMax=0",
             f"--property=TasksMax={limits['tasks_max']}", "--property=OOMPolicy=stop"]  # fmt: skip
+    out += pinned_limits(request, limits)
     runtime = _int(request, "runtime_sec", 1, 10**8)
     if runtime is not None:
         out.append(f"--property=RuntimeMaxSec={runtime}")
@@ -1070,9 +1080,11 @@ def launch(request: dict, session: Session | None = None) -> dict:
     unit = request["unit"]
     capacity = host_capacity(policy, request.get("capacity"))
     with ledger_lock():
+        argv = pin_argv(unit, argv, request, policy)
         existing = _admit_and_run(unit, argv, limits, capacity)
         if existing is not None:
             return existing
+        record_pins(unit, request)
     # systemd-run returns once the service has started: it runs (or already ran)
     return {"unit": f"{unit}.service", "state": "running", "exit_code": None, "signal": None,
             "reason": None, "restarts": 0, "existed": False, "limits": limits}  # fmt: skip
@@ -1702,7 +1714,9 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
     _fields(request, ("leases", "after"))
     if "leases" in request:
         renew_leases(request["leases"])
+    listing = time.time()
     listed = list_units({"after": request["after"]} if "after" in request else {})
+    refresh_pins(listed["units"], listing)
     memory = parse_meminfo(_read("/proc/meminfo"))
     disk = os.statvfs("/")
     measured = measure()
@@ -1710,8 +1724,10 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         policy, source = (session or Session()).policy()
         capacity = node_capacity(policy, measured)
         described = describe_policy(policy, source)
+        topology = read_topology(policy)
     except PolicyError as exc:
         capacity, described = {"cpus": 0, "mem": 0}, {"error": str(exc)}
+        topology = {"nodes": {}, "node_mem": {}, "devices": {}}
     system = system_state()  # after the units: a shutdown that took them says so here
     return {
         "hostname": os.uname().nodename,
@@ -1731,6 +1747,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "runs": listed["runs"],
         "capacity": capacity,
         "policy": described,
+        "topology": topology,
     }
 
 
@@ -1835,6 +1852,312 @@ def health(request: dict, session: Session | None = None) -> dict:
     except (OSError, http.client.HTTPException) as exc:
         return {"healthy": False, "detail": _short(f"{type(exc).__name__}: {exc}", 200)}
     return {"healthy": 200 <= code < 400, "detail": f"HTTP {code}"}
+
+
+# -- big servers: dedicated cores, NUMA nodes, soft memory, IO weight, devices ---------------------
+#
+# A launch may carry `cpuset` (dedicated core IDs), `numa` (the NUMA node for its memory),
+# `mem_soft` (MemoryHigh, at most its `mem`), `io_weight` (IOWeight 1-10000) and `devices`
+# ({class: [path, ...]}). The node checks them against what it has: cores it has and no other
+# live unit holds, devices its policy declares (`devices`, or `device_plugins`: commands that
+# print one device path per line) and no other live unit holds. Dedicated units are recorded in
+# PINNED_FILE; every other task runs on the shared cores (AllowedCPUs= all but the dedicated
+# ones), and running shared units are moved when that set changes. Where the policy declares
+# devices, every task gets DevicePolicy=closed: only those granted to it may be opened.
+
+PINNED_KEYS = ("cpuset", "numa", "mem_soft", "io_weight", "devices")
+PINNED_FILE = STATE_DIR + "/pinned.json"  # unit -> {"cores": [...], "devices": [...]}
+SHARED = "shared"  # the entry in PINNED_FILE with the shared cores as last set
+DEVICE_CLASS = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DEVICE_PATH = re.compile(r"/dev/[A-Za-z0-9_.:+-]+(?:/[A-Za-z0-9_.:+-]+){0,8}")
+MAX_DEVICES = 256
+
+
+def device_path_error(path: object) -> str | None:
+    """Why `path` is not a device node path this project hands out (None: it is)."""
+    if not isinstance(path, str) or not DEVICE_PATH.fullmatch(path) or "/../" in path + "/":
+        return f"{_short(path)} is not a device path under /dev"
+    return None
+
+
+def parse_devices(given: object, where: str) -> dict[str, list[str]]:
+    """Device classes and their paths ({gpu: [/dev/nvidia0, ...]}), checked."""
+    if not isinstance(given, dict) or len(given) > 64:
+        raise RequestError(f"{where}: must be an object of device classes to lists of paths")
+    out: dict[str, list[str]] = {}
+    for kind, paths in given.items():
+        if not isinstance(kind, str) or not DEVICE_CLASS.fullmatch(kind):
+            raise RequestError(f"{where}: {_short(kind)} is not a device class name")
+        if not isinstance(paths, list) or len(paths) > MAX_DEVICES:
+            raise RequestError(f"{where}.{kind}: must be a list of device paths")
+        for path in paths:
+            problem = device_path_error(path)
+            if problem:
+                raise RequestError(f"{where}.{kind}: {problem}")
+        if len(set(paths)) != len(paths):
+            raise RequestError(f"{where}.{kind}: a device is listed twice")
+        out[kind] = list(paths)
+    return out
+
+
+def parse_device_plugins(given: object) -> dict[str, list[str]]:
+    """device_plugins: {class: argv}, each command printing one device path per line."""
+    if not isinstance(given, dict) or len(given) > 64:
+        raise RequestError("device_plugins: must be an object of device classes to commands")
+    for kind, argv in given.items():
+        if not isinstance(kind, str) or not DEVICE_CLASS.fullmatch(kind):
+            raise RequestError(f"device_plugins: {_short(kind)} is not a device class name")
+        problem = argv_error(argv)
+        if problem:
+            raise RequestError(f"device_plugins.{kind}: {problem}")
+    return {k: list(v) for k, v in given.items()}
+
+
+def parse_cpulist(text: str) -> list[int]:
+    """Core IDs from the kernel's list form: "0-3,8,10-11"."""
+    cores: list[int] = []
+    for part in text.strip().split(","):
+        if not part:
+            continue
+        low, _, high = part.partition("-")
+        cores += range(int(low), int(high or low) + 1)
+    return sorted(set(cores))
+
+
+def format_cpulist(cores: list[int]) -> str:
+    """The kernel's (and systemd's) list form of core IDs: "0-3,8"."""
+    spans: list[list[int]] = []
+    for core in sorted(set(cores)):
+        if spans and spans[-1][1] == core - 1:
+            spans[-1][1] = core
+        else:
+            spans.append([core, core])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def parse_node_meminfo(text: str) -> int:
+    """A NUMA node's MemTotal in bytes ("Node 0 MemTotal:  1024 kB")."""
+    for line in text.splitlines():
+        words = line.split()
+        if len(words) >= 4 and words[2] == "MemTotal:":
+            return int(words[3]) * 1024
+    return 0
+
+
+def read_topology(policy: dict) -> dict:
+    """This host's cores by NUMA node, each node's memory and its devices by class."""
+    return {**read_cores(), "devices": policy_devices(policy)}
+
+
+FACTS_TTL = 30.0  # seconds a serving node command reuses its cores and plugins' devices
+_CACHED: dict[object, tuple[float, object]] = {}
+
+
+def _cached(key: object, read):
+    """`read()`, at most once per FACTS_TTL seconds per key (samples come every second)."""
+    now = time.monotonic()
+    hit = _CACHED.get(key)
+    if hit is None or now - hit[0] > FACTS_TTL:
+        hit = _CACHED[key] = (now, read())
+    return hit[1]
+
+
+def read_cores() -> dict:
+    """This host's cores by NUMA node and each node's memory (from /sys, cached)."""
+    return _cached("cores", _read_cores)
+
+
+def _read_cores() -> dict:
+    base = "/sys/devices/system/node"
+    nodes: dict[str, list[int]] = {}
+    node_mem: dict[str, int] = {}
+    try:
+        names = sorted(n for n in os.listdir(base) if re.fullmatch(r"node[0-9]{1,4}", n))
+    except OSError:
+        names = []
+    for name in names:
+        try:
+            cores = parse_cpulist(_read(f"{base}/{name}/cpulist"))
+            mem = parse_node_meminfo(_read(f"{base}/{name}/meminfo"))
+        except (OSError, ValueError):
+            continue
+        if cores:
+            nodes[name[4:]] = cores
+            node_mem[name[4:]] = mem
+    if not nodes:  # no NUMA information: one node with every online core
+        nodes = {"0": parse_cpulist(_read("/sys/devices/system/cpu/online"))}
+        node_mem = {"0": parse_meminfo(_read("/proc/meminfo")).get("MemTotal", 0)}
+    return {"nodes": nodes, "node_mem": node_mem}
+
+
+def policy_devices(policy: dict) -> dict[str, list[str]]:
+    """The devices this host may hand out: its policy's, and what its plugins print."""
+    devices = {k: list(v) for k, v in policy.get("devices", {}).items()}
+    for kind, argv in sorted(policy.get("device_plugins", {}).items()):
+        found = _cached(("plugin", *argv), lambda argv=argv: _plugin_devices(argv))
+        devices[kind] = list(dict.fromkeys([*devices.get(kind, []), *found]))[:MAX_DEVICES]
+    return devices
+
+
+def _plugin_devices(argv: list[str]) -> list[str]:
+    """The device paths a plugin command prints (none if it fails)."""
+    try:
+        printed = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [w for w in printed.stdout.split() if device_path_error(w) is None]
+
+
+def pinned_limits(request: dict, limits: dict) -> list[str]:
+    """The properties of mem_soft and io_weight, and the shapes of cpuset, numa and devices,
+    checked (pure); what needs the host (cores, devices, who holds them) is pin_argv's."""
+    out = []
+    mem_soft = _int(request, "mem_soft", 1 << 20, 1 << 50)
+    if mem_soft is not None:
+        if mem_soft > limits["mem"]:
+            raise RequestError(f"mem_soft: {mem_soft} is more than mem ({limits['mem']})")
+        out.append(f"--property=MemoryHigh={mem_soft}")
+    weight = _int(request, "io_weight", 1, 10_000)
+    if weight is not None:
+        out.append(f"--property=IOWeight={weight}")
+    cpuset = request.get("cpuset")
+    if cpuset is not None and (
+        not isinstance(cpuset, list) or not 0 < len(cpuset) <= 4096
+        or any(isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < 65536 for c in cpuset)
+        or len(set(cpuset)) != len(cpuset)
+    ):  # fmt: skip
+        raise RequestError("cpuset: must be a list of distinct core numbers")
+    if "numa" in request and cpuset is None:
+        raise RequestError("numa: only with cpuset (dedicated cores)")
+    _int(request, "numa", 0, 4095)
+    if "devices" in request:
+        parse_devices(request["devices"], "devices")
+    return out
+
+
+def _read_pinned() -> dict[str, dict]:
+    try:
+        with open(PINNED_FILE) as f:
+            pinned = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return pinned if isinstance(pinned, dict) else {}
+
+
+def _write_pinned(pinned: dict[str, dict]) -> None:
+    if not pinned and not os.path.exists(PINNED_FILE):
+        return
+    _write_json(PINNED_FILE, pinned)
+
+
+def pin_argv(unit: str, argv: list[str], request: dict, policy: dict) -> list[str]:
+    """Under the ledger's lock: the launch's argv with its cores, NUMA node and devices (or
+    the shared cores), after checking them against this host and the units holding theirs."""
+    pinned = _read_pinned()
+    wants = any(request.get(key) is not None for key in ("cpuset", "devices"))
+    devices = policy_devices(policy) if wants or policy.get("devices") or policy.get(
+        "device_plugins") else {}  # fmt: skip
+    if not wants and not pinned and not devices:
+        return argv  # the common case: nothing pinned here, nothing to read
+    topology = read_cores() if wants or pinned else None
+    held = {u: p for u, p in pinned.items() if u not in (f"{unit}.service", SHARED)}
+    if held and _conflicts(request, held):  # the holder may have ended since the last sample
+        live = {u["unit"] for u in held_units() if u.get("state") in HOLDS_RESOURCES}
+        held = {u: p for u, p in held.items() if u in live}
+    props, env = [], {}
+    cpuset = request.get("cpuset")
+    if cpuset is not None and topology is not None:
+        have = {c for cores in topology["nodes"].values() for c in cores}
+        taken = {c for p in held.values() for c in p.get("cores", ())}
+        for core in cpuset:
+            if core not in have:
+                raise RequestError(f"cpuset: this host has no core {core}")
+            if core in taken:
+                raise RequestError(f"cpuset: core {core} is dedicated to another task")
+        cores = sorted(cpuset)
+        if request.get("numa") is not None:
+            node = str(request["numa"])
+            if node not in topology["nodes"] or not set(cores) <= set(topology["nodes"][node]):
+                raise RequestError(f"numa: the cores are not all on NUMA node {node}")
+            props.append(f"--property=AllowedMemoryNodes={node}")
+    elif topology is not None:
+        taken = {c for p in held.values() for c in p.get("cores", ())}
+        cores = [c for cs in topology["nodes"].values() for c in cs if c not in taken]
+    else:
+        cores = []
+    if cores:
+        props.append(f"--property=AllowedCPUs={format_cpulist(cores)}")
+        env["MESO_CPUSET"] = format_cpulist(cores)
+    granted = parse_devices(request.get("devices") or {}, "devices")
+    given = {d for p in held.values() for d in p.get("devices", ())}
+    paths = []
+    for kind, asked in sorted(granted.items()):
+        known = devices.get(kind)
+        if known is None:
+            raise RequestError(f"devices: this host has no device class {kind!r}")
+        for path in asked:
+            if path not in known:
+                raise RequestError(f"devices.{kind}: {path} is not one this host declares")
+            if path in given:
+                raise RequestError(f"devices.{kind}: {path} is given to another task")
+        paths += asked
+        if kind == "gpu":
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(str(known.index(p)) for p in asked)
+    if devices:  # this host hands out devices: a task opens only those granted to it
+        props.append("--property=DevicePolicy=closed")
+        props += [f"--property=DeviceAllow={path} rw" for path in paths]
+    if paths:
+        env["MESO_DEVICES"] = ",".join(paths)
+    props += [f"--setenv={k}={v}" for k, v in sorted(env.items())]
+    split = argv.index("--")
+    return [*argv[:split], *props, *argv[split:]]
+
+
+def _conflicts(request: dict, held: dict[str, dict]) -> bool:
+    """Whether the request asks a core or device that a recorded unit holds."""
+    cores = {c for p in held.values() for c in p.get("cores", ())}
+    devices = {d for p in held.values() for d in p.get("devices", ())}
+    asked = [d for paths in (request.get("devices") or {}).values() for d in paths]
+    return bool(cores & set(request.get("cpuset") or ()) or devices & set(asked))
+
+
+def record_pins(unit: str, request: dict) -> None:
+    """Under the ledger's lock, after a launch: note a dedicated unit's cores and devices and
+    move the shared units off its cores."""
+    if request.get("cpuset") is None and request.get("devices") is None:
+        return
+    pinned = _read_pinned()
+    devices = [p for paths in (request.get("devices") or {}).values() for p in paths]
+    pinned[f"{unit}.service"] = {"cores": sorted(request.get("cpuset") or []),
+                                 "devices": devices, "at": time.time()}  # fmt: skip
+    ledger = _read_ledger() or []
+    refresh_shared(pinned, [u["unit"] for u in ledger], since=-1.0)
+
+
+def refresh_pins(units: list[dict], since: float) -> None:
+    """At a sample: forget dedicated units that hold nothing any more (recorded before the
+    units were listed, at `since`), and give their cores back to the shared units."""
+    if not os.path.exists(PINNED_FILE):
+        return
+    live = [u["unit"] for u in units if u.get("state") in HOLDS_RESOURCES]
+    with ledger_lock():
+        refresh_shared(_read_pinned(), live, since)
+
+
+def refresh_shared(pinned: dict[str, dict], live: list[str], since: float) -> None:
+    """Keep the pinned units that are `live` (or recorded after `since`); when the shared
+    cores changed, set AllowedCPUs= on every live shared unit (at runtime)."""
+    kept = {u: p for u, p in pinned.items()
+            if u == SHARED or u in live or p.get("at", 0) >= since}  # fmt: skip
+    dedicated = {c for u, p in kept.items() if u != SHARED for c in p.get("cores", ())}
+    cores = read_cores()["nodes"]
+    shared = [c for cs in cores.values() for c in cs if c not in dedicated]
+    if kept.get(SHARED, {}).get("cores", shared) != shared or (dedicated and SHARED not in kept):
+        for name in sorted(set(live) - set(kept)):
+            _run(["systemctl", "set-property", "--runtime", name,
+                  f"AllowedCPUs={format_cpulist(shared)}"])  # fmt: skip
+    kept[SHARED] = {"cores": shared}
+    _write_pinned(kept if len(kept) > 1 else {})
 
 
 VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_units, "stop": stop,

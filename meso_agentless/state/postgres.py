@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from meso_agentless.errors import UsageError
-from meso_agentless.state.sqlite import SCHEMA_VERSION, Store
+from meso_agentless.state.sqlite import PINS_COLUMN, SCHEMA_VERSION, Store
 
 MIGRATION_LOCK = 0x6D65736F  # pg_advisory_xact_lock key ("meso")
 # a database that vanishes (a cut network) fails a call within seconds instead of hanging it
@@ -125,7 +125,8 @@ INSERT INTO leader VALUES (1, NULL, NULL, 0, '-infinity');
 INSERT INTO meta VALUES ('identity', substr(md5(random()::text), 1, 12));
 """.replace(" TEXT", ' TEXT COLLATE "C"')
 FIRST_VERSION = 5  # the first schema PostgreSQL has; later ones add their steps below
-MIGRATIONS: dict[int, str] = {}  # version -> the statements from version - 1
+# version -> the statements from version - 1
+MIGRATIONS: dict[int, str] = {6: PINS_COLUMN.replace(" TEXT", ' TEXT COLLATE "C"')}
 
 
 def redact(url: str) -> str:

@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+from meso_agentless.core.pinning import Pins
 from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import UsageError
 from meso_agentless.state.store import Intent, JobRow, RunRow, SchedulerRow, TaskRow
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -67,6 +68,7 @@ CREATE TABLE hosts (
     seen REAL NOT NULL
 );
 """
+PINS_COLUMN = "ALTER TABLE tasks ADD COLUMN pins TEXT;  -- JSON; NULL: nothing pinned\n"
 # version 1 -> 2: row versions (compare-and-set), submission order, frameworks' settings
 MIGRATIONS = {
     2: """
@@ -123,6 +125,8 @@ CREATE TABLE schedulers (
     registered REAL NOT NULL
 );
 """,
+    # 5 -> 6: the dedicated cores, NUMA node and devices a task was given (core.pinning)
+    6: PINS_COLUMN,
 }
 
 
@@ -130,7 +134,7 @@ TASK_COLUMNS = ", ".join(
     f"tasks.{c}"
     for c in ("id", "job", "run", "task", "idx", "attempt", "host", "unit", "state", "exit_code",
               "signal", "reason", "resources", "ports", "restarts", "since", "version", "health",
-              "created")
+              "created", "pins")
 )  # fmt: skip
 
 
@@ -274,12 +278,12 @@ class Store:
             for i in intents:
                 self.db.execute(
                     "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, "
-                    "resources, ports, since, created, updated, version) "
-                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1 "
+                    "resources, ports, since, created, updated, version, pins) "
+                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1, ? "
                     "FROM jobs WHERE name = ?",
                     (i.job, i.task, i.index, i.attempt, i.host, i.unit,
                      json.dumps(dict(i.resources)), json.dumps(list(i.ports)), now, now, now,
-                     i.job),
+                     None if i.pins is None else json.dumps(i.pins.to_json()), i.job),
                 )  # fmt: skip
 
     def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
@@ -507,7 +511,7 @@ def _job(row: sqlite3.Row) -> JobRow:
 def _task(row: sqlite3.Row) -> TaskRow:
     """A row of TASK_COLUMNS (read by position: by name costs more than the rest together)."""
     (id_, job, run, task, idx, attempt, host, unit, state, exit_code, signal, reason, resources,
-     ports, restarts, since, version, health, created) = row  # fmt: skip
+     ports, restarts, since, version, health, created, pins) = row  # fmt: skip
     return TaskRow(
         id_,
         job,
@@ -528,6 +532,7 @@ def _task(row: sqlite3.Row) -> TaskRow:
         version,
         health,
         created,
+        Pins.from_json(json.loads(pins)) if pins else None,
     )
 
 
@@ -556,5 +561,5 @@ def _updated(row: TaskRow, status: TaskStatus, now: float) -> TaskRow:
         row.signal if status.signal is None else status.signal,
         row.reason if status.reason is None else status.reason, row.resources, row.ports,
         max(row.restarts, status.restarts), row.since if status.state == row.state else now,
-        row.version + 1, row.health, row.created,
+        row.version + 1, row.health, row.created, row.pins,
     )  # fmt: skip

@@ -10,6 +10,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
+from meso_agentless.core.pinning import Pins
 from meso_agentless.core.tasks import TaskState, TaskStatus
 
 
@@ -36,6 +37,7 @@ class TaskRow:
     version: int
     health: str | None = None  # starting, healthy, unhealthy; None: no health checks
     created: float = 0.0  # when its intent was written
+    pins: Pins | None = None  # the dedicated cores, NUMA node and devices it was given
 
     def __post_init__(self) -> None:
         if type(self.state) is not TaskState:
@@ -72,6 +74,7 @@ class Intent:
     unit: str
     resources: Mapping[str, int]
     ports: tuple[int, ...] = ()
+    pins: Pins | None = None
 
 
 @dataclass(frozen=True, slots=True)

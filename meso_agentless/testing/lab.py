@@ -148,10 +148,15 @@ def _processes() -> Iterator[tuple[int, int, str]]:
 
 @contextmanager
 def running_lab(
-    name: str, hosts: int = 3, mode: Mode = "nspawn", cpus: int = 2, mem_mib: int = 4096
+    name: str,
+    hosts: int = 3,
+    mode: Mode = "nspawn",
+    cpus: int = 2,
+    mem_mib: int = 4096,
+    numa: int = 1,
 ) -> Iterator[LabHandle]:
     """Bring a lab up for the block and take it down afterwards."""
-    layout = cluster.up(name, hosts, mode, cpus, mem_mib, progress=lambda _msg: None)
+    layout = cluster.up(name, hosts, mode, cpus, mem_mib, progress=lambda _msg: None, numa=numa)
     handle = LabHandle(layout)
     try:
         yield handle

@@ -36,3 +36,13 @@ def meso_vm_lab() -> Iterator[LabHandle]:
     name = os.environ.get("MESO_TEST_VM_LAB", "mvm")
     with running_lab(name, hosts=1, mode="vm", cpus=1, mem_mib=1024) as lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def meso_numa_vm_lab() -> Iterator[LabHandle]:
+    """One QEMU guest, `mvmn-1`, with 4 CPUs on 2 NUMA nodes (0-1 and 2-3) and 1.5 GiB, for the
+    big-server tests (dedicated cores, NUMA memory, devices); lab `${MESO_TEST_VM_LAB}n`."""
+    _require_root()
+    name = os.environ.get("MESO_TEST_VM_LAB", "mvm") + "n"
+    with running_lab(name, hosts=1, mode="vm", cpus=4, mem_mib=1536, numa=2) as lab:
+        yield lab

@@ -121,3 +121,19 @@ def test_image_cache_key_follows_what_goes_into_the_image():
     assert base.key != Recipe("bookworm", base.mirror, ("systemd", "vim"), kernel=False).key
     assert base.key != Recipe("bookworm", base.mirror, ("systemd",), kernel=False, version=99).key
     assert Recipe("bookworm", base.mirror, ("systemd",), kernel=True).key.startswith("bookworm-vm-")
+
+
+def test_numa_nodes_split_a_vms_cpus_and_memory_evenly():
+    from meso_agentless.lab.cluster import numa_argv
+
+    assert plan_lab("big", 1, NET, "vm", 4, 1536, numa=2).numa == 2
+    assert numa_argv(4, 1536, 2) == [
+        "-object", "memory-backend-ram,id=numa0,size=768M",
+        "-numa", "node,nodeid=0,cpus=0-1,memdev=numa0",
+        "-object", "memory-backend-ram,id=numa1,size=768M",
+        "-numa", "node,nodeid=1,cpus=2-3,memdev=numa1",
+    ]  # fmt: skip
+    assert numa_argv(1, 1024, 1) == []
+    for mode, cpus in (("nspawn", 4), ("vm", 3)):
+        with pytest.raises(UsageError, match="--numa 2: VM hosts only"):
+            plan_lab("big", 1, NET, mode, cpus, 1536, numa=2)

@@ -123,7 +123,9 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(postgres):
     assert len(stores) == 3 and len({s.identity for s in stores}) == 1
     assert stores[0].schema_version() == SCHEMA_VERSION
     stores[0].db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
-    with pytest.raises(UsageError, match=r"is schema 99, newer than this meso \(5\)") as refused:
+    with pytest.raises(
+        UsageError, match=rf"is schema 99, newer than this meso \({SCHEMA_VERSION}\)"
+    ) as refused:
         PgStore(url)
     assert postgres.password not in str(refused.value) and ":***@" in str(refused.value)
 
