@@ -43,7 +43,7 @@ notes:
     where it runs. Run it on localhost or on the controller's host.
 """
 
-    # Modules that only read: `extends_documentation_fragment: meso.agentless.controller.info_module`
+    # for modules that only read: meso.agentless.controller.info_module
     INFO_MODULE = r"""
 attributes:
   check_mode:
