@@ -207,9 +207,9 @@ class NodeConnection:
     def _read_line(self, channel: paramiko.Channel, deadline: float) -> bytes:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not channel.recv_ready():  # an answer already here is not late
                 raise ssh.SSHError(f"no answer within {self.timeout:.0f} s")
-            channel.settimeout(remaining)
+            channel.settimeout(max(remaining, 0.001))
             try:
                 data = channel.recv(65536)
             except TimeoutError as exc:
