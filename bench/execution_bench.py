@@ -204,9 +204,10 @@ def bare_systemd_run(node, count: int, props: list[str]) -> list[float]:
     return json.loads(done.stdout)
 
 
-def bench_cli(inventory: str, rounds: int) -> None:
+def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
     """`meso hosts -o json` embedded (no controller), each a new process that samples every
-    host over new connections, in turns with python starting and importing click."""
+    host over new connections, in turns with python starting and importing click (and with
+    the same command from another checkout, `compare`, if given)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MESO_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,11 +217,17 @@ def bench_cli(inventory: str, rounds: int) -> None:
             "meso hosts -o json, embedded, cold": [sys.executable, "-m", "meso_agentless",
                                                    "hosts", "-o", "json"],
         }  # fmt: skip
+        envs = {name: env for name in commands}
+        if compare:
+            name = f"  the same, from {compare}"
+            commands[name] = commands["meso hosts -o json, embedded, cold"]
+            envs[name] = {**env, "PYTHONPATH": compare, "MESO_STATE": f"{tmp}/compared.db"}
         times: dict[str, list[float]] = {name: [] for name in commands}
         for i in range(rounds + 1):
             for name, argv in commands.items():
                 started = time.perf_counter()
-                subprocess.run(argv, env=env, stdout=subprocess.DEVNULL, check=True)
+                subprocess.run(argv, env=envs[name], stdout=subprocess.DEVNULL, check=True,
+                               cwd=tmp)  # PYTHONPATH decides, not the cwd  # fmt: skip
                 if i:  # the first round writes the state file and the bytecode caches
                     times[name].append(time.perf_counter() - started)
     for name, spent in times.items():
@@ -232,6 +239,7 @@ def main() -> None:
     parser.add_argument("--inventory", help="a running lab's inventory (default: start one)")
     parser.add_argument("--launches", type=int, default=LAUNCHES)
     parser.add_argument("--quick", action="store_true", help="a smoke run: no Ansible, few runs")
+    parser.add_argument("--compare", help="another checkout whose `meso hosts` to time beside")
     args = parser.parse_args()
     inventory = args.inventory
     if inventory is None:
@@ -240,7 +248,7 @@ def main() -> None:
     try:
         bench_sampling(inventory, args.quick)
         bench_launch(inventory, 10 if args.quick else args.launches)
-        bench_cli(inventory, 2 if args.quick else 10)
+        bench_cli(inventory, 2 if args.quick else 10, args.compare)
     finally:
         if args.inventory is None:
             cluster.down("bench", progress=lambda _m: None)

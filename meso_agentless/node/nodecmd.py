@@ -980,13 +980,14 @@ def _show(units: list[str], extra: tuple[str, ...] = ()) -> list[dict[str, str]]
                             ",".join(UNIT_PROPERTIES + extra), *units]))  # fmt: skip
 
 
-def measure() -> dict[str, int]:
-    """This host's CPUs (millicpus) and memory (bytes), as the kernel reports them."""
+def measure(memory: dict[str, int] | None = None) -> dict[str, int]:
+    """This host's CPUs (millicpus) and memory (bytes), as the kernel reports them (`memory`:
+    /proc/meminfo parsed already)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
-    memory = parse_meminfo(_read("/proc/meminfo"))
+    memory = memory if memory is not None else parse_meminfo(_read("/proc/meminfo"))
     return {"cpus": cpus * 1000, "mem": memory.get("MemTotal", 0)}
 
 
@@ -1804,7 +1805,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
     listed = units_report(listing, _after(request.get("after")))
     memory = parse_meminfo(_read("/proc/meminfo"))
     disk = os.statvfs("/")
-    measured = measure()
+    measured = measure(memory)
     try:
         policy, source = (session or Session()).policy()
         capacity = node_capacity(policy, measured)
@@ -1819,8 +1820,8 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "disk_total": disk.f_blocks * disk.f_frsize,
         "disk_available": disk.f_bavail * disk.f_frsize,
         "load": parse_loadavg(_read("/proc/loadavg")),
-        "boot_id": _read("/proc/sys/kernel/random/boot_id").strip(),
-        "boot": boot_identity(),
+        "boot_id": listed["boot"].split("/")[0],
+        "boot": listed["boot"],
         "booted": booted_at(),
         "cgroup": cgroup_mode(),
         "systemd": systemd_version(),
