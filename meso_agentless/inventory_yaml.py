@@ -55,7 +55,7 @@ def _plain_yaml(path: Path) -> dict:
     import yaml
 
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_loader(yaml))
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, ValueError, yaml.YAMLError):
         raise Declined from None  # ansible-core says what is wrong with it
     if not isinstance(data, dict) or not data or "plugin" in data:
@@ -76,10 +76,6 @@ def _harmless_config(path: Path) -> None:
         raise Declined
     if parser.has_section("defaults") and any(k not in HARMLESS for k in parser["defaults"]):
         raise Declined
-
-
-def _loader(yaml: Any) -> type:
-    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class _Group:
