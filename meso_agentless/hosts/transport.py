@@ -13,11 +13,11 @@ whose key is unknown or changed is refused at once and never retried into.
 from __future__ import annotations
 
 import json
+import selectors
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -101,6 +101,11 @@ class NodeConnection:
             if isinstance(exc, ssh.HostKeyError):
                 raise
             raise Unreachable(f"{self.node.name}: {exc}") from exc
+
+    def _answer_in(self) -> bool:
+        """Whether an answer (or the channel's end) is here to read; the lock is held."""
+        channel = self._channel
+        return b"\n" in self._buffer or channel is None or channel.recv_ready() or channel.closed
 
     def _answer(self, reply: bytes) -> dict:
         try:
@@ -249,29 +254,45 @@ def ask_each(
             opened = pool.map(lambda i: _open(connections[i], deadline), cold)
             for i, error in zip(cold, opened, strict=True):
                 results[i] = error
-    with ExitStack() as held:  # every lock: no other request may read an answer of this round
-        for connection in connections:
-            held.enter_context(connection._lock)
-        sent = []
+    held = {id(c): c for c in connections}  # each lock from its request until its answer
+    for connection in connections:
+        connection._lock.acquire()
+    try:
+        waiting = {}
         for i, (connection, verb, fields) in enumerate(calls):
             if results[i] is None:
                 try:
                     connection._send(verb, fields, deadline)
-                    sent.append(i)
+                    waiting[i] = connection
+                    continue
                 except MesoError as exc:
                     results[i] = exc
-        replies = {}
-        for i in sent:
-            try:
-                replies[i] = connections[i]._receive(deadline)
-            except MesoError as exc:
-                results[i] = exc
-    for i, reply in replies.items():
-        try:
-            results[i] = connections[i]._answer(reply)
-        except MesoError as exc:
-            results[i] = exc
+            held.pop(id(connection))._lock.release()
+        while waiting:  # answers as they come: a slow host holds up no other host's lock
+            for i in _answered(waiting, deadline):
+                connection = waiting.pop(i)
+                try:
+                    results[i] = connection._answer(connection._receive(deadline))
+                except MesoError as exc:
+                    results[i] = exc
+                held.pop(id(connection))._lock.release()
+    finally:
+        for connection in held.values():
+            connection._lock.release()
     return results  # type: ignore[return-value]
+
+
+def _answered(waiting: dict[int, NodeConnection], deadline: float) -> list[int]:
+    """Which of the `waiting` requests have an answer in (or a channel that ended), waiting
+    for one until the deadline; once it has passed, all (their reads then fail at once)."""
+    ready = [i for i, c in waiting.items() if c._answer_in()]
+    remaining = deadline - time.monotonic()
+    if ready or remaining <= 0:
+        return ready or list(waiting)
+    with selectors.DefaultSelector() as selector:
+        for i, connection in waiting.items():
+            selector.register(connection._channel.fileno(), selectors.EVENT_READ, i)  # type: ignore[union-attr]
+        return [key.data for key, _ in selector.select(remaining)]
 
 
 def _open(connection: NodeConnection, deadline: float) -> MesoError | None:
