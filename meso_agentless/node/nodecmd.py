@@ -1672,10 +1672,11 @@ def held_units() -> list[dict]:
 #
 # A warm node command (serve) keeps its last listing and systemd's state with the signature of
 # the meso units they were read at: the transient unit files systemd writes when a unit is
-# created and removes when it goes, the processes in each meso service's cgroup (they change
-# when a task ends, is restarted or leaves processes behind), and the mtimes of systemd's
-# invocation links (every unit start or unload on the host) and runtime drop-ins. Reading
-# those is a few file reads; systemd is asked again only when one of them changed. A listing
+# created and removes when it goes, whether each meso service's cgroup has processes (its
+# cgroup.events: it changes when a task ends, and its cgroup goes), and the mtimes of systemd's
+# invocation links (every unit start, a restart too, or unload on the host) and runtime
+# drop-ins. A task's processes coming and going (a build's compilers) change none of it.
+# Reading those is a few file reads; systemd is asked again only when one changed. A listing
 # is kept only if nothing changed while systemd was asked and it agrees with the cgroups (no
 # unit half-way: starting, stopping, running with no process, ended with processes left), so a
 # sample after a change never answers from before it.
@@ -1702,31 +1703,33 @@ def _mtime(path: str) -> int | None:
 
 
 def unit_signature(root: str) -> tuple:
-    """What changes whenever a meso unit is created, unloaded, started, or its processes
-    change (see above): read from files, no process started, systemd not asked."""
+    """What changes whenever a meso unit is created, unloaded, started, or its cgroup fills
+    or empties (see above): read from files, no process started, systemd not asked."""
     try:
         with os.scandir(TRANSIENT_DIR) as entries:
             files = sorted((e.name, e.inode(), e.stat(follow_symlinks=False).st_mtime_ns)
                            for e in entries if e.name.startswith(UNIT_PREFIX))  # fmt: skip
     except FileNotFoundError:
         files = []
-    procs = {}
+    populated = {}
     for name, _, _ in files:
         if name.endswith(".service"):
             try:
-                procs[name] = _read(f"{root}/system.slice/{name}/cgroup.procs")
+                events = _read(f"{root}/system.slice/{name}/cgroup.events")
+                populated[name] = parse_populated(events)
             except OSError:
-                procs[name] = None  # no cgroup: the unit has no process
-    return tuple(files), tuple(sorted(procs.items())), tuple(_mtime(d) for d in WATCHED_DIRS)
+                populated[name] = None  # no cgroup: the unit has no process
+    return tuple(files), tuple(sorted(populated.items())), tuple(map(_mtime, WATCHED_DIRS))
 
 
-def listing_settled(units: list[dict], procs: dict[str, str | None]) -> bool:
+def listing_settled(units: list[dict], populated: dict[str, bool | None]) -> bool:
     """Whether a listing agrees with the units' cgroups (pure): no unit between two states,
-    each running one with processes, each ended one with none (`procs` as unit_signature's)."""
+    each running one with processes, each ended one with none (`populated` as
+    unit_signature's: a unit's cgroup has processes, has none, or is not there)."""
     for unit in units:
         if unit.get("active") not in SETTLED:
             return False
-        alive = bool((procs.get(unit.get("unit", "")) or "").strip())
+        alive = bool(populated.get(unit.get("unit", "")))
         if alive != (unit.get("state") in HOLDS_RESOURCES):
             return False
     return True

@@ -9,19 +9,20 @@ FINISHED = {"unit": "meso-a_b_1_1.service", "active": "active", "sub": "exited",
 
 
 def test_a_listing_that_agrees_with_the_cgroups_is_settled():
-    procs = {RUNNING["unit"]: "81\n", FINISHED["unit"]: None}
-    assert nodecmd.listing_settled([RUNNING, FINISHED], procs)
+    populated = {RUNNING["unit"]: True, FINISHED["unit"]: None}
+    assert nodecmd.listing_settled([RUNNING, FINISHED], populated)
+    assert nodecmd.listing_settled([FINISHED], {FINISHED["unit"]: False})
     assert nodecmd.listing_settled([], {})
 
 
 def test_a_unit_between_states_or_against_its_cgroup_is_not():
     # systemd has not yet seen the task end: its cgroup is empty
-    assert not nodecmd.listing_settled([RUNNING], {RUNNING["unit"]: ""})
+    assert not nodecmd.listing_settled([RUNNING], {RUNNING["unit"]: False})
     assert not nodecmd.listing_settled([RUNNING], {})
     # ended, with processes left (they may still hold what it was given)
-    assert not nodecmd.listing_settled([FINISHED], {FINISHED["unit"]: "99\n"})
+    assert not nodecmd.listing_settled([FINISHED], {FINISHED["unit"]: True})
     for active in ("activating", "deactivating", "reloading"):
-        assert not nodecmd.listing_settled([{**RUNNING, "active": active}], {RUNNING["unit"]: "1"})
+        assert not nodecmd.listing_settled([{**RUNNING, "active": active}], {RUNNING["unit"]: True})
 
 
 def test_without_a_session_the_sample_asks_systemd_every_time(monkeypatch):
@@ -45,7 +46,7 @@ def test_a_kept_listing_is_used_until_a_unit_file_or_cgroup_changes(monkeypatch,
         path.mkdir(parents=True)
     (root / "cgroup.procs").write_text("")
     (transient / RUNNING["unit"]).write_text("[Service]\n")
-    (cgroup / "cgroup.procs").write_text("81\n")
+    (cgroup / "cgroup.events").write_text("populated 1\nfrozen 0\n")
     monkeypatch.setattr(nodecmd, "TRANSIENT_DIR", str(transient))
     monkeypatch.setattr(nodecmd, "CGROUP2_ROOTS", (str(root),))
     monkeypatch.setattr(nodecmd, "WATCHED_DIRS", (str(units),))
@@ -63,7 +64,7 @@ def test_a_kept_listing_is_used_until_a_unit_file_or_cgroup_changes(monkeypatch,
         assert nodecmd.watched_listing(kept)[0][0] == [RUNNING]
     assert len(asked) == 1
     # the task ends: its cgroup goes; systemd has not noticed yet, then has
-    (cgroup / "cgroup.procs").unlink()
+    (cgroup / "cgroup.events").unlink()
     cgroup.rmdir()
     assert nodecmd.watched_listing(kept)[0][0] == [RUNNING]  # systemd's answer, not kept
     listing["now"] = [{**RUNNING, "sub": "exited", "state": "finished"}]
