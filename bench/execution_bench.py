@@ -1,13 +1,20 @@
-"""Execution plane benchmarks on lab hosts (root): sampling and launch latency.
+"""Execution plane benchmarks on lab hosts (root): sampling, launch latency, the CLI's start.
 
-- Sampling every host, one round: meso's node command over warm connections (and over fresh
-  ones), side by side in one run with `ansible all -m setup`, `ansible all -m shell -a 'cat
-  /proc/loadavg'` and fabric's ThreadingGroup on the same hosts. Goal: >= 10x faster than Ansible.
-- Launch latency from request to running on a warm connection, p50 and p99, against a bare
-  `systemd-run` timed on the host itself. Goal: within 2x.
+- Sampling every host, one round: meso's node command over warm connections, pipelined (every
+  request sent before any answer is read) and with a thread per host, and over new connections,
+  beside its floor (a JSON line echoed by `cat` on a warm paramiko channel, one host and all
+  pipelined) and side by side with `ansible all -m setup`, `ansible all -m shell -a 'cat
+  /proc/loadavg'` and fabric's ThreadingGroup on the same hosts. Goals: <= 2 ms for 3 hosts warm,
+  >= 10x faster than Ansible.
+- Launch latency from request to running on a warm connection, p50 and p99, in turns with bare
+  `systemd-run` loops timed on the host itself: the minimal command, and the very argv meso runs
+  (its sandbox and limits). Goal: p50 <= 1.2x bare.
+- `meso hosts -o json` embedded (no controller) as a whole new process, beside python starting
+  and importing click. Goal: <= 0.3 s.
 
-Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH]  (without --inventory it
-starts a 3-host lab named "bench" and takes it down afterwards)
+Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH] [--quick]  (without
+--inventory it starts a 3-host lab named "bench" and takes it down afterwards; --quick is the
+suite's smoke run: no Ansible, few rounds)
 """
 
 from __future__ import annotations
@@ -15,20 +22,26 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import statistics
 import subprocess
+import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
 
 from meso_agentless.core.tasks import unit_name
-from meso_agentless.hosts.transport import NodeConnection
+from meso_agentless.hosts.launching import NODE_POLICY
+from meso_agentless.hosts.sampling import sample_all
+from meso_agentless.hosts.transport import NodeConnection, ask_each
 from meso_agentless.inventory import load_inventory
 from meso_agentless.lab import cluster
+from meso_agentless.node import nodecmd
 
 ROUNDS = 5
-LAUNCHES = 100  # --launches changes it (the tests' smoke run uses few)
+LAUNCHES = 100  # --launches changes it
 
 
 def timed(fn, rounds: int = ROUNDS) -> float:
@@ -41,45 +54,74 @@ def timed(fn, rounds: int = ROUNDS) -> float:
     return statistics.median(times)
 
 
-def bench_sampling(inventory: str) -> None:
+def bench_sampling(inventory: str, quick: bool = False) -> None:
     nodes = load_inventory(inventory).nodes
     warm = [NodeConnection(n) for n in nodes]
+    rounds = 3 if quick else ROUNDS * 4
     with ThreadPoolExecutor(len(nodes)) as pool:
 
-        def meso_warm() -> None:
+        def meso_threads() -> None:  # the old way: a thread per host, each waiting on its own
             list(pool.map(lambda c: c.request("sample"), warm))
 
+        def meso_pipelined() -> None:  # every request sent before any answer is read
+            for answer in ask_each([(c, "sample", {}) for c in warm]):
+                assert isinstance(answer, dict), answer
+
         def meso_cold() -> None:
-            def one(node):
-                c = NodeConnection(node)
-                try:
-                    c.request("sample")
-                finally:
-                    c.close()
+            sample_all(nodes)
 
-            list(pool.map(one, nodes))
+        meso_pipelined()  # open the connections first: that is the steady state
+        echo_one, echo_all = echo_floor(warm, rounds * 4)
+        figures = {
+            "floor: JSON line echoed, 1 host": echo_one,
+            f"floor: JSON line echoed, {len(nodes)} pipelined": echo_all,
+            "meso sample, warm, pipelined": timed(meso_pipelined, rounds * 4),
+            "meso sample, warm, thread per host": timed(meso_threads, rounds * 4),
+            "meso sample, new connections": timed(meso_cold, 3 if quick else ROUNDS),
+        }
+    if not quick:
+        env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1"}
 
-        meso_warm()  # open the connections first: that is the steady state
-        figures = {"meso sample, warm connections": timed(meso_warm)}
-        figures["meso sample, new connections"] = timed(meso_cold)
+        def ansible(*args: str):
+            return lambda: subprocess.run(["ansible", "all", "-i", inventory, *args], env=env,
+                                          capture_output=True, check=True)  # fmt: skip
 
-    env = {**os.environ, "ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1"}
-
-    def ansible(*args: str):
-        return lambda: subprocess.run(["ansible", "all", "-i", inventory, *args], env=env,
-                                      capture_output=True, check=True)  # fmt: skip
-
-    figures["ansible all -m setup"] = timed(ansible("-m", "ansible.builtin.setup"), 3)
-    figures["ansible all -m shell (loadavg)"] = timed(
-        ansible("-m", "ansible.builtin.shell", "-a", "cat /proc/loadavg"), 3
-    )
-    figures["fabric ThreadingGroup (loadavg)"] = timed(lambda: fabric_round(nodes), 3)
-    base = figures["meso sample, warm connections"]
+        figures["ansible all -m setup"] = timed(ansible("-m", "ansible.builtin.setup"), 3)
+        figures["ansible all -m shell (loadavg)"] = timed(
+            ansible("-m", "ansible.builtin.shell", "-a", "cat /proc/loadavg"), 3
+        )
+        figures["fabric ThreadingGroup (loadavg)"] = timed(lambda: fabric_round(nodes), 3)
+    base = figures["meso sample, warm, pipelined"]
     for name, seconds in figures.items():
-        print(f"sampling {len(nodes)} hosts: {name:34} {seconds * 1000:8.1f} ms  "
-              f"({seconds / base:5.1f}x meso warm)")  # fmt: skip
+        print(f"sampling {len(nodes)} hosts: {name:36} {seconds * 1000:8.2f} ms  "
+              f"({seconds / base:6.2f}x meso warm)")  # fmt: skip
     for c in warm:
         c.close()
+
+
+def echo_floor(connections: list[NodeConnection], rounds: int) -> tuple[float, float]:
+    """The floor of a sample round: a JSON line echoed by `cat` on a warm paramiko channel of
+    each host, for one host and for all of them pipelined (medians)."""
+    line = json.dumps({"verb": "sample"}).encode() + b"\n"
+    channels = []
+    for c in connections:
+        channel = c._connected(time.monotonic() + 10).get_transport().open_session()
+        channel.exec_command("cat")
+        channels.append(channel)
+
+    def echo(chans) -> None:
+        for channel in chans:
+            channel.sendall(line)
+        for channel in chans:
+            got = b""
+            while not got.endswith(b"\n"):
+                got += channel.recv(65536)
+
+    echo(channels)
+    one, every = timed(lambda: echo(channels[:1]), rounds), timed(lambda: echo(channels), rounds)
+    for channel in channels:
+        channel.close()
+    return one, every
 
 
 def fabric_round(nodes) -> None:
@@ -97,69 +139,116 @@ def fabric_round(nodes) -> None:
     group.close()
 
 
-def bench_launch(inventory: str) -> None:
+def bench_launch(inventory: str, launches: int) -> None:
+    """meso launches on a warm connection, in turns with bare systemd-run loops on the host
+    (the minimal command, and the very argv meso ran), so load falls on all alike."""
     node = load_inventory(inventory).nodes[0]
     conn = NodeConnection(node)
-    conn.request("list")
-    latencies = []
-    units = []
-    for i in range(LAUNCHES):
-        unit = unit_name("bench", "launch", i, int(time.time()))
-        started = time.perf_counter()
-        reply = conn.request("launch", unit=unit, argv=["sleep", "30"], cpus=10, mem=16 << 20,
-                             capacity={"cpus": 10**6, "mem": 1 << 40})  # fmt: skip
-        latencies.append(time.perf_counter() - started)
-        assert reply["state"] == "running", reply
-        units.append(unit)
+    facts = conn.request("sample")
+    request = {"argv": ["sleep", "30"], "cpus": 10, "mem": 16 << 20,
+               "capacity": {"cpus": 10**6, "mem": 1 << 40}}  # fmt: skip
+    policy = nodecmd.tighten(nodecmd.parse_policy({}),
+                             nodecmd.parse_policy(NODE_POLICY, partial=True))  # fmt: skip
+    same, _ = nodecmd.plan_launch({**request, "unit": "meso-bare_bench_0_0"}, policy,
+                                  systemd=facts["systemd"])  # fmt: skip
+    same_props = [a for a in same[1 : same.index("--")] if not a.startswith("--unit=")]
+    meso, bare, bare_same, units = [], [], [], []
+    chunk = max(1, launches // 5)
+    for turn in range(0, launches, chunk):
+        for i in range(turn, min(launches, turn + chunk)):
+            unit = unit_name("bench", "launch", i, int(time.time()))
+            started = time.perf_counter()
+            reply = conn.request("launch", unit=unit, **request)
+            meso.append(time.perf_counter() - started)
+            assert reply["state"] == "running", reply
+            units.append(unit)
+        count = min(launches, turn + chunk) - turn
+        bare += bare_systemd_run(node, count, ["--quiet", "--property=RemainAfterExit=yes"])
+        bare_same += bare_systemd_run(node, count, same_props)
     for unit in units:
         conn.request("stop", unit=unit)
     conn.close()
-    bare = bare_systemd_run(node)
-    latencies.sort()
-    p50, p99 = statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
-    print(f"launch on {node.name}, warm connection, {LAUNCHES} launches: p50 {p50 * 1000:.1f} ms, "
-          f"p99 {p99 * 1000:.1f} ms")  # fmt: skip
-    print(f"bare systemd-run on {node.name} itself, {LAUNCHES} runs:        p50 "
-          f"{bare[0] * 1000:.1f} ms, p99 {bare[1] * 1000:.1f} ms -> meso p50 is "
-          f"{p50 / bare[0]:.2f}x bare (goal <= 2x)")  # fmt: skip
+    p50 = statistics.median(meso)
+    print(f"launch on {node.name}, warm connection, {launches} launches: p50 {p50 * 1000:.1f} ms, "
+          f"p99 {percentile(meso, 99) * 1000:.1f} ms")  # fmt: skip
+    for name, times in (("bare systemd-run", bare), ("systemd-run, meso's argv", bare_same)):
+        print(f"{name + ' on ' + node.name + ' itself':38} {launches} runs: p50 "
+              f"{statistics.median(times) * 1000:.1f} ms, p99 {percentile(times, 99) * 1000:.1f} "
+              f"ms -> meso p50 is {p50 / statistics.median(times):.2f}x")  # fmt: skip
 
 
-def bare_systemd_run(node) -> tuple[float, float]:
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
+
+
+def bare_systemd_run(node, count: int, props: list[str]) -> list[float]:
     """systemd-run timed on the host, by a loop running there (no SSH in the figure)."""
     script = (
-        "import json, subprocess, time\n"
+        "import json, subprocess, sys, time\n"
+        "props = json.loads(sys.argv[1])\n"
         "t = []\n"
-        f"for i in range({LAUNCHES}):\n"
+        f"for i in range({count}):\n"
         "    s = time.perf_counter()\n"
-        "    subprocess.run(['systemd-run', '--quiet', f'--unit=bare-bench-{i}',"
-        " '--property=RemainAfterExit=yes', 'sleep', '30'], check=True)\n"
+        "    subprocess.run(['systemd-run', f'--unit=bare-bench-{i}', *props, '--', 'sleep',"
+        " '30'], check=True)\n"
         "    t.append(time.perf_counter() - s)\n"
-        f"for i in range({LAUNCHES}):\n"
+        f"for i in range({count}):\n"
         "    subprocess.run(['systemctl', 'stop', f'bare-bench-{i}'])\n"
-        "t.sort()\n"
-        "print(json.dumps([t[len(t) // 2], t[int(len(t) * 0.99) - 1]]))\n"
+        "print(json.dumps(t))\n"
     )
     ssh = ["ssh", "-i", node.key_file, "-o", f"UserKnownHostsFile={node.known_hosts}",
            "-o", "StrictHostKeyChecking=yes", f"{node.user}@{node.address}",
-           "python3", "-"]  # fmt: skip
+           "python3", "-", shlex.quote(json.dumps(props))]  # fmt: skip
     done = subprocess.run(ssh, input=script, capture_output=True, text=True, check=True)
-    p50, p99 = json.loads(done.stdout)
-    return p50, p99
+    return json.loads(done.stdout)
+
+
+def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
+    """`meso hosts -o json` embedded (no controller), each a new process that samples every
+    host over new connections, in turns with python starting and importing click (and with
+    the same command from another checkout, `compare`, if given)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("MESO_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        env.update(MESO_INVENTORY=inventory, MESO_STATE=f"{tmp}/state.db")
+        commands = {
+            "python starting and importing click": [sys.executable, "-c", "import click"],
+            "meso hosts -o json, embedded, cold": [sys.executable, "-m", "meso_agentless",
+                                                   "hosts", "-o", "json"],
+        }  # fmt: skip
+        envs = {name: env for name in commands}
+        if compare:
+            name = f"  the same, from {compare}"
+            commands[name] = commands["meso hosts -o json, embedded, cold"]
+            envs[name] = {**env, "PYTHONPATH": compare, "MESO_STATE": f"{tmp}/compared.db"}
+        times: dict[str, list[float]] = {name: [] for name in commands}
+        for i in range(rounds + 1):
+            for name, argv in commands.items():
+                started = time.perf_counter()
+                subprocess.run(argv, env=envs[name], stdout=subprocess.DEVNULL, check=True,
+                               cwd=tmp)  # PYTHONPATH decides, not the cwd  # fmt: skip
+                if i:  # the first round writes the state file and the bytecode caches
+                    times[name].append(time.perf_counter() - started)
+    for name, spent in times.items():
+        print(f"{name:40} {statistics.median(spent) * 1000:7.1f} ms (median of {rounds})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--inventory", help="a running lab's inventory (default: start one)")
     parser.add_argument("--launches", type=int, default=LAUNCHES)
+    parser.add_argument("--quick", action="store_true", help="a smoke run: no Ansible, few runs")
+    parser.add_argument("--compare", help="another checkout whose `meso hosts` to time beside")
     args = parser.parse_args()
-    globals()["LAUNCHES"] = args.launches
     inventory = args.inventory
     if inventory is None:
         cluster.up("bench", 3, "nspawn", 2, 4096, progress=lambda _m: None)
         inventory = str(cluster.LabPaths.of("bench").inventory)
     try:
-        bench_sampling(inventory)
-        bench_launch(inventory)
+        bench_sampling(inventory, args.quick)
+        bench_launch(inventory, 10 if args.quick else args.launches)
+        bench_cli(inventory, 2 if args.quick else 10, args.compare)
     finally:
         if args.inventory is None:
             cluster.down("bench", progress=lambda _m: None)

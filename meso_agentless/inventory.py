@@ -33,6 +33,7 @@ from meso_agentless.core.resources import (
     subtract,
 )
 from meso_agentless.errors import UsageError
+from meso_agentless.inventory_yaml import plain_hostvars
 from meso_agentless.node import nodecmd
 
 NODE_GROUP = "meso_nodes"
@@ -83,9 +84,21 @@ class Inventory:
 
 
 def load_inventory(source: str) -> Inventory:
-    """Read an inventory with ansible-core; UsageError (one line) on anything wrong."""
+    """Read an inventory with ansible-core (a plain YAML one as it would, without it: see
+    inventory_yaml); UsageError (one line) on anything wrong."""
     if "," not in source and not Path(source).exists():
         raise UsageError(f"inventory {source}: no such file or directory")
+    raw = _plain(plain_hostvars(source, NODE_GROUP)) or _ansible_hostvars(source)
+    if not raw:
+        raise UsageError(f"inventory {source}: no hosts (in group {NODE_GROUP} or at all)")
+    nodes = tuple(parse_node(name, hostvars) for name, hostvars in sorted(raw.items()))
+    frameworks = tuple(parse_frameworks(source, raw))
+    check_guarantees(source, nodes, frameworks)
+    return Inventory(source, nodes, frameworks)
+
+
+def _ansible_hostvars(source: str) -> dict[str, dict[str, Any]]:
+    """Each host's variables, as ansible-core's inventory and variable managers give them."""
     from ansible import constants
     from ansible.errors import AnsibleError
     from ansible.inventory.manager import InventoryManager
@@ -109,12 +122,7 @@ def load_inventory(source: str) -> Inventory:
     except AnsibleError as exc:
         detail = _first_reason(chatter.getvalue()) or str(exc.message)
         raise UsageError(f"inventory {source}: {detail}") from None
-    if not raw:
-        raise UsageError(f"inventory {source}: no hosts (in group {NODE_GROUP} or at all)")
-    nodes = tuple(parse_node(name, hostvars) for name, hostvars in sorted(raw.items()))
-    frameworks = tuple(parse_frameworks(source, raw))
-    check_guarantees(source, nodes, frameworks)
-    return Inventory(source, nodes, frameworks)
+    return raw
 
 
 def check_guarantees(source: str, nodes: Sequence[Node], frameworks: Sequence[Framework]) -> None:

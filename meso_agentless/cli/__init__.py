@@ -66,6 +66,10 @@ def cli() -> None:
 
 def main() -> None:
     """Run the CLI; every error is one line on stderr with a meaningful exit code."""
+    # paramiko imports invoke (a third of a command's start: its vendored yaml, unittest.mock)
+    # only to run the `Match exec` lines of an ssh_config, which meso never reads: a `meso`
+    # process goes without it (a library user's process keeps it)
+    sys.modules.setdefault("invoke", None)  # type: ignore[arg-type]
     try:
         code = cli.main(prog_name="meso", standalone_mode=False)
     except MesoError as exc:

@@ -153,7 +153,15 @@ class Fleet:
         """One round: every host sampled at once, each with its own deadline, then the health
         checks that are due."""
         start = self.clock.monotonic()
-        each_host(list(self._records), self.sample_one)
+        sample_round = getattr(self.plane, "sample_round", None)  # pipelined, where it can be
+        if sample_round is None:
+            each_host(list(self._records), self.sample_one)
+        else:
+            with self._lock:
+                fields = {h: self._sample_fields.get(h, {}) for h in self._records}
+            answers = sample_round(fields, timeout=self.timeout)
+            for host, answer in answers.items():
+                self._sampled(host, start, answer)
         self.round_seconds(self.clock.monotonic() - start)
         self.run_checks()
 
@@ -220,15 +228,23 @@ class Fleet:
         with self._lock:
             fields = self._sample_fields.get(host, {})
         try:
-            facts = self.plane.sample(host, timeout=self.timeout, **fields)
-            error = None
-            if facts.get("system") == "offline":  # its unit list cannot be believed
-                facts, error = None, f"{host}: systemd does not answer (shutting down?)"
-        except MesoError as exc:  # Unreachable or NodeRefused: the same to the watcher
-            facts, error = None, str(exc)
-        except Exception as exc:  # a bug here must not stop watching the host
-            log.exception("sampling %s failed", host)
-            facts, error = None, f"{type(exc).__name__}: {exc}"
+            answer: dict | Exception = self.plane.sample(host, timeout=self.timeout, **fields)
+        except Exception as exc:  # judged in _sampled
+            answer = exc
+        self._sampled(host, asked, answer)
+
+    def _sampled(self, host: str, asked: float, answer: dict | Exception) -> None:
+        """Record a host's answer to a sample asked at `asked` (or why it has none)."""
+        facts, error = None, None
+        if isinstance(answer, MesoError):  # Unreachable or NodeRefused: the same to the watcher
+            error = str(answer)
+        elif isinstance(answer, Exception):  # a bug here must not stop watching the host
+            log.error("sampling %s failed", host, exc_info=answer)
+            error = f"{type(answer).__name__}: {answer}"
+        elif answer.get("system") == "offline":  # its unit list cannot be believed
+            error = f"{host}: systemd does not answer (shutting down?)"
+        else:
+            facts = answer
         self.sampled(self.clock.monotonic() - asked, facts is not None)
         self._record(host, asked, facts, error)
 

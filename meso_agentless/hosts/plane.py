@@ -17,9 +17,15 @@ from typing import Protocol, TypeVar
 import paramiko
 
 from meso_agentless.core.tasks import HostReport, Reconciliation, reconcile
-from meso_agentless.errors import UsageError
+from meso_agentless.errors import MesoError, UsageError
 from meso_agentless.hosts import ssh
-from meso_agentless.hosts.transport import DEFAULT_TIMEOUT, NodeConnection, NodeRefused, Unreachable
+from meso_agentless.hosts.transport import (
+    DEFAULT_TIMEOUT,
+    NodeConnection,
+    NodeRefused,
+    Unreachable,
+    ask_each,
+)
 from meso_agentless.inventory import Node
 
 MAX_PARALLEL = 32
@@ -92,6 +98,18 @@ class ExecutionPlane:
         """What the host says of itself: capacity, load, boot identity, its meso units and
         cron runs; `fields` are the sample's own (leases of cron timers, runs already had)."""
         return self._ask(host, "sample", timeout, **fields)
+
+    def sample_round(
+        self, fields: Mapping[str, Mapping], timeout: float | None = None
+    ) -> dict[str, dict | MesoError]:
+        """Every host of `fields` sampled (with its fields), each answer or why not
+        (Unreachable, NodeRefused): sent to all before any answer is read, so a round of
+        warm hosts costs one round trip, not one per host."""
+        hosts = list(fields)
+        calls = [(self.host(h), "sample", dict(fields[h])) for h in hosts]
+        answers = ask_each(calls, timeout)
+        return {h: Unreachable(str(a)) if isinstance(a, ssh.SSHError) else a
+                for h, a in zip(hosts, answers, strict=True)}  # fmt: skip
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
         """Launch on `host`. Unreachable: it may or may not have happened; reconcile, then

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from meso_agentless.core.model import Host
 from meso_agentless.core.resources import CPUS, DISK, MEM
-from meso_agentless.errors import MesoError
-from meso_agentless.hosts.transport import NodeConnection
+from meso_agentless.hosts.transport import NodeConnection, ask_each
 from meso_agentless.inventory import Inventory, Node
 
-MAX_PARALLEL = 32
 SAMPLE_TIMEOUT = 20.0
 
 
@@ -44,28 +41,26 @@ class Sample:
 def sample_all(
     nodes: Sequence[Node], connections: Mapping[str, NodeConnection] | None = None
 ) -> tuple[dict[str, Sample], dict[str, str]]:
-    """Samples by host, and the reason for each host that could not be sampled.
+    """Samples by host, and the reason for each host that could not be sampled: asked of every
+    host before any answer is read (see transport.ask_each).
 
     With `connections` (warm, as the execution plane keeps them) those are used; otherwise each
-    host gets a connection for this one request.
+    host gets a connection for this one request (all connected at once).
     """
-
-    def one(node: Node) -> Sample | str:
-        connection = (connections or {}).get(node.name) or NodeConnection(
-            node, timeout=SAMPLE_TIMEOUT
-        )
-        try:
-            return Sample(node.name, connection.request("sample"))
-        except MesoError as exc:
-            return str(exc)
-        finally:
-            if connections is None:
+    given = connections or {}
+    asked = [given.get(n.name) or NodeConnection(n, timeout=SAMPLE_TIMEOUT) for n in nodes]
+    try:
+        answers = ask_each([(c, "sample", {}) for c in asked])
+    finally:
+        for node, connection in zip(nodes, asked, strict=True):
+            if node.name not in given:
                 connection.close()
-
-    with ThreadPoolExecutor(max_workers=min(MAX_PARALLEL, max(1, len(nodes)))) as pool:
-        results = dict(zip([n.name for n in nodes], pool.map(one, nodes), strict=True))
-    samples = {n: r for n, r in results.items() if isinstance(r, Sample)}
-    failed = {n: r for n, r in results.items() if isinstance(r, str)}
+    samples, failed = {}, {}
+    for node, answer in zip(nodes, answers, strict=True):
+        if isinstance(answer, dict):
+            samples[node.name] = Sample(node.name, answer)
+        else:
+            failed[node.name] = str(answer)
     return samples, failed
 
 

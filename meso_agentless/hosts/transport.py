@@ -13,11 +13,13 @@ whose key is unknown or changed is refused at once and never retried into.
 from __future__ import annotations
 
 import json
+import selectors
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import paramiko
 import tenacity
@@ -38,6 +40,8 @@ BOOTSTRAP = (
 DEFAULT_TIMEOUT = 20.0
 MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, process-wide
 QUIET = 1.0  # seconds a stream may be quiet before it yields b"" (its reader may have gone)
+MAX_CONNECTING = 32  # hosts connected at once by ask_each
+T = TypeVar("T")
 
 
 class Unreachable(MesoError):
@@ -68,17 +72,42 @@ class NodeConnection:
     def ask(self, verb: str, fields: dict, timeout: float | None = None) -> dict:
         """request(), with the fields as a mapping (one may be called `timeout`)."""
         deadline = time.monotonic() + (timeout or self.timeout)
-        line = json.dumps({"verb": verb, **fields}).encode() + b"\n"
         with self._lock:
-            try:
-                channel = self._serve_channel(deadline)
-                channel.sendall(line)
-                reply = self._read_line(channel, deadline)
-            except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
-                self._drop()
-                if isinstance(exc, ssh.HostKeyError):
-                    raise
-                raise Unreachable(f"{self.node.name}: {exc}") from exc
+            self._send(verb, fields, deadline)
+            reply = self._receive(deadline)
+        return self._answer(reply)
+
+    @property
+    def warm(self) -> bool:
+        """Whether the node command is up on an open channel (a request costs a round trip)."""
+        return self._channel is not None and not self._channel.closed
+
+    def _send(self, verb: str, fields: dict, deadline: float) -> None:
+        """Send one request line (connecting first if need be); the lock is held."""
+        line = json.dumps({"verb": verb, **fields}).encode() + b"\n"
+        self._guarded(lambda: self._serve_channel(deadline).sendall(line))
+
+    def _receive(self, deadline: float) -> bytes:
+        """The next answer line on the serve channel; the lock is held."""
+        return self._guarded(lambda: self._read_line(self._channel, deadline))  # type: ignore[arg-type]
+
+    def _guarded(self, step: Callable[[], T]) -> T:
+        """`step`; a transport failure drops the connection and is Unreachable (a host key
+        refused is raised as it is)."""
+        try:
+            return step()
+        except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+            self._drop()
+            if isinstance(exc, ssh.HostKeyError):
+                raise
+            raise Unreachable(f"{self.node.name}: {exc}") from exc
+
+    def _answer_in(self) -> bool:
+        """Whether an answer (or the channel's end) is here to read; the lock is held."""
+        channel = self._channel
+        return b"\n" in self._buffer or channel is None or channel.recv_ready() or channel.closed
+
+    def _answer(self, reply: bytes) -> dict:
         try:
             answer = json.loads(reply)
         except ValueError:
@@ -183,9 +212,9 @@ class NodeConnection:
     def _read_line(self, channel: paramiko.Channel, deadline: float) -> bytes:
         while b"\n" not in self._buffer:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 and not channel.recv_ready():  # an answer already here is not late
                 raise ssh.SSHError(f"no answer within {self.timeout:.0f} s")
-            channel.settimeout(remaining)
+            channel.settimeout(max(remaining, 0.001))
             try:
                 data = channel.recv(65536)
             except TimeoutError as exc:
@@ -203,3 +232,74 @@ class NodeConnection:
                 thing.close()
         self._channel = self._client = None
         self._buffer = b""
+
+
+def ask_each(
+    calls: Sequence[tuple[NodeConnection, str, dict]], timeout: float | None = None
+) -> list[dict | MesoError]:
+    """Each call's answer, or the MesoError it met (Unreachable, NodeRefused, a host key
+    refused), in order: one request to every host, all sent before any answer is read, so a
+    round over warm hosts takes one round trip, not one per host in turn. Hosts without a warm
+    channel are connected first, in parallel. One call per connection."""
+    connections = [c for c, _, _ in calls]
+    if len(set(map(id, connections))) != len(connections):
+        raise ValueError("ask_each: one call per connection")
+    if not calls:
+        return []
+    deadline = time.monotonic() + (timeout or min(c.timeout for c in connections))
+    results: list[dict | MesoError | None] = [None] * len(calls)
+    cold = [i for i, c in enumerate(connections) if not c.warm]
+    if cold:
+        with ThreadPoolExecutor(max_workers=min(MAX_CONNECTING, len(cold))) as pool:
+            opened = pool.map(lambda i: _open(connections[i], deadline), cold)
+            for i, error in zip(cold, opened, strict=True):
+                results[i] = error
+    held = {id(c): c for c in connections}  # each lock from its request until its answer
+    for connection in connections:
+        connection._lock.acquire()
+    try:
+        waiting = {}
+        for i, (connection, verb, fields) in enumerate(calls):
+            if results[i] is None:
+                try:
+                    connection._send(verb, fields, deadline)
+                    waiting[i] = connection
+                    continue
+                except MesoError as exc:
+                    results[i] = exc
+            held.pop(id(connection))._lock.release()
+        while waiting:  # answers as they come: a slow host holds up no other host's lock
+            for i in _answered(waiting, deadline):
+                connection = waiting.pop(i)
+                try:
+                    results[i] = connection._answer(connection._receive(deadline))
+                except MesoError as exc:
+                    results[i] = exc
+                held.pop(id(connection))._lock.release()
+    finally:
+        for connection in held.values():
+            connection._lock.release()
+    return results  # type: ignore[return-value]
+
+
+def _answered(waiting: dict[int, NodeConnection], deadline: float) -> list[int]:
+    """Which of the `waiting` requests have an answer in (or a channel that ended), waiting
+    for one until the deadline; once it has passed, all (their reads then fail at once)."""
+    ready = [i for i, c in waiting.items() if c._answer_in()]
+    remaining = deadline - time.monotonic()
+    if ready or remaining <= 0:
+        return ready or list(waiting)
+    with selectors.DefaultSelector() as selector:
+        for i, connection in waiting.items():
+            selector.register(connection._channel.fileno(), selectors.EVENT_READ, i)  # type: ignore[union-attr]
+        return [key.data for key, _ in selector.select(remaining)]
+
+
+def _open(connection: NodeConnection, deadline: float) -> MesoError | None:
+    """Connect and start the node command (as the first request would); why not, if not."""
+    try:
+        with connection._lock:
+            connection._guarded(lambda: connection._serve_channel(deadline))
+    except MesoError as exc:
+        return exc
+    return None

@@ -130,13 +130,11 @@ DEFAULT_POLICY: dict = {
 
 def parse_meminfo(text: str) -> dict[str, int]:
     """/proc/meminfo as bytes: {"MemTotal": ..., "MemAvailable": ...}."""
-    out = {}
-    for line in text.splitlines():
-        match = re.match(r"^(\w+):\s+(\d+)(?:\s+kB)?$", line.strip())
-        if match:
-            unit = 1024 if line.strip().endswith("kB") else 1
-            out[match.group(1)] = int(match.group(2)) * unit
-    return out
+    return {name: int(number) * (1024 if kb else 1)
+            for name, number, kb in MEMINFO_LINE.findall(text)}  # fmt: skip
+
+
+MEMINFO_LINE = re.compile(r"^[ \t]*(\w+):[ \t]+(\d+)(?:[ \t]+(kB))?[ \t]*$", re.MULTILINE)
 
 
 def parse_loadavg(text: str) -> list[float]:
@@ -949,6 +947,16 @@ def systemd_version() -> int:
     return _SYSTEMD[0]
 
 
+def cgroup_mode() -> str:
+    """This host's cgroup mode (read once: it does not change while the host runs)."""
+    if not _CGROUP_MODE:
+        _CGROUP_MODE.append(parse_cgroup_mode(_read("/proc/mounts")))
+    return _CGROUP_MODE[0]
+
+
+_CGROUP_MODE: list[str] = []
+
+
 def cgroup_populated(control_group: str) -> bool | None:
     """Whether processes are left in a unit's cgroup (v2, hybrid or v1), None if unknown."""
     if not control_group.startswith("/") or ".." in control_group.split("/"):
@@ -982,13 +990,14 @@ def _show(units: list[str], extra: tuple[str, ...] = ()) -> list[dict[str, str]]
                             ",".join(UNIT_PROPERTIES + extra), *units]))  # fmt: skip
 
 
-def measure() -> dict[str, int]:
-    """This host's CPUs (millicpus) and memory (bytes), as the kernel reports them."""
+def measure(memory: dict[str, int] | None = None) -> dict[str, int]:
+    """This host's CPUs (millicpus) and memory (bytes), as the kernel reports them (`memory`:
+    /proc/meminfo parsed already)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:
         cpus = os.cpu_count() or 1
-    memory = parse_meminfo(_read("/proc/meminfo"))
+    memory = memory if memory is not None else parse_meminfo(_read("/proc/meminfo"))
     return {"cpus": cpus * 1000, "mem": memory.get("MemTotal", 0)}
 
 
@@ -1040,6 +1049,7 @@ class Session:
 
     def __init__(self) -> None:
         self.layers: list[dict] = []
+        self.watched: dict = {}  # the last sample's unit listing (see watched_listing)
 
     def policy(self) -> tuple[dict, str]:
         policy, source = load_policy()
@@ -1158,7 +1168,7 @@ def _read_ledger() -> list[dict] | None:
 def _write_ledger(units: list[dict]) -> None:
     keep = [{k: u.get(k) for k in ("unit", "state", "millicpus", "memory_max")} for u in units]
     with open(LEDGER + ".tmp", "w") as f:
-        json.dump(keep, f)
+        f.write(json.dumps(keep, separators=(",", ":")))  # one write (json.dump makes many)
     os.replace(LEDGER + ".tmp", LEDGER)
 
 
@@ -1635,8 +1645,12 @@ def list_units(request: dict | None = None, session: Session | None = None) -> d
     and every run whose unit is still loaded."""
     request = request or {}
     _fields(request, ("after",))
-    after = _after(request.get("after"))
-    tasks, timers, runs = _listing()
+    return units_report(_listing(), _after(request.get("after")))
+
+
+def units_report(listing: tuple[list[dict], list[dict], list[dict]], after: dict) -> dict:
+    """list's answer from a listing (tasks, timers, runs) and the records the caller has."""
+    tasks, timers, runs = listing
     loaded = {t["unit"].removesuffix(".timer") for t in timers}
     return {"boot": boot_identity(), "units": tasks + timers,
             "runs": run_reports(runs, after, loaded)}  # fmt: skip
@@ -1664,6 +1678,94 @@ def held_units() -> list[dict]:
     """Task units and cron runs: what admission counts (timers hold nothing between runs)."""
     tasks, _, runs = _listing()
     return tasks + runs
+
+
+# -- a sample without asking systemd: the listing is kept while the meso units stay as they were
+#
+# A warm node command (serve) keeps its last listing and systemd's state with the signature of
+# the meso units they were read at: the transient unit files systemd writes when a unit is
+# created and removes when it goes, whether each meso service's cgroup has processes (its
+# cgroup.events: it changes when a task ends, and its cgroup goes), and the mtimes of systemd's
+# invocation links (every unit start, a restart too, or unload on the host) and runtime
+# drop-ins. A task's processes coming and going (a build's compilers) change none of it.
+# Reading those is a few file reads; systemd is asked again only when one changed. A listing
+# is kept only if nothing changed while systemd was asked and it agrees with the cgroups (no
+# unit half-way: starting, stopping, running with no process, ended with processes left), so a
+# sample after a change never answers from before it.
+
+TRANSIENT_DIR = "/run/systemd/transient"
+WATCHED_DIRS = ("/run/systemd/units", "/run/systemd/system.control")
+CGROUP2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")  # hybrid, then unified
+SETTLED = frozenset({"active", "inactive", "failed"})  # ActiveStates that stay without a change
+
+
+def cgroup2_root() -> str | None:
+    """Where the cgroup v2 tree is mounted (None on a v1-only host: there, always ask)."""
+    for root in CGROUP2_ROOTS:
+        if os.path.exists(f"{root}/cgroup.procs"):
+            return root
+    return None
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def unit_signature(root: str) -> tuple:
+    """What changes whenever a meso unit is created, unloaded, started, or its cgroup fills
+    or empties (see above): read from files, no process started, systemd not asked."""
+    try:
+        with os.scandir(TRANSIENT_DIR) as entries:
+            files = sorted((e.name, e.inode(), e.stat(follow_symlinks=False).st_mtime_ns)
+                           for e in entries if e.name.startswith(UNIT_PREFIX))  # fmt: skip
+    except FileNotFoundError:
+        files = []
+    populated = {}
+    for name, _, _ in files:
+        if name.endswith(".service"):
+            try:
+                events = _read(f"{root}/system.slice/{name}/cgroup.events")
+                populated[name] = parse_populated(events)
+            except OSError:
+                populated[name] = None  # no cgroup: the unit has no process
+    return tuple(files), tuple(sorted(populated.items())), tuple(map(_mtime, WATCHED_DIRS))
+
+
+def listing_settled(units: list[dict], populated: dict[str, bool | None]) -> bool:
+    """Whether a listing agrees with the units' cgroups (pure): no unit between two states,
+    each running one with processes, each ended one with none (`populated` as
+    unit_signature's: a unit's cgroup has processes, has none, or is not there)."""
+    for unit in units:
+        if unit.get("active") not in SETTLED:
+            return False
+        alive = bool(populated.get(unit.get("unit", "")))
+        if alive != (unit.get("state") in HOLDS_RESOURCES):
+            return False
+    return True
+
+
+def watched_listing(kept: dict | None) -> tuple[tuple[list[dict], list[dict], list[dict]], str]:
+    """_listing() and system_state(): from `kept` (a session's last answer: signature,
+    listing, system) while the meso units' signature is unchanged (see above), else from
+    systemd, kept for the next time if it is settled. Without `kept`, always from systemd."""
+    if kept is None:
+        return _listing(), system_state()
+    root = cgroup2_root()
+    before = unit_signature(root) if root else None
+    if before is not None and kept.get("signature") == before:
+        return kept["listing"], kept["system"]
+    kept.clear()
+    listing = _listing()
+    system = system_state()  # after the units: a shutdown that took them says so here
+    after = unit_signature(root) if root else None
+    tasks, _, runs = listing
+    if (after is not None and after == before and system in ("running", "degraded")
+            and listing_settled(tasks + runs, dict(after[1]))):  # fmt: skip
+        kept.update(signature=after, listing=listing, system=system)
+    return listing, system
 
 
 def logs_argv(request: dict) -> list[str]:
@@ -1714,12 +1816,13 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
     _fields(request, ("leases", "after"))
     if "leases" in request:
         renew_leases(request["leases"])
-    listing = time.time()
-    listed = list_units({"after": request["after"]} if "after" in request else {})
-    refresh_pins(listed["units"], listing)
+    listed_at = time.time()
+    listing, system = watched_listing(session.watched if session else None)
+    listed = units_report(listing, _after(request.get("after")))
+    refresh_pins(listed["units"], listed_at)
     memory = parse_meminfo(_read("/proc/meminfo"))
     disk = os.statvfs("/")
-    measured = measure()
+    measured = measure(memory)
     try:
         policy, source = (session or Session()).policy()
         capacity = node_capacity(policy, measured)
@@ -1728,7 +1831,6 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
     except PolicyError as exc:
         capacity, described = {"cpus": 0, "mem": 0}, {"error": str(exc)}
         topology = {"nodes": {}, "node_mem": {}, "devices": {}}
-    system = system_state()  # after the units: a shutdown that took them says so here
     return {
         "hostname": os.uname().nodename,
         "cpus": measured["cpus"] // 1000,
@@ -1737,10 +1839,10 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "disk_total": disk.f_blocks * disk.f_frsize,
         "disk_available": disk.f_bavail * disk.f_frsize,
         "load": parse_loadavg(_read("/proc/loadavg")),
-        "boot_id": _read("/proc/sys/kernel/random/boot_id").strip(),
-        "boot": boot_identity(),
+        "boot_id": listed["boot"].split("/")[0],
+        "boot": listed["boot"],
         "booted": booted_at(),
-        "cgroup": parse_cgroup_mode(_read("/proc/mounts")),
+        "cgroup": cgroup_mode(),
         "systemd": systemd_version(),
         "system": system,
         "units": listed["units"],
