@@ -9,7 +9,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
 from meso_agentless.errors import UsageError
@@ -73,8 +73,15 @@ class LabLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> LabLayout:
-        hosts = tuple(HostLayout(**h) for h in data["hosts"])
-        return cls(**{**data, "hosts": hosts})
+        """As `to_dict` wrote it; fields this version does not know (a lab that another version
+        of meso started) are left out, so its neighbours can still be read and taken down."""
+        hosts = tuple(HostLayout(**_known(HostLayout, h)) for h in data["hosts"])
+        return cls(**{**_known(cls, data), "hosts": hosts})
+
+
+def _known(kind: type, data: dict) -> dict:
+    names = {f.name for f in fields(kind)}
+    return {k: v for k, v in data.items() if k in names}
 
 
 def check_lab_name(name: str) -> str:

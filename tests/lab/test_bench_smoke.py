@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from meso_agentless.lab.paths import LabPaths
 from tests.conftest import LAB
 
 pytestmark = pytest.mark.lab
@@ -22,3 +23,23 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     assert sum(line.startswith("sampling 3 hosts:") for line in lines) == 5
     assert any("ansible all -m setup" in line for line in lines)
     assert lines[-2].startswith(f"launch on {LAB}-1") and "x bare" in lines[-1]
+
+
+SCALE_BENCH = Path(__file__).parents[2] / "bench" / "lab_scale_bench.py"
+
+
+def test_lab_scale_benchmark_prints_its_figures():
+    lab = f"{LAB[:6]}s"  # its own lab, beside the session's
+    done = subprocess.run([sys.executable, str(SCALE_BENCH), "--quick", "--lab", lab],
+                          capture_output=True, text=True, timeout=900, check=True)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines[:5]] == [
+        "lab up", "memory per host", "warm sample round", "batch job of 20 tasks through meso run "
+        "(controller)", "memory per host"]  # fmt: skip
+    assert "launches/s" in lines[3] and "s wall" in lines[3]
+    tools = [line.split(":", 1)[1].split("  ")[0].strip() for line in lines[5:]]
+    assert tools == ["meso run (controller, warm)", "ansible all -m command",
+                     "fabric ThreadingGroup", "pyinfra exec"]  # fmt: skip
+    assert all(line.startswith("`uname -r` on 3 hosts:") and "x meso" in line
+               for line in lines[5:])  # fmt: skip
+    assert not LabPaths.of(lab).root.exists()  # taken down afterwards
