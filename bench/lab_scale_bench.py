@@ -44,7 +44,7 @@ from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import Node, load_inventory
 from meso_agentless.lab import cluster
 from meso_agentless.lab.paths import LabPaths
-from meso_agentless.lab.usage import HostUsage, lab_usage
+from meso_agentless.lab.usage import HostUsage, lab_usage, tree_cpu
 from meso_agentless.testing.controller import ControllerProcess, running_controller
 
 BIN = Path(sys.executable).parent
@@ -52,6 +52,7 @@ MESO = [sys.executable, "-m", "meso_agentless"]
 COMMAND = ["uname", "-r"]
 LAUNCHED = {"staging", "running", "finished", "failed", "killed"}  # what a launch answers
 MIB = 1 << 20
+IDLE = 5.0  # seconds of the controller sampling an idle lab, measured before the batch job
 
 # fabric's ThreadingGroup as a whole process; its Connection would add unknown host keys
 # (AutoAddPolicy), so it is given the lab's known_hosts and told to reject any other key
@@ -169,12 +170,28 @@ class EventLog:
         return first
 
 
-def batch_job(ctl: ControllerProcess, env: dict, tasks: int, hosts: int, directory: Path,
+class CpuMeter:
+    """CPU seconds used by the lab's hosts and by the controller (each with its children)."""
+
+    def __init__(self, lab: str, nodes: Sequence[Node], ctl: ControllerProcess) -> None:
+        self.lab, self.hosts, self.pid = lab, [n.name for n in nodes], ctl.process.pid
+
+    def read(self) -> tuple[float, float, float]:
+        """(monotonic time, hosts' CPU, controller's CPU)"""
+        hosts = sum(u.cpu for u in lab_usage(self.lab, self.hosts))
+        return time.monotonic(), hosts, tree_cpu(self.pid)
+
+
+def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, directory: Path,
               out) -> None:  # fmt: skip
     path = directory / "batch.json"
-    per_host = -(-tasks // hosts)  # sized to fill the lab's 4 GiB hosts: they spread over all
+    per_host = -(-tasks // len(cpu.hosts))  # sized to fill the lab's 4 GiB hosts: all are used
     path.write_text(job_file("scale", tasks, ["true"], 4096 // per_host, unique=False))
     log = EventLog(ctl, "scale")
+    t0, hosts0, ctl0 = cpu.read()  # what sampling every host each second costs, left out below
+    time.sleep(IDLE)
+    t1, hosts1, ctl1 = cpu.read()
+    hosts_idle, ctl_idle = (hosts1 - hosts0) / (t1 - t0), (ctl1 - ctl0) / (t1 - t0)
     started = time.perf_counter()
     done = subprocess.run([*MESO, "run", str(path)], env=env, capture_output=True, text=True,
                           check=False)  # fmt: skip
@@ -187,6 +204,7 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, hosts: int, directo
             while http.get("/v1/jobs/scale").json()["state"] == "active":
                 time.sleep(0.2)
     wall = time.perf_counter() - started
+    t2, hosts2, ctl2 = cpu.read()
     time.sleep(0.5)  # the last events are on their way
     launches = log.launches()
     assert len(launches) == tasks, f"{len(launches)} of {tasks} launches seen"
@@ -195,6 +213,11 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, hosts: int, directo
     out(f"batch job of {tasks} tasks through meso run (controller), placed on {used} hosts: all "
         f"launched {took:.2f} s after the controller took it = {tasks / took:.0f} launches/s "
         f"(target >= 150/s); run to completion {wall:.2f} s wall ({how})")  # fmt: skip
+    on_hosts = (hosts2 - hosts1 - hosts_idle * (t2 - t1)) / tasks
+    in_ctl = (ctl2 - ctl1 - ctl_idle * (t2 - t1)) / tasks
+    out(f"CPU per task of that job (launch, run, end), less sampling at idle: hosts "
+        f"{on_hosts * 1000:.1f} ms, controller {in_ctl * 1000:.1f} ms: at most "
+        f"{1 / (on_hosts + in_ctl):.0f} tasks/s per core of this machine")  # fmt: skip
 
 
 def each_host(env: dict, nodes, inventory: str, rounds: int, directory: Path, out) -> None:
@@ -236,7 +259,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     base |= {"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1"}
     with tempfile.TemporaryDirectory() as tmp, running_controller(inventory, Path(tmp)) as ctl:
         env = {**base, **ctl.env}  # the CLI is the controller's client; the others ignore it
-        batch_job(ctl, env, args.tasks, len(nodes), Path(tmp), out)
+        batch_job(ctl, env, args.tasks, CpuMeter(args.lab, nodes, ctl), Path(tmp), out)
         memory(args.lab, nodes, "controller connected", out)
         each_host(env, nodes, inventory, args.rounds, Path(tmp), out)
 

@@ -1,4 +1,4 @@
-"""What each lab host costs this machine: the memory of its processes and its own disk.
+"""What each lab host costs this machine: the memory and CPU of its processes, its own disk.
 
 A host is its nspawn (or qemu) process and everything under it. Here the containers stay in the
 cgroup of whoever started them (`--keep-unit --register=no`), so no cgroup holds one host's
@@ -27,6 +27,7 @@ class HostUsage:
     rss: int  # bytes
     pss: int  # bytes
     disk: int  # bytes in the host's own overlay layer (what it wrote over the shared image)
+    cpu: float  # seconds of CPU its processes (and the children they reaped) used so far
 
 
 def smaps_totals(text: str) -> tuple[int, int]:
@@ -37,6 +38,29 @@ def smaps_totals(text: str) -> tuple[int, int]:
         if len(fields) == 3 and fields[0] in found and fields[2] == "kB":
             found[fields[0]] = int(fields[1]) * 1024
     return found["Rss:"], found["Pss:"]
+
+
+def stat_cpu_ticks(text: str) -> int:
+    """Clock ticks of CPU from /proc/PID/stat: user and system, the process's own and those of
+    the children it reaped (so a host's short-lived commands are counted too)."""
+    fields = text.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+    return sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+
+
+def cpu_of(pids: Iterable[int]) -> float:
+    """Seconds of CPU used by the processes that still exist (see stat_cpu_ticks)."""
+    ticks = 0
+    for pid in pids:
+        try:
+            ticks += stat_cpu_ticks((PROC / str(pid) / "stat").read_text())
+        except OSError:
+            continue  # ended meanwhile
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu(pid: int) -> float:
+    """Seconds of CPU used by `pid` and every process under it (a controller, say)."""
+    return cpu_of(descendants(pid, {p: parent for p, parent, _ in processes.process_table()}))
 
 
 def descendants(root: int, parents: Mapping[int, int]) -> set[int]:
@@ -82,7 +106,7 @@ def disk_usage(top: Path) -> int:
 
 
 def lab_usage(name: str, hosts: Iterable[str]) -> list[HostUsage]:
-    """Each host's memory and disk, as it is now; a stopped host counts no processes."""
+    """Each host's memory, disk and CPU so far; a stopped host counts no processes."""
     paths = LabPaths.of(name)
     parents = {pid: parent for pid, parent, _name in processes.process_table()}
 
@@ -92,7 +116,7 @@ def lab_usage(name: str, hosts: Iterable[str]) -> list[HostUsage]:
         pids = descendants(record.pid, parents) if alive and record else set()
         count, rss, pss = memory_of(pids)
         own = (paths.host(host) / "upper", paths.host(host) / "disk.img")  # nspawn, vm
-        return HostUsage(host, count, rss, pss, sum(map(disk_usage, own)))
+        return HostUsage(host, count, rss, pss, sum(map(disk_usage, own)), cpu_of(pids))
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(one, hosts))

@@ -18,6 +18,7 @@ def test_each_host_counts_its_own_processes_memory_and_disk(meso_lab):
         assert u.processes >= 4, u
         assert 0 < u.pss <= u.rss, u
         assert u.disk > 0, u  # its host key, machine id and journal over the image
+        assert u.cpu > 0, u  # booting took some
     # the hosts share the image's pages: each one's fair share is well under what it maps
     assert sum(u.pss for u in usage) < sum(u.rss for u in usage) / 2
 

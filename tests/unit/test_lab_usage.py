@@ -1,6 +1,6 @@
 """What a lab host costs: memory read from smaps_rollup, processes found under the host's own."""
 
-from meso_agentless.lab.usage import descendants, disk_usage, smaps_totals
+from meso_agentless.lab.usage import descendants, disk_usage, smaps_totals, stat_cpu_ticks
 
 ROLLUP = """\
 55dc4dbc5000-7ffc8f995000 ---p 00000000 00:00 0                          [rollup]
@@ -31,3 +31,9 @@ def test_disk_counts_files_under_a_directory_or_a_single_file(tmp_path):
     assert disk_usage(tmp_path / "upper") >= 10_000
     assert disk_usage(tmp_path / "disk.img") >= 5000
     assert disk_usage(tmp_path / "nothing") == 0
+
+
+def test_cpu_counts_own_and_reaped_childrens_ticks_past_a_name_with_spaces():
+    stat = ("4242 (python3 -m (x)) S 1 4242 4242 0 -1 4194560 1234 0 0 0 "
+            "150 30 7 3 20 0 1 0 99 0 0")  # fmt: skip
+    assert stat_cpu_ticks(stat) == 150 + 30 + 7 + 3
