@@ -12,6 +12,8 @@
   per second from the controller taking the job to the last launch recorded (target >= 150/s),
   and the whole process's wall time. Should `meso run` fail, its one line is printed and the
   job is followed to its end through the API.
+- The CPU per task of that job on the hosts and in the controller (each process tree's user and
+  system time, with its reaped children), less their rate while sampling an idle lab just before.
 - One short command (`uname -r`) on every host, side by side, whole processes, median of
   --rounds: meso (`meso run --again` of a job with one task per host, through the controller:
   warm connections), `ansible all -m command`, fabric's ThreadingGroup, `pyinfra INVENTORY exec`.
@@ -89,10 +91,6 @@ def pyinfra_inventory(nodes: Sequence[Node]) -> str:
     return f"hosts = {hosts!r}\n"
 
 
-def median_ms(values: list[float]) -> str:
-    return f"{statistics.median(values) * 1000:.1f} ms"
-
-
 def bring_up(lab: str, hosts: int, out: Callable[[str], None]) -> None:
     cluster.down(lab, progress=lambda _m: None)
     started = time.perf_counter()
@@ -127,9 +125,10 @@ def sample_rounds(nodes: Sequence[Node], rounds: int, out: Callable[[str], None]
         plane.close()
     assert not failed, f"sampling failed on {failed}"
     times.sort()
+    median, p90 = statistics.median(times), times[int(len(times) * 0.9) - 1]
     out(f"warm sample round, {len(nodes)} hosts (the controller's Fleet.refresh): median "
-        f"{median_ms(times)}, p90 {times[int(len(times) * 0.9) - 1] * 1000:.1f} ms over {rounds} "
-        f"rounds (target <= 10 ms for 30 hosts)")  # fmt: skip
+        f"{median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms over {rounds} rounds "
+        f"(target <= 10 ms for 30 hosts)")  # fmt: skip
 
 
 class EventLog:
