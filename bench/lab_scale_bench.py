@@ -7,6 +7,8 @@
   (a node command process answering on each host); and the disk each host wrote over the image.
 - The warm sample round over all hosts: the controller's own round (`Fleet.refresh`) on warm
   connections, median of --samples rounds. Target: <= 10 ms for 30 hosts.
+- One host's CPU (its process tree) per sample and per launch of `true` on a warm connection,
+  and per sample again once --launches (50) ended units wait on it to be forgotten.
 - A batch job of --tasks (1,000) `true` tasks run to completion by `meso run` through a
   controller, each task sized (memory) so that they fill every host, about 34 a host: launches
   per second from the controller taking the job to the last launch recorded (target >= 150/s),
@@ -42,7 +44,9 @@ from controller_bench import side_by_side
 
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.fleet import Fleet
+from meso_agentless.core.tasks import unit_name
 from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.hosts.transport import NodeConnection
 from meso_agentless.inventory import Node, load_inventory
 from meso_agentless.lab import cluster
 from meso_agentless.lab.paths import LabPaths
@@ -129,6 +133,36 @@ def sample_rounds(nodes: Sequence[Node], rounds: int, out: Callable[[str], None]
     out(f"warm sample round, {len(nodes)} hosts (the controller's Fleet.refresh): median "
         f"{median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms over {rounds} rounds "
         f"(target <= 10 ms for 30 hosts)")  # fmt: skip
+
+
+def host_costs(lab: str, node: Node, launches: int, out: Callable[[str], None]) -> None:
+    """One host's CPU (its whole process tree) per sample, per launch of `true`, and per sample
+    once those units have ended and wait to be forgotten, on a warm connection."""
+    conn = NodeConnection(node)
+
+    def per_call(calls: list[Callable[[], object]]) -> float:
+        before = lab_usage(lab, [node.name])[0].cpu
+        for call in calls:
+            call()
+        return (lab_usage(lab, [node.name])[0].cpu - before) / len(calls) * 1000
+
+    units = [unit_name("cost", "t", i, int(time.time())) for i in range(launches)]
+    sample = [lambda: conn.request("sample")] * 20
+    launch = [lambda u=u: conn.request("launch", unit=u, argv=["true"], cpus=10, mem=4 * MIB,
+                                       capacity={"cpus": 2000, "mem": 4096 * MIB})
+              for u in units]  # fmt: skip
+    try:
+        conn.request("sample")
+        empty, launched = per_call(sample), per_call(launch)
+        time.sleep(1)  # `true` has ended everywhere
+        full = per_call(sample)
+    finally:
+        for unit in units:
+            conn.request("forget", unit=unit)
+        conn.close()
+    out(f"CPU of one host ({node.name}), warm connection: sample with no units {empty:.1f} ms, "
+        f"launch of `true` {launched:.1f} ms, sample with {launches} ended units "
+        f"{full:.1f} ms")  # fmt: skip
 
 
 class EventLog:
@@ -254,6 +288,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     nodes = load_inventory(inventory).nodes
     memory(args.lab, nodes, "idle lab", out)
     sample_rounds(nodes, args.samples, out)
+    host_costs(args.lab, nodes[0], args.launches, out)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MESO_", "ANSIBLE_"))}
     base |= {"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1"}
     with tempfile.TemporaryDirectory() as tmp, running_controller(inventory, Path(tmp)) as ctl:
@@ -270,11 +305,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5, help="side-by-side runs of each tool")
     parser.add_argument("--samples", type=int, default=50, help="warm sample rounds")
+    parser.add_argument("--launches", type=int, default=50, help="for one host's CPU per launch")
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
     parser.add_argument("--quick", action="store_true", help="3 hosts, 20 tasks, 1 round")
     args = parser.parse_args()
     if args.quick:
-        args.hosts, args.tasks, args.rounds, args.samples = 3, 20, 1, 3
+        args.hosts, args.tasks, args.rounds, args.samples, args.launches = 3, 20, 1, 3, 10
 
     def out(line: str) -> None:
         print(line, flush=True)
