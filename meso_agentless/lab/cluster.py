@@ -50,11 +50,17 @@ class HostStatus:
 
 
 def load(name: str) -> LabLayout | None:
-    """The layout of lab `name` as `up` recorded it, or None."""
+    """The layout of lab `name` as `up` recorded it, or None; LabError (one line) if its state
+    file cannot be read as one (`down` needs none of it: it finds what is on the machine)."""
+    path = LabPaths.of(name).state
     try:
-        return LabLayout.from_dict(json.loads(LabPaths.of(name).state.read_text()))
+        return LabLayout.from_dict(json.loads(path.read_text()))
     except FileNotFoundError:
         return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise LabError(f"lab {name!r}: its state file {path} is unreadable ({why}); "
+                       f"run 'meso lab down --lab {name}'") from None  # fmt: skip
 
 
 def require_lab(name: str) -> LabLayout:

@@ -74,7 +74,8 @@ class LabLayout:
 
     @classmethod
     def from_dict(cls, data: dict) -> LabLayout:
-        # fields a newer meso wrote (a lab of another version runs beside this one) are left out
+        """As `to_dict` wrote it; fields this version does not know (a lab that another version
+        of meso started) are left out, so its neighbours can still be read and taken down."""
         hosts = tuple(HostLayout(**_known(HostLayout, h)) for h in data["hosts"])
         return cls(**{**_known(cls, data), "hosts": hosts})
 

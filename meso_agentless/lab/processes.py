@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,20 @@ def _start_ticks(pid: int) -> int | None:
         return None
     # the command name is in parentheses and may hold spaces; field 22 is the start time
     return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_table() -> Iterator[tuple[int, int, str]]:
+    """(pid, parent pid, command name) of every process on this machine."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        head, _, tail = stat.rpartition(")")
+        yield int(entry.name), int(tail.split()[1]), head.partition("(")[2]
 
 
 def spawn(argv: list[str], log: Path) -> ProcessRecord:

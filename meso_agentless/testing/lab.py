@@ -97,7 +97,7 @@ class LabHandle:
         init = self._init_pid(host)
         namespace = os.readlink(f"/proc/{init}/ns/pid")
         killed = 0
-        for pid, ppid, comm in _processes():
+        for pid, ppid, comm in processes.process_table():
             if comm != "sshd" or ppid == init:  # the listener is the one systemd started
                 continue
             try:
@@ -130,20 +130,6 @@ class LabHandle:
     def close(self) -> None:
         for host in list(self._clients):
             self.drop_connection(host)
-
-
-def _processes() -> Iterator[tuple[int, int, str]]:
-    """(pid, parent pid, command name) of every process on this machine."""
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        head, _, tail = stat.rpartition(")")
-        yield int(entry.name), int(tail.split()[1]), head.partition("(")[2]
 
 
 @contextmanager

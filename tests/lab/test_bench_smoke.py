@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from meso_agentless.lab.paths import LabPaths
 from tests.conftest import LAB
 
 pytestmark = pytest.mark.lab
@@ -26,3 +27,26 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     launch = next(i for i, line in enumerate(lines) if line.startswith(f"launch on {LAB}-1"))
     assert "x" in lines[launch + 1] and "meso's argv" in lines[launch + 2]
     assert lines[-1].startswith("meso hosts -o json, embedded, cold")
+
+
+SCALE_BENCH = Path(__file__).parents[2] / "bench" / "lab_scale_bench.py"
+
+
+def test_lab_scale_benchmark_prints_its_figures():
+    lab = f"{LAB[:6]}s"  # its own lab, beside the session's
+    done = subprocess.run([sys.executable, str(SCALE_BENCH), "--quick", "--lab", lab],
+                          capture_output=True, text=True, timeout=900, check=True)  # fmt: skip
+    lines = done.stdout.splitlines()
+    assert [line.split(",")[0] for line in lines[:7]] == [
+        "lab up", "memory per host", "warm sample round", "CPU of one host (" + lab + "-1)",
+        "batch job of 20 tasks through meso run (controller)", "CPU per task of that job (launch",
+        "memory per host"]  # fmt: skip
+    assert "sample with 10 ended units" in lines[3]
+    assert "launches/s" in lines[4] and "(meso run exit 0)" in lines[4]
+    assert "tasks/s per core" in lines[5]
+    tools = [line.split(":", 1)[1].split("  ")[0].strip() for line in lines[7:]]
+    assert tools == ["meso run (controller, warm)", "ansible all -m command",
+                     "fabric ThreadingGroup", "pyinfra exec"]  # fmt: skip
+    assert all(line.startswith("`uname -r` on 3 hosts:") and "x meso" in line
+               for line in lines[7:])  # fmt: skip
+    assert not LabPaths.of(lab).root.exists()  # taken down afterwards

@@ -56,6 +56,14 @@ def test_layout_round_trips_through_its_state_file_form():
     assert LabLayout.from_dict(lab.to_dict()) == lab
 
 
+def test_a_state_file_from_another_version_with_more_fields_still_reads():
+    lab = plan_lab("lab", 2, NET, "nspawn", 2, 4096)
+    data = lab.to_dict()
+    data["numa"] = 2
+    data["hosts"][0]["disk_mib"] = 512
+    assert LabLayout.from_dict(data) == lab
+
+
 def test_subnet_avoids_routes_and_other_labs():
     taken = [ipaddress.IPv4Network("10.213.0.0/24"), ipaddress.IPv4Network("10.213.1.0/25")]
     assert choose_subnet(taken) == ipaddress.IPv4Network("10.213.2.0/24")

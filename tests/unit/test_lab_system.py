@@ -32,3 +32,17 @@ def test_a_limit_it_cannot_change_is_named_with_the_command_to_run(tmp_path):
         ensure_kernel_limits(lambda _m: None, tmp_path)
     message = str(caught.value)
     assert "sysctl -w fs.inotify.max_user_instances=8192" in message and "\n" not in message
+
+
+def test_a_broken_state_file_of_a_lab_is_one_line_naming_it_and_what_to_run(tmp_path, monkeypatch):
+    from meso_agentless.lab import cluster
+
+    monkeypatch.setenv("MESO_LAB_ROOT", str(tmp_path))
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "lab.json").write_text('{"name": "other", "mode": "nspa')  # cut short
+    assert cluster.load("absent") is None
+    with pytest.raises(LabError) as caught:
+        cluster.load("other")
+    message = str(caught.value)
+    assert "lab 'other'" in message and "meso lab down --lab other" in message
+    assert "\n" not in message
