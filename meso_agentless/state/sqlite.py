@@ -24,9 +24,10 @@ from pathlib import Path
 
 from meso_agentless.core.tasks import TaskStatus
 from meso_agentless.errors import UsageError
+from meso_agentless.state.deployments import DeploymentTables
 from meso_agentless.state.store import Intent, JobRow, RunRow, SchedulerRow, TaskRow
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -122,6 +123,36 @@ CREATE TABLE schedulers (
     registered REAL NOT NULL
 );
 """,
+    # 5 -> 6: every version of a job's spec, the version each attempt runs, when it became
+    # healthy, and deployments (a service changing from one version to another)
+    6: """
+ALTER TABLE jobs ADD COLUMN spec_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN job_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN healthy_since REAL;
+CREATE TABLE job_versions (
+    job TEXT NOT NULL REFERENCES jobs(name),
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    submitter TEXT,                -- the token's name, if it has one
+    PRIMARY KEY (job, version)
+);
+INSERT INTO job_versions (job, version, spec, submitted) SELECT name, 1, spec, submitted FROM jobs;
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL REFERENCES jobs(name),
+    from_version INTEGER NOT NULL,
+    to_version INTEGER NOT NULL,
+    state TEXT NOT NULL,           -- running, waiting, successful, failed, cancelled
+    promoted INTEGER NOT NULL DEFAULT 0,
+    revert INTEGER NOT NULL DEFAULT 0, -- it goes back to an earlier version
+    reason TEXT,
+    started REAL NOT NULL,
+    updated REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX deployments_by_job ON deployments (job, id);
+""",
 }
 
 
@@ -129,7 +160,7 @@ class Conflict(Exception):
     """A compare-and-set found a newer row: nothing was written."""
 
 
-class Store:
+class Store(DeploymentTables):
     """One SQLite database, a connection per thread."""
 
     def __init__(self, path: Path, clock: Callable[[], float] = time.time) -> None:
@@ -211,8 +242,17 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def put_job(self, name: str, framework: str, type_: str, spec: dict, inventory: str) -> JobRow:
-        """Submit a job: new, the same active one again, or a new run of one that ended."""
+    def put_job(
+        self,
+        name: str,
+        framework: str,
+        type_: str,
+        spec: dict,
+        inventory: str,
+        submitter: str | None = None,
+    ) -> JobRow:
+        """Submit a job: new, the same active one again, or a new run of one that ended (a
+        new spec is stored as the job's next version)."""
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
             self.db.execute(
@@ -227,6 +267,7 @@ class Store:
                 "run = CASE WHEN jobs.state = 'active' THEN jobs.run ELSE jobs.run + 1 END",
                 (name, framework, type_, json.dumps(spec), inventory, self.clock(), seq),
             )
+            self.record_version(name, spec, submitter)
             job = self.job(name)
         assert job is not None  # noqa: S101 - just written, in this transaction
         return job
@@ -239,16 +280,25 @@ class Store:
         return [_job(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY seq, name")]
 
     def update_job(
-        self, job: JobRow, *, state: str | None = None, spec: dict | None = None
+        self,
+        job: JobRow,
+        *,
+        state: str | None = None,
+        spec: dict | None = None,
+        submitter: str | None = None,
     ) -> JobRow:
-        """Change a job's state or spec if it is still at `job.version`; else Conflict."""
-        done = self.db.execute(
-            "UPDATE jobs SET state = COALESCE(?, state), spec = COALESCE(?, spec), "
-            "version = version + 1 WHERE name = ? AND version = ?",
-            (state, None if spec is None else json.dumps(spec), job.name, job.version),
-        )
-        if done.rowcount != 1:
-            raise Conflict(f"job {job.name} changed meanwhile")
+        """Change a job's state or spec (stored as its next version) if it is still at
+        `job.version`; else Conflict."""
+        with self.transaction():
+            done = self.db.execute(
+                "UPDATE jobs SET state = COALESCE(?, state), spec = COALESCE(?, spec), "
+                "version = version + 1 WHERE name = ? AND version = ?",
+                (state, None if spec is None else json.dumps(spec), job.name, job.version),
+            )
+            if done.rowcount != 1:
+                raise Conflict(f"job {job.name} changed meanwhile")
+            if spec is not None:
+                self.record_version(job.name, spec, submitter)
         return self.job(job.name)  # type: ignore[return-value]
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -260,12 +310,12 @@ class Store:
             for i in intents:
                 self.db.execute(
                     "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, "
-                    "resources, ports, since, created, updated, version) "
-                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1 "
+                    "resources, ports, since, created, updated, version, job_version) "
+                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1, ? "
                     "FROM jobs WHERE name = ?",
                     (i.job, i.task, i.index, i.attempt, i.host, i.unit,
                      json.dumps(dict(i.resources)), json.dumps(list(i.ports)), now, now, now,
-                     i.job),
+                     i.job_version, i.job),
                 )  # fmt: skip
 
     def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
@@ -298,9 +348,10 @@ class Store:
     def set_health(self, row: TaskRow, health: str | None) -> TaskRow | None:
         """Record what the task's health checks say (compare-and-set, like every change)."""
         done = self.db.execute(
-            "UPDATE tasks SET health = ?, updated = ?, version = version + 1 "
+            "UPDATE tasks SET health = ?, updated = ?, version = version + 1, "
+            "healthy_since = CASE WHEN ? = 'healthy' THEN COALESCE(healthy_since, ?) END "
             "WHERE id = ? AND version = ?",
-            (health, self.clock(), row.id, row.version),
+            (health, self.clock(), health, self.clock(), row.id, row.version),
         )
         if done.rowcount != 1:
             return None
@@ -481,7 +532,7 @@ def _run(row: sqlite3.Row) -> RunRow:
 def _job(row: sqlite3.Row) -> JobRow:
     return JobRow(row["name"], row["framework"], row["type"], json.loads(row["spec"]),
                   row["inventory"], row["state"], row["submitted"], row["run"], row["seq"],
-                  row["version"])  # fmt: skip
+                  row["version"], row["spec_version"])  # fmt: skip
 
 
 def _task(row: sqlite3.Row) -> TaskRow:
@@ -489,5 +540,5 @@ def _task(row: sqlite3.Row) -> TaskRow:
         row["id"], row["job"], row["run"], row["task"], row["idx"], row["attempt"], row["host"],
         row["unit"], row["state"], row["exit_code"], row["signal"], row["reason"],
         json.loads(row["resources"]), json.loads(row["ports"]), row["restarts"], row["since"],
-        row["version"], row["health"], row["created"],
+        row["version"], row["health"], row["created"], row["job_version"], row["healthy_since"],
     )  # fmt: skip

@@ -109,7 +109,7 @@ def test_both_stores_have_the_same_tables_and_columns(tmp_path, postgres):
     leader = pg_columns.pop("leader")  # the controllers' lease: only where there are several
     assert sorted(leader) == ["addr", "epoch", "expires", "holder", "id"]
     assert {t: sorted(c) for t, c in pg_columns.items()} == lite_columns
-    assert len(lite_columns) == 7
+    assert len(lite_columns) == 9  # with job_versions and deployments (schema 6)
 
 
 def test_migrations_run_once_and_a_newer_schema_is_refused(postgres):
@@ -123,7 +123,7 @@ def test_migrations_run_once_and_a_newer_schema_is_refused(postgres):
     assert len(stores) == 3 and len({s.identity for s in stores}) == 1
     assert stores[0].schema_version() == SCHEMA_VERSION
     stores[0].db.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
-    with pytest.raises(UsageError, match=r"is schema 99, newer than this meso \(5\)") as refused:
+    with pytest.raises(UsageError, match=r"is schema 99, newer than this meso \(6\)") as refused:
         PgStore(url)
     assert postgres.password not in str(refused.value) and ":***@" in str(refused.value)
 
