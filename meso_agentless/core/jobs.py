@@ -36,6 +36,8 @@ class Attempt(Protocol):
 
 
 DRAINED = "drained"  # the reason of a batch attempt stopped by its host's drain deadline
+ROLLED_BACK = "rolled back"  # a new version's attempt a failed deployment took back: the one
+# before it stands again (core.deployments)
 REVOKED = "revoked"  # the reason of an attempt on borrowed capacity its owner took back
 
 
@@ -90,9 +92,13 @@ def decide(
     counts from no earlier than this (replacements resumed then, after a pause)."""
     latest: dict[tuple[str, int], Attempt] = {}
     first: dict[tuple[str, int], int] = {}
+    top: dict[tuple[str, int], int] = {}  # the highest attempt: a new one follows it
     for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
-        latest[(a.task, a.index)] = a
+        top[(a.task, a.index)] = a.attempt
         first.setdefault((a.task, a.index), a.attempt)
+        if a.reason == ROLLED_BACK and a.state not in WAITING:
+            continue
+        latest[(a.task, a.index)] = a
     out = Decisions()
     counts = {t.name: t.count for t in tasks}
     for (task, index), a in sorted(latest.items()):
@@ -110,6 +116,7 @@ def decide(
                 out.waiting += 1
                 continue
             used = a.attempt - first[(policy.name, index)]
+            after = top[(policy.name, index)] + 1
             retry = policy.restart != "never" and used < policy.attempts
             if (
                 a.state == TaskState.UNREACHABLE
@@ -117,13 +124,13 @@ def decide(
                 and (job_type in KEPT or (retry and replace_batch))
             ):
                 out.lost.append(a)
-                out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
+                out.launch.append(Launch(policy.name, index, after, avoid=a.host))
                 continue
             leaving = (move or {}).get((policy.name, index))
             if leaving is not None and a.state == TaskState.RUNNING and a.host == leaving:
                 # no `avoid`: the caller places nothing on a draining host, and once the drain
                 # is undone the host is as good as any
-                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.launch.append(Launch(policy.name, index, after))
                 out.waiting += 1
                 out.running += 1
                 continue
@@ -136,7 +143,7 @@ def decide(
                 out.succeeded += 1
                 continue
             if a.reason in (DRAINED, REVOKED):  # its host's drain, a revocation: no failure
-                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.launch.append(Launch(policy.name, index, after))
                 continue
             allowed = (
                 job_type in KEPT
@@ -144,7 +151,7 @@ def decide(
                 or (policy.restart == "on-failure" and not ok)
             )
             if allowed and used < policy.attempts:
-                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.launch.append(Launch(policy.name, index, after))
             elif job_type == "batch" or not ok:
                 out.failed.append(a)
     return out

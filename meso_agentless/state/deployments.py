@@ -79,9 +79,7 @@ class DeploymentTables:
         return number
 
     def versions(self, job: str) -> list[VersionRow]:
-        rows = self.db.execute(
-            "SELECT * FROM job_versions WHERE job = ? ORDER BY version", (job,)
-        )
+        rows = self.db.execute("SELECT * FROM job_versions WHERE job = ? ORDER BY version", (job,))
         return [_version(r) for r in rows]
 
     def job_version(self, job: str, version: int) -> VersionRow | None:
