@@ -11,9 +11,15 @@ mid-deployment resumes it where it was.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import TYPE_CHECKING
 
+from meso_agentless.controller.views import (
+    DeploymentView,
+    FieldChangeView,
+    VersionList,
+    VersionView,
+)
 from meso_agentless.core import deployments as core
 from meso_agentless.core import jobdiff
 from meso_agentless.core import jobs as jobcore
@@ -291,6 +297,46 @@ class Deployer:
             if fresh is not None and fresh.reason != ROLLED_BACK:
                 self._store.update_task(fresh, replace(fresh.status, reason=ROLLED_BACK))
         self.c.mark_dirty()
+
+    # -- views -------------------------------------------------------------------------------
+
+    def versions_view(self, name: str) -> VersionList:
+        """Every version of the job's spec, each with its changes against the one before."""
+        from meso_agentless.controller.loop import NotFound
+
+        with self._store.snapshot():
+            job = self._store.job(name)
+            versions = self._store.versions(name)
+        if job is None:
+            raise NotFound(f"no job {name!r}")
+        out, before = [], None
+        for v in versions:
+            found = [] if before is None else jobdiff.changes(before, v.spec)
+            changes = [FieldChangeView(**asdict(c)) for c in found]
+            out.append(
+                VersionView(version=v.version, submitted=v.submitted, submitter=v.submitter,
+                            spec=v.spec, changes=changes)
+            )  # fmt: skip
+            before = v.spec
+        return VersionList(job=name, current=job.spec_version, versions=out)
+
+    def deployment_view(self, name: str) -> DeploymentView:
+        """The job's latest deployment, with its progress now."""
+        from meso_agentless.controller.loop import NotFound
+
+        with self._store.snapshot():
+            job = self._store.job(name)
+            deployment = self._store.deployment(name)
+            if job is None:
+                raise NotFound(f"no job {name!r}")
+            if deployment is None:
+                raise NotFound(f"job {name!r} has no deployment")
+            instances, _ = self._instances(job)
+        spec = Job.model_validate(job.spec)
+        counts = {t.name: t.count for t in spec.tasks}
+        step = core.step(policy_of(spec), counts, instances, promoted=deployment.promoted,
+                         started=deployment.started, now=self.c.clock.time())  # fmt: skip
+        return DeploymentView(**asdict(deployment), progress=step.progress)
 
     def _publish(self, deployment: DeploymentRow, message: str) -> None:
         self.c.events.publish("deployment", f"{deployment.job}: {message}", deployment.job,
