@@ -86,16 +86,19 @@ class Deployer:
         to stop, and their outcome is the deployment's."""
         return {d.job for d in self._store.active_deployments()}
 
-    def holds_outcome(self, job: JobRow) -> bool:
-        """Whether the job's outcome is its deployment's: one under way, or one that failed
-        and left the job at its version."""
+    def holds_outcome(self, job: JobRow, code: int) -> bool:
+        """Whether the job's outcome is its deployment's rather than `code`: one under way,
+        one that failed and left the job at its version, or one that succeeded while the
+        service is still up."""
         if job.type != "service":
             return False
         deployment = self._store.deployment(job.name)
-        if deployment is None:
-            return False
-        return deployment.active or (
-            deployment.state == FAILED and deployment.to_version == job.spec_version
+        if deployment is None or deployment.to_version != job.spec_version:
+            return deployment is not None and deployment.active
+        return (
+            deployment.active
+            or deployment.state == FAILED
+            or (deployment.state == SUCCESSFUL and code == 0)
         )
 
     # -- commands ------------------------------------------------------------------------------
@@ -336,7 +339,8 @@ class Deployer:
         counts = {t.name: t.count for t in spec.tasks}
         step = core.step(policy_of(spec), counts, instances, promoted=deployment.promoted,
                          started=deployment.started, now=self.c.clock.time())  # fmt: skip
-        return DeploymentView(**asdict(deployment), progress=step.progress)
+        fields = {k: v for k, v in asdict(deployment).items() if k != "version"}
+        return DeploymentView(**fields, progress=step.progress)
 
     def _publish(self, deployment: DeploymentRow, message: str) -> None:
         self.c.events.publish("deployment", f"{deployment.job}: {message}", deployment.job,

@@ -1062,8 +1062,8 @@ class Controller:
         """Work out how the job stands after this cycle; end it when it has ended."""
         state = self.jobs[job.name]
         decisions = state.decisions
-        if decisions is None or self.deployer.holds_outcome(job):
-            return  # its deployment says how it comes out
+        if decisions is None:
+            return
         spec = Job.model_validate(job.spec)
         total = sum(t.count for t in spec.tasks)
         checked = {t.name for t in spec.tasks if t.health is not None}
@@ -1074,8 +1074,8 @@ class Controller:
                         for r in latest.values())  # fmt: skip
         waiting = len(state.unplaced) + unhealthy
         result = jobcore.outcome(job.type, False, decisions, total, waiting)
-        if result is None:
-            return
+        if result is None or self.deployer.holds_outcome(job, result.code):
+            return  # its deployment says how it comes out
         if decisions.settled and not (job.type in jobcore.KEPT and total == 0):
             # over: done, or failed for good (a service scaled to nothing stays, to scale up)
             try:
