@@ -25,11 +25,15 @@ def test_migrate_only_makes_the_schema_and_refuses_a_newer_one(postgres):
     assert done.stderr.strip() == (f"state {url.replace(postgres.password, '***')}: "
                                    f"schema {SCHEMA_VERSION}")  # fmt: skip
     with psycopg.connect(url, autocommit=True) as db:
-        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("5",)
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (
+            str(SCHEMA_VERSION),
+        )
         db.execute("UPDATE meta SET value = '42' WHERE key = 'schema'")
     done = meso("controller", "--migrate-only", env={"MESO_STATE": url})
     assert done.returncode == 2
-    assert "is schema 42, newer than this meso (5): upgrade meso first" in done.stderr
+    assert f"is schema 42, newer than this meso ({SCHEMA_VERSION}): upgrade meso first" in (
+        done.stderr
+    )
     assert postgres.password not in done.stderr + done.stdout
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
