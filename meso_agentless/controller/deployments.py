@@ -27,7 +27,7 @@ from meso_agentless.core.jobs import ROLLED_BACK
 from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import Unplaceable
 from meso_agentless.spec import Job, Update
-from meso_agentless.state.deployments import FAILED, SUCCESSFUL, DeploymentRow
+from meso_agentless.state.deployments import CANCELLED, FAILED, SUCCESSFUL, DeploymentRow
 from meso_agentless.state.store import JobRow, StateStore, TaskRow
 
 if TYPE_CHECKING:
@@ -187,6 +187,14 @@ class Deployer:
                               f"(version {job.spec_version})")  # fmt: skip
         self._roll_back(job)
         return self._start(job, found.spec, submitter, revert=True)
+
+    def cancel(self, name: str, why: str) -> None:
+        """End the job's deployment under way, if any (its job was killed)."""
+        deployment = self._store.deployment(name)
+        if deployment is not None and deployment.active:
+            cancelled = self._store.update_deployment(deployment, state=CANCELLED, reason=why)
+            if cancelled is not None:
+                self._publish(cancelled, f"deployment {cancelled.id} cancelled: {why}")
 
     def _active(self, name: str) -> DeploymentRow:
         from meso_agentless.controller.loop import JobConflict, NotFound

@@ -276,6 +276,7 @@ class Controller:
         job = self._job(name)
         if job.state == ACTIVE:
             job = self.store.update_job(job, state="killed")
+        self.deployer.cancel(name, "the job was killed")
         rows = [r for r in self.store.tasks(name) if r.state in TRACKED | {S.LOST}]
         results = self._stop_rows(rows)
         self._cron_leases()  # no sample renews a killed job's timers, wherever they are

@@ -176,6 +176,17 @@ def test_revert_runs_an_earlier_version_again_and_says_what_is_wrong(cluster):
         deployer.fail("web")
 
 
+def test_killing_the_job_cancels_its_deployment_and_a_new_run_has_its_own_outcome(cluster):
+    up(cluster)
+    cluster.controller.submit(web("v2", update={"canary": 1}))
+    cluster.step()
+    cluster.controller.kill("web")
+    assert cluster.controller.store.deployment("web").state == "cancelled"
+    cluster.controller.submit(web("v2", update={"canary": 1}))
+    run_until(cluster, lambda c: outcome(c) is not None)
+    assert outcome(cluster) == (0, "service up: 3 instances running")
+
+
 @pytest.mark.parametrize(("update", "says"), [
     ({"max_parallel": 0}, "update.max_parallel: Input should be greater than or equal to 1"),
     ({"max_parallel": 4}, "update.max_parallel: 4 is more than the task's count (3)"),
