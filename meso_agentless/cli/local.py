@@ -165,7 +165,10 @@ class Local:
             e.controller.tick(allocate_now=False)  # reconcile what earlier commands left
             row = e.controller.submit(job, again=again)
             outcome = e.drive(job.job, row.version, detach=detach)
-            return e.service.job(job.job).model_dump(mode="json"), _outcome(outcome, e, job.job)
+            result = _outcome(outcome, e, job.job)
+            if outcome is not None and outcome.code != 0 and not detach:
+                _finish_revert(e, job.job)
+            return e.service.job(job.job).model_dump(mode="json"), result
 
     def scale(self, name: str, task: str, count: int, on_event: Callable[[dict], None]) -> tuple:
         with self._embedded(self._source(name), write=True, on_event=_adapt(on_event),
@@ -236,6 +239,15 @@ class Local:
             e.controller.set_framework(name, change.get("weight"), quota)
             e.fleet.refresh()
             return e.service.framework(name).model_dump(mode="json")
+
+
+def _finish_revert(e: Embedded, name: str) -> None:
+    """A failed deployment reverting by itself: embedded, it moves only while a command runs,
+    so this one sees the revert through before it returns."""
+    deployment = e.controller.store.deployment(name)
+    job = e.controller.store.job(name)
+    if deployment is not None and deployment.active and deployment.revert and job is not None:
+        e.drive(name, job.version)
 
 
 def _adapt(on_event: Callable[[dict], None]) -> Callable[[Event], None]:
