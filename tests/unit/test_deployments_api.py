@@ -110,3 +110,20 @@ def test_the_cli_exits_2_naming_the_field(tmp_path, block, says):
     assert done.returncode == 2, done.stderr
     assert says in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_history_and_plan_lines_name_tasks_and_show_sizes():
+    from meso_agentless.cli.deployments import change_lines
+
+    spec = {"tasks": [{"name": "server"}, {"name": "worker"}]}
+    changes = [
+        {"path": "tasks[0].resources.mem", "kind": "changed", "before": 64 << 20,
+         "after": 128 << 20},
+        {"path": "tasks[1].env.A", "kind": "added", "before": None, "after": "1"},
+        {"path": "update.canary", "kind": "removed", "before": 1, "after": None},
+    ]  # fmt: skip
+    assert change_lines(changes, spec) == [
+        "~ tasks[server].resources.mem: 64MiB -> 128MiB",
+        '+ tasks[worker].env.A: "1"',
+        "- update.canary: 1",
+    ]
