@@ -38,7 +38,8 @@ def plan(
     else:
         use = backend(inventory, state)
         result = use.plan(specs)
-        changes = [use.plan_job(job) for job in specs]  # against the jobs the controller holds
+        # against the jobs the controller holds (a new one's placements are in `result`)
+        changes = [p for p in map(use.plan_job, specs) if p["action"] != "create"]
     if output == "json":
         print_json({**result, "jobs": changes} if changes else result)
     else:
