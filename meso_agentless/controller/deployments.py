@@ -23,7 +23,7 @@ from meso_agentless.controller.views import (
 from meso_agentless.core import deployments as core
 from meso_agentless.core import jobdiff
 from meso_agentless.core import jobs as jobcore
-from meso_agentless.core.jobs import ROLLED_BACK
+from meso_agentless.core.jobs import REPLACED, ROLLED_BACK
 from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import Unplaceable
 from meso_agentless.spec import Job, Update
@@ -253,7 +253,7 @@ class Deployer:
                 self._publish(deployment, f"deployment {deployment.id}: replacing "
                               f"{task}[{index}] (was on {host})")  # fmt: skip
         if step.retire:
-            why = f"replaced by version {deployment.to_version}"
+            why = f"{REPLACED} {deployment.to_version}"
             retired = [rows[a.unit] for a in step.retire]
             self.c._stop_rows(retired, {r.unit: TaskStatus(TaskState.KILLED, reason=why)
                                         for r in retired})  # fmt: skip

@@ -38,6 +38,14 @@ class Attempt(Protocol):
 DRAINED = "drained"  # the reason of a batch attempt stopped by its host's drain deadline
 ROLLED_BACK = "rolled back"  # a new version's attempt a failed deployment took back: the one
 # before it stands again (core.deployments)
+REPLACED = "replaced by version"  # the reason of an old attempt a deployment stopped
+
+
+def _deployed(a: Attempt) -> bool:
+    """An attempt a deployment ended (replaced or rolled back): no restart of its instance."""
+    return bool(a.reason) and (a.reason == ROLLED_BACK or a.reason.startswith(REPLACED))
+
+
 REVOKED = "revoked"  # the reason of an attempt on borrowed capacity its owner took back
 
 
@@ -93,8 +101,11 @@ def decide(
     latest: dict[tuple[str, int], Attempt] = {}
     first: dict[tuple[str, int], int] = {}
     top: dict[tuple[str, int], int] = {}  # the highest attempt: a new one follows it
+    deployed: dict[tuple[str, int], list[int]] = {}  # attempts a deployment ended
     for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
         top[(a.task, a.index)] = a.attempt
+        if _deployed(a):
+            deployed.setdefault((a.task, a.index), []).append(a.attempt)
         first.setdefault((a.task, a.index), a.attempt)
         if a.reason == ROLLED_BACK and a.state not in WAITING:
             continue
@@ -115,7 +126,9 @@ def decide(
                 out.launch.append(Launch(policy.name, index, a.attempt, again=True))
                 out.waiting += 1
                 continue
-            used = a.attempt - first[(policy.name, index)]
+            # restarts used: attempts since the first, but for those a deployment ended
+            freed = sum(n < a.attempt for n in deployed.get((policy.name, index), ()))
+            used = a.attempt - first[(policy.name, index)] - freed
             after = top[(policy.name, index)] + 1
             retry = policy.restart != "never" and used < policy.attempts
             if (

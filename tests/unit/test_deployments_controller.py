@@ -176,6 +176,19 @@ def test_revert_runs_an_earlier_version_again_and_says_what_is_wrong(cluster):
         deployer.fail("web")
 
 
+def test_replacements_by_deployments_use_up_no_restarts(cluster):
+    up(cluster)
+    for n in range(2, 6):  # four deployments: more than the 3 restarts an instance has
+        cluster.controller.submit(web(f"v{n}", update={"max_parallel": 3, "min_healthy_time": 0}))
+        run_until(cluster, lambda c: c.controller.store.deployment("web").state == "successful")
+    [(unit, _host)] = [(u, h) for u, h in cluster.plane.running().items() if "_s_0_" in u]
+    cluster.plane.finish(unit, exit_code=1)
+    for _ in range(3):
+        cluster.step()
+    latest = [r for r in cluster.controller.store.tasks("web") if r.index == 0][-1]
+    assert latest.unit != unit and latest.state.value == "running"  # restarted, not given up
+
+
 def test_killing_the_job_cancels_its_deployment_and_a_new_run_has_its_own_outcome(cluster):
     up(cluster)
     cluster.controller.submit(web("v2", update={"canary": 1}))
