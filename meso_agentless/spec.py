@@ -322,6 +322,37 @@ class Disconnect(_Strict):
         return parse_duration(value)
 
 
+class Update(_Strict):
+    """How a running service changes to a new version of its job file: `max_parallel` new
+    instances at a time start beside old ones; an old one stops once its replacement has been
+    healthy for `min_healthy_time`; a new one not healthy within `healthy_deadline` fails the
+    update. `canary` new instances start first and wait for a promote (or `auto_promote`);
+    `auto_revert` goes back to the last version by itself when the update fails."""
+
+    max_parallel: Annotated[int, Field(ge=1, le=MAX_COUNT)] = 1
+    min_healthy_time: Any = 10
+    healthy_deadline: Any = 300
+    canary: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 0
+    auto_promote: bool = False
+    auto_revert: bool = False
+
+    @field_validator("min_healthy_time", mode="before")
+    @classmethod
+    def _min_healthy(cls, value: object) -> int:
+        return _seconds(value, zero_ok=True)
+
+    @field_validator("healthy_deadline", mode="before")
+    @classmethod
+    def _deadline(cls, value: object) -> int:
+        return parse_duration(value)
+
+    @model_validator(mode="after")
+    def _deadline_after_min(self) -> Update:
+        if self.healthy_deadline <= self.min_healthy_time:
+            raise ValueError("healthy_deadline must be longer than min_healthy_time")
+        return self
+
+
 class Task(_Strict):
     name: Name
     count: Annotated[int, Field(ge=0, le=MAX_COUNT)] = 1
@@ -404,6 +435,7 @@ class Job(_Strict):
     catch_up: Annotated[int, Field(ge=0, le=100)] | None = None
     strategy: Literal["binpack", "spread"] = "binpack"
     disconnect: Disconnect = Disconnect()
+    update: Update | None = None  # services only: how a new version replaces the running one
     tasks: Annotated[list[Task], Field(min_length=1, max_length=100)]
 
     @model_validator(mode="before")
@@ -448,7 +480,22 @@ class Job(_Strict):
             if pinned:
                 raise ValueError(f"task {pinned!r}: dedicated cores and devices are for batch "
                                  "and service jobs, not cron")  # fmt: skip
+        self._check_update()
         return self
+
+    def _check_update(self) -> None:
+        """An update block fits the service it changes: no more at a time than it runs."""
+        update = self.update
+        if update is None:
+            return
+        if self.type != "service":
+            raise ValueError("update: only for type: service")
+        count = max(t.count for t in self.tasks)
+        for name in ("max_parallel", "canary"):
+            value = getattr(update, name)
+            if value > max(count, 1):
+                raise ValueError(f"update.{name}: {value} is more than the task's count "
+                                 f"({count})")  # fmt: skip
 
     @model_serializer(mode="wrap")
     def _dump(self, handler: Any) -> dict[str, Any]:
@@ -461,6 +508,8 @@ class Job(_Strict):
             data.pop("priority", None)
         if self.max_running is None:
             data.pop("max_running", None)
+        if self.update is None:
+            data.pop("update", None)
         return data
 
     @property
@@ -626,9 +675,9 @@ def _first_error(exc: ValidationError) -> Problem:
     # union members ("str", "list[str]") and "[key]" in the location are noise for a user
     loc = tuple(p for p in raw if isinstance(p, int) or not _TYPE_NAME.search(p))
     message = error["msg"].removeprefix("Value error, ")
-    named = re.match(r"^([a-z_]+): (.*)$", message)
+    named = re.match(r"^([a-z_]+)((?:\.[a-z_]+)*): (.*)$", message)
     if not loc and named and named[1] in Job.model_fields:  # a whole-job rule about one field
-        loc, message = (named[1],), named[2]
+        loc, message = (named[1], *named[2].split(".")[1:]), named[3]
     kind = error["type"]
     shown = yamlsafe.short(error.get("input"))
     last = next((p for p in reversed(loc) if isinstance(p, str)), "")

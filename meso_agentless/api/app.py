@@ -16,7 +16,7 @@ from meso_agentless.api.auth import require_token
 from meso_agentless.api.context import ApiContext
 from meso_agentless.api.limits import BodyLimit
 from meso_agentless.api.metrics import Metrics, RequestCounter
-from meso_agentless.api.routes import events, frameworks, hosts, jobs, meta, queue
+from meso_agentless.api.routes import deployments, events, frameworks, hosts, jobs, meta, queue
 from meso_agentless.api.routes import history as history_routes
 from meso_agentless.api.routes import plan as job_plan
 from meso_agentless.api.routes import tasks as task_routes
@@ -44,6 +44,7 @@ def create_app(ctx: ApiContext, metrics: Metrics) -> FastAPI:
     for router in routers:
         app.include_router(router)
     app.include_router(job_plan.router)
+    app.include_router(deployments.router)
     for router in (history_routes.router, task_routes.router):  # what the dashboard reads
         app.include_router(router)
     dashboard.install(app)  # /ui

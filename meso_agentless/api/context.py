@@ -24,6 +24,7 @@ class ApiContext:
     token: str
     shutting_down: Callable[[], bool] = lambda: False
     history: ShareHistory = field(default_factory=ShareHistory)  # the dashboard's charts
+    token_name: str | None = None  # who the token stands for (a job version's submitter)
 
     def change(self, command: Callable[[], T]) -> T:
         """Run a change on the controller's thread (the one writer)."""

@@ -183,6 +183,38 @@ class Remote:
     def plan(self, jobs: list[Job]) -> dict:
         return self._json("POST", "/v1/plan", {"jobs": [j.model_dump(mode="json") for j in jobs]})
 
+    def plan_job(self, job: Job) -> dict:
+        return self._json("POST", "/v1/plan/job", job.model_dump(mode="json"))
+
+    def versions(self, name: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{quote(name, safe='')}/versions")
+
+    def deployment(self, name: str) -> dict:
+        return self._json("GET", f"/v1/jobs/{quote(name, safe='')}/deployment")
+
+    def deployment_action(self, name: str, action: str, on_event: Callable[[dict], None]) -> tuple:
+        """Promote or fail the deployment; a promote follows it to its outcome."""
+        path = f"/v1/jobs/{quote(name, safe='')}/deployment/{action}"
+        if action != "promote":
+            return self._json("POST", path), None
+        stream = self._events(name)
+        try:
+            view = self._json("POST", path)
+            outcome = self._follow(self.job(name), stream, on_event, False)
+            return view, outcome
+        finally:
+            stream.close()
+
+    def revert(self, name: str, version: int, on_event: Callable[[dict], None]) -> tuple:
+        stream = self._events(name)
+        try:
+            view = self._json("POST", f"/v1/jobs/{quote(name, safe='')}/revert",
+                              {"version": version})  # fmt: skip
+            outcome = self._follow(view, stream, on_event, False)
+            return self.job(name), outcome
+        finally:
+            stream.close()
+
     def logs(
         self,
         name: str,

@@ -92,6 +92,49 @@ class Local:
             e.sync(record=False)
             return e.service.plan(jobs)
 
+    def plan_job(self, job: Job) -> dict:
+        from meso_agentless.controller.jobplan import plan_job
+
+        with self._embedded(self._source(), write=False) as e:
+            e.sync(record=False)
+            return plan_job(e.service, job)
+
+    def versions(self, name: str) -> dict:
+        with self._embedded(self._source(name), write=False) as e:
+            return e.controller.deployer.versions_view(name).model_dump(mode="json")
+
+    def deployment(self, name: str) -> dict:
+        with self._embedded(self._source(name), write=False) as e:
+            e.sync(record=True)
+            return e.controller.deployer.deployment_view(name).model_dump(mode="json")
+
+    def deployment_action(self, name: str, action: str, on_event: Callable[[dict], None]) -> tuple:
+        """Embedded, a deployment moves only while a command runs: a promote drives it on to
+        its outcome (as `meso run` does)."""
+        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event),
+                            job=name) as e:  # fmt: skip
+            e.fleet.refresh()
+            e.controller.tick(allocate_now=False)
+            deployer = e.controller.deployer
+            if action == "promote":
+                deployer.promote(name)
+            else:
+                deployer.fail(name)
+            outcome = None
+            if action == "promote":
+                row = e.controller.store.job(name)
+                outcome = _outcome(e.drive(name, row.version), e, name)  # type: ignore[union-attr]
+            return deployer.deployment_view(name).model_dump(mode="json"), outcome
+
+    def revert(self, name: str, version: int, on_event: Callable[[dict], None]) -> tuple:
+        with self._embedded(self._source(name), write=True, on_event=_adapt(on_event),
+                            job=name) as e:  # fmt: skip
+            e.fleet.refresh()
+            e.controller.tick(allocate_now=False)
+            row = e.controller.deployer.revert(name, version, None)
+            outcome = e.drive(name, row.version)
+            return e.service.job(name).model_dump(mode="json"), _outcome(outcome, e, name)
+
     def logs(
         self,
         name: str,
@@ -122,7 +165,10 @@ class Local:
             e.controller.tick(allocate_now=False)  # reconcile what earlier commands left
             row = e.controller.submit(job, again=again)
             outcome = e.drive(job.job, row.version, detach=detach)
-            return e.service.job(job.job).model_dump(mode="json"), _outcome(outcome, e, job.job)
+            result = _outcome(outcome, e, job.job)
+            if outcome is not None and outcome.code != 0 and not detach:
+                _finish_revert(e, job.job)
+            return e.service.job(job.job).model_dump(mode="json"), result
 
     def scale(self, name: str, task: str, count: int, on_event: Callable[[dict], None]) -> tuple:
         with self._embedded(self._source(name), write=True, on_event=_adapt(on_event),
@@ -193,6 +239,15 @@ class Local:
             e.controller.set_framework(name, change.get("weight"), quota)
             e.fleet.refresh()
             return e.service.framework(name).model_dump(mode="json")
+
+
+def _finish_revert(e: Embedded, name: str) -> None:
+    """A failed deployment reverting by itself: embedded, it moves only while a command runs,
+    so this one sees the revert through before it returns."""
+    deployment = e.controller.store.deployment(name)
+    job = e.controller.store.job(name)
+    if deployment is not None and deployment.active and deployment.revert and job is not None:
+        e.drive(name, job.version)
 
 
 def _adapt(on_event: Callable[[dict], None]) -> Callable[[Event], None]:

@@ -33,14 +33,40 @@ def plan(
     from meso_agentless.controller.planning import load_jobs
 
     specs = load_jobs(jobs)
-    result = _offline(specs, inventory) if offline else backend(inventory, state).plan(specs)
+    if offline:
+        result, changes = _offline(specs, inventory), []
+    else:
+        use = backend(inventory, state)
+        result = use.plan(specs)
+        # against the jobs the controller holds (a new one's placements are in `result`)
+        changes = [p for p in map(use.plan_job, specs) if p["action"] != "create"]
     if output == "json":
-        print_json(result)
+        print_json({**result, "jobs": changes} if changes else result)
     else:
         for name, reason in sorted(result["unreachable"].items()):
             click.echo(f"meso: warning: {name} not sampled, not planned on: {reason}", err=True)
+        for job_plan in changes:
+            for line in _change_lines(job_plan):
+                click.echo(line)
         plan_output(result)
-    return EXIT_UNPLACED if result["unplaced"] else 0
+    misfit = any(p.get("update") and not p["update"]["fits"] for p in changes)
+    return EXIT_UNPLACED if result["unplaced"] or misfit else 0
+
+
+def _change_lines(job_plan: dict) -> list[str]:
+    """What submitting the file would change in the job the controller holds, field by field
+    (`nomad job plan`'s diff), and what an update would do."""
+    from meso_agentless.cli.deployments import change_lines
+
+    if job_plan["action"] == "create":
+        return []
+    lines = [f"{job_plan['job']}: {job_plan['action']}: {job_plan['reason']}"]
+    lines += [f"  {line}" for line in change_lines(job_plan["changes"], job_plan["spec"])]
+    update = job_plan.get("update")
+    if update:
+        lines.append(f"  version {update['from_version']} -> {update['to_version']}: "
+                     f"{update['summary']}")  # fmt: skip
+    return lines
 
 
 def _offline(specs: list, inventory: str | None) -> dict:

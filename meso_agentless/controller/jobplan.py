@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
+from meso_agentless.controller.deployments import policy_of, replaced_tasks
 from meso_agentless.controller.planning import plan_jobs, plan_json
 from meso_agentless.controller.service import Service
 from meso_agentless.core import jobdiff
@@ -38,6 +39,8 @@ def plan_job(service: Service, job: Job) -> dict:
         starts = Job.model_validate(data) if any(added.values()) else None
     elif decision.action == jobdiff.REPLACE:
         tracked = [r for r in tracked if r.job != job.job]  # the old ones are stopped first
+    elif decision.action == jobdiff.UPDATE and row is not None:
+        starts = update_headroom(job, row.spec)  # beside the old ones, as many as go at once
     placed: dict = {"placements": [], "unplaced": [], "shares": {}}
     if starts is not None:
         views = controller.fleet.views()
@@ -48,9 +51,13 @@ def plan_job(service: Service, job: Job) -> dict:
     never = controller.never_placeable(job) if starts is not None else []
     views = controller.fleet.views()
     revision = None if row is None else {"state": row.state, "run": row.run, "version": row.version}
+    update = None
+    if decision.action == jobdiff.UPDATE and row is not None:
+        update = update_summary(job, row.spec, not placed["unplaced"], row.spec_version)
     return {
         "job": job.job,
         "action": decision.action,
+        "update": update,
         "reason": decision.reason,
         "current": revision,
         "changes": [asdict(c) for c in decision.changes],
@@ -65,3 +72,36 @@ def plan_job(service: Service, job: Job) -> dict:
             if not view.placeable
         },
     }
+
+
+def update_headroom(job: Job, running: dict) -> Job | None:
+    """What a deployment starts at once beside the running instances: of each changed task,
+    max(max_parallel, canary) new instances (None when no task changes)."""
+    policy = policy_of(job)
+    changed = replaced_tasks(running, job.model_dump(mode="json"))
+    at_once = max(policy.max_parallel, policy.canary)
+    data = job.model_dump(mode="json")
+    data["tasks"] = [{**t, "count": min(t["count"], at_once) if t["name"] in changed else 0}
+                     for t in data["tasks"]]  # fmt: skip
+    return Job.model_validate(data) if changed else None
+
+
+def update_summary(job: Job, running: dict, fits: bool, version: int) -> dict:
+    """What the deployment will do, in numbers and in one line (as `nomad job plan` says it)."""
+    policy = policy_of(job)
+    changed = replaced_tasks(running, job.model_dump(mode="json"))
+    old = {t["name"]: t["count"] for t in running.get("tasks", [])}
+    replace = sum(min(t.count, old.get(t.name, 0)) for t in job.tasks if t.name in changed)
+    text = f"replace {replace} instance(s), {policy.max_parallel} at a time"
+    if policy.canary:
+        text += f"; {policy.canary} canary(ies) first" + (
+            ", promoted by themselves" if policy.auto_promote else ", then a promote"
+        )
+    at_once = max(policy.max_parallel, policy.canary)
+    text += (f"; the new version fits beside the old with {at_once} at a time" if fits else
+             f"; the new version does NOT fit beside the old with {at_once} at a time")  # fmt: skip
+    if not replace:
+        text = "no instance to replace (only the update policy or job-level fields change)"
+    return {"from_version": version, "to_version": version + 1, "replace": replace,
+            "max_parallel": policy.max_parallel, "canary": policy.canary, "fits": fits,
+            "tasks": sorted(changed), "summary": text}  # fmt: skip

@@ -27,6 +27,7 @@ from typing import TypeVar
 from meso_agentless import schedule as schedules
 from meso_agentless.controller import cron as cronctl
 from meso_agentless.controller.clock import Clock
+from meso_agentless.controller.deployments import Deployer
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
 from meso_agentless.controller.revocation import ENV as REVOCABLE_ENV
@@ -145,6 +146,7 @@ class Controller:
         self._revoke: dict[str, tuple[TaskRow, TaskStatus]] = {}  # unit -> (row, its end)
         # within a cycle, each job's rows read once while nothing is written (store.changes)
         self._read: tuple[int, dict[str, list[TaskRow]]] = (-1, {})
+        self.deployer = Deployer(self)  # services changing version (controller.deployments)
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -161,11 +163,12 @@ class Controller:
 
     # -- commands ------------------------------------------------------------------------------
 
-    def submit(self, job: Job, again: bool = False) -> JobRow:
+    def submit(self, job: Job, again: bool = False, submitter: str | None = None) -> JobRow:
         """Store a job to run: new, the same one again (nothing changes), or a new run of one
         that ended. The same spec of a job that ended done is not run again (a `meso run`
-        retried after its command broke must not run the job twice) unless `again`.
-        JobConflict if it is active with another spec."""
+        retried after its command broke must not run the job twice) unless `again`. An active
+        one with another spec is scaled (counts alone) or, a service, deployed (a rolling
+        update: controller.deployments); JobConflict for other types."""
         if job.framework in self.schedulers.registered():
             raise JobConflict(f"framework {job.framework!r} schedules its own tasks through "
                               "the API: run this job under another framework")  # fmt: skip
@@ -181,9 +184,7 @@ class Controller:
         )
         if existing is not None and existing.state == ACTIVE:
             if not same:
-                raise JobConflict(
-                    f"job {job.job!r} is active with another spec: kill it first, or scale it"
-                )
+                return self.deployer.update(existing, job, spec, submitter)
             return existing
         if existing is not None and existing.state == DONE and same and not again:
             ended = self._ended_outcome(existing)
@@ -199,7 +200,8 @@ class Controller:
             raise Unplaceable(f"cannot be placed: {never[0].reason}",
                               [{"task": u.task, "index": u.index, "reason": u.reason}
                                for u in never])  # fmt: skip
-        row = self.store.put_job(job.job, job.framework, job.type, spec, self.inventory.source)
+        row = self.store.put_job(job.job, job.framework, job.type, spec, self.inventory.source,
+                                 submitter)  # fmt: skip
         self.jobs[job.job] = JobState()
         self._dirty = True
         self.events.publish("job", f"{job.job}: submitted (run {row.run})", job.job,
@@ -298,6 +300,7 @@ class Controller:
         job = self._job(name)
         if job.state == ACTIVE:
             job = self.store.update_job(job, state="killed")
+        self.deployer.cancel(name, "the job was killed")
         rows = [r for r in self.store.tasks(name) if r.state in TRACKED | {S.LOST}]
         results = self._stop_rows(rows)
         self._cron_leases()  # no sample renews a killed job's timers, wherever they are
@@ -383,9 +386,11 @@ class Controller:
         if endings:  # unhealthy, or past its drain's deadline: stopped before deciding
             self._stop_rows([row for row, _ in endings.values()],
                             {unit: status for unit, (_, status) in endings.items()})  # fmt: skip
+        self.deployer.tick(jobs)  # rolling updates: old attempts retired, slots to replace
         decided = {j.name: self._decide(j) for j in jobs}
         stops = [r for d in decided.values() for r in d.stop] + strays  # type: ignore[misc]
-        stops += self._superseded(jobs)
+        deploying = self.deployer.under_way()  # their old attempts are the deployment's
+        stops += self._superseded([j for j in jobs if j.name not in deploying])
         again = [(j, r) for j in jobs for r in self._again(j, decided[j.name], views)]
         owned = self._owned(jobs)
         fresh = [(j, launch) for j in jobs for launch in decided[j.name].launch
@@ -575,7 +580,8 @@ class Controller:
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
                                    lost_after=math.inf if hold else after,
                                    numbered_from=self.store.last_attempts(job.name),
-                                   move=self._moves(job, rows),
+                                   move={**self._moves(job, rows),
+                                         **self.deployer.moves.get(job.name, {})},
                                    replace_batch=spec.disconnect.batch == "replace",
                                    unreachable_from=self._resumed)  # fmt: skip
         for row in decisions.lost:
@@ -777,7 +783,8 @@ class Controller:
             attempt = attempts[(p.job, p.task, p.index)]
             unit = unit_name(p.job, p.task, p.index, attempt)
             intents.append(Intent(p.job, p.task, p.index, attempt, p.host, unit,
-                                  dict(p.resources), tuple(p.ports), p.pins))  # fmt: skip
+                                  dict(p.resources), tuple(p.ports), p.pins,
+                                  jobs_by_name[p.job].spec_version))  # fmt: skip
             placed.append((jobs_by_name[p.job], p, attempt))
             self._acted[unit] = self.clock.monotonic()
             if p.revocable:
@@ -1113,8 +1120,8 @@ class Controller:
                         for r in latest.values())  # fmt: skip
         waiting = len(state.unplaced) + unhealthy
         result = jobcore.outcome(job.type, False, decisions, total, waiting)
-        if result is None:
-            return
+        if result is None or self.deployer.holds_outcome(job, result.code):
+            return  # its deployment says how it comes out
         if decisions.settled and not (job.type in jobcore.KEPT and total == 0):
             # over: done, or failed for good (a service scaled to nothing stays, to scale up)
             try:

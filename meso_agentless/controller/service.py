@@ -100,7 +100,8 @@ class Service:
             tasks=[task_view(r, self.controller.borrowed.is_revocable(r.unit)) for r in rows],
             unplaced=[UnplacedView(task=u.task, index=u.index, reason=u.reason)
                       for u in unplaced],
-            outcome=outcome, spec=job.spec, **self._cron(job, latest),
+            outcome=outcome, spec=job.spec, spec_version=job.spec_version,
+            **self._cron(job, latest),
         )  # fmt: skip
 
     def _cron(self, job: JobRow, latest: dict[tuple[str, int], TaskRow]) -> dict:
@@ -357,5 +358,5 @@ def task_view(r: TaskRow, revocable: bool = False) -> TaskView:
         state=r.state.value, exit_code=r.exit_code, signal=r.signal, reason=r.reason,
         restarts=r.restarts, since=r.since,
         resources=resources_json({k: v for k, v in r.resources.items() if k != PORTS}),
-        ports=list(r.ports), health=r.health, revocable=revocable,
+        ports=list(r.ports), health=r.health, revocable=revocable, job_version=r.job_version,
     )  # fmt: skip

@@ -34,6 +34,7 @@ class TaskView(View):
     ports: list[int]
     health: str | None  # starting, healthy, unhealthy; None: no health checks
     revocable: bool = False  # on capacity borrowed from another framework's guarantee
+    job_version: int = 1  # the version of the job's spec it runs
 
 
 class UnplacedView(View):
@@ -101,6 +102,7 @@ class JobView(View):
     unplaced: list[UnplacedView]
     outcome: OutcomeView | None
     spec: dict[str, Any]
+    spec_version: int = 1  # the latest version of its spec (GET /v1/jobs/NAME/versions)
     next: float | None = None  # a cron job's next fire time (Unix time)
     runs: list[RunView] = []  # a cron job's latest runs, newest first
     cron: CronView | None = None
@@ -213,3 +215,40 @@ class TaskDetail(View):
     unit_seen: float | None  # when the host reported it (Unix time)
     attempts: list[TaskView]
     events: list[TaskEventView]
+
+
+class FieldChangeView(View):
+    path: str  # as in error messages: tasks[0].resources.cpus
+    kind: str  # changed, added, removed
+    before: Any = None
+    after: Any = None
+
+
+class VersionView(View):
+    version: int
+    submitted: float
+    submitter: str | None  # the token's name, if it has one
+    spec: dict[str, Any]
+    changes: list[FieldChangeView]  # against the version before
+
+
+class VersionList(View):
+    job: str
+    current: int
+    versions: list[VersionView]
+
+
+class DeploymentView(View):
+    """A deployment: `progress` per task (desired, new, healthy new, old still running)."""
+
+    id: int
+    job: str
+    from_version: int
+    to_version: int
+    state: str  # running, waiting (for a promote), successful, failed, cancelled
+    promoted: bool
+    revert: bool
+    reason: str | None
+    started: float
+    updated: float
+    progress: dict[str, dict[str, int]]

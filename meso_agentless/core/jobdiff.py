@@ -3,8 +3,9 @@ submitting it would do (pure: specs in, decisions out).
 
 The actions mirror the controller's `submit` and `scale`: a new job is created; an ended one
 runs again (unless it is done with the same spec); an active one with the same spec is left as
-it is; one whose tasks' counts alone differ is scaled; any other change to an active job needs
-it killed and submitted again (a replacement).
+it is; one whose tasks' counts alone differ is scaled; any other change to an active service is
+a deployment (an update: a rolling replacement, core.deployments); to an active job of another
+type it needs it killed and submitted again (a replacement).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 CREATE, RERUN, NONE, SCALE, REPLACE = "create", "rerun", "none", "scale", "replace"
+UPDATE = "update"
 ACTIVE, DONE = "active", "done"
 
 
@@ -35,7 +37,7 @@ class Scale:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    action: str  # create, rerun, none, scale, replace
+    action: str  # create, rerun, none, scale, update, replace
     reason: str
     changes: tuple[Change, ...] = ()
     scale: tuple[Scale, ...] = ()
@@ -114,6 +116,10 @@ def decide(name: str, current: Current | None, spec: dict) -> Decision:
             steps = ", ".join(f"{s.task} {s.before} -> {s.after}" for s in scaling)
             return Decision(SCALE, f"job {name!r} is active: scale {steps}", found,
                             tuple(scaling))  # fmt: skip
+        services = current.spec.get("type") == spec.get("type") == "service"
+        if services and current.same_inventory:
+            return Decision(UPDATE, f"job {name!r} is active: {len(found)} field(s) differ, "
+                                    "a deployment of the new version", found)  # fmt: skip
         why = (f"{len(found)} field(s) differ, not only counts" if found
                else "the controller's inventory changed since it was submitted")  # fmt: skip
         return Decision(REPLACE, f"job {name!r} is active with another spec ({why}): it must "

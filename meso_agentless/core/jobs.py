@@ -36,6 +36,16 @@ class Attempt(Protocol):
 
 
 DRAINED = "drained"  # the reason of a batch attempt stopped by its host's drain deadline
+ROLLED_BACK = "rolled back"  # a new version's attempt a failed deployment took back: the one
+# before it stands again (core.deployments)
+REPLACED = "replaced by version"  # the reason of an old attempt a deployment stopped
+
+
+def _deployed(a: Attempt) -> bool:
+    """An attempt a deployment ended (replaced or rolled back): no restart of its instance."""
+    return bool(a.reason) and (a.reason == ROLLED_BACK or a.reason.startswith(REPLACED))
+
+
 REVOKED = "revoked"  # the reason of an attempt on borrowed capacity its owner took back
 
 
@@ -90,9 +100,16 @@ def decide(
     counts from no earlier than this (replacements resumed then, after a pause)."""
     latest: dict[tuple[str, int], Attempt] = {}
     first: dict[tuple[str, int], int] = {}
+    top: dict[tuple[str, int], int] = {}  # the highest attempt: a new one follows it
+    deployed: dict[tuple[str, int], list[int]] = {}  # attempts a deployment ended
     for a in sorted(attempts, key=lambda a: (a.task, a.index, a.attempt)):
-        latest[(a.task, a.index)] = a
+        top[(a.task, a.index)] = a.attempt
+        if _deployed(a):
+            deployed.setdefault((a.task, a.index), []).append(a.attempt)
         first.setdefault((a.task, a.index), a.attempt)
+        if a.reason == ROLLED_BACK and a.state not in WAITING:
+            continue
+        latest[(a.task, a.index)] = a
     out = Decisions()
     counts = {t.name: t.count for t in tasks}
     for (task, index), a in sorted(latest.items()):
@@ -109,7 +126,10 @@ def decide(
                 out.launch.append(Launch(policy.name, index, a.attempt, again=True))
                 out.waiting += 1
                 continue
-            used = a.attempt - first[(policy.name, index)]
+            # restarts used: attempts since the first, but for those a deployment ended
+            freed = sum(n < a.attempt for n in deployed.get((policy.name, index), ()))
+            used = a.attempt - first[(policy.name, index)] - freed
+            after = top[(policy.name, index)] + 1
             retry = policy.restart != "never" and used < policy.attempts
             if (
                 a.state == TaskState.UNREACHABLE
@@ -117,13 +137,13 @@ def decide(
                 and (job_type in KEPT or (retry and replace_batch))
             ):
                 out.lost.append(a)
-                out.launch.append(Launch(policy.name, index, a.attempt + 1, avoid=a.host))
+                out.launch.append(Launch(policy.name, index, after, avoid=a.host))
                 continue
             leaving = (move or {}).get((policy.name, index))
             if leaving is not None and a.state == TaskState.RUNNING and a.host == leaving:
                 # no `avoid`: the caller places nothing on a draining host, and once the drain
                 # is undone the host is as good as any
-                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.launch.append(Launch(policy.name, index, after))
                 out.waiting += 1
                 out.running += 1
                 continue
@@ -136,7 +156,7 @@ def decide(
                 out.succeeded += 1
                 continue
             if a.reason in (DRAINED, REVOKED):  # its host's drain, a revocation: no failure
-                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.launch.append(Launch(policy.name, index, after))
                 continue
             allowed = (
                 job_type in KEPT
@@ -144,7 +164,7 @@ def decide(
                 or (policy.restart == "on-failure" and not ok)
             )
             if allowed and used < policy.attempts:
-                out.launch.append(Launch(policy.name, index, a.attempt + 1))
+                out.launch.append(Launch(policy.name, index, after))
             elif job_type == "batch" or not ok:
                 out.failed.append(a)
     return out

@@ -26,9 +26,10 @@ from pathlib import Path
 from meso_agentless.core.pinning import Pins
 from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import UsageError
+from meso_agentless.state.deployments import DeploymentTables
 from meso_agentless.state.store import Intent, JobRow, RunRow, SchedulerRow, TaskRow
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 SCHEMA = """
 CREATE TABLE jobs (
     name TEXT PRIMARY KEY,
@@ -127,6 +128,36 @@ CREATE TABLE schedulers (
 """,
     # 5 -> 6: the dedicated cores, NUMA node and devices a task was given (core.pinning)
     6: PINS_COLUMN,
+    # 6 -> 7: every version of a job's spec, the version each attempt runs, when it became
+    # healthy, and deployments (a service changing from one version to another)
+    7: """
+ALTER TABLE jobs ADD COLUMN spec_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN job_version INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE tasks ADD COLUMN healthy_since REAL;
+CREATE TABLE job_versions (
+    job TEXT NOT NULL REFERENCES jobs(name),
+    version INTEGER NOT NULL,
+    spec TEXT NOT NULL,
+    submitted REAL NOT NULL,
+    submitter TEXT,                -- the token's name, if it has one
+    PRIMARY KEY (job, version)
+);
+INSERT INTO job_versions (job, version, spec, submitted) SELECT name, 1, spec, submitted FROM jobs;
+CREATE TABLE deployments (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL REFERENCES jobs(name),
+    from_version INTEGER NOT NULL,
+    to_version INTEGER NOT NULL,
+    state TEXT NOT NULL,           -- running, waiting, successful, failed, cancelled
+    promoted INTEGER NOT NULL DEFAULT 0,
+    revert INTEGER NOT NULL DEFAULT 0, -- it goes back to an earlier version
+    reason TEXT,
+    started REAL NOT NULL,
+    updated REAL NOT NULL,
+    version INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX deployments_by_job ON deployments (job, id);
+""",
 }
 
 
@@ -134,7 +165,7 @@ TASK_COLUMNS = ", ".join(
     f"tasks.{c}"
     for c in ("id", "job", "run", "task", "idx", "attempt", "host", "unit", "state", "exit_code",
               "signal", "reason", "resources", "ports", "restarts", "since", "version", "health",
-              "created", "pins")
+              "created", "pins", "job_version", "healthy_since")
 )  # fmt: skip
 
 
@@ -142,7 +173,7 @@ class Conflict(Exception):
     """A compare-and-set found a newer row: nothing was written."""
 
 
-class Store:
+class Store(DeploymentTables):
     """One SQLite database, a connection per thread."""
 
     changes = 0  # counts this object's writes of tasks and jobs: a read is stale once it moves
@@ -226,8 +257,17 @@ class Store:
 
     # -- jobs ----------------------------------------------------------------------------------
 
-    def put_job(self, name: str, framework: str, type_: str, spec: dict, inventory: str) -> JobRow:
-        """Submit a job: new, the same active one again, or a new run of one that ended."""
+    def put_job(
+        self,
+        name: str,
+        framework: str,
+        type_: str,
+        spec: dict,
+        inventory: str,
+        submitter: str | None = None,
+    ) -> JobRow:
+        """Submit a job: new, the same active one again, or a new run of one that ended (a
+        new spec is stored as the job's next version)."""
         self.changes += 1
         with self.transaction():
             seq = self.db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs").fetchone()[0]
@@ -243,6 +283,7 @@ class Store:
                 "run = CASE WHEN jobs.state = 'active' THEN jobs.run ELSE jobs.run + 1 END",
                 (name, framework, type_, json.dumps(spec), inventory, self.clock(), seq),
             )
+            self.record_version(name, spec, submitter)
             job = self.job(name)
         assert job is not None  # noqa: S101 - just written, in this transaction
         return job
@@ -255,17 +296,26 @@ class Store:
         return [_job(r) for r in self.db.execute("SELECT * FROM jobs ORDER BY seq, name")]
 
     def update_job(
-        self, job: JobRow, *, state: str | None = None, spec: dict | None = None
+        self,
+        job: JobRow,
+        *,
+        state: str | None = None,
+        spec: dict | None = None,
+        submitter: str | None = None,
     ) -> JobRow:
-        """Change a job's state or spec if it is still at `job.version`; else Conflict."""
+        """Change a job's state or spec (stored as its next version) if it is still at
+        `job.version`; else Conflict."""
         self.changes += 1
-        done = self.db.execute(
-            "UPDATE jobs SET state = COALESCE(?, state), spec = COALESCE(?, spec), "
-            "version = version + 1 WHERE name = ? AND version = ?",
-            (state, None if spec is None else json.dumps(spec), job.name, job.version),
-        )
-        if done.rowcount != 1:
-            raise Conflict(f"job {job.name} changed meanwhile")
+        with self.transaction():
+            done = self.db.execute(
+                "UPDATE jobs SET state = COALESCE(?, state), spec = COALESCE(?, spec), "
+                "version = version + 1 WHERE name = ? AND version = ?",
+                (state, None if spec is None else json.dumps(spec), job.name, job.version),
+            )
+            if done.rowcount != 1:
+                raise Conflict(f"job {job.name} changed meanwhile")
+            if spec is not None:
+                self.record_version(job.name, spec, submitter)
         return self.job(job.name)  # type: ignore[return-value]
 
     # -- tasks ---------------------------------------------------------------------------------
@@ -278,12 +328,13 @@ class Store:
             for i in intents:
                 self.db.execute(
                     "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, "
-                    "resources, ports, since, created, updated, version, pins) "
+                    "resources, ports, since, created, updated, version, pins, job_version) "
                     "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1, ? "
                     "FROM jobs WHERE name = ?",
                     (i.job, i.task, i.index, i.attempt, i.host, i.unit,
                      json.dumps(dict(i.resources)), json.dumps(list(i.ports)), now, now, now,
-                     None if i.pins is None else json.dumps(i.pins.to_json()), i.job),
+                     None if i.pins is None else json.dumps(i.pins.to_json()),
+                     i.job_version, i.job),
                 )  # fmt: skip
 
     def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None:
@@ -318,9 +369,10 @@ class Store:
         """Record what the task's health checks say (compare-and-set, like every change)."""
         self.changes += 1
         done = self.db.execute(
-            "UPDATE tasks SET health = ?, updated = ?, version = version + 1 "
+            "UPDATE tasks SET health = ?, updated = ?, version = version + 1, "
+            "healthy_since = CASE WHEN ? = 'healthy' THEN COALESCE(healthy_since, ?) END "
             "WHERE id = ? AND version = ?",
-            (health, self.clock(), row.id, row.version),
+            (health, self.clock(), health, self.clock(), row.id, row.version),
         )
         if done.rowcount != 1:
             return None
@@ -505,13 +557,35 @@ def _run(row: sqlite3.Row) -> RunRow:
 def _job(row: sqlite3.Row) -> JobRow:
     return JobRow(row["name"], row["framework"], row["type"], json.loads(row["spec"]),
                   row["inventory"], row["state"], row["submitted"], row["run"], row["seq"],
-                  row["version"])  # fmt: skip
+                  row["version"], row["spec_version"])  # fmt: skip
 
 
 def _task(row: sqlite3.Row) -> TaskRow:
     """A row of TASK_COLUMNS (read by position: by name costs more than the rest together)."""
-    (id_, job, run, task, idx, attempt, host, unit, state, exit_code, signal, reason, resources,
-     ports, restarts, since, version, health, created, pins) = row  # fmt: skip
+    (
+        id_,
+        job,
+        run,
+        task,
+        idx,
+        attempt,
+        host,
+        unit,
+        state,
+        exit_code,
+        signal,
+        reason,
+        resources,
+        ports,
+        restarts,
+        since,
+        version,
+        health,
+        created,
+        pins,
+        job_version,
+        healthy_since,
+    ) = row
     return TaskRow(
         id_,
         job,
@@ -533,6 +607,8 @@ def _task(row: sqlite3.Row) -> TaskRow:
         health,
         created,
         Pins.from_json(json.loads(pins)) if pins else None,
+        job_version,
+        healthy_since,
     )
 
 
@@ -561,5 +637,5 @@ def _updated(row: TaskRow, status: TaskStatus, now: float) -> TaskRow:
         row.signal if status.signal is None else status.signal,
         row.reason if status.reason is None else status.reason, row.resources, row.ports,
         max(row.restarts, status.restarts), row.since if status.state == row.state else now,
-        row.version + 1, row.health, row.created, row.pins,
+        row.version + 1, row.health, row.created, row.pins, row.job_version, row.healthy_since,
     )  # fmt: skip

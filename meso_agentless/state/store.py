@@ -12,6 +12,7 @@ from typing import Protocol
 
 from meso_agentless.core.pinning import Pins
 from meso_agentless.core.tasks import TaskState, TaskStatus
+from meso_agentless.state.deployments import DeploymentRow, VersionRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +39,8 @@ class TaskRow:
     health: str | None = None  # starting, healthy, unhealthy; None: no health checks
     created: float = 0.0  # when its intent was written
     pins: Pins | None = None  # the dedicated cores, NUMA node and devices it was given
+    job_version: int = 1  # the version of the job's spec it runs
+    healthy_since: float | None = None  # when its checks last turned healthy (None: not)
 
     def __post_init__(self) -> None:
         if type(self.state) is not TaskState:
@@ -60,6 +63,7 @@ class JobRow:
     run: int
     seq: int  # submission order
     version: int
+    spec_version: int = 1  # the latest version of its spec (job_versions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +79,7 @@ class Intent:
     resources: Mapping[str, int]
     ports: tuple[int, ...] = ()
     pins: Pins | None = None
+    job_version: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +131,23 @@ class StateStore(Protocol):
     def transaction(self) -> AbstractContextManager[None]: ...
     def snapshot(self) -> AbstractContextManager[None]: ...
     def put_job(
-        self, name: str, framework: str, type_: str, spec: dict, inventory: str
+        self,
+        name: str,
+        framework: str,
+        type_: str,
+        spec: dict,
+        inventory: str,
+        submitter: str | None = None,
     ) -> JobRow: ...
     def job(self, name: str) -> JobRow | None: ...
     def jobs(self) -> list[JobRow]: ...
     def update_job(
-        self, job: JobRow, *, state: str | None = None, spec: dict | None = None
+        self,
+        job: JobRow,
+        *,
+        state: str | None = None,
+        spec: dict | None = None,
+        submitter: str | None = None,
     ) -> JobRow: ...
     def add_intents(self, intents: Iterable[Intent]) -> None: ...
     def update_task(self, row: TaskRow, status: TaskStatus) -> TaskRow | None: ...
@@ -157,4 +173,20 @@ class StateStore(Protocol):
     def runs_in(self, states: Iterable[str]) -> list[RunRow]: ...
     def last_seqs(self) -> dict[str, dict[str, int]]: ...
     def run_by_unit(self, unit: str) -> RunRow | None: ...
+    def record_version(self, job: str, spec: dict, submitter: str | None = None) -> int: ...
+    def versions(self, job: str) -> list[VersionRow]: ...
+    def job_version(self, job: str, version: int) -> VersionRow | None: ...
+    def put_deployment(
+        self, job: str, from_version: int, to_version: int, revert: bool = False
+    ) -> DeploymentRow: ...
+    def deployment(self, job: str) -> DeploymentRow | None: ...
+    def active_deployments(self) -> list[DeploymentRow]: ...
+    def update_deployment(
+        self,
+        row: DeploymentRow,
+        *,
+        state: str | None = None,
+        promoted: bool | None = None,
+        reason: str | None = None,
+    ) -> DeploymentRow | None: ...
     def close(self) -> None: ...

@@ -55,10 +55,13 @@ def test_submit_json_then_the_same_again_then_another_spec(api):
     assert view["state"] == "active" and len(view["tasks"]) == 2
     assert {t["state"] for t in view["tasks"]} == {"running"}
     assert api.post("/v1/jobs", json=JOB).status_code == 200
-    changed = {**JOB, "tasks": [{**JOB["tasks"][0], "count": 3}]}
-    conflict = api.post("/v1/jobs", json=changed)
+    scaled = api.post("/v1/jobs", json={**JOB, "tasks": [{**JOB["tasks"][0], "count": 3}]})
+    assert scaled.status_code == 201 and len(scaled.json()["tasks"]) == 3  # a count: a scale
+    batch = {**JOB, "job": "b", "type": "batch"}
+    assert api.post("/v1/jobs", json=batch).status_code == 201
+    conflict = api.post("/v1/jobs", json={**batch, "priority": 60})
     assert conflict.status_code == 409 and "another spec" in conflict.json()["error"]
-    assert [j["job"] for j in api.get("/v1/jobs").json()["jobs"]] == ["web"]
+    assert [j["job"] for j in api.get("/v1/jobs").json()["jobs"]] == ["web", "b"]
 
 
 def test_submit_yaml_and_read_one_job(api):

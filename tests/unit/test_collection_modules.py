@@ -137,10 +137,24 @@ def test_check_mode_with_diff_plans_a_scaling_and_changes_nothing(controller):
     assert applied["job"]["spec"]["tasks"][0]["count"] == 3
 
 
-def test_another_change_needs_replace_and_then_it_is_killed_and_submitted_again(controller):
+def test_another_change_to_a_service_is_a_deployment(controller):
     run(meso_job, controller.args(definition=JOB))
-    units = controller.running()
     changed = job(resources={"cpus": 0.75, "mem": "64MiB"})
+    checked = run(meso_job, controller.args(definition=changed), check=True)
+    assert (checked["changed"], checked["action"]) == (True, "update")
+    applied = run(meso_job, controller.args(definition=changed))
+    assert (applied["changed"], applied["action"]) == (True, "update")
+    assert applied["job"]["spec"]["tasks"][0]["resources"]["cpus"] == 0.75
+
+
+def test_another_change_needs_replace_and_then_it_is_killed_and_submitted_again(controller):
+    batch = {**job(command=["sleep", "600"]), "type": "batch"}
+    run(meso_job, controller.args(definition=batch))
+    units = controller.running()
+    changed = {
+        **batch,
+        "tasks": [{**batch["tasks"][0], "resources": {"cpus": 0.75, "mem": "64MiB"}}],
+    }
     refused = run(meso_job, controller.args(definition=changed))
     assert refused["failed"] and "tasks[0].resources.cpus" in refused["msg"]
     assert "set replace: true" in refused["msg"]

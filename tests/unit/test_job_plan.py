@@ -72,17 +72,27 @@ def test_a_count_alone_is_a_scaling_placing_only_the_added_instances(api):
     assert api.get("/v1/jobs/web").json()["spec"]["tasks"][0]["count"] == 2
 
 
-def test_another_field_is_a_replacement_planned_without_the_old_tasks(api):
+def test_another_field_of_a_service_is_an_update_checked_with_max_parallel_headroom(api):
     api.post("/v1/jobs", json=JOB)
-    # 2 x 1.5 CPUs fit on two 2-CPU hosts only once the old 0.5-CPU instances are gone
+    # 1.5 CPUs fit beside an old 0.5-CPU instance on a 2-CPU host: one at a time fits
     answer = plan(api, job(resources={"cpus": 1.5, "mem": "64MiB"}, env={"A": "1"}))
-    assert answer["action"] == "replace" and "killed and submitted again" in answer["reason"]
+    assert answer["action"] == "update" and "deployment" in answer["reason"]
     assert answer["changes"] == [
         {"path": "tasks[0].resources.cpus", "kind": "changed", "before": 0.5, "after": 1.5},
         {"path": "tasks[0].env.A", "kind": "added", "before": None, "after": "1"},
     ]
-    assert len(answer["placements"]) == 2 and answer["unplaced"] == []
+    assert len(answer["placements"]) == 1 and answer["unplaced"] == []
+    update = answer["update"]
+    assert (update["replace"], update["max_parallel"], update["fits"]) == (2, 1, True)
+    assert update["summary"].startswith("replace 2 instance(s), 1 at a time")
     assert answer["running_spec"]["tasks"][0]["resources"]["cpus"] == 0.5
+    # two at a time do not fit beside the old ones (1.5 + 1.5 + 0.5 on two 2-CPU hosts)
+    wide = plan(api, {**job(resources={"cpus": 1.5, "mem": "64MiB"}),
+                      "update": {"max_parallel": 2}})  # fmt: skip
+    assert wide["update"]["fits"] is False and "does NOT fit" in wide["update"]["summary"]
+    assert len(wide["unplaced"]) == 1
+    assert running_units(api) == running_units(api)  # nothing launched or stopped
+    assert api.get("/v1/jobs/web").json()["spec"]["tasks"][0]["resources"]["cpus"] == 0.5
 
 
 def test_a_killed_job_runs_again_and_a_done_one_does_not(api):
@@ -129,7 +139,11 @@ def test_decide_mirrors_what_submit_does():
     assert jobdiff.decide("web", None, spec).action == "create"
     assert jobdiff.decide("web", active, spec).action == "none"
     assert jobdiff.decide("web", active, job(count=5)).action == "scale"
-    assert jobdiff.decide("web", active, job(count=5, command=["true"])).action == "replace"
+    assert jobdiff.decide("web", active, job(count=5, command=["true"])).action == "update"
+    batch = jobdiff.Current(state="active", run=1, spec={**spec, "type": "batch"},
+                            same_inventory=True)  # fmt: skip
+    other = {**job(command=["true"]), "type": "batch"}
+    assert jobdiff.decide("web", batch, other).action == "replace"
     moved = jobdiff.Current(state="active", run=1, spec=spec, same_inventory=False)
     assert jobdiff.decide("web", moved, spec).action == "replace"
     done = jobdiff.Current(state="done", run=3, spec=spec, same_inventory=True)

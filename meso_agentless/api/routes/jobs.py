@@ -72,7 +72,7 @@ async def submit(request: Request, response: Response, ctx: Ctx, again: bool = F
 
     def command() -> tuple[bool, JobView]:
         before = controller.store.job(job.job)
-        row = controller.submit(job, again=again)
+        row = controller.submit(job, again=again, submitter=ctx.token_name)
         created = before is None or (before.run, before.version) != (row.run, row.version)
         if created:
             controller.tick(allocate_now=True)  # the answer says what the first cycle placed

@@ -42,13 +42,30 @@ class JobRevision(BaseModel):
     version: int
 
 
+class UpdatePlan(BaseModel):
+    """What a deployment of the new version does: `replace` instances of `tasks`,
+    `max_parallel` at a time (`canary` first); `fits`: the first of them fit beside the old
+    ones on the cluster as it is."""
+
+    from_version: int
+    to_version: int
+    replace: int
+    max_parallel: int
+    canary: int
+    fits: bool
+    tasks: list[str]
+    summary: str
+
+
 class JobPlan(BaseModel):
     """`action`: create (a new job), rerun (a new run of an ended one), none (active, or done,
-    with this spec), scale (only counts differ: POST /v1/jobs/NAME/scale does it), replace
-    (anything else differs while it is active: POST /v1/jobs answers 409; kill it first)."""
+    with this spec), scale (only counts differ), update (an active service with another spec:
+    POST /v1/jobs starts a deployment, see `update`), replace (anything else differs while a
+    job of another type is active: POST /v1/jobs answers 409; kill it first)."""
 
     job: str
-    action: Literal["create", "rerun", "none", "scale", "replace"]
+    action: Literal["create", "rerun", "none", "scale", "update", "replace"]
+    update: UpdatePlan | None = None
     reason: str
     current: JobRevision | None
     changes: list[FieldChange]

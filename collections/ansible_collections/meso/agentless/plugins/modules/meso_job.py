@@ -252,7 +252,7 @@ def present(module, client):
             result["job"] = current
         module.exit_json(**result)
     version = current["version"] if current else 0
-    if action in ("create", "rerun"):
+    if action in ("create", "rerun", "update"):  # update: a rolling deployment of a service
         created, view = client.submit(definition)
         result["changed"], version = created, view["version"]
     elif action == "scale":
