@@ -329,7 +329,7 @@ class Store(DeploymentTables):
                 self.db.execute(
                     "INSERT INTO tasks (job, run, task, idx, attempt, host, unit, state, "
                     "resources, ports, since, created, updated, version, pins, job_version) "
-                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1, ? "
+                    "SELECT ?, run, ?, ?, ?, ?, ?, 'staging', ?, ?, ?, ?, ?, 1, ?, ? "
                     "FROM jobs WHERE name = ?",
                     (i.job, i.task, i.index, i.attempt, i.host, i.unit,
                      json.dumps(dict(i.resources)), json.dumps(list(i.ports)), now, now, now,
