@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 
+from meso_agentless.core.cluster import ClusterState, StaticFilter
 from meso_agentless.core.drf import DRFSorter
 from meso_agentless.core.lanes import (
     Demand,
@@ -42,16 +43,14 @@ from meso_agentless.core.model import (
 )
 from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
 from meso_agentless.core.resources import (
-    CPUS,
-    DISK,
-    MEM,
     PORTS,
     format_quantity,
 )
 from meso_agentless.core.revocation import revoke_for_guarantees
 
-DIM_ORDER = (CPUS, MEM, DISK)
 MAX_REJECTIONS_IN_A_ROW = 3
+# what pick() needs of a task group: its demand, its lane, whether its instances are counted
+Kind = tuple[Demand | None, Lane | SpreadLane | None, bool]
 
 
 class Cycle:
@@ -59,41 +58,40 @@ class Cycle:
 
     def __init__(
         self,
-        hosts: Iterable[Host],
+        hosts: Iterable[Host] | ClusterState,
         frameworks: Mapping[str, Framework],
         now: float = 0.0,
         filters: Iterable[Filter] = (),
         extra_dims: Iterable[str] = (),
     ) -> None:
-        hosts = sorted(hosts, key=lambda h: h.name)
-        names = {n for h in hosts for n in h.capacity} | set(extra_dims)
-        names.discard(PORTS)
-        self.dims = tuple(d for d in DIM_ORDER if d in names) + tuple(
-            sorted(names - set(DIM_ORDER))
-        )
-        self.index = {d: i for i, d in enumerate(self.dims)}
-        self.hosts = [HostState(h, self.dims) for h in hosts]
-        self.by_name = {h.name: h for h in self.hosts}
-        self.total = {d: sum(h.cap[i] for h in self.hosts) for i, d in enumerate(self.dims)}
-        self.largest = [
-            max((h.cap[i] for h in self.hosts), default=0) for i in range(len(self.dims))
-        ]
+        kept = isinstance(hosts, ClusterState)
+        cluster = hosts if kept else ClusterState(hosts, extra_dims)  # type: ignore[arg-type]
+        self.dims, self.index = cluster.dims, cluster.index
+        self.hosts = cluster.states
+        self.cluster = cluster
+        self.by_name: Mapping[str, HostState] = cluster.by_name
+        self.total = cluster.total
+        self.largest = cluster.largest
+        # hosts of a kept state as they were before this cycle took from them (put_back())
+        self._before: dict[str, tuple] | None = {} if kept else None
         self.frameworks = frameworks
-        self.reserving = {fw for h in self.hosts if h.rfree for fw in h.rfree}
+        self.reserving = cluster.reserving
         self.filters = [f for f in filters if f.until > now]
         self.refused: dict[str, set[str] | None] = {}  # framework -> hosts (None: all)
         for f in self.filters:
             if f.resources is None or f.host is None or not self._grown(f):
                 self._refuse(f.framework, f.host)
         # binpack visits the fullest hosts first, so tasks pack onto fewer hosts
-        self.binpack_order = sorted(self.hosts, key=lambda h: (-h.util, h.name))
+        self.binpack_order = cluster.binpack_order
         self._candidates: dict[tuple[Constraint, ...], list[HostState]] = {}
         self._lanes: dict[tuple, Lane | SpreadLane] = {}
         self._groups: dict[tuple[str, str, str], GroupCounts] = {}
         self._patterns: dict[str, re.Pattern] = {}
         self._explained: dict[tuple, str] = {}
-        self._group_lanes: dict[int, tuple[TaskGroup, Demand, Lane | SpreadLane]] = {}
-        self._found: tuple[HostState, TaskGroup, Demand] | None = None
+        self._kinds: dict[tuple, Kind] = {}
+        self._offers: dict[str, _Offers] = {}
+        self._group_lanes: dict[int, tuple[TaskGroup, *Kind]] = {}  # by id(group)
+        self._found: tuple[HostState, TaskGroup, Demand, bool] | None = None
         self.sorter: DRFSorter | None = None  # set by allocate()
         self._gang: tuple[TaskGroup, list[Placement], _Undo] | None = None  # a trial, held
         # what frameworks with a quota hold, kept up to date as tasks are placed
@@ -267,14 +265,23 @@ class Cycle:
             return self.binpack_order
         found = self._candidates.get(static)
         if found is None:
-            patterns = [self.pattern(c) for c in static]
-            found = [
-                h
-                for h in self.binpack_order
-                if all(static_allows(c, h, p) for c, p in zip(static, patterns, strict=True))
-            ]
-            self._candidates[static] = found
+            passing = self.static_filter(static).passing
+            found = self._candidates[static] = [h for h in self.binpack_order
+                                                if h.name in passing]  # fmt: skip
         return found
+
+    def static_filter(self, static: tuple[Constraint, ...]) -> StaticFilter:
+        """The hosts that pass the static constraints and why the others do not (a kept
+        ClusterState remembers it between cycles)."""
+        patterns = [self.pattern(c) for c in static]
+
+        def why_not(host: HostState) -> str | None:
+            for constraint, pattern in zip(static, patterns, strict=True):
+                if not static_allows(constraint, host, pattern):
+                    return f'constraint "{constraint.describe()}" filtered'
+            return None
+
+        return self.cluster.static_filter(static, why_not)
 
     def pattern(self, constraint: Constraint) -> re.Pattern | None:
         if constraint.op != "regex":
@@ -290,6 +297,20 @@ class Cycle:
         if counts is None:
             counts = self._groups[key] = GroupCounts(group, self.by_name)
         return counts
+
+    def kind(self, framework: str, group: TaskGroup) -> Kind:
+        """A group's demand, lane, and whether its instances are counted (dynamic constraints);
+        groups alike (same resources, constraints and strategy) share them."""
+        counted = any(not c.is_static for c in group.constraints)
+        own = counted or framework in self.reserving or framework in self.refused
+        key = (framework if own else None, tuple(group.resources.items()), group.constraints,
+               group.strategy, (group.job, group.task) if counted else None)  # fmt: skip
+        kind = self._kinds.get(key)
+        if kind is None:
+            demand = self.demand(group.resources)
+            lane = None if demand is None else self.lane(framework, group, demand)
+            kind = self._kinds[key] = (demand, lane, counted)
+        return kind
 
     def lane(self, framework: str, group: TaskGroup, demand: Demand) -> Lane | SpreadLane:
         static = tuple(c for c in group.constraints if c.is_static)
@@ -314,10 +335,21 @@ class Cycle:
         dynamic: tuple[Constraint, ...],
     ) -> Lane | SpreadLane:
         fits = self.fit_function(framework, demand)
-        hosts = self.candidates(static)
+        spread = group.strategy == "spread"
+        over = next((c.attribute for c in dynamic if c.op == "spread"), None)
         if any(amount > self.largest[i] for i, amount in demand[0]):
             hosts = []  # larger than every host: no need to look at each
-        spread = group.strategy == "spread"
+        elif static and not spread and over is None:
+            # binpack stops at the first host that fits: check the static constraints on the
+            # way there rather than list every host that passes them first
+            passing, fits_free = self.static_filter(static).passing, fits
+
+            def fits(host: HostState) -> bool:
+                return host.name in passing and fits_free(host)
+
+            hosts = self.binpack_order
+        else:
+            hosts = self.candidates(static)
         if not dynamic:
             return Lane(hosts, fits, spread)
         counts = self.group_counts(group)
@@ -325,7 +357,6 @@ class Cycle:
         def fits_group(host: HostState) -> bool:
             return all(counts.allows(c, host) for c in dynamic) and fits(host)
 
-        over = next((c.attribute for c in dynamic if c.op == "spread"), None)
         if over is None:
             return Lane(hosts, fits_group, spread)
         by_value: dict[str, list[HostState]] = {}
@@ -350,11 +381,15 @@ class Cycle:
         return Offer(host.name, host.attrs, resources, host.ports)
 
     def offers(self, framework: str) -> _Offers:
-        return _Offers(self, framework)
+        offers = self._offers.get(framework)
+        if offers is None:
+            offers = self._offers[framework] = _Offers(self, framework)
+        return offers
 
     def commit(self, framework: str, launch: Launch) -> Placement | str:
         """Take what `launch` asks on its host, or say why not."""
-        self.drop_gang()
+        if self._gang is not None:
+            self.drop_gang()
         return self._commit(framework, launch)
 
     def _commit(self, framework: str, launch: Launch) -> Placement | str:
@@ -365,12 +400,14 @@ class Cycle:
             and launch.host == found[0].name
             and launch.resources is found[1].resources
         ):
-            host, _, demand = found  # find() just checked fit and quota; nothing changed since
+            host, _, demand, counted = found  # pick() just checked fit and quota
         else:
             checked = self._check(framework, launch)
             if isinstance(checked, str):
                 return checked
             host, demand = checked
+            group = launch.group
+            counted = group is not None and any(not c.is_static for c in group.constraints)
         revocable = False
         if self.guarded:
             revocable = self.borrowing(framework, demand[0]) is not None
@@ -378,9 +415,11 @@ class Cycle:
                 return self.borrow_excess(launch.group) or "revocable: false"
             if not revocable:
                 self._hold(framework, demand[0])
+        if self._before is not None and host.name not in self._before:
+            self._before[host.name] = host.snapshot()
         ports = host.take(framework, demand)
-        if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
-            self.group_counts(launch.group).record(host)
+        if counted:
+            self.group_counts(launch.group).record(host)  # type: ignore[arg-type]
         held = self.quota_used.get(framework)
         if held is not None:
             for name, amount in launch.resources.items():
@@ -468,6 +507,13 @@ class Cycle:
             placements.append(placement)
         return placements
 
+    def put_back(self) -> None:
+        """Give a kept ClusterState's hosts back as they were before the cycle."""
+        if self._before:
+            for name, before in self._before.items():
+                self.by_name[name].restore(before)
+            self._before.clear()
+
     def drop_gang(self) -> None:
         """Undo a gang trial that was not committed."""
         if self._gang is not None:
@@ -507,7 +553,6 @@ class Cycle:
             return excess
         if not self.hosts:
             return "no hosts in the cluster"
-        demand = self.demand(group.resources)
         dynamic = tuple(c for c in group.constraints if not c.is_static)
         own = group.framework in self.reserving or group.framework in self.refused
         key = (
@@ -517,6 +562,7 @@ class Cycle:
         )
         if not dynamic and key in self._explained:
             return self._explained[key]
+        demand = self.demand(group.resources)
         tally: Counter[str] = Counter()
         if dynamic or own or demand is None:
             counts = self.group_counts(group) if dynamic else None
@@ -537,19 +583,19 @@ class Cycle:
     def _tally_common(self, group: TaskGroup, demand: Demand, tally: Counter[str]) -> None:
         """explain() for the usual case, fast: only static constraints, no reservations."""
         static = group.constraints
-        candidates = self.candidates(static)
+        passing = len(self.hosts)
         if static:
-            passed = {id(h) for h in candidates}
-            patterns = [self.pattern(c) for c in static]
-            for host in self.hosts:
-                if id(host) not in passed:
-                    for constraint, pattern in zip(static, patterns, strict=True):
-                        if not static_allows(constraint, host, pattern):
-                            tally[f'constraint "{constraint.describe()}" filtered'] += 1
-                            break
+            filtered = self.static_filter(static)
+            tally.update(filtered.filtered)
+            passing = len(filtered.passing)
         nz, nports = demand
         named = [(i, amount, f'dimension "{self.dims[i]}" exhausted') for i, amount in nz]
-        for host in candidates:
+        if named and named[0][1] > self.largest[named[0][0]]:
+            # more than any host has: that is the first thing every candidate lacks
+            if passing:
+                tally[named[0][2]] += passing
+            return
+        for host in self.candidates(static):
             free = host.free
             for i, amount, why in named:
                 if free[i] < amount:
@@ -621,15 +667,12 @@ class _Undo:
 
     def save(self, host: HostState) -> None:
         if host.name not in self.hosts:
-            rfree = None if host.rfree is None else {k: list(v) for k, v in host.rfree.items()}
-            self.hosts[host.name] = (list(host.free), rfree, host.ports, host.nports)
+            self.hosts[host.name] = host.snapshot()
 
     def restore(self) -> None:
         cycle = self.cycle
-        for name, (free, rfree, ports, nports) in self.hosts.items():
-            host = cycle.by_name[name]
-            host.free, host.rfree, host.ports, host.nports = free, rfree, ports, nports
-            host.version += 1
+        for name, before in self.hosts.items():
+            cycle.by_name[name].restore(before)
         if self.quota is not None:
             cycle.quota_used[self.framework] = self.quota
         cycle.pool = self.pool
@@ -644,6 +687,7 @@ class _Undo:
                 counter.update(per_value[attribute])
         # lanes dropped hosts that fit again now, and explanations saw the trial: start afresh
         cycle._lanes.clear()
+        cycle._kinds.clear()
         cycle._group_lanes.clear()
         cycle._explained.clear()
         cycle._found = None
@@ -694,18 +738,20 @@ class _Offers:
             raise ValueError(f"group of {group.framework} offered to {self.framework}")
         known = cycle._group_lanes.get(id(group))
         if known is None or known[0] is not group:
-            demand = cycle.demand(group.resources)
-            lane = None if demand is None else cycle.lane(self.framework, group, demand)
-            known = cycle._group_lanes[id(group)] = (group, demand, lane)  # type: ignore[assignment]
-        _, demand, lane = known
-        if lane is None or cycle.quota_excess(self.framework, group.resources):
+            known = cycle._group_lanes[id(group)] = (group, *cycle.kind(self.framework, group))
+        _, demand, lane, counted = known
+        if lane is None:
+            return None
+        if self.framework in cycle.quota_used and cycle.quota_excess(
+            self.framework, group.resources
+        ):
             return None
         if not group.revocable and cycle.guarded and cycle.borrowing(self.framework, demand[0]):
             return None
         host = lane.next()
         if host is None:
             return None
-        cycle._found = (host, group, demand)
+        cycle._found = (host, group, demand, counted)
         return host.name
 
     def pick_all(self, group: TaskGroup, count: int) -> list[str] | str:
@@ -716,7 +762,7 @@ class _Offers:
 
 
 def allocate(
-    hosts: Iterable[Host],
+    hosts: Iterable[Host] | ClusterState,
     frameworks: Iterable[Framework],
     schedulers: Iterable[Scheduler],
     *,
@@ -731,13 +777,30 @@ def allocate(
     with room, say): shares are then of the whole cluster, as if every host were given.
     Frameworks below their guarantee go first; a placement that takes capacity guaranteed to
     others is revocable; `revocable`: the borrowed tasks running now, of which the plan's
-    revocations are chosen for the frameworks still below their guarantee."""
+    revocations are chosen for the frameworks still below their guarantee.
+    `hosts` may be a ClusterState kept between cycles: the cycle leaves it as it found it."""
     schedulers = list(schedulers)
     by_framework = {s.framework: s for s in schedulers}
     known = {f.name: f for f in frameworks}
     for name in by_framework:
         known.setdefault(name, Framework(name))
     cycle = Cycle(hosts, known, now, filters)
+    try:
+        return _run(cycle, schedulers, by_framework, known, now, total, revocable)
+    finally:
+        cycle.put_back()
+
+
+def _run(
+    cycle: Cycle,
+    schedulers: list[Scheduler],
+    by_framework: Mapping[str, Scheduler],
+    known: Mapping[str, Framework],
+    now: float,
+    total: Mapping[str, int] | None,
+    revocable: Iterable[RevocableTask],
+) -> Plan:
+    """The offer rounds of one cycle, then the explanations and revocations."""
     if total is not None and cycle.guarded:
         cycle.guard(total)
     sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)

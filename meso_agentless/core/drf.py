@@ -19,8 +19,8 @@ def dominant_share(allocated: Resources, total: Resources, weight: float = 1.0) 
     share = 0.0
     for name, amount in allocated.items():
         whole = total.get(name, 0)
-        if whole > 0 and name != PORTS:
-            share = max(share, amount / whole)
+        if whole > 0 and name != PORTS and amount / whole > share:
+            share = amount / whole
     return share / weight
 
 
@@ -134,4 +134,8 @@ class DRFSorter:
             if below is not None and below < 1.0:
                 key = below - 1.0  # negative: before everyone at or above its guarantee
         self._keys[client] = key
-        heapq.heappush(self._heap, (key, client))
+        heap = self._heap
+        if heap and heap[0][1] == client:  # its entry on top is stale now: one sift, not two
+            heapq.heapreplace(heap, (key, client))
+        else:
+            heapq.heappush(heap, (key, client))

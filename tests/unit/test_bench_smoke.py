@@ -25,3 +25,10 @@ def test_quick_simulator_benchmark_prints_its_figures():
     lines = done.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["shared", "static"]
     assert all("tasks on 50 hosts" in line and "s wall" in line for line in lines)
+
+
+def test_quick_kept_state_benchmark_prints_its_figures():
+    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--kept"], capture_output=True,
+                          text=True, timeout=300, check=True)  # fmt: skip
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("kept") and "placements fed back" in line and "from scratch" in line
