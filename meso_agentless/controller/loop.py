@@ -34,6 +34,7 @@ from meso_agentless.controller.revocation import Borrowed, describe
 from meso_agentless.controller.schedulers import Schedulers, holding
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
+from meso_agentless.core.cluster import ClusterState
 from meso_agentless.core.health import ANSWERING, HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import WHOLE_OFFER, JobScheduler, OfferTaker
@@ -142,6 +143,7 @@ class Controller:
         self.schedulers = Schedulers(self)  # frameworks scheduling their own tasks (the API)
         self.borrowed = Borrowed()  # revocable tasks, and the revocations under way
         self._revoke: dict[str, tuple[TaskRow, TaskStatus]] = {}  # unit -> (row, its end)
+        self.cluster = ClusterState()  # the allocator's hosts, kept between cycles
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -728,7 +730,8 @@ class Controller:
         schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
         framework_of = {j.name: j.framework for j in self.store.jobs() if j.type != "cron"}
         self.borrowed.forget(r.unit for r in tracked)
-        plan = allocate(hosts, self.frameworks_holding(tracked), [*schedulers, *takers],
+        self.cluster.sync(hosts)  # only the hosts that changed since the last cycle are rebuilt
+        plan = allocate(self.cluster, self.frameworks_holding(tracked), [*schedulers, *takers],
                         now=self.clock.time(), filters=self.schedulers.filters(),
                         revocable=self.borrowed.running(tracked, framework_of))  # fmt: skip
         self.schedulers.offered(takers, hosts)
@@ -746,6 +749,7 @@ class Controller:
             if p.revocable:
                 self.borrowed.placed(unit)
         self.store.add_intents(intents)  # decide-and-record: one transaction
+        self.cluster.place(plan.placements)  # as the next cycle's hosts will hold them
         self._revoke = self.borrowed.to_revoke(plan, tracked)
         for row, _ in self._revoke.values():
             owner = self.borrowed.revoking.get(row.unit, "")
