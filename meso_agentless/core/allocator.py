@@ -301,7 +301,7 @@ class Cycle:
     def kind(self, framework: str, group: TaskGroup) -> Kind:
         """A group's demand, lane, and whether its instances are counted (dynamic constraints);
         groups alike (same resources, constraints and strategy) share them."""
-        counted = any(not c.is_static for c in group.constraints)
+        counted = bool(group.constraints) and any(not c.is_static for c in group.constraints)
         own = counted or framework in self.reserving or framework in self.refused
         key = (framework if own else None, tuple(group.resources.items()), group.constraints,
                group.strategy, (group.job, group.task) if counted else None)  # fmt: skip
@@ -553,7 +553,7 @@ class Cycle:
             return excess
         if not self.hosts:
             return "no hosts in the cluster"
-        dynamic = tuple(c for c in group.constraints if not c.is_static)
+        dynamic = group.constraints and tuple(c for c in group.constraints if not c.is_static)
         own = group.framework in self.reserving or group.framework in self.refused
         key = (
             group.framework if own else None,
