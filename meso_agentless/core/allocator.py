@@ -806,10 +806,9 @@ def _run(
     sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)
     for name in sorted(known):
         fw = known[name]
-        sorter.add(name, fw.weight, fw.allocated, fw.guarantee)
         scheduler = by_framework.get(name)
-        if scheduler is None or not scheduler.wants_offers():
-            sorter.deactivate(name)
+        wants = scheduler is not None and scheduler.wants_offers()
+        sorter.add(name, fw.weight, fw.allocated, fw.guarantee, active=wants)
     placements: list[Placement] = []
     rejections: Counter[str] = Counter()
     while (name := sorter.lowest()) is not None:

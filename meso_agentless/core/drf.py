@@ -44,7 +44,9 @@ class DRFSorter:
         weight: float = 1.0,
         allocated: Resources | None = None,
         guarantee: Resources | None = None,
+        active: bool = True,
     ) -> None:
+        """A client; an inactive one (nothing to place) counts in the shares only."""
         if weight <= 0:
             raise ValueError(f"weight of {client!r} must be positive, not {weight}")
         self._weights[client] = weight
@@ -53,8 +55,9 @@ class DRFSorter:
             if kept:
                 self._guarantees[client] = kept
         self._allocated[client] = {n: a for n, a in (allocated or {}).items() if n in self._total}
+        if active:
+            self._active.add(client)
         self._update(client)
-        self._active.add(client)
 
     def allocate(self, client: str, resources: Resources) -> None:
         held = self._allocated[client]
@@ -135,6 +138,8 @@ class DRFSorter:
                 key = below - 1.0  # negative: before everyone at or above its guarantee
         self._keys[client] = key
         heap = self._heap
+        if client not in self._active:
+            return  # never offered again: lowest() needs no entry of it
         if heap and heap[0][1] == client:  # its entry on top is stale now: one sift, not two
             heapq.heapreplace(heap, (key, client))
         else:
