@@ -9,7 +9,9 @@ Finding a host is the hot path. Requests that are alike (same resources, same st
 constraints, same strategy) share a lane: the candidate hosts in strategy order, where a host
 that no longer fits is dropped for good. That is exact within a cycle, because free resources
 only shrink and per-group instance counts only grow, and it makes a cycle cost
-O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks).
+O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks). Given a ClusterState
+kept between cycles instead of hosts (core/cluster.py), the O(hosts log hosts) part is paid only
+for the hosts that changed since the last cycle.
 """
 
 from __future__ import annotations
@@ -342,11 +344,7 @@ class Cycle:
         elif static and not spread and over is None:
             # binpack stops at the first host that fits: check the static constraints on the
             # way there rather than list every host that passes them first
-            passing, fits_free = self.static_filter(static).passing, fits
-
-            def fits(host: HostState) -> bool:
-                return host.name in passing and fits_free(host)
-
+            fits = _among(self.static_filter(static).passing, fits)
             hosts = self.binpack_order
         else:
             hosts = self.candidates(static)
@@ -645,6 +643,11 @@ class Cycle:
         if host.nports < group.resources.get(PORTS, 0):
             return 'dimension "ports" exhausted'
         return ""  # it fits now (an earlier round found it full)
+
+
+def _among(names: frozenset[str], fits: Callable[[HostState], bool]) -> Callable[[HostState], bool]:
+    """`fits`, for the hosts named in `names` only."""
+    return lambda host: host.name in names and fits(host)
 
 
 class _Undo:
