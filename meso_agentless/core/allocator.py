@@ -91,7 +91,6 @@ class Cycle:
         self._patterns: dict[str, re.Pattern] = {}
         self._explained: dict[tuple, str] = {}
         self._kinds: dict[tuple, Kind] = {}
-        self._offers: dict[str, _Offers] = {}
         self._group_lanes: dict[int, tuple[TaskGroup, *Kind]] = {}  # by id(group)
         self._found: tuple[HostState, TaskGroup, Demand, bool] | None = None
         self.sorter: DRFSorter | None = None  # set by allocate()
@@ -379,10 +378,7 @@ class Cycle:
         return Offer(host.name, host.attrs, resources, host.ports)
 
     def offers(self, framework: str) -> _Offers:
-        offers = self._offers.get(framework)
-        if offers is None:
-            offers = self._offers[framework] = _Offers(self, framework)
-        return offers
+        return _Offers(self, framework)
 
     def commit(self, framework: str, launch: Launch) -> Placement | str:
         """Take what `launch` asks on its host, or say why not."""
