@@ -3,10 +3,10 @@
 Building every host's free resources and the binpack order costs O(hosts log hosts) per cycle;
 at 50,000 hosts that is a third of a cycle. A long-running controller keeps a `ClusterState`
 instead and tells it what changed: a host sampled, added, removed or drained (`put`, `remove`),
-a task placed or ended (`use`, `release`); each event rebuilds that one host's state and moves it
+tasks placed or ended (`place`, `release`); each event rebuilds that one host's state and moves it
 in the binpack order (O(log hosts)). A cycle run on the state (`allocate(state, ...)`) sees
 exactly what a cycle from the same hosts built from scratch sees, and leaves the state as it
-found it: the placements it decides come back as `use` events once the caller has recorded them.
+found it: the placements it decides come back as `place` events once the caller recorded them.
 Pure: no I/O, no clock.
 """
 
@@ -89,9 +89,10 @@ class ClusterState:
     def place(self, tasks: Iterable[Holding]) -> None:
         """Tasks placed on (or found running on) their hosts hold their resources and ports."""
         for name, (resources, ports) in _per_host(tasks).items():
-            host = self._hosts[name]
-            self.put(replace(host, used=add(host.used, resources),
-                             used_ports=host.used_ports | ports))  # fmt: skip
+            host = self._hosts.get(name)
+            if host is not None:  # else gone: a host put again comes with what it holds
+                self.put(replace(host, used=add(host.used, resources),
+                                 used_ports=host.used_ports | ports))  # fmt: skip
 
     def release(self, tasks: Iterable[Holding]) -> None:
         """Tasks ended: what they held on their hosts is free again."""

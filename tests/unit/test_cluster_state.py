@@ -179,3 +179,38 @@ def look(state) -> tuple:
 KeptEqualsScratch.TestCase.settings = settings(max_examples=60, stateful_step_count=25,
                                                deadline=None)  # fmt: skip
 test_kept_state_equals_scratch = KeptEqualsScratch.TestCase
+
+
+def test_a_cycle_that_fails_half_way_still_gives_the_kept_hosts_back():
+    hosts = [Host(f"h{i}", {"cpus": 4000, "mem": 4 * GiB}, ((31000, 31003),)) for i in range(3)]
+    state = ClusterState(hosts)
+
+    class Crashes(JobScheduler):
+        def launched(self, placement):
+            super().launched(placement)
+            if placement.index == 2:
+                raise RuntimeError("the scheduler broke")
+
+    group = TaskGroup("j", "t", "fa", 5, {"cpus": 1000, "mem": GiB, "ports": 1})
+    try:
+        allocate(state, [Framework("fa")], [Crashes("fa", [group])])
+    except RuntimeError:
+        pass
+    else:
+        raise AssertionError("the scheduler's error was swallowed")
+    fresh = ClusterState(hosts)
+    assert [look(s) for s in state.binpack_order] == [look(s) for s in fresh.binpack_order]
+    assert allocate(state, [Framework("fa")], schedulers([group])) == allocate(
+        hosts, [Framework("fa")], schedulers([group])
+    )
+
+
+def test_tasks_on_a_host_no_longer_held_change_nothing():
+    state = ClusterState([Host("h0", {"cpus": 4000, "mem": GiB})])
+    state.remove("h0")
+    state.place([Task("h0", {"cpus": 1000})])
+    state.release([Task("h0", {"cpus": 1000})])
+    assert state.hosts() == [] and state.total == {}
+    state.put(Host("h0", {"cpus": 4000, "mem": GiB}, used={"cpus": 1000}))
+    state.release([Task("h0", {"cpus": 1000})])
+    assert state.hosts() == [Host("h0", {"cpus": 4000, "mem": GiB})]
