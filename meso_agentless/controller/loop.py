@@ -35,6 +35,7 @@ from meso_agentless.controller.revocation import Borrowed, describe
 from meso_agentless.controller.schedulers import Schedulers, holding
 from meso_agentless.core import jobs as jobcore
 from meso_agentless.core.allocator import allocate
+from meso_agentless.core.cluster import ClusterState
 from meso_agentless.core.health import ANSWERING, HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import WHOLE_OFFER, JobScheduler, OfferTaker
@@ -147,6 +148,7 @@ class Controller:
         # within a cycle, each job's rows read once while nothing is written (store.changes)
         self._read: tuple[int, dict[str, list[TaskRow]]] = (-1, {})
         self.deployer = Deployer(self)  # services changing version (controller.deployments)
+        self.cluster = ClusterState()  # the allocator's hosts, kept between cycles
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -771,7 +773,8 @@ class Controller:
         schedulers = [JobScheduler(fw, gs) for fw, gs in sorted(groups.items())]
         framework_of = {j.name: j.framework for j in self.store.jobs() if j.type != "cron"}
         self.borrowed.forget(r.unit for r in tracked)
-        plan = allocate(hosts, self.frameworks_holding(tracked), [*schedulers, *takers],
+        self.cluster.sync(hosts)  # only the hosts that changed since the last cycle are rebuilt
+        plan = allocate(self.cluster, self.frameworks_holding(tracked), [*schedulers, *takers],
                         now=self.clock.time(), filters=self.schedulers.filters(),
                         revocable=self.borrowed.running(tracked, framework_of))  # fmt: skip
         self.schedulers.offered(takers, hosts)
@@ -790,6 +793,7 @@ class Controller:
             if p.revocable:
                 self.borrowed.placed(unit)
         self.store.add_intents(intents)  # decide-and-record: one transaction
+        self.cluster.place(plan.placements)  # as the next cycle's hosts will hold them
         self._revoke = self.borrowed.to_revoke(plan, tracked)
         for row, _ in self._revoke.values():
             owner = self.borrowed.revoking.get(row.unit, "")

@@ -9,7 +9,9 @@ Finding a host is the hot path. Requests that are alike (same resources, same st
 constraints, same strategy) share a lane: the candidate hosts in strategy order, where a host
 that no longer fits is dropped for good. That is exact within a cycle, because free resources
 only shrink and per-group instance counts only grow, and it makes a cycle cost
-O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks).
+O(hosts log hosts + tasks x dimensions) rather than O(hosts x tasks). Given a ClusterState
+kept between cycles instead of hosts (core/cluster.py), the O(hosts log hosts) part is paid only
+for the hosts that changed since the last cycle.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 
+from meso_agentless.core.cluster import ClusterState, StaticFilter
 from meso_agentless.core.drf import DRFSorter
 from meso_agentless.core.lanes import (
     Demand,
@@ -43,16 +46,14 @@ from meso_agentless.core.model import (
 from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
 from meso_agentless.core.pinning import LACKS, HostPins, no_host_has, pinned_hosts
 from meso_agentless.core.resources import (
-    CPUS,
-    DISK,
-    MEM,
     PORTS,
     format_quantity,
 )
 from meso_agentless.core.revocation import revoke_for_guarantees
 
-DIM_ORDER = (CPUS, MEM, DISK)
 MAX_REJECTIONS_IN_A_ROW = 3
+# what pick() needs of a task group: its demand, its lane, whether its instances are counted
+Kind = tuple[Demand | None, Lane | SpreadLane | None, bool]
 
 
 class Cycle:
@@ -60,42 +61,40 @@ class Cycle:
 
     def __init__(
         self,
-        hosts: Iterable[Host],
+        hosts: Iterable[Host] | ClusterState,
         frameworks: Mapping[str, Framework],
         now: float = 0.0,
         filters: Iterable[Filter] = (),
         extra_dims: Iterable[str] = (),
     ) -> None:
-        hosts = sorted(hosts, key=lambda h: h.name)
-        names = {n for h in hosts for n in h.capacity} | set(extra_dims)
-        names.discard(PORTS)
-        self.dims = tuple(d for d in DIM_ORDER if d in names) + tuple(
-            sorted(names - set(DIM_ORDER))
-        )
-        self.index = {d: i for i, d in enumerate(self.dims)}
-        self.hosts = [HostState(h, self.dims) for h in hosts]
-        self.by_name = {h.name: h for h in self.hosts}
-        self.pinned = pinned_hosts(hosts)  # what hosts with a topology have free to pin
-        self.total = {d: sum(h.cap[i] for h in self.hosts) for i, d in enumerate(self.dims)}
-        self.largest = [
-            max((h.cap[i] for h in self.hosts), default=0) for i in range(len(self.dims))
-        ]
+        kept = isinstance(hosts, ClusterState)
+        cluster = hosts if kept else ClusterState(hosts, extra_dims)  # type: ignore[arg-type]
+        self.dims, self.index = cluster.dims, cluster.index
+        self.hosts = cluster.states
+        self.cluster = cluster
+        self.by_name: Mapping[str, HostState] = cluster.by_name
+        self.pinned = pinned_hosts(cluster.hosts())  # what hosts with a topology have free to pin
+        self.total = cluster.total
+        self.largest = cluster.largest
+        # hosts of a kept state as they were before this cycle took from them (put_back())
+        self._before: dict[str, tuple] | None = {} if kept else None
         self.frameworks = frameworks
-        self.reserving = {fw for h in self.hosts if h.rfree for fw in h.rfree}
+        self.reserving = cluster.reserving
         self.filters = [f for f in filters if f.until > now]
         self.refused: dict[str, set[str] | None] = {}  # framework -> hosts (None: all)
         for f in self.filters:
             if f.resources is None or f.host is None or not self._grown(f):
                 self._refuse(f.framework, f.host)
         # binpack visits the fullest hosts first, so tasks pack onto fewer hosts
-        self.binpack_order = sorted(self.hosts, key=lambda h: (-h.util, h.name))
+        self.binpack_order = cluster.binpack_order
         self._candidates: dict[tuple[Constraint, ...], list[HostState]] = {}
         self._lanes: dict[tuple, Lane | SpreadLane] = {}
         self._groups: dict[tuple[str, str, str], GroupCounts] = {}
         self._patterns: dict[str, re.Pattern] = {}
         self._explained: dict[tuple, str] = {}
-        self._group_lanes: dict[int, tuple[TaskGroup, Demand, Lane | SpreadLane]] = {}
-        self._found: tuple[HostState, TaskGroup, Demand] | None = None
+        self._kinds: dict[tuple, Kind] = {}
+        self._group_lanes: dict[int, tuple[TaskGroup, *Kind]] = {}  # by id(group)
+        self._found: tuple[HostState, TaskGroup, Demand, bool] | None = None
         self.sorter: DRFSorter | None = None  # set by allocate()
         self._gang: tuple[TaskGroup, list[Placement], _Undo] | None = None  # a trial, held
         # what frameworks with a quota hold, kept up to date as tasks are placed
@@ -269,14 +268,23 @@ class Cycle:
             return self.binpack_order
         found = self._candidates.get(static)
         if found is None:
-            patterns = [self.pattern(c) for c in static]
-            found = [
-                h
-                for h in self.binpack_order
-                if all(static_allows(c, h, p) for c, p in zip(static, patterns, strict=True))
-            ]
-            self._candidates[static] = found
+            passing = self.static_filter(static).passing
+            found = self._candidates[static] = [h for h in self.binpack_order
+                                                if h.name in passing]  # fmt: skip
         return found
+
+    def static_filter(self, static: tuple[Constraint, ...]) -> StaticFilter:
+        """The hosts that pass the static constraints and why the others do not (a kept
+        ClusterState remembers it between cycles)."""
+        patterns = [self.pattern(c) for c in static]
+
+        def why_not(host: HostState) -> str | None:
+            for constraint, pattern in zip(static, patterns, strict=True):
+                if not static_allows(constraint, host, pattern):
+                    return f'constraint "{constraint.describe()}" filtered'
+            return None
+
+        return self.cluster.static_filter(static, why_not)
 
     def pattern(self, constraint: Constraint) -> re.Pattern | None:
         if constraint.op != "regex":
@@ -292,6 +300,20 @@ class Cycle:
         if counts is None:
             counts = self._groups[key] = GroupCounts(group, self.by_name)
         return counts
+
+    def kind(self, framework: str, group: TaskGroup) -> Kind:
+        """A group's demand, lane, and whether its instances are counted (dynamic constraints);
+        groups alike (same resources, pins, constraints and strategy) share them."""
+        counted = bool(group.constraints) and any(not c.is_static for c in group.constraints)
+        own = counted or framework in self.reserving or framework in self.refused
+        key = (framework if own else None, tuple(group.resources.items()), group.constraints,
+               group.strategy, group.pin, (group.job, group.task) if counted else None)  # fmt: skip
+        kind = self._kinds.get(key)
+        if kind is None:
+            demand = self.demand(group.resources)
+            lane = None if demand is None else self.lane(framework, group, demand)
+            kind = self._kinds[key] = (demand, lane, counted)
+        return kind
 
     def lane(self, framework: str, group: TaskGroup, demand: Demand) -> Lane | SpreadLane:
         static = tuple(c for c in group.constraints if c.is_static)
@@ -316,10 +338,17 @@ class Cycle:
         dynamic: tuple[Constraint, ...],
     ) -> Lane | SpreadLane:
         fits = self.pinned_fit(group, self.fit_function(framework, demand))
-        hosts = self.candidates(static)
+        spread = group.strategy == "spread"
+        over = next((c.attribute for c in dynamic if c.op == "spread"), None)
         if any(amount > self.largest[i] for i, amount in demand[0]):
             hosts = []  # larger than every host: no need to look at each
-        spread = group.strategy == "spread"
+        elif static and not spread and over is None:
+            # binpack stops at the first host that fits: check the static constraints on the
+            # way there rather than list every host that passes them first
+            fits = _among(self.static_filter(static).passing, fits)
+            hosts = self.binpack_order
+        else:
+            hosts = self.candidates(static)
         if not dynamic:
             return Lane(hosts, fits, spread)
         counts = self.group_counts(group)
@@ -327,7 +356,6 @@ class Cycle:
         def fits_group(host: HostState) -> bool:
             return all(counts.allows(c, host) for c in dynamic) and fits(host)
 
-        over = next((c.attribute for c in dynamic if c.op == "spread"), None)
         if over is None:
             return Lane(hosts, fits_group, spread)
         by_value: dict[str, list[HostState]] = {}
@@ -381,7 +409,8 @@ class Cycle:
 
     def commit(self, framework: str, launch: Launch) -> Placement | str:
         """Take what `launch` asks on its host, or say why not."""
-        self.drop_gang()
+        if self._gang is not None:
+            self.drop_gang()
         return self._commit(framework, launch)
 
     def _commit(self, framework: str, launch: Launch) -> Placement | str:
@@ -392,12 +421,14 @@ class Cycle:
             and launch.host == found[0].name
             and launch.resources is found[1].resources
         ):
-            host, _, demand = found  # find() just checked fit and quota; nothing changed since
+            host, _, demand, counted = found  # pick() just checked fit and quota
         else:
             checked = self._check(framework, launch)
             if isinstance(checked, str):
                 return checked
             host, demand = checked
+            group = launch.group
+            counted = group is not None and any(not c.is_static for c in group.constraints)
         revocable = False
         if self.guarded:
             revocable = self.borrowing(framework, demand[0]) is not None
@@ -405,11 +436,13 @@ class Cycle:
                 return self.borrow_excess(launch.group) or "revocable: false"
             if not revocable:
                 self._hold(framework, demand[0])
+        if self._before is not None and host.name not in self._before:
+            self._before[host.name] = host.snapshot()
         ports = host.take(framework, demand)
         pin = launch.group.pin if launch.group is not None else None
         pins = self.pinned[host.name].take(pin) if pin is not None else None
-        if launch.group is not None and any(not c.is_static for c in launch.group.constraints):
-            self.group_counts(launch.group).record(host)
+        if counted:
+            self.group_counts(launch.group).record(host)  # type: ignore[arg-type]
         held = self.quota_used.get(framework)
         if held is not None:
             for name, amount in launch.resources.items():
@@ -498,6 +531,13 @@ class Cycle:
             placements.append(placement)
         return placements
 
+    def put_back(self) -> None:
+        """Give a kept ClusterState's hosts back as they were before the cycle."""
+        if self._before:
+            for name, before in self._before.items():
+                self.by_name[name].restore(before)
+            self._before.clear()
+
     def drop_gang(self) -> None:
         """Undo a gang trial that was not committed."""
         if self._gang is not None:
@@ -537,8 +577,7 @@ class Cycle:
             return excess
         if not self.hosts:
             return "no hosts in the cluster"
-        demand = self.demand(group.resources)
-        dynamic = tuple(c for c in group.constraints if not c.is_static)
+        dynamic = group.constraints and tuple(c for c in group.constraints if not c.is_static)
         own = group.framework in self.reserving or group.framework in self.refused
         key = (
             group.framework if own else None,
@@ -548,6 +587,7 @@ class Cycle:
         )
         if not dynamic and key in self._explained:
             return self._explained[key]
+        demand = self.demand(group.resources)
         tally: Counter[str] = Counter()
         if dynamic or own or demand is None:
             counts = self.group_counts(group) if dynamic else None
@@ -568,19 +608,19 @@ class Cycle:
     def _tally_common(self, group: TaskGroup, demand: Demand, tally: Counter[str]) -> None:
         """explain() for the usual case, fast: only static constraints, no reservations."""
         static = group.constraints
-        candidates = self.candidates(static)
+        passing = len(self.hosts)
         if static:
-            passed = {id(h) for h in candidates}
-            patterns = [self.pattern(c) for c in static]
-            for host in self.hosts:
-                if id(host) not in passed:
-                    for constraint, pattern in zip(static, patterns, strict=True):
-                        if not static_allows(constraint, host, pattern):
-                            tally[f'constraint "{constraint.describe()}" filtered'] += 1
-                            break
+            filtered = self.static_filter(static)
+            tally.update(filtered.filtered)
+            passing = len(filtered.passing)
         nz, nports = demand
         named = [(i, amount, f'dimension "{self.dims[i]}" exhausted') for i, amount in nz]
-        for host in candidates:
+        if named and named[0][1] > self.largest[named[0][0]] and group.pin is None:
+            # more than any host has: that is the first thing every candidate lacks
+            if passing:
+                tally[named[0][2]] += passing
+            return
+        for host in self.candidates(static):
             if group.pin is not None and (lacks := self.pin_reason(host, group)):
                 tally[lacks] += 1  # a pinned task: say what it lacks of those first
                 continue
@@ -638,6 +678,11 @@ class Cycle:
         return ""  # it fits now (an earlier round found it full)
 
 
+def _among(names: frozenset[str], fits: Callable[[HostState], bool]) -> Callable[[HostState], bool]:
+    """`fits`, for the hosts named in `names` only."""
+    return lambda host: host.name in names and fits(host)
+
+
 class _Undo:
     """What a gang trial changed, to put back: touched hosts, the group's counts, the quota."""
 
@@ -659,18 +704,15 @@ class _Undo:
 
     def save(self, host: HostState) -> None:
         if host.name not in self.hosts:
-            rfree = None if host.rfree is None else {k: list(v) for k, v in host.rfree.items()}
-            self.hosts[host.name] = (list(host.free), rfree, host.ports, host.nports)
+            self.hosts[host.name] = host.snapshot()
             pinned = self.cycle.pinned.get(host.name)
             if pinned is not None:
                 self.pinned[host.name] = pinned.copy()
 
     def restore(self) -> None:
         cycle = self.cycle
-        for name, (free, rfree, ports, nports) in self.hosts.items():
-            host = cycle.by_name[name]
-            host.free, host.rfree, host.ports, host.nports = free, rfree, ports, nports
-            host.version += 1
+        for name, before in self.hosts.items():
+            cycle.by_name[name].restore(before)
         cycle.pinned.update(self.pinned)
         if self.quota is not None:
             cycle.quota_used[self.framework] = self.quota
@@ -686,6 +728,7 @@ class _Undo:
                 counter.update(per_value[attribute])
         # lanes dropped hosts that fit again now, and explanations saw the trial: start afresh
         cycle._lanes.clear()
+        cycle._kinds.clear()
         cycle._group_lanes.clear()
         cycle._explained.clear()
         cycle._found = None
@@ -736,18 +779,20 @@ class _Offers:
             raise ValueError(f"group of {group.framework} offered to {self.framework}")
         known = cycle._group_lanes.get(id(group))
         if known is None or known[0] is not group:
-            demand = cycle.demand(group.resources)
-            lane = None if demand is None else cycle.lane(self.framework, group, demand)
-            known = cycle._group_lanes[id(group)] = (group, demand, lane)  # type: ignore[assignment]
-        _, demand, lane = known
-        if lane is None or cycle.quota_excess(self.framework, group.resources):
+            known = cycle._group_lanes[id(group)] = (group, *cycle.kind(self.framework, group))
+        _, demand, lane, counted = known
+        if lane is None:
+            return None
+        if self.framework in cycle.quota_used and cycle.quota_excess(
+            self.framework, group.resources
+        ):
             return None
         if not group.revocable and cycle.guarded and cycle.borrowing(self.framework, demand[0]):
             return None
         host = lane.next()
         if host is None:
             return None
-        cycle._found = (host, group, demand)
+        cycle._found = (host, group, demand, counted)
         return host.name
 
     def pick_all(self, group: TaskGroup, count: int) -> list[str] | str:
@@ -758,7 +803,7 @@ class _Offers:
 
 
 def allocate(
-    hosts: Iterable[Host],
+    hosts: Iterable[Host] | ClusterState,
     frameworks: Iterable[Framework],
     schedulers: Iterable[Scheduler],
     *,
@@ -773,22 +818,38 @@ def allocate(
     with room, say): shares are then of the whole cluster, as if every host were given.
     Frameworks below their guarantee go first; a placement that takes capacity guaranteed to
     others is revocable; `revocable`: the borrowed tasks running now, of which the plan's
-    revocations are chosen for the frameworks still below their guarantee."""
+    revocations are chosen for the frameworks still below their guarantee.
+    `hosts` may be a ClusterState kept between cycles: the cycle leaves it as it found it."""
     schedulers = list(schedulers)
     by_framework = {s.framework: s for s in schedulers}
     known = {f.name: f for f in frameworks}
     for name in by_framework:
         known.setdefault(name, Framework(name))
     cycle = Cycle(hosts, known, now, filters)
+    try:
+        return _run(cycle, schedulers, by_framework, known, now, total, revocable)
+    finally:
+        cycle.put_back()
+
+
+def _run(
+    cycle: Cycle,
+    schedulers: list[Scheduler],
+    by_framework: Mapping[str, Scheduler],
+    known: Mapping[str, Framework],
+    now: float,
+    total: Mapping[str, int] | None,
+    revocable: Iterable[RevocableTask],
+) -> Plan:
+    """The offer rounds of one cycle, then the explanations and revocations."""
     if total is not None and cycle.guarded:
         cycle.guard(total)
     sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)
     for name in sorted(known):
         fw = known[name]
-        sorter.add(name, fw.weight, fw.allocated, fw.guarantee)
         scheduler = by_framework.get(name)
-        if scheduler is None or not scheduler.wants_offers():
-            sorter.deactivate(name)
+        wants = scheduler is not None and scheduler.wants_offers()
+        sorter.add(name, fw.weight, fw.allocated, fw.guarantee, active=wants)
     placements: list[Placement] = []
     rejections: Counter[str] = Counter()
     while (name := sorter.lowest()) is not None:

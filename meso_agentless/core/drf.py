@@ -19,8 +19,8 @@ def dominant_share(allocated: Resources, total: Resources, weight: float = 1.0) 
     share = 0.0
     for name, amount in allocated.items():
         whole = total.get(name, 0)
-        if whole > 0 and name != PORTS:
-            share = max(share, amount / whole)
+        if whole > 0 and name != PORTS and amount / whole > share:
+            share = amount / whole
     return share / weight
 
 
@@ -44,7 +44,9 @@ class DRFSorter:
         weight: float = 1.0,
         allocated: Resources | None = None,
         guarantee: Resources | None = None,
+        active: bool = True,
     ) -> None:
+        """A client; an inactive one (nothing to place) counts in the shares only."""
         if weight <= 0:
             raise ValueError(f"weight of {client!r} must be positive, not {weight}")
         self._weights[client] = weight
@@ -53,8 +55,9 @@ class DRFSorter:
             if kept:
                 self._guarantees[client] = kept
         self._allocated[client] = {n: a for n, a in (allocated or {}).items() if n in self._total}
+        if active:
+            self._active.add(client)
         self._update(client)
-        self._active.add(client)
 
     def allocate(self, client: str, resources: Resources) -> None:
         held = self._allocated[client]
@@ -134,4 +137,10 @@ class DRFSorter:
             if below is not None and below < 1.0:
                 key = below - 1.0  # negative: before everyone at or above its guarantee
         self._keys[client] = key
-        heapq.heappush(self._heap, (key, client))
+        heap = self._heap
+        if client not in self._active:
+            return  # never offered again: lowest() needs no entry of it
+        if heap and heap[0][1] == client:  # its entry on top is stale now: one sift, not two
+            heapq.heapreplace(heap, (key, client))
+        else:
+            heapq.heappush(heap, (key, client))

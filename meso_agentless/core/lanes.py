@@ -89,6 +89,15 @@ class HostState:
         own = self.rfree.get(framework) if self.rfree else None
         return [f + r for f, r in zip(self.free, own, strict=True)] if own else list(self.free)
 
+    def snapshot(self) -> tuple:
+        """What take() changes, to restore() later."""
+        rfree = None if self.rfree is None else {k: list(v) for k, v in self.rfree.items()}
+        return list(self.free), rfree, self.ports, self.nports
+
+    def restore(self, snapshot: tuple) -> None:
+        self.free, self.rfree, self.ports, self.nports = snapshot
+        self.version += 1
+
     def take(self, framework: str, demand: Demand) -> list[int]:
         nz, nports = demand
         own = self.rfree.get(framework) if self.rfree else None

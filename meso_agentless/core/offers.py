@@ -163,7 +163,11 @@ class JobScheduler(Scheduler):
             if start >= end:
                 self._advance()
                 continue
-            capped = self.cap_reason(group, end - start if group.gang else 1)
+            capped = (
+                self.cap_reason(group, end - start if group.gang else 1)
+                if group.max_running is not None or group.job_max_running is not None
+                else None
+            )
             if capped is not None:
                 self._failed.append((group, start, capped, False))
                 self._advance()
@@ -204,6 +208,9 @@ class JobScheduler(Scheduler):
         key = (placement.job, placement.task)
         self._placed_group[key] = self._placed_group.get(key, 0) + 1
         self._placed_job[placement.job] = self._placed_job.get(placement.job, 0) + 1
+        group = self._groups[self._current]
+        if self._next_index >= group.first_index + group.count:
+            self._advance()  # its last instance: wants_offers() can say at once if that was all
 
     def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:
         if isinstance(launch, GangLaunch):

@@ -47,3 +47,10 @@ def test_quick_connections_benchmark_prints_its_figures():
     assert [line.split()[0] for line in lines] == ["connect", "threads", "memory", "round"]
     assert "handshakes/s" in lines[0] and "per connection" in lines[1]
     assert "KB RSS" in lines[2] and "and back in" in lines[3]
+
+
+def test_quick_kept_state_benchmark_prints_its_figures():
+    done = subprocess.run([sys.executable, str(BENCH), "--quick", "--kept"], capture_output=True,
+                          text=True, timeout=300, check=True)  # fmt: skip
+    (line,) = done.stdout.splitlines()
+    assert line.startswith("kept") and "placements fed back" in line and "from scratch" in line
