@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from sys import intern
 
 from meso_agentless.core.tasks import TaskState, TaskStatus
 from meso_agentless.errors import UsageError
@@ -547,12 +548,12 @@ def _task(row: sqlite3.Row) -> TaskRow:
      ports, restarts, since, version, health, created) = row  # fmt: skip
     return TaskRow(
         id_,
-        job,
+        intern(job),  # many rows name the same: kept once (a controller keeps its rows)
         run,
-        task,
+        intern(task),
         idx,
         attempt,
-        host,
+        intern(host),
         unit,
         STATES[state],
         exit_code,
@@ -572,17 +573,17 @@ STATES = {s.value: s for s in TaskState}
 
 
 @functools.lru_cache(maxsize=4096)
-def _decoded(text: str) -> tuple[tuple[str, int], ...]:
-    return tuple(json.loads(text).items())
-
-
 def _resources(text: str) -> dict:
-    """A row's resources (the tasks of a group share a handful of texts: decoded once each)."""
-    return dict(_decoded(text))
+    """A row's resources (the tasks of a group share a handful of texts: decoded once each,
+    and the rows of one text share it: read-only, as every row's fields)."""
+    return json.loads(text)
+
+
+NO_PORTS: list[int] = []  # shared by every row without ports: read-only
 
 
 def _ports(text: str) -> list[int]:
-    return [] if text == "[]" else json.loads(text)
+    return NO_PORTS if text == "[]" else json.loads(text)
 
 
 def _updated(row: TaskRow, status: TaskStatus, now: float) -> TaskRow:
