@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from meso_agentless.controller.clock import Clock
@@ -245,7 +246,7 @@ class Fleet:
                     facts["units"] = r.facts["units"]  # do the units it maps (kept once)
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
                 if not same:
-                    r.units = {unit_key(u.get("unit")): u
+                    r.units = {unit_key(u.get("unit")): _shared(u)
                                for u in facts.get("units", ()) if isinstance(u, dict)}  # fmt: skip
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.error, r.failures = None, 0
@@ -308,6 +309,19 @@ def unit_key(unit: object) -> str:
     """A unit as the controller names it: meso-JOB_TASK_INDEX_ATTEMPT (a task's service, or a
     cron job's timer)."""
     return str(unit or "").removesuffix(".service").removesuffix(".timer")
+
+
+SHARED = ("state", "active", "sub", "kind")  # a unit's fields that take a few values only
+
+
+def _shared(unit: dict) -> dict:
+    """The unit, its few-valued fields' strings shared with every other unit's (a controller
+    keeps every host's last sample: one string each, not one per unit)."""
+    for key in SHARED:
+        value = unit.get(key)
+        if type(value) is str:
+            unit[key] = intern(value)
+    return unit
 
 
 def _signature(units: Mapping[str, Mapping]) -> tuple:
