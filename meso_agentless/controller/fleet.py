@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from sys import intern
 from typing import Any
 
 from meso_agentless.controller.clock import Clock
@@ -60,6 +61,7 @@ class HostView:
     seen: float | None  # wall time of the last good sample
     error: str | None  # why the last request failed, if it did
     health: Mapping[str, HealthResult] = field(default_factory=dict)  # unit -> last check
+    marks: int = 0  # a hash of its units' and runs' reported states: equal marks, same report
 
     @property
     def boot(self) -> str | None:
@@ -136,7 +138,7 @@ class Fleet:
         if state in (HostState.UP, HostState.SUSPECT) and r.facts.get("system") == "stopping":
             state = HostState.STOPPING
         health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
-        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health)
+        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health, r.marks)
 
     def wait_round(self, timeout: float) -> None:
         """Until every answering host has finished one more request (good or not), or
@@ -254,10 +256,15 @@ class Fleet:
             r = self._records[host]
             before = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
             if facts is not None:
+                same = (facts.get("units"), facts.get("runs")) == (
+                    r.facts.get("units"), r.facts.get("runs"))  # fmt: skip
+                if same and "units" in facts:  # as last time: the map and marks stay, and so
+                    facts["units"] = r.facts["units"]  # do the units it maps (kept once)
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
-                r.units = {unit_key(u.get("unit")): u
-                           for u in facts.get("units", ()) if isinstance(u, dict)}  # fmt: skip
-                r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
+                if not same:
+                    r.units = {unit_key(u.get("unit")): _shared(u)
+                               for u in facts.get("units", ()) if isinstance(u, dict)}  # fmt: skip
+                    r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.error, r.failures = None, 0
             else:
                 r.failed_at, r.error = now, error
@@ -320,8 +327,23 @@ def unit_key(unit: object) -> str:
     return str(unit or "").removesuffix(".service").removesuffix(".timer")
 
 
+SHARED = ("state", "active", "sub", "kind")  # a unit's fields that take a few values only
+
+
+def _shared(unit: dict) -> dict:
+    """The unit, its few-valued fields' strings shared with every other unit's (a controller
+    keeps every host's last sample: one string each, not one per unit)."""
+    for key in SHARED:
+        value = unit.get(key)
+        if type(value) is str:
+            unit[key] = intern(value)
+    return unit
+
+
 def _signature(units: Mapping[str, Mapping]) -> tuple:
-    return tuple(sorted((u, s.get("state"), s.get("exit_code"), s.get("restarts"))
+    """Every field of a unit's status that the controller judges it by."""
+    return tuple(sorted((u, s.get("state"), s.get("exit_code"), s.get("signal"), s.get("reason"),
+                         s.get("restarts"), s.get("description"))
                         for u, s in units.items()))  # fmt: skip
 
 

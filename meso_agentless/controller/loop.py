@@ -17,6 +17,7 @@ unit nobody launched is reported, never adopted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import re
 from collections import defaultdict
@@ -30,6 +31,7 @@ from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.deployments import Deployer
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
+from meso_agentless.controller.quiet import QuietHosts
 from meso_agentless.controller.revocation import ENV as REVOCABLE_ENV
 from meso_agentless.controller.revocation import Borrowed, describe
 from meso_agentless.controller.schedulers import Schedulers, holding
@@ -145,8 +147,16 @@ class Controller:
         self.schedulers = Schedulers(self)  # frameworks scheduling their own tasks (the API)
         self.borrowed = Borrowed()  # revocable tasks, and the revocations under way
         self._revoke: dict[str, tuple[TaskRow, TaskStatus]] = {}  # unit -> (row, its end)
-        # within a cycle, each job's rows read once while nothing is written (store.changes)
-        self._read: tuple[int, dict[str, list[TaskRow]]] = (-1, {})
+        # each job's rows, and the attempts that may be out there (key None), read once while
+        # nothing is written (store.changes), kept from cycle to cycle while nobody else writes
+        self._read: tuple[int, dict[str | None, list[TaskRow]]] = (-1, {})
+        self._reads = 0  # how many times the attempts that may be out there were read
+        self._epoch = 0  # how many times _read was started anew (rows read since are alike)
+        self._decided: dict[str, tuple[tuple, jobcore.Decisions]] = {}  # job -> its last, if
+        # nothing but the rows it was made from (and the clock) could change it
+        self._outside: tuple | None = None  # the store's outside_writes() at the last cycle
+        self._clean = False  # the last cycle ran to its end (nothing it read was rolled back)
+        self._quiet = QuietHosts()  # hosts where nothing changed since their tasks were judged
         self.deployer = Deployer(self)  # services changing version (controller.deployments)
         self.cluster = ClusterState()  # the allocator's hosts, kept between cycles
 
@@ -357,23 +367,47 @@ class Controller:
 
     # -- the cycle -----------------------------------------------------------------------------
 
-    def _job_rows(self, job: str) -> list[TaskRow]:
-        """The attempts of the job's current run (store.tasks), read again only after a write:
-        a cycle's steps look at the same rows several times."""
+    def _rows(self) -> dict[str | None, list[TaskRow]]:
         changes, rows = self._read
         if changes != self.store.changes:
             rows = {}
             self._read = (self.store.changes, rows)
+            self._epoch += 1
+        return rows
+
+    def _job_rows(self, job: str) -> list[TaskRow]:
+        """The attempts of the job's current run (store.tasks), read again only after a write:
+        a cycle's steps look at the same rows several times, and cycles with no write between
+        them the same rows."""
+        rows = self._rows()
         if job not in rows:
             rows[job] = self.store.tasks(job)
         return rows[job]
+
+    def _out_there(self) -> list[TaskRow]:
+        """Attempts that may be out there on the hosts (tracked or lost), read like _job_rows."""
+        rows = self._rows()
+        if None not in rows:  # with every active job's rows: a restart reads each row once
+            rows[None], active = self.store.tasks_with_active(TRACKED | {S.LOST})
+            rows.update({name: found for name, found in active.items() if name not in rows})
+            self._reads += 1
+        return rows[None]
+
+    def _trust_reads(self) -> None:
+        """At a cycle's start: rows read by an earlier cycle are kept only if it ran to its end
+        and no other connection (another controller, a command) has written since."""
+        outside = self.store.outside_writes()
+        if not self._clean or outside is None or outside != self._outside:
+            self._read = (-1, {})
+            self._quiet.clear()
+        self._outside, self._clean = outside, False
 
     def tick(self, allocate_now: bool | None = None) -> TickReport:
         """One cycle. `allocate_now`: force (True) or skip (False) placing pending tasks; by
         default they are placed when something changed, and every few seconds while some
         wait."""
         report = TickReport()
-        self._read = (-1, {})  # nothing read by a cycle that failed half-way (rolled back)
+        self._trust_reads()
         views = self.fleet.views()
         self._note_hosts(views)
         for view in views.values():
@@ -425,16 +459,18 @@ class Controller:
             self._settle(job)
         cutoff = self.clock.monotonic() - 60.0
         self._acted = {u: t for u, t in self._acted.items() if t > cutoff}
-        self._read = (-1, {})  # kept no longer than a cycle
+        self._clean = True
         return report
 
     def sync(self) -> None:
         """Record what the hosts say (states, ends, reboots) and nothing else: no launch, no
         stop. What an embedded `meso status` does."""
+        self._trust_reads()
         views = self.fleet.views()
         self._note_hosts(views)
         self._observe(views)
         self._collect_runs(views)
+        self._clean = True
 
     def scan(self, views: Mapping[str, HostView]) -> None:
         """Find the units nobody claims, writing nothing (read-only commands)."""
@@ -496,17 +532,23 @@ class Controller:
 
     def _observe(self, views: Mapping[str, HostView]) -> tuple[list[TaskRow], list[TaskRow]]:
         """Record what the hosts say of every attempt that may be out there. Returns the rows
-        whose units ended (to clean up on their hosts) and stray ones (to stop)."""
+        whose units ended (to clean up on their hosts) and stray ones (to stop). Hosts where
+        nothing changed since their last look found nothing to do are skipped (QuietHosts)."""
         boots = self.store.host_boots()
-        rows = [r for r in self.store.tasks_in(TRACKED | {S.LOST}) if r.host in self.nodes]
-        active = {(j.name, j.run) for j in self.store.jobs() if j.state == ACTIVE}
+        rows = self._out_there()
+        active = frozenset((j.name, j.run) for j in self.store.jobs() if j.state == ACTIVE)
+        quiet = self._quiet.quiet((self._reads, active), views, boots, self._acted,
+                                  self.clock.monotonic())  # fmt: skip
+        busy: set[str] = set()  # hosts with something to do: looked at again next cycle
         forget: list[TaskRow] = []
         strays: list[TaskRow] = []
         claimed: dict[str, set[str]] = defaultdict(set)
         with self.store.transaction():
             for row in rows:
+                if row.host in quiet:
+                    continue
                 view = views.get(row.host)
-                if view is None:
+                if view is None or row.host not in self.nodes:
                     continue
                 raw = view.units.get(row.unit)
                 if raw is not None and not self._ours(raw):
@@ -515,6 +557,7 @@ class Controller:
                     claimed[row.host].add(row.unit)
                 trusted = view.asked is not None and view.asked > self._acted.get(row.unit, 0.0)
                 if view.state in ANSWERING and not trusted:
+                    busy.add(row.host)
                     continue  # the report was asked for before our last action on the unit
                 answering = view.state in ANSWERING
                 seen = _status(raw) if answering else None
@@ -525,20 +568,26 @@ class Controller:
                     and (row.state == S.LOST or (row.job, row.run) not in active)
                 ):
                     strays.append(row)  # replaced, killed or of an ended run: it must not run
+                    busy.add(row.host)
                     continue
                 if row.state == S.LOST and seen is not None and seen.state in ENDED_ON_NODE:
                     forget.append(row)
+                    busy.add(row.host)
                     continue
                 status = judge(row.state, view.state, seen, rebooted)
                 if status is not None and status != row.status:
                     updated = self._record(row, status)
                     row = updated or row
+                    busy.add(row.host)
                 if row.state in ENDED_ON_NODE and seen is not None:
                     forget.append(row)
+                    busy.add(row.host)
             for name, view in views.items():
                 if view.boot and view.state == HostState.UP and boots.get(name) != view.boot:
                     self.store.set_host_boot(name, view.boot)
-        self._find_unclaimed(views, claimed, forget, strays)
+                    busy.add(name)
+        self._find_unclaimed(views, claimed, forget, strays, skip=quiet, busy=busy)
+        self._quiet.judged({n: v for n, v in views.items() if n not in quiet}, boots, busy)
         return forget, strays
 
     def _find_unclaimed(
@@ -548,13 +597,17 @@ class Controller:
         forget: list[TaskRow],
         strays: list[TaskRow],
         quiet: bool = False,
+        skip: set[str] | frozenset[str] = frozenset(),
+        busy: set[str] | None = None,
     ) -> None:
         """Units on the hosts that no watched attempt claims. One nobody launched is reported,
-        never adopted; one of an attempt that ended is cleaned up, or stopped if it runs."""
+        never adopted; one of an attempt that ended is cleaned up, or stopped if it runs (its
+        host added to `busy`). Hosts in `skip` keep what was found there last."""
         unclaimed: dict[str, list[str]] = {}
         holding = {s.value for s in HOLDS_RESOURCES}
+        busy = set() if busy is None else busy
         for name, view in views.items():
-            if view.state not in ANSWERING:
+            if view.state not in ANSWERING or name in skip:
                 if name in self.unclaimed:
                     unclaimed[name] = self.unclaimed[name]  # last known
                 continue
@@ -567,11 +620,14 @@ class Controller:
                                             "this controller; left alone", host=name,
                                             unit=unit)  # fmt: skip
                 elif view.asked is None or view.asked <= self._acted.get(unit, 0.0):
+                    busy.add(name)  # asked for before our last action on it: look again
                     continue
                 elif view.units[unit].get("state") in holding:
                     strays.append(row)
+                    busy.add(name)
                 else:
                     forget.append(row)
+                    busy.add(name)
         self.unclaimed = unclaimed
 
     def _decide(self, job: JobRow) -> jobcore.Decisions:
@@ -579,13 +635,21 @@ class Controller:
         rows = self._job_rows(job.name)
         hold = self.replacements_paused and not self.replacements_allowed
         after = self._window(spec)
+        move = {**self._moves(job, rows), **self.deployer.moves.get(job.name, {})}
+        # the same rows decide the same, but for the clock: unreachable ones become lost
+        key = (self._epoch, job.version, hold, after, tuple(sorted(move.items())), self._resumed)
+        memo = self._decided.get(job.name)
+        if memo is not None and memo[0] == key:
+            self.jobs[job.name].decisions = memo[1]
+            return memo[1]
         decisions = jobcore.decide(job.type, _policies(spec), rows, self.clock.time(),
                                    lost_after=math.inf if hold else after,
                                    numbered_from=self.store.last_attempts(job.name),
-                                   move={**self._moves(job, rows),
-                                         **self.deployer.moves.get(job.name, {})},
-                                   replace_batch=spec.disconnect.batch == "replace",
+                                   move=move, replace_batch=spec.disconnect.batch == "replace",
                                    unreachable_from=self._resumed)  # fmt: skip
+        self._decided.pop(job.name, None)
+        if not decisions.lost and all(r.state != S.UNREACHABLE for r in rows):
+            self._decided[job.name] = (key, decisions)
         for row in decisions.lost:
             assert isinstance(row, TaskRow)  # noqa: S101 - decide() returns what it was given
             self._record(row, TaskStatus(S.LOST, reason=f"{row.host} unreachable; replaced"))
@@ -1036,6 +1100,8 @@ class Controller:
         """Stop these units on their hosts (in parallel), and record how each ended (as
         `endings` says for a unit that was stopped while it ran: unhealthy, drained)."""
         unique = list({r.unit: r for r in rows}.values())
+        if not unique:
+            return []
         views = self.fleet.views()
 
         def stop(row: TaskRow) -> TaskStatus:
@@ -1077,7 +1143,8 @@ class Controller:
 
     def _forget(self, rows: list[TaskRow]) -> None:
         """Unload units whose end is stored (best effort: the next cycle tries again)."""
-
+        if not rows:
+            return
         views = self.fleet.views()
 
         def forget(row: TaskRow) -> None:
@@ -1371,10 +1438,25 @@ def _running_per_host(rows: Iterable[TaskRow]) -> dict[tuple[str, str], dict[str
 
 
 def _status(raw: Mapping | None) -> TaskStatus | None:
+    """A unit's status as a host reports it (None if it reports none we know); most units
+    report the same few, made once each."""
     if raw is None:
         return None
+    fields = [raw.get(k) for k in STATUS_FIELDS]
     try:
-        return TaskStatus.of(raw)
+        return _status_of(*fields)
+    except TypeError:  # a field that cannot be a key (a node's bug): judged alone
+        return _status_of.__wrapped__(*fields)
+
+
+STATUS_FIELDS = ("state", "exit_code", "signal", "reason", "restarts")
+
+
+@functools.lru_cache(maxsize=1024, typed=True)  # typed: exit code True is not 1
+def _status_of(*fields: object) -> TaskStatus | None:
+    try:
+        return TaskStatus.of({k: v for k, v in zip(STATUS_FIELDS, fields, strict=True)
+                              if v is not None})  # fmt: skip
     except (KeyError, ValueError):
         return None
 

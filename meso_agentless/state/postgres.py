@@ -251,6 +251,10 @@ class PgStore(Store):
             self._local.db = db
         return db
 
+    def outside_writes(self) -> tuple[int, int] | None:
+        """Never known here: whatever another controller wrote is read again every cycle."""
+        return None
+
     def schema_version(self) -> int:
         """The database's schema version (0: no schema yet)."""
         found = self.db.execute("SELECT to_regclass('meta') IS NOT NULL AS made").fetchone()

@@ -15,6 +15,7 @@ state.postgres.PgStore runs the very same ones on PostgreSQL.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from sys import intern
 
 from meso_agentless.core.pinning import Pins
 from meso_agentless.core.tasks import TaskState, TaskStatus
@@ -169,6 +171,9 @@ TASK_COLUMNS = ", ".join(
 )  # fmt: skip
 
 
+CONNECTIONS = itertools.count()  # each connection's serial number (outside_writes)
+
+
 class Conflict(Exception):
     """A compare-and-set found a newer row: nothing was written."""
 
@@ -199,7 +204,7 @@ class Store(DeploymentTables):
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
+            self._local.db, self._local.serial = db, next(CONNECTIONS)
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
@@ -248,6 +253,12 @@ class Store(DeploymentTables):
         """This state's own random name: the units its controllers launch carry it, so a unit
         of the same name launched by anyone else is never taken for one of ours."""
         return self.db.execute("SELECT value FROM meta WHERE key = 'identity'").fetchone()[0]
+
+    def outside_writes(self) -> tuple[int, int] | None:
+        """A mark that moves whenever another connection (another thread's, another process's)
+        has committed a change since this thread's last look; None: cannot tell."""
+        version = self.db.execute("PRAGMA data_version").fetchone()[0]
+        return (self._local.serial, version)
 
     def close(self) -> None:
         db = getattr(self._local, "db", None)
@@ -401,6 +412,33 @@ class Store(DeploymentTables):
             wanted,
         )
         return [_task(r) for r in rows]
+
+    def tasks_with_active(
+        self, states: Iterable[str]
+    ) -> tuple[list[TaskRow], dict[str, list[TaskRow]]]:
+        """In one read: tasks_in(states), and every active job's tasks() (each active job
+        named, with no rows if it has none)."""
+        wanted = sorted(states)
+        marks = ",".join("?" * len(wanted))
+        with self.snapshot():
+            active = {r[0]: [] for r in self.db.execute("SELECT name FROM jobs "
+                                                       "WHERE state = 'active'")}  # fmt: skip
+            rows = self.db.execute(
+                f"SELECT {TASK_COLUMNS}, jobs.state = 'active' FROM tasks LEFT JOIN jobs "  # noqa: S608 - only placeholders
+                "ON tasks.job = jobs.name AND tasks.run = jobs.run "
+                f"WHERE tasks.state IN ({marks}) OR jobs.state = 'active' "
+                "ORDER BY tasks.job, tasks.task, tasks.idx, tasks.attempt",
+                wanted,
+            ).fetchall()
+        in_states: list[TaskRow] = []
+        wanted_states = set(wanted)
+        for r in rows:
+            row = _task(r[:-1])
+            if row.state.value in wanted_states:
+                in_states.append(row)
+            if r[-1] and row.job in active:
+                active[row.job].append(row)
+        return in_states, active
 
     def task_by_unit(self, unit: str) -> TaskRow | None:
         row = self.db.execute(f"SELECT {TASK_COLUMNS} FROM tasks WHERE unit = ?",  # noqa: S608
@@ -588,12 +626,12 @@ def _task(row: sqlite3.Row) -> TaskRow:
     ) = row
     return TaskRow(
         id_,
-        job,
+        intern(job),  # many rows name the same: kept once (a controller keeps its rows)
         run,
-        task,
+        intern(task),
         idx,
         attempt,
-        host,
+        intern(host),
         unit,
         STATES[state],
         exit_code,
@@ -616,17 +654,17 @@ STATES = {s.value: s for s in TaskState}
 
 
 @functools.lru_cache(maxsize=4096)
-def _decoded(text: str) -> tuple[tuple[str, int], ...]:
-    return tuple(json.loads(text).items())
-
-
 def _resources(text: str) -> dict:
-    """A row's resources (the tasks of a group share a handful of texts: decoded once each)."""
-    return dict(_decoded(text))
+    """A row's resources (the tasks of a group share a handful of texts: decoded once each,
+    and the rows of one text share it: read-only, as every row's fields)."""
+    return json.loads(text)
+
+
+NO_PORTS: list[int] = []  # shared by every row without ports: read-only
 
 
 def _ports(text: str) -> list[int]:
-    return [] if text == "[]" else json.loads(text)
+    return NO_PORTS if text == "[]" else json.loads(text)
 
 
 def _updated(row: TaskRow, status: TaskStatus, now: float) -> TaskRow:

@@ -121,3 +121,71 @@ def test_a_restarted_controller_reconciles_every_task_and_launches_nothing(tmp_p
     replaced = set(rows) - set(before)  # only the rebooted host's, once each
     assert len(replaced) == len(lost_units) and all(cluster.plane.started[u] == 1 for u in replaced)
     assert +(Counter(cluster.plane.started) - started) == Counter(dict.fromkeys(replaced, 1))
+
+
+def steady(tmp_path, hosts: int = 50, tasks: int = 200) -> FakeCluster:
+    """A fleet running `tasks` long tasks, past the cycles that launched them: from here on a
+    cycle with nothing new on the hosts reads no task row and judges no host again."""
+    cluster = sim_cluster(tmp_path, hosts, cpus=8)
+    cluster.step()
+    cluster.controller.submit(batch(tasks, seconds=86400))
+    run_until(cluster, lambda: len(cluster.plane.running()) == tasks)
+    for _ in range(3):
+        cluster.step()
+    return cluster
+
+
+def counting_reads(cluster: FakeCluster) -> list[str]:
+    """Every task read of the controller's store from now on (which method)."""
+    store, reads = cluster.controller.store, []
+
+    def counted(name: str):
+        real = getattr(store, name)
+
+        def read(*args, **kwargs):
+            reads.append(name)
+            return real(*args, **kwargs)
+
+        return read
+
+    for name in ("tasks", "tasks_in"):
+        setattr(store, name, counted(name))
+    return reads
+
+
+def test_a_task_that_ends_on_a_host_where_nothing_else_changed_is_still_recorded(tmp_path):
+    cluster = steady(tmp_path)
+    reads = counting_reads(cluster)
+    cluster.step()
+    assert reads == []  # the steady cycle trusted what it had read: the case under test
+    unit, host = sorted(cluster.plane.running().items())[0]
+    cluster.plane.by_name[host].units[unit].state = "failed"  # it exits 3, nothing else moves
+    cluster.plane.by_name[host].units[unit].exit_code = 3
+    cluster.step()
+    row = cluster.controller.store.task_by_unit(unit)
+    assert (row.state.value, row.exit_code) == ("failed", 3)
+    assert "tasks" in reads or "tasks_in" in reads
+    cluster.step()  # its attempt is replaced once, and the others run on
+    rows = cluster.controller.store.tasks("big")
+    assert Counter(r.state.value for r in rows) == {"running": 200, "failed": 1}
+    assert all(n == 1 for n in cluster.plane.started.values())
+
+
+def test_a_write_by_another_connection_to_the_store_is_not_hidden_by_what_was_read(tmp_path):
+    from meso_agentless.core.tasks import TaskState, TaskStatus
+    from meso_agentless.state.sqlite import Store
+
+    cluster = steady(tmp_path)
+    reads = counting_reads(cluster)
+    cluster.step()
+    assert reads == []
+    # another controller (a leader after this one, or a command) marks an attempt lost and
+    # places it again: the unit still running under it must be stopped, not trusted as ours
+    other = Store(cluster.controller.store.path)
+    row = next(r for r in other.tasks("big") if r.state == TaskState.RUNNING)
+    assert other.update_task(row, TaskStatus(TaskState.LOST, reason="replaced")) is not None
+    other.close()
+    cluster.step()
+    assert reads  # read again
+    assert row.unit not in cluster.plane.running()
+    assert cluster.controller.store.task_by_unit(row.unit).state == TaskState.LOST

@@ -190,3 +190,32 @@ def test_a_store_outlives_a_restart_of_the_database(postgres):
     assert [j.name for j in store.jobs()] == ["j"]
     store.put_job("k", "fw", "batch", {"job": "k"}, "inv")
     assert [j.name for j in store.jobs()] == ["j", "k"]
+
+
+def test_one_read_of_the_attempts_out_there_and_of_every_active_jobs_run(state):
+    store = open_store(state)
+    for name in ("a", "b", "idle"):
+        store.put_job(name, "fw", "batch", {"job": name}, "inv")
+    store.add_intents([Intent(j, "t", i, 1, "h1", f"meso-{j}_t_{i}_1", {"cpus": 1000}, ())
+                       for j in ("a", "b") for i in (0, 1)])  # fmt: skip
+    a0, a1 = store.tasks("a")
+    store.update_task(a1, TaskStatus(TaskState.FINISHED, exit_code=0))
+    b_job = store.job("b")
+    store.update_job(b_job, state="done")  # its staging rows are still out there
+    store.put_job("b", "fw", "batch", {"job": "b", "v": 2}, "inv")  # a new run: none yet
+    wanted = ["staging", "running"]
+    out_there, active = store.tasks_with_active(wanted)
+    assert out_there == store.tasks_in(wanted)
+    assert active == {"a": store.tasks("a"), "b": [], "idle": []}
+    assert [r.state.value for r in active["a"]] == ["staging", "finished"]
+    if isinstance(store, Store) and not isinstance(store, PgStore):
+        mark = store.outside_writes()
+        assert store.outside_writes() == mark  # nobody wrote
+        store.update_task(a0, TaskStatus(TaskState.RUNNING))
+        assert store.outside_writes() == mark  # its own writes are counted by `changes`
+        other = Store(store.path)
+        other.set_drain("h1", 5.0)
+        other.close()
+        assert store.outside_writes() != mark
+    else:
+        assert store.outside_writes() is None
