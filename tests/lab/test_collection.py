@@ -139,7 +139,11 @@ def test_a_playbook_deploys_checks_and_stops_a_job_and_the_plugin_lists_the_host
             assert '-        "mem": 67108864,' in checked  # the specs' unified diff too
             assert "+++ after: job webplay (file web.yaml)" in checked
             planned = json.loads((play / "result.json").read_text())["web"]
-            assert planned["action"] == "replace" and len(planned["plan"]["placements"]) == 2
+            # a service's new file is rolled out by a deployment (one at a time by default)
+            assert planned["action"] == "update", planned
+            update = planned["plan"]["update"]
+            assert (update["replace"], update["max_parallel"], update["fits"]) == (2, 1, True)
+            assert len(planned["plan"]["placements"]) == 1  # the headroom: one beside the old
             assert meso_units(meso_lab) == units  # nothing launched, nothing stopped
             assert planned["job"]["version"] == result["web"]["job"]["version"]
 

@@ -11,7 +11,9 @@ description:
     (O(state=absent)), through the controller's HTTP API.
   - Idempotent. The controller compares the file with the job it holds
     (C(POST /v1/plan/job)); an unchanged file changes nothing, a file whose tasks' counts alone
-    differ scales the running job, any other change to an active job replaces it (killed, then
+    differ scales the running job, any other change to an active service is rolled out by a
+    deployment (by its C(update) policy, a few instances at a time, each new one healthy before an
+    old one stops), and any other change to an active batch job replaces it (killed, then
     submitted again) only with O(replace=true).
   - In check mode the controller plans the file (where its tasks would go) and nothing is
     stored or launched. With C(--diff) the job's field-level diff is shown.
@@ -53,8 +55,9 @@ options:
     default: present
   replace:
     description:
-      - When an active job's file changed in more than its tasks' counts, kill it and submit
-        the file again. Its tasks are down in between.
+      - When an active batch job's file changed in more than its tasks' counts, kill it and
+        submit the file again. Its tasks are down in between. (A service is updated by a
+        deployment instead, without this option.)
       - V(false) fails the task instead, naming the fields that changed.
     type: bool
     default: false
@@ -117,8 +120,8 @@ job:
 action:
   description:
     - What the file asks of the controller; V(create) a new job, V(rerun) a new run of an ended
-      one, V(none) nothing, V(scale) tasks' counts, V(replace) kill and submit again,
-      V(kill) stop it.
+      one, V(none) nothing, V(scale) tasks' counts, V(update) a service's new version rolled
+      out by a deployment, V(replace) kill and submit again, V(kill) stop it.
   returned: always
   type: str
   sample: scale
@@ -136,7 +139,9 @@ changes:
 plan:
   description:
     - Where what would start goes, as the controller plans it now (C(placements), C(unplaced)
-      with reasons, C(unreachable) hosts); a scaling's added instances only.
+      with reasons, C(unreachable) hosts); a scaling's added instances only; a deployment's
+      first new instances beside the old ones, and C(update) what it will do (C(replace)
+      instances, C(max_parallel) at a time, C(canary), whether it C(fits), a C(summary)).
   returned: with O(state=present)
   type: dict
 stopped:
@@ -224,6 +229,7 @@ def present(module, client):
             unplaced=plan["unplaced"],
             unreachable=plan["unreachable"],
             shares=plan["shares"],
+            update=plan.get("update"),
         ),
     )
     if module._diff:
