@@ -16,7 +16,7 @@ import json
 import selectors
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -238,9 +238,10 @@ def ask_each(
     calls: Sequence[tuple[NodeConnection, str, dict]], timeout: float | None = None
 ) -> list[dict | MesoError]:
     """Each call's answer, or the MesoError it met (Unreachable, NodeRefused, a host key
-    refused), in order: one request to every host, all sent before any answer is read, so a
-    round over warm hosts takes one round trip, not one per host in turn. Hosts without a warm
-    channel are connected first, in parallel. One call per connection."""
+    refused), in order: one request to every warm host, all sent before any answer is read, so
+    a round over warm hosts takes one round trip, not one per host in turn. Hosts without a warm
+    channel are connected and asked meanwhile, in parallel, each on its own: a host that does
+    not answer its connection holds up no other host. One call per connection."""
     connections = [c for c, _, _ in calls]
     if len(set(map(id, connections))) != len(connections):
         raise ValueError("ask_each: one call per connection")
@@ -249,24 +250,48 @@ def ask_each(
     deadline = time.monotonic() + (timeout or min(c.timeout for c in connections))
     results: list[dict | MesoError | None] = [None] * len(calls)
     cold = [i for i, c in enumerate(connections) if not c.warm]
-    if cold:
-        with ThreadPoolExecutor(max_workers=min(MAX_CONNECTING, len(cold))) as pool:
-            opened = pool.map(lambda i: _open(connections[i], deadline), cold)
-            for i, error in zip(cold, opened, strict=True):
-                results[i] = error
-    held = {id(c): c for c in connections}  # each lock from its request until its answer
-    for connection in connections:
+    if not cold:
+        _pipelined(calls, range(len(calls)), results, deadline)
+        return results  # type: ignore[return-value]
+    with ThreadPoolExecutor(max_workers=min(MAX_CONNECTING, len(cold))) as pool:
+        asked = {i: pool.submit(_ask_one, calls[i], deadline) for i in cold}
+        _pipelined(calls, [i for i in range(len(calls)) if i not in asked], results, deadline)
+        for i, future in asked.items():
+            results[i] = future.result()
+    return results  # type: ignore[return-value]
+
+
+def _ask_one(call: tuple[NodeConnection, str, dict], deadline: float) -> dict | MesoError:
+    """One host's answer (connecting first), or the MesoError it met."""
+    connection, verb, fields = call
+    try:
+        return connection.ask(verb, fields, timeout=max(0.001, deadline - time.monotonic()))
+    except MesoError as exc:
+        return exc
+
+
+def _pipelined(
+    calls: Sequence[tuple[NodeConnection, str, dict]],
+    indices: Iterable[int],
+    results: list[dict | MesoError | None],
+    deadline: float,
+) -> None:
+    """ask_each's warm calls at `indices`: every request sent, then the answers read as they
+    come, each host's lock held from its request until its answer."""
+    mine = list(indices)
+    held = {id(calls[i][0]): calls[i][0] for i in mine}
+    for connection in held.values():
         connection._lock.acquire()
     try:
         waiting = {}
-        for i, (connection, verb, fields) in enumerate(calls):
-            if results[i] is None:
-                try:
-                    connection._send(verb, fields, deadline)
-                    waiting[i] = connection
-                    continue
-                except MesoError as exc:
-                    results[i] = exc
+        for i in mine:
+            connection, verb, fields = calls[i]
+            try:
+                connection._send(verb, fields, deadline)
+                waiting[i] = connection
+                continue
+            except MesoError as exc:
+                results[i] = exc
             held.pop(id(connection))._lock.release()
         while waiting:  # answers as they come: a slow host holds up no other host's lock
             for i in _answered(waiting, deadline):
@@ -279,7 +304,6 @@ def ask_each(
     finally:
         for connection in held.values():
             connection._lock.release()
-    return results  # type: ignore[return-value]
 
 
 def _answered(waiting: dict[int, NodeConnection], deadline: float) -> list[int]:
@@ -293,13 +317,3 @@ def _answered(waiting: dict[int, NodeConnection], deadline: float) -> list[int]:
         for i, connection in waiting.items():
             selector.register(connection._channel.fileno(), selectors.EVENT_READ, i)  # type: ignore[union-attr]
         return [key.data for key, _ in selector.select(remaining)]
-
-
-def _open(connection: NodeConnection, deadline: float) -> MesoError | None:
-    """Connect and start the node command (as the first request would); why not, if not."""
-    try:
-        with connection._lock:
-            connection._guarded(lambda: connection._serve_channel(deadline))
-    except MesoError as exc:
-        return exc
-    return None
