@@ -44,7 +44,7 @@ from meso_agentless.core.model import (
     TaskGroup,
 )
 from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
-from meso_agentless.core.pinning import LACKS, HostPins, no_host_has, pinned_hosts
+from meso_agentless.core.pinning import LACKS, HostPins, PinnedHosts, no_host_has
 from meso_agentless.core.resources import (
     PORTS,
     format_quantity,
@@ -73,7 +73,7 @@ class Cycle:
         self.hosts = cluster.states
         self.cluster = cluster
         self.by_name: Mapping[str, HostState] = cluster.by_name
-        self.pinned = pinned_hosts(cluster.hosts())  # what hosts with a topology have free to pin
+        self.pinned = PinnedHosts(cluster.host)  # what hosts with a topology have free to pin
         self.total = cluster.total
         self.largest = cluster.largest
         # hosts of a kept state as they were before this cycle took from them (put_back())

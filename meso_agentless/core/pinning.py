@@ -10,8 +10,9 @@ may take shrinks by as much, and grows back when it ends.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from meso_agentless.core.resources import format_quantity
 
@@ -150,9 +151,28 @@ class HostPins:
                     tuple(devices))  # fmt: skip
 
 
-def pinned_hosts(hosts: Iterable) -> dict[str, HostPins]:
-    """Each host (core.model.Host) that has a topology: what it has free to pin."""
-    return {h.name: HostPins(h.topology, h.used_pins) for h in hosts if h.topology is not None}
+class PinnedHosts(dict):
+    """Host name -> what it has free to pin (HostPins), for the hosts (core.model.Host) that
+    have a topology; each built when a cycle first asks for it, since most cycles pin on few
+    hosts or none (every host sampled has a topology: building all of them each cycle cost
+    more than the rest of a cycle)."""
+
+    def __init__(self, host: Callable[[str], Any]) -> None:
+        super().__init__()
+        self._host = host  # name -> its Host, or None
+
+    def __missing__(self, name: str) -> HostPins:
+        host = self._host(name)
+        if host is None or host.topology is None:
+            raise KeyError(name)
+        free = self[name] = HostPins(host.topology, host.used_pins)
+        return free
+
+    def get(self, name: str, default: HostPins | None = None) -> HostPins | None:  # type: ignore[override]
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
 
 def shared_cores(topology: Topology, used: Iterable[Pins]) -> tuple[int, ...]:
