@@ -178,6 +178,18 @@ class Conflict(Exception):
     """A compare-and-set found a newer row: nothing was written."""
 
 
+def _statements(script: str) -> Iterator[str]:
+    """The SQL statements of `script`, one by one (executescript would commit the lock)."""
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            yield pending.strip()
+            pending = ""
+    if pending.strip():
+        yield pending.strip()
+
+
 class Store(DeploymentTables):
     """One SQLite database, a connection per thread."""
 
@@ -208,19 +220,27 @@ class Store(DeploymentTables):
         return db
 
     def _migrate(self, db: sqlite3.Connection) -> None:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise UsageError(
-                f"state {self.path} is schema {version}, newer than this meso ({SCHEMA_VERSION})"
-            )
-        # one script, one transaction per step: a half-made schema is never left
-        if version == 0:
-            db.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\nPRAGMA user_version=1;\nCOMMIT;")
-            version = 1
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            db.executescript(
-                f"BEGIN IMMEDIATE;\n{MIGRATIONS[target]}\nPRAGMA user_version={target};\nCOMMIT;"
-            )
+        # the version is read under the write lock: two processes opening a new file at once
+        # must not both see 0 and both make the tables; one transaction per step, so a
+        # half-made schema is never left
+        while True:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise UsageError(f"state {self.path} is schema {version}, newer than this "
+                                     f"meso ({SCHEMA_VERSION})")  # fmt: skip
+                if version == SCHEMA_VERSION:
+                    db.execute("COMMIT")
+                    return
+                target = version + 1
+                for statement in _statements(SCHEMA if version == 0 else MIGRATIONS[target]):
+                    db.execute(statement)
+                db.execute(f"PRAGMA user_version={target}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
     @contextmanager
     def transaction(self) -> Iterator[None]:

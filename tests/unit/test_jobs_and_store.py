@@ -1,7 +1,10 @@
 """What a job needs next (pure), and the store that remembers it (SQLite and PostgreSQL)."""
 
+import multiprocessing
 import sqlite3
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -121,6 +124,20 @@ def test_a_version_1_state_is_migrated_in_place(tmp_path):
     assert (job.version, job.seq, job.state) == (1, 1, "active")
     store.set_framework("fw", 2.0, {"cpus": 0})
     assert store.framework_settings() == {"fw": (2.0, {"cpus": 0})}
+
+
+def _open_store(path: str) -> int:
+    return Store(Path(path)).db.execute("PRAGMA user_version").fetchone()[0]
+
+
+def test_processes_opening_a_new_state_at_once_make_its_schema_once(tmp_path):
+    # the version is read under the write lock: before, two processes both saw 0 and the
+    # second failed with "table jobs already exists" (a reader started beside `meso run`)
+    for attempt in range(5):
+        path = tmp_path / f"state{attempt}.db"
+        with ProcessPoolExecutor(6, mp_context=multiprocessing.get_context("fork")) as pool:
+            versions = list(pool.map(_open_store, [str(path)] * 6))
+        assert versions == [SCHEMA_VERSION] * 6
 
 
 def test_a_newer_schema_is_refused(tmp_path):
