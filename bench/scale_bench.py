@@ -11,8 +11,9 @@ For each fleet size (--hosts), with --per-host tasks on every host (jobs of --jo
 - daemon: what the long-running controller runs (Fleet.start: one sampler thread asking every
   answering host in a round each interval) against what it ran before (a thread per host, each
   sampling its host every interval), side by side on the same hosts for --daemon-seconds of
-  real time at a 1 s interval: threads used, samples per host-second, and the sampling's CPU
-  per host-second (process CPU less the fake hosts');
+  real time at a 1 s interval: threads used, samples per host-second (1.0: every host every
+  interval), and the CPU of a sample, everything the fleet runs included (process CPU less the
+  fake hosts', over the samples taken): a host's CPU per second at a 1 s interval;
 - restart: a new controller on the same store and hosts, its first round (sample every host,
   reconcile every task with what the hosts run). Target: <= 5 s for 100,000 tasks;
 - memory (tracemalloc, Python heap): what a new controller holds after its first round, on the
@@ -123,10 +124,11 @@ def sampling(plane: SimPlane, mode: str, seconds: float, interval: float) -> str
                 thread.join()
     stopping.set()
     counter.join()
-    host_seconds = len(plane.hosts) * spent.wall
+    per_sample = spent.cpu / max(1, samples[0])
     return (
-        f"{mode + ':':8} {peak[0]:6} threads, {samples[0] / host_seconds:4.2f} samples and "
-        f"{spent.cpu / host_seconds * 1e6:4.0f} us CPU per host-second"
+        f"{mode + ':':8} {peak[0]:6} threads, {samples[0] / len(plane.hosts) / spent.wall:4.2f} "
+        f"samples per host-second, {per_sample * 1e6:4.0f} us CPU a sample (so one core keeps "
+        f"up with {interval / per_sample:,.0f} hosts)"
     )
 
 

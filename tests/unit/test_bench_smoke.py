@@ -39,7 +39,7 @@ def test_quick_scale_benchmark_prints_its_figures():
     assert [line.split()[0] for line in lines] == ["submit", "fill", "round", "daemon", "daemon",
                                                    "restart", "memory"]  # fmt: skip
     assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[5]
-    assert "threads:" in lines[3] and "rounds:" in lines[4] and "samples and" in lines[4]
+    assert "threads:" in lines[3] and "rounds:" in lines[4] and "us CPU a sample" in lines[4]
     assert "KB per host" in lines[6] and "B per task" in lines[6]
     assert ", 0 not running after it" in lines[5]
 
