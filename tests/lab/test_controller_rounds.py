@@ -17,17 +17,20 @@ from tests.lab.common import cli, units
 pytestmark = pytest.mark.lab
 
 CUT = f"{LAB}-3"
-STEADY = """\
-job: steady
-type: service
-tasks:
-  - name: s
-    count: 6
-    command: ["sleep", "infinity"]
-    resources: {cpus: 0.1, mem: 16MiB}
-    constraints:
-      - {op: max_per, attribute: hostname, value: 2}
-"""
+TWO_A_HOST = [{"op": "max_per", "attribute": "hostname", "value": 2}]  # two on each host
+STEADY = {
+    "job": "steady",
+    "type": "service",
+    "tasks": [
+        {
+            "name": "s",
+            "count": 6,
+            "command": ["sleep", "infinity"],
+            "resources": {"cpus": 0.1, "mem": "16MiB"},
+            "constraints": TWO_A_HOST,
+        }
+    ],
+}
 
 
 def processes(lab, placed: dict[str, str]) -> dict[str, str]:
@@ -53,7 +56,7 @@ def test_a_cut_host_leaves_the_round_and_the_others_keep_being_sampled_every_int
     env = {k: v for k, v in os.environ.items() if not k.startswith("MESO_")}
     env["MESO_INVENTORY"] = str(meso_lab.inventory)
     job = tmp_path / "steady.yaml"
-    job.write_text(STEADY)
+    job.write_text(json.dumps(STEADY))  # JSON is YAML
     with running_controller(meso_lab.inventory, tmp_path / "ctl") as ctl:
         env.update(ctl.env)
         try:
