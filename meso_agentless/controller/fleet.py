@@ -141,13 +141,23 @@ class Fleet:
             return self._view(name, self._records[name], now)
 
     def _view(self, name: str, r: _Record, now: float) -> HostView:
-        if not self._threads:  # sampled in rounds: judged as of its last answer or failure
+        state = self._state(r, now)
+        health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
+        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health, r.marks)
+
+    def _state(self, r: _Record, now: float) -> HostState:
+        if not self._threads:  # refreshed by hand: judged as of its last answer or failure
             now = max(r.ok_at or 0.0, r.failed_at or 0.0)
         state = host_state(r.ok_at, r.failed_at, now, self.suspect_after, self.unreachable_after)
         if state in (HostState.UP, HostState.SUSPECT) and r.facts.get("system") == "stopping":
             state = HostState.STOPPING
-        health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
-        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health, r.marks)
+        return state
+
+    def states(self) -> dict[str, HostState]:
+        """Every host's state now (views() without the rest: cheap enough to ask often)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            return {name: self._state(r, now) for name, r in self._records.items()}
 
     def wait_round(self, timeout: float) -> None:
         """Until every answering host has finished one more request (good or not), or
@@ -349,9 +359,9 @@ class Fleet:
 
     def _state_loop(self) -> None:
         """A host that stays silent changes state with no answer to tell of it: look often."""
-        states = {name: view.state for name, view in self.views().items()}
+        states = self.states()
         while not self._stopping.wait(STATE_TICK):
-            now = {name: view.state for name, view in self.views().items()}
+            now = self.states()
             if now != states:
                 states = now
                 self.on_change()
