@@ -1573,12 +1573,23 @@ def unit_property(assignment: str) -> tuple[str, tuple[str, object]] | None:
     return None
 
 
+def find_executable(name: str) -> str | None:
+    """The program systemd-run would run for `name`: it looks it up itself, as this does, in
+    its $PATH (an executable file; None if there is none, or `name` is a relative path)."""
+    if "/" in name:
+        found = [name] if name.startswith("/") else []
+    else:
+        dirs = os.environ.get("PATH", "").split(":")
+        found = [f"{d.rstrip('/')}/{name}" for d in dirs if d.startswith("/")]
+    return next((p for p in found if os.path.isfile(p) and os.access(p, os.X_OK)), None)
+
+
 def transient_properties(
-    argv: list[str],
+    argv: list[str], executable=find_executable
 ) -> tuple[str, list[tuple[str, tuple[str, object]]]] | None:
     """The unit and the StartTransientUnit properties systemd-run would send for this argv (one
-    plan_launch wrote), in its order; None for anything this does not know (then systemd-run
-    runs: no type is ever guessed)."""
+    plan_launch wrote), in its order, the program found by `executable` as systemd-run finds it;
+    None for anything this does not know (then systemd-run runs: no type is ever guessed)."""
     if argv[:1] != ["systemd-run"] or "--" not in argv:
         return None
     split = argv.index("--")
@@ -1614,8 +1625,10 @@ def transient_properties(
         return None  # systemd-run would make it absolute and simple first
     if unit is None or not (UNIT_NAME.fullmatch(unit) or RUN_NAME.fullmatch(unit)):
         return None
-    if description is None or not command:
+    program = executable(command[0]) if description is not None and command else None
+    if program is None:  # systemd-run says why
         return None
+    command = [program, *command[1:]]
     out: list[tuple[str, tuple[str, object]]] = [("Description", ("s", description)), *properties]
     out += [(k, ("s", identity[k])) for k in ("User", "Group", "WorkingDirectory") if k in identity]
     if env:

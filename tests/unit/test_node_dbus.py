@@ -115,6 +115,7 @@ def test_a_message_comes_whole_or_not_at_all_and_errors_carry_their_name():
 # -- the argv -> properties translation ----------------------------------------------------------
 
 USERS = {"alice": (1000, 1000), "root": (0, 0)}
+FOUND = {"sh": "/usr/bin/sh", "true": "/usr/bin/true"}  # programs as systemd-run finds them
 POLICY = nodecmd.parse_policy({"task_users": ["alice"], "allow_root": True,
                                "sandbox_minimum": {"protect_system": "no",
                                                    "private_tmp": False,
@@ -123,7 +124,7 @@ POLICY = nodecmd.parse_policy({"task_users": ["alice"], "allow_root": True,
 
 def translated(request: dict, systemd: int = 252) -> dict:
     argv, _ = nodecmd.plan_launch({"unit": "meso-j_t_0_1", **request}, POLICY, USERS.get, systemd)
-    unit, props = nodecmd.transient_properties(argv)
+    unit, props = nodecmd.transient_properties(argv, FOUND.get)
     assert unit == "meso-j_t_0_1.service"
     names = [name for name, _ in props]
     assert names[0] == "Description" and names[-1] == "ExecStart"  # as systemd-run sends them
@@ -148,8 +149,8 @@ def test_a_task_with_every_option_translates_to_systemds_types():
         "RuntimeMaxUSec": ("t", 120_000_000), "TimeoutStopUSec": ("t", 7_000_000),
         "User": ("s", "alice"), "WorkingDirectory": ("s", "/srv/data"),
         "Environment": ("as", ["A=1", "B=x $y 'q' \"ü\""]),
-        # the argv as systemd-run sends it: "$" doubled, so systemd expands nothing
-        "ExecStart": ("a(sasb)", [("sh", ["sh", "-c", "echo $$HOME"], False)]),
+        # the argv as systemd-run sends it: the program found, "$" doubled (systemd expands nothing)
+        "ExecStart": ("a(sasb)", [("/usr/bin/sh", ["/usr/bin/sh", "-c", "echo $$HOME"], False)]),
     }  # fmt: skip
 
 
@@ -171,7 +172,7 @@ def test_identities_restarts_and_old_systemd():
 
 def test_pinned_cores_nodes_and_devices_translate(host):  # noqa: F811
     argv = pin({"cpuset": [2, 3], "numa": 1, "devices": {"gpu": ["/dev/loop1"]}})
-    found = dict(nodecmd.transient_properties(argv)[1])
+    found = dict(nodecmd.transient_properties(argv, FOUND.get)[1])
     assert found["AllowedCPUs"] == ("ay", b"\x0c" + bytes(7))  # cores 2 and 3, a whole long
     assert found["AllowedMemoryNodes"] == ("ay", b"\x02" + bytes(7))
     assert found["DevicePolicy"] == ("s", "closed")
@@ -219,18 +220,22 @@ def test_every_property_the_node_writes_is_known():
         lambda a: a[: a.index("--") + 1],  # no command
         lambda a: a[: a.index("--")],
         lambda a: ["/usr/bin/systemd-run", *a[1:]],
+        lambda a: [*a[:-1], "no-such-program"],  # systemd-run finds no program: it says so
     ],
 )
 def test_anything_it_does_not_know_falls_back_to_systemd_run(change):
     argv, _ = nodecmd.plan_launch({"unit": "meso-j_t_0_1", "argv": ["true"]}, POLICY)
-    assert nodecmd.transient_properties(argv) is not None
-    assert nodecmd.transient_properties(change(argv)) is None
+    assert nodecmd.transient_properties(argv, FOUND.get) is not None
+    assert nodecmd.transient_properties(change(argv), FOUND.get) is None
 
 
 def test_a_later_setenv_replaces_an_earlier_one_in_its_place():
     argv = ["systemd-run", "--unit=meso-j_t_0_1", "--description=d", "--setenv=A=1",
             "--setenv=B=2", "--setenv=A=3", "--", "true"]  # fmt: skip
-    assert dict(nodecmd.transient_properties(argv)[1])["Environment"] == ("as", ["A=3", "B=2"])
+    assert dict(nodecmd.transient_properties(argv, FOUND.get)[1])["Environment"] == (
+        "as",
+        ["A=3", "B=2"],
+    )
 
 
 def test_a_session_that_is_not_roots_never_tries_the_socket(monkeypatch):
@@ -253,3 +258,17 @@ def test_a_socket_that_is_not_there_leaves_launches_to_systemd_run(tmp_path, mon
     argv, _ = nodecmd.plan_launch({"unit": "meso-j_t_0_1", "argv": ["true"]}, POLICY)
     assert nodecmd._start_unit(argv, session) is None
     assert ran == [argv] and session.bus is None and session.use_bus
+
+
+def test_programs_are_found_as_systemd_run_finds_them(tmp_path, monkeypatch):
+    tool = tmp_path / "bin" / "tool"
+    tool.parent.mkdir()
+    tool.write_text("#!/bin/sh\n")
+    plain = tmp_path / "plain"
+    plain.write_text("")
+    tool.chmod(0o755)
+    monkeypatch.setenv("PATH", f"relative:{tmp_path}:{tool.parent}/")
+    assert nodecmd.find_executable("tool") == str(tool)
+    assert nodecmd.find_executable(str(tool)) == str(tool)
+    for name in ("plain", str(plain), "bin/tool", "./tool", "missing", "bin"):
+        assert nodecmd.find_executable(name) is None, name
