@@ -48,6 +48,7 @@ import calendar
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -1258,14 +1259,15 @@ class DBusError(Exception):
         self.name, self.message = name, message
 
 
-def dbus_types(signature: str) -> list[str]:
-    """A signature's complete types: "a(sv)su" -> ["a(sv)", "s", "u"] (ValueError if not)."""
+@functools.lru_cache(maxsize=256)
+def dbus_types(signature: str) -> tuple[str, ...]:
+    """A signature's complete types: "a(sv)su" -> ("a(sv)", "s", "u") (ValueError if not)."""
     out, at = [], 0
     while at < len(signature):
         end = _type_end(signature, at)
         out.append(signature[at:end])
         at = end
-    return out
+    return tuple(out)
 
 
 def _type_end(signature: str, at: int) -> int:
@@ -1384,11 +1386,21 @@ def dbus_message(kind: int, serial: int, fields: dict[int, tuple[str, object]],
 
 
 class DBusMessage:
-    """One message read: its type, serial, header fields by code, and its body (raw, read with
-    `values` only when wanted: signals of every kind come on systemd's private socket)."""
+    """One message read: its type, serial, header and body, both raw and read only when asked
+    (`fields`, `values`): signals of every kind come on systemd's private socket, and most are
+    dropped unread."""
 
-    def __init__(self, kind: int, serial: int, fields: dict[int, object], body: bytes) -> None:
-        self.kind, self.serial, self.fields, self.body = kind, serial, fields, body
+    def __init__(self, kind: int, serial: int, header: bytes, body: bytes) -> None:
+        self.kind, self.serial, self.header, self.body = kind, serial, header, body
+        self._fields: dict[int, object] | None = None
+
+    @property
+    def fields(self) -> dict[int, object]:
+        """The header fields by code (F_PATH, F_MEMBER, ...)."""
+        if self._fields is None:
+            (fields,), _ = unmarshal(self.header, "a(yv)", 12)
+            self._fields = {code: value for code, (_, value) in fields}
+        return self._fields
 
     def values(self) -> list:
         return unmarshal(self.body, str(self.fields.get(F_SIGNATURE, "")))[0]
@@ -1406,8 +1418,7 @@ def read_message(buf: bytearray) -> DBusMessage | None:
         raise ValueError("D-Bus: a message over the size limit")
     if len(buf) < body_at + size:
         return None
-    (fields,), _ = unmarshal(bytes(buf[: 16 + fields_size]), "a(yv)", 12)
-    message = DBusMessage(buf[1], serial, {code: value for code, (_, value) in fields},
+    message = DBusMessage(buf[1], serial, bytes(buf[: 16 + fields_size]),
                           bytes(buf[body_at : body_at + size]))  # fmt: skip
     del buf[: body_at + size]
     return message
@@ -1500,8 +1511,8 @@ class SystemdBus:
             if message is None:
                 self._receive(self.sock.recv(65536))
                 continue
-            is_job_end = message.kind == SIGNAL and message.fields.get(F_MEMBER) == "JobRemoved"
-            if is_job_end and jobs is not None:
+            is_job_end = message.kind == SIGNAL and b"JobRemoved" in message.header
+            if is_job_end and jobs is not None and message.fields.get(F_MEMBER) == "JobRemoved":
                 _, job, _, result = message.values()  # (id u, job o, unit s, result s)
                 jobs[job] = result
             return message
