@@ -37,9 +37,10 @@ connection only (the controller sends its defaults that way to hosts without the
 Every request is size-capped (MAX_LINE), depth-capped (MAX_DEPTH) and checked field by field;
 a refusal is one JSON line naming the field, and no traceback ever leaves this program. Unit
 names must be meso's, properties are built here (never taken from the request), argv is a JSON
-list passed to systemd-run word by word (no shell ever sees it). Facts are read by small
-functions and parsed by pure ones (parse_*, task_state, plan_launch, parse_policy), which the
-package's tests check against real output.
+list passed to systemd-run word by word (no shell ever sees it); a warm node sends the same
+to systemd itself over its private D-Bus socket (see the D-Bus section). Facts are read by
+small functions and parsed by pure ones (parse_*, task_state, plan_launch, parse_policy), which
+the package's tests check against real output.
 """
 
 from __future__ import annotations
@@ -1456,6 +1457,8 @@ class SystemdBus:
             sock.close()
             raise
         self.sock, self.buffer, self.serial, self.broken = sock, bytearray(), 0, False
+        # no Subscribe: systemd sends every signal to every private connection unasked (and
+        # systemd 252 left Subscribe there unanswered in the lab)
         self.lock = threading.RLock()  # start_unit holds it across its call
         threading.Thread(target=self._drain, daemon=True).start()
 
