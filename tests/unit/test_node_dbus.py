@@ -2,8 +2,11 @@
 systemd-run argv into StartTransientUnit's properties (see nodecmd's D-Bus section)."""
 
 import inspect
+import os
 import re
+import socket
 import struct
+import threading
 
 import pytest
 from hypothesis import given
@@ -272,3 +275,115 @@ def test_programs_are_found_as_systemd_run_finds_them(tmp_path, monkeypatch):
     assert nodecmd.find_executable(str(tool)) == str(tool)
     for name in ("plain", str(plain), "bin/tool", "./tool", "missing", "bin"):
         assert nodecmd.find_executable(name) is None, name
+
+
+# -- the connection: its auth, replies, the job's end, a peer that goes ------------------------
+# A peer on a Unix socket speaks what systemd's private socket does, message for message, for
+# what the lab cannot bring about at will (a job that ends other than "done", signals out of
+# order, a peer that closes mid-call); the lab tests talk to the real one.
+
+
+def peer(path, script):
+    """Serve one connection at `path`: the auth, then `script(conn, message)` for each message
+    read (False: the peer closes)."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def run():
+        conn, _ = server.accept()
+        said = b""
+        while not said.endswith(b"\r\n"):
+            said += conn.recv(4096)
+        uid = str(os.geteuid()).encode().hex().encode()
+        assert said == b"\0AUTH EXTERNAL " + uid + b"\r\n", said
+        conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+        buf = bytearray()
+        while not buf.startswith(b"BEGIN\r\n"):
+            buf += conn.recv(4096)
+        del buf[:7]
+        while True:
+            message = nodecmd.read_message(buf)
+            if message is None:
+                data = conn.recv(65536)
+                if not data:
+                    break
+                buf += data
+                continue
+            if not script(conn, message):
+                break
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def signal(member: str, signature: str, body: list) -> bytes:
+    fields = {nodecmd.F_PATH: ("o", nodecmd.SYSTEMD_PATH), nodecmd.F_MEMBER: ("s", member),
+              nodecmd.F_INTERFACE: ("s", nodecmd.SYSTEMD_MANAGER)}  # fmt: skip
+    return nodecmd.dbus_message(nodecmd.SIGNAL, 1, fields, signature, body)
+
+
+def reply(message, signature: str = "", body: tuple = (), error: str | None = None) -> bytes:
+    fields = {nodecmd.F_REPLY: ("u", message.serial)}
+    if error:
+        fields[nodecmd.F_ERROR] = ("s", error)
+    return nodecmd.dbus_message(nodecmd.ERROR if error else nodecmd.METHOD_RETURN, 2, fields,
+                                signature, body)  # fmt: skip
+
+
+JOB = "/org/freedesktop/systemd1/job/42"
+PROPS = [
+    ("Description", ("s", "d")),
+    ("ExecStart", ("a(sasb)", [("/bin/true", ["/bin/true"], False)])),
+]
+
+
+@pytest.mark.parametrize("result", ["done", "failed", "dependency"])
+def test_a_start_waits_for_its_job_whichever_comes_first(tmp_path, result):
+    seen = []
+
+    def systemd(conn, message):
+        seen.append((message.fields[nodecmd.F_MEMBER], message.values()))
+        # the job's end before the reply, among other signals, as a busy systemd may send them
+        conn.sendall(signal("UnitNew", "so", ["x.service", "/x"])
+                     + signal("JobRemoved", "uoss", [41, JOB[:-1] + "1", "other.service", "failed"])
+                     + signal("JobRemoved", "uoss", [42, JOB, "meso-j_t_0_1.service", result])
+                     + reply(message, "o", (JOB,)))  # fmt: skip
+        return True
+
+    peer(tmp_path / "private", systemd)
+    bus = nodecmd.SystemdBus(str(tmp_path / "private"), timeout=5)
+    if result == "done":
+        bus.start_unit("meso-j_t_0_1.service", PROPS)
+    else:
+        with pytest.raises(nodecmd.DBusError, match=f"ended with result '{result}'") as caught:
+            bus.start_unit("meso-j_t_0_1.service", PROPS)
+        assert caught.value.name == nodecmd.JOB_FAILED
+    assert seen == [("StartTransientUnit", ["meso-j_t_0_1.service", "fail", PROPS, []])]
+    bus.close()
+
+
+def test_an_error_reply_carries_systemds_name_and_message_and_a_closed_peer_breaks(tmp_path):
+    def systemd(conn, message):
+        if message.fields[nodecmd.F_MEMBER] == "StartTransientUnit":
+            conn.sendall(reply(message, "s", ("Unit meso-j_t_0_1.service already exists.",),
+                               error="org.freedesktop.systemd1.UnitExists"))  # fmt: skip
+            return True
+        return False  # anything else: the peer goes, mid-call
+
+    peer(tmp_path / "private", systemd)
+    bus = nodecmd.SystemdBus(str(tmp_path / "private"), timeout=5)
+    with pytest.raises(nodecmd.DBusError) as caught:
+        bus.start_unit("meso-j_t_0_1.service", PROPS)
+    assert (caught.value.name, caught.value.message) == (
+        "org.freedesktop.systemd1.UnitExists",
+        "Unit meso-j_t_0_1.service already exists.",
+    )
+    assert not bus.broken
+    with pytest.raises(ConnectionError):
+        bus.call("GetDefaultTarget")
+    assert bus.broken
+    bus.close()
