@@ -1291,7 +1291,10 @@ def marshal(buf: bytearray, signature: str, values: list | tuple) -> None:
     if len(types) != len(values):
         raise ValueError(f"D-Bus signature {signature!r}: {len(values)} values")
     for kind, value in zip(types, values, strict=True):
-        _put(buf, kind, value)
+        try:
+            _put(buf, kind, value)
+        except struct.error as exc:  # a number out of its type's range
+            raise ValueError(f"D-Bus value {value!r} of {kind!r}: {exc}") from None
 
 
 def _put(buf: bytearray, kind: str, value: object) -> None:
@@ -1565,7 +1568,7 @@ def unit_property(assignment: str) -> tuple[str, tuple[str, object]] | None:
         return name, ("b", _BOOLEANS[value])
     if name in _STRING_PROPERTIES and value and not CONTROL.search(value):
         return name, ("s", value)
-    if name in _SECONDS_PROPERTIES and DIGITS.fullmatch(value):
+    if name in _SECONDS_PROPERTIES and DIGITS.fullmatch(value) and int(value) < 1 << 44:
         return name[:-3] + "USec", ("t", int(value) * 1_000_000)
     if name in _NUMBER_PROPERTIES and DIGITS.fullmatch(value) and int(value) < 1 << 64:
         return name, ("t", int(value))

@@ -73,6 +73,9 @@ def test_bad_signatures_and_data_are_refused():
             nodecmd.dbus_types(signature)
     with pytest.raises(ValueError):
         nodecmd.marshal(bytearray(), "ss", ["one"])
+    for signature, value in (("t", 1 << 64), ("y", 256), ("i", 1 << 31), ("s", "\ud800")):
+        with pytest.raises(ValueError):
+            nodecmd.marshal(bytearray(), signature, [value])
     for data, signature in ((b"\x05\0\0\0ab", "s"), (b"\x01\0", "u"), (b"\x08\0\0\0\x01", "ay"),
                             (b"\x02\0\0\0ab!", "s")):  # fmt: skip
         with pytest.raises(ValueError):
@@ -214,6 +217,7 @@ def test_every_property_the_node_writes_is_known():
         lambda a: [*a[:1], "--property=TasksMax=infinity", *a[1:]],
         lambda a: [*a[:1], "--property=AllowedCPUs=3-1", *a[1:]],
         lambda a: [*a[:1], "--property=RuntimeMaxSec=5min", *a[1:]],
+        lambda a: [*a[:1], f"--property=RuntimeMaxSec={1 << 50}", *a[1:]],
         lambda a: [*a[:1], "--property=PrivateTmp=maybe", *a[1:]],
         lambda a: [*a[:1], "--setenv=PASSED", *a[1:]],  # a value from systemd-run's environment
         lambda a: [*a[:1], "--working-directory=/srv/../etc", *a[1:]],
