@@ -1484,13 +1484,18 @@ class SystemdBus:
             F_DESTINATION: ("s", "org.freedesktop.systemd1"),
         }
         with self.lock:
-            self.serial += 1
-            self.sock.sendall(dbus_message(METHOD_CALL, self.serial, fields, signature, body))
-            while True:
-                message = self._next(jobs)
-                reply = message.kind in (METHOD_RETURN, ERROR)
-                if reply and message.fields.get(F_REPLY) == self.serial:
-                    break
+            serial = self.serial = self.serial % 0xFFFFFFFF + 1
+            data = dbus_message(METHOD_CALL, serial, fields, signature, body)  # ValueError: unsent
+            try:
+                self.sock.sendall(data)
+                while True:
+                    message = self._next(jobs)
+                    reply = message.kind in (METHOD_RETURN, ERROR)
+                    if reply and message.fields.get(F_REPLY) == serial:
+                        break
+            except (OSError, ValueError):  # where the stream stands is not known any more
+                self.broken = True
+                raise
         values = message.values()
         if message.kind == ERROR:
             text = values[0] if values and isinstance(values[0], str) else ""
@@ -1504,8 +1509,12 @@ class SystemdBus:
         with self.lock:  # nothing drains while the job's end is awaited
             (job,) = self.call("StartTransientUnit", "ssa(sv)a(sa(sv))",
                                [name, "fail", properties, []], jobs)  # fmt: skip
-            while job not in jobs:
-                self._next(jobs)
+            try:
+                while job not in jobs:
+                    self._next(jobs)
+            except (OSError, ValueError):
+                self.broken = True
+                raise
         if jobs[job] != "done":
             raise DBusError(JOB_FAILED,
                             f"Job for {name} ended with result '{jobs[job]}'")  # fmt: skip
