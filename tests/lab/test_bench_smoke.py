@@ -26,6 +26,8 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     assert any("meso sample, warm, pipelined" in line for line in sampling)
     launch = next(i for i, line in enumerate(lines) if line.startswith(f"launch on {LAB}-1"))
     assert "x" in lines[launch + 1] and "meso's argv" in lines[launch + 2]
+    forget = [line for line in lines if line.startswith(f"forget 5 ended units on {LAB}-1")]
+    assert len(forget) == 2 and all("host CPU" in line for line in forget)
     assert lines[-1].startswith("meso hosts -o json, embedded, cold")
 
 
