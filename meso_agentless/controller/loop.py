@@ -1156,21 +1156,15 @@ class Controller:
             self._acted[row.unit] = now
 
     def _unload(self, units: Sequence[tuple[str, str]]) -> None:
-        """forget of these (host, unit)s: one request per host where the plane takes several at
-        once, hosts at once (best effort: the next cycle tries again)."""
+        """forget of these (host, unit)s: one request per host, hosts at once (best effort: the
+        next cycle tries again)."""
         by_host: dict[str, list[str]] = defaultdict(list)
         for host, unit in units:
             by_host[host].append(unit)
-        forget_many = getattr(self.plane, "forget_many", None)
 
         def one_host(host: str) -> None:
-            if forget_many is not None:
-                with contextlib.suppress(Unreachable, NodeRefused):
-                    forget_many(host, by_host[host], timeout=self.launch_timeout)
-                return
-            for unit in by_host[host]:
-                with contextlib.suppress(Unreachable, NodeRefused):
-                    self.plane.forget(host, unit, timeout=self.launch_timeout)
+            with contextlib.suppress(Unreachable, NodeRefused):
+                self.plane.forget_many(host, by_host[host], timeout=self.launch_timeout)
 
         each_host(list(by_host), one_host)
 
