@@ -12,6 +12,7 @@
   the host (no SSH) over systemd's private D-Bus socket and by systemd-run (the old path), and
   the host's CPU per launch of each (PID 1 and the launching process with its children, from
   /proc/PID/stat).
+- Unloading ended units: a request per unit against one for them all (host CPU on a lab).
 - `meso hosts -o json` embedded (no controller) as a whole new process, beside python starting
   and importing click. Goal: <= 0.3 s.
 
@@ -32,15 +33,19 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import paramiko
 
 from meso_agentless.core.tasks import unit_name
 from meso_agentless.hosts.launching import NODE_POLICY
+from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.hosts.sampling import sample_all
 from meso_agentless.hosts.transport import NodeConnection, ask_each
 from meso_agentless.inventory import load_inventory
 from meso_agentless.lab import cluster
+from meso_agentless.lab.paths import labs_root
+from meso_agentless.lab.usage import lab_usage
 from meso_agentless.node import node_command_source, nodecmd
 
 ROUNDS = 5
@@ -264,6 +269,39 @@ def node_launches(node, count: int, request: dict, turn: int) -> dict[str, dict]
     return json.loads(on_host_run(node, script, [], stdin=json.dumps(args) + "\n"))
 
 
+def bench_forget(inventory: str, units: int, rounds: int) -> None:
+    """Unloading ended units once their end is stored: a request per unit (a `systemctl show`,
+    `stop` and `reset-failed` each) against one request for them all, in turns; the host's CPU
+    too when the inventory is a lab's (its processes' CPU, `meso_agentless.lab.usage`)."""
+    node = load_inventory(inventory).nodes[0]
+    plane = ExecutionPlane([node], timeout=60)
+    lab = Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+    spent: dict[str, list[tuple[float, float]]] = {"one by one": [], "together": []}
+    for turn in range(rounds):
+        for mode, figures in spent.items():
+            names = [unit_name("forget", f"t{turn}", i, int(time.time())) for i in range(units)]
+            for unit in names:
+                plane.launch(node.name, {"unit": unit, "argv": ["true"]})
+            while any(plane.status(node.name, u)["state"] == "running" for u in names):
+                time.sleep(0.2)
+            cpu = lab_usage(lab, [node.name])[0].cpu if lab else 0.0
+            started = time.perf_counter()
+            if mode == "together":
+                plane.forget_many(node.name, names)
+            else:
+                for unit in names:
+                    plane.forget(node.name, unit)
+            wall = time.perf_counter() - started
+            cpu = (lab_usage(lab, [node.name])[0].cpu - cpu) if lab else float("nan")
+            figures.append((wall / units, cpu / units))
+    plane.close()
+    for mode, figures in spent.items():
+        wall = statistics.median(w for w, _ in figures)
+        cpu = statistics.median(c for _, c in figures)
+        print(f"forget {units} ended units on {node.name}, {mode:10}: {wall * 1000:5.1f} ms a "
+              f"unit, host CPU {cpu * 1000:5.1f} ms a unit (median of {rounds})")  # fmt: skip
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -342,6 +380,7 @@ def main() -> None:
     try:
         bench_sampling(inventory, args.quick)
         bench_launch(inventory, 10 if args.quick else args.launches)
+        bench_forget(inventory, 5 if args.quick else 20, 1 if args.quick else 3)
         bench_cli(inventory, 2 if args.quick else 10, args.compare)
     finally:
         if args.inventory is None:

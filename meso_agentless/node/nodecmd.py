@@ -85,6 +85,7 @@ RUNS_DIR = "/var/lib/meso-node/runs"  # each timer's runs, one JSON line each: k
 # host that rebooted since, too
 EPOCHS_DIR = "/var/lib/meso-node/epochs"
 FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # the verbs that change the host
+MAX_FORGET = 500  # units one forget request may name
 MAX_EPOCH = 1 << 62
 MAX_RECORDS = 500  # lines kept per timer
 MAX_REPORTED = 100  # records per timer in one answer
@@ -1090,16 +1091,30 @@ def status(request: dict, session: Session | None = None, runs: bool = True) -> 
     """The state of one task unit, cron timer or run."""
     _fields(request, ("unit",))
     unit = check_unit(request.get("unit"), runs=runs)
-    if UNIT_NAME.fullmatch(unit):  # a task's service, or a cron job's timer: one call for both
-        shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
-                                 ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
-                                 f"{unit}.timer", f"{unit}.service"]))  # fmt: skip
-        if shown and shown[0].get("LoadState") == "loaded":
-            return timer_state(shown[0])
-        service = shown[1] if len(shown) > 1 else {"Id": f"{unit}.service"}
-        return _state(service)
-    shown = _show([f"{unit}.service"])
-    return _state(shown[0] if shown else {"Id": f"{unit}.service"})
+    return unit_statuses([unit])[unit]
+
+
+def unit_statuses(units: list[str]) -> dict[str, dict]:
+    """status() of each of these (checked) unit names, from one `systemctl show` for them all:
+    a task's name shows its cron timer if one is loaded, else its service."""
+    shown_as = {u: [f"{u}.timer", f"{u}.service"] if UNIT_NAME.fullmatch(u) else [f"{u}.service"]
+                for u in units}  # fmt: skip
+    names = [name for unit_names in shown_as.values() for name in unit_names]
+    shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                             ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
+                             *names]))  # fmt: skip
+    if len(shown) != len(names):  # systemd failed part way: no telling which block is whose
+        if len(units) > 1:
+            return {u: unit_statuses([u])[u] for u in units}
+        shown = []
+    out, at = {}, 0
+    for unit, unit_names in shown_as.items():
+        blocks, at = shown[at : at + len(unit_names)], at + len(unit_names)
+        if len(blocks) == 2 and blocks[0].get("LoadState") == "loaded":
+            out[unit] = timer_state(blocks[0])
+        else:
+            out[unit] = _state(blocks[-1] if blocks else {"Id": f"{unit}.service"})
+    return out
 
 
 def launch(request: dict, session: Session | None = None) -> dict:
@@ -2120,14 +2135,43 @@ def stop(request: dict, session: Session | None = None) -> dict:
 
 
 def forget(request: dict, session: Session | None = None) -> dict:
-    """Unload a unit that has ended, once the controller has stored how it ended."""
+    """Unload a unit that has ended (`unit`), or several (`units`: one `systemctl` call per
+    step for them all), once the controller has stored how it ended."""
+    if "units" in request:
+        return _forget_units(request)
     current = status(request)
     unit = request["unit"]
     if current["state"] in HOLDS_RESOURCES:
         raise RequestError(f"unit: {unit} is still {current['state']}; stop it instead")
-    _run(["systemctl", "stop", f"{unit}.service"])
-    _run(["systemctl", "reset-failed", f"{unit}.service"])
+    _unload([unit])
     return current
+
+
+def _forget_units(request: dict) -> dict:
+    """forget of `units`: each one's status; one still holding resources is left loaded, with
+    an error (stop it instead), and the others are unloaded."""
+    _fields(request, ("units",))
+    names = request["units"]
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_FORGET:
+        raise RequestError(f"units: must be a list of 1 to {MAX_FORGET} unit names")
+    try:
+        units = list(dict.fromkeys(check_unit(name, runs=True) for name in names))
+    except RequestError as exc:
+        raise RequestError(f"units{str(exc).removeprefix('unit')}") from None
+    current = unit_statuses(units)
+    held = {u for u, state in current.items() if state["state"] in HOLDS_RESOURCES}
+    _unload([u for u in units if u not in held])
+    for unit in held:
+        current[unit] = {**current[unit], "error": f"still {current[unit]['state']}; stop it"}
+    return {"units": current}
+
+
+def _unload(units: list[str]) -> None:
+    """Stop these ended units and clear their failed state: systemd unloads them."""
+    if units:
+        services = [f"{unit}.service" for unit in units]
+        _run(["systemctl", "stop", *services])
+        _run(["systemctl", "reset-failed", *services])
 
 
 def list_units(request: dict | None = None, session: Session | None = None) -> dict:
