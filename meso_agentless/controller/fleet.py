@@ -123,7 +123,7 @@ class Fleet:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._retries = Retries(interval)  # hosts out of the round (its own thread asks them)
-        self._retry_wake = threading.Event()  # a host just left the round
+        self._retry_wake = threading.Event()  # a host left the round, or failed again
         self._retrying: ThreadPoolExecutor | None = None
         self.round_seconds: Callable[[float], None] = lambda _s: None  # metrics' observers
         self.sampled: Callable[[float, bool], None] = lambda _s, _ok: None
