@@ -61,6 +61,7 @@ class NodeConnection:
         self._client: paramiko.SSHClient | None = None
         self._channel: paramiko.Channel | None = None
         self._buffer = b""
+        self._late = 0  # answers still owed to requests whose reader stopped waiting
         self._lock = threading.Lock()
 
     # -- requests ------------------------------------------------------------------------------
@@ -88,7 +89,11 @@ class NodeConnection:
         self._guarded(lambda: self._serve_channel(deadline).sendall(line))
 
     def _receive(self, deadline: float) -> bytes:
-        """The next answer line on the serve channel; the lock is held."""
+        """The answer to the last request sent on the serve channel (those still owed to
+        earlier ones read and dropped first); the lock is held."""
+        while self._late:
+            self._guarded(lambda: self._read_line(self._channel, deadline))  # type: ignore[arg-type]
+            self._late -= 1
         return self._guarded(lambda: self._read_line(self._channel, deadline))  # type: ignore[arg-type]
 
     def _guarded(self, step: Callable[[], T]) -> T:
@@ -231,7 +236,7 @@ class NodeConnection:
             if thing is not None:
                 thing.close()
         self._channel = self._client = None
-        self._buffer = b""
+        self._buffer, self._late = b"", 0
 
 
 def ask_each(
@@ -302,10 +307,15 @@ def _pipelined(
         while waiting:  # answers as they come: a slow host holds up no other host's lock
             for i in _answered(waiting, deadline):
                 connection = waiting.pop(i)
-                try:
-                    results[i] = connection._answer(connection._receive(deadline))
-                except MesoError as exc:
-                    results[i] = exc
+                if connection._answer_in():
+                    try:
+                        results[i] = connection._answer(connection._receive(deadline))
+                    except MesoError as exc:
+                        results[i] = exc
+                else:  # late, not gone: its answer is read before the next one, the
+                    connection._late += 1  # connection kept (a slow host reconnects no more)
+                    results[i] = Unreachable(f"{connection.node.name}: no answer by the "
+                                             "round's deadline (still awaited)")  # fmt: skip
                 held.pop(id(connection))._lock.release()
     finally:
         for connection in held.values():
