@@ -10,6 +10,7 @@ node command said no. Each call has its own deadline, and concerns one host only
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -74,10 +75,21 @@ class ExecutionPlane:
         # the leader's (state identity, epoch) when several controllers share the state: sent
         # with every request that changes a host, which refuses a lower epoch than it has seen
         self.fence: tuple[str, int] | None = None
+        self._starting: list[threading.Thread] = []  # start()'s threads
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return tuple(self.connections)
+
+    def start(self, timeout: float | None = None) -> None:
+        """Connect to every host and start its node command in the background (a command that
+        is about to sample them imports the rest of itself meanwhile); the first request to a
+        host waits for its start."""
+        for connection in self.connections.values():
+            thread = threading.Thread(target=connection.start, args=(timeout,), daemon=True,
+                                      name=f"connect-{connection.node.name}")  # fmt: skip
+            thread.start()
+            self._starting.append(thread)
 
     def host(self, name: str) -> NodeConnection:
         try:
@@ -184,6 +196,9 @@ class ExecutionPlane:
         return reconcile(expected, self.reports(), known_boots)
 
     def close(self) -> None:
+        for thread in self._starting:  # each within its deadline; then nothing connects late
+            thread.join()
+        self._starting.clear()
         for connection in (*self.connections.values(), *self.checkers.values()):
             connection.close()
 

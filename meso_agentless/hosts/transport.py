@@ -28,15 +28,11 @@ from meso_agentless.errors import MesoError
 from meso_agentless.hosts import ssh
 from meso_agentless.hosts.launching import NODE_POLICY
 from meso_agentless.inventory import Node
-from meso_agentless.node import node_command_source
+from meso_agentless.node import bootstrap_source, node_command_source
 
-# Reads the node command's source (length-prefixed) from stdin and runs it; the rest of stdin
-# is then the command's own input.
-BOOTSTRAP = (
-    "import sys;n=int(sys.stdin.buffer.readline());s=sys.stdin.buffer.read(n);"
-    "sys.argv=['nodecmd']+sys.argv[1:];"
-    "exec(compile(s,'nodecmd','exec'),{'__name__':'__main__','__nodecmd_source__':s})"
-)  # the source goes along: a cron timer runs a copy of it (nodecmd.own_program)
+# Reads the node command's source (length-prefixed) from stdin and runs it (its compiled code
+# cached on the host); the rest of stdin is then the command's own input.
+BOOTSTRAP = bootstrap_source()
 DEFAULT_TIMEOUT = 20.0
 MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, process-wide
 QUIET = 1.0  # seconds a stream may be quiet before it yields b"" (its reader may have gone)
@@ -76,6 +72,16 @@ class NodeConnection:
             self._send(verb, fields, deadline)
             reply = self._receive(deadline)
         return self._answer(reply)
+
+    def start(self, timeout: float | None = None) -> None:
+        """Connect and start the node command now, so that the first request finds it warm;
+        a failure is left for that request to meet (it connects again, within its deadline)."""
+        deadline = time.monotonic() + (timeout or self.timeout)
+        with self._lock:
+            try:
+                self._guarded(lambda: self._serve_channel(deadline))
+            except MesoError:
+                self._drop()
 
     @property
     def warm(self) -> bool:
