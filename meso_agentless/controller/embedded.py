@@ -42,9 +42,10 @@ class Embedded:
         job: str | None = None,
         connect: bool = True,
     ) -> None:
-        """`on_event` hears the events of `job` (or of everything). With `connect` the hosts
-        are connected (and their node commands started) at once, while the controller's own
-        modules are imported: a cold command waits for the slower of the two, not for both."""
+        """`on_event` hears the events of `job` (or of everything). With `connect` every host
+        is sampled at once in the background (connected, its node command started) while the
+        controller's own modules are imported, and the first round takes those answers: a
+        cold command waits for the slower of the two, not for both."""
         self.lock = StateLock(state)
         self.locked = False
         if write:

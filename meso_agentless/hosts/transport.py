@@ -73,16 +73,6 @@ class NodeConnection:
             reply = self._receive(deadline)
         return self._answer(reply)
 
-    def start(self, timeout: float | None = None) -> None:
-        """Connect and start the node command now, so that the first request finds it warm;
-        a failure is left for that request to meet (it connects again, within its deadline)."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        with self._lock:
-            try:
-                self._guarded(lambda: self._serve_channel(deadline))
-            except MesoError:
-                self._drop()
-
     @property
     def warm(self) -> bool:
         """Whether the node command is up on an open channel (a request costs a round trip)."""
