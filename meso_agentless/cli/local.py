@@ -11,7 +11,6 @@ from meso_agentless.controller.embedded import Embedded
 from meso_agentless.controller.events import Event
 from meso_agentless.errors import UsageError
 from meso_agentless.settings import Settings
-from meso_agentless.state.sqlite import Store
 
 if TYPE_CHECKING:  # a read imports the controller while its hosts connect (see Embedded)
     from meso_agentless.spec import Job
@@ -27,6 +26,8 @@ class Local:
         """-i; else the inventory the job was run with; else the settings' inventory."""
         if self.inventory or job is None:
             return self.settings.inventory_source(self.inventory)
+        from meso_agentless.state.sqlite import Store
+
         store = Store(self.state)
         try:
             row = store.job(job)
@@ -75,6 +76,8 @@ class Local:
     def jobs(self, names: list[str] | None = None) -> dict:
         """Every job (or these), after bringing the store up to date with their hosts when no
         other process holds the state."""
+        from meso_agentless.state.sqlite import Store
+
         store = Store(self.state)
         try:
             rows = {j.name: j for j in store.jobs()}

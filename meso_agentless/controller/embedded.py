@@ -18,7 +18,6 @@ from meso_agentless.controller.events import Event, EventBus
 from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.lock import StateLock
-from meso_agentless.state.sqlite import Store
 
 if TYPE_CHECKING:
     from meso_agentless.core.jobs import Outcome
@@ -55,17 +54,24 @@ class Embedded:
             self.locked = self.lock.acquire("meso (embedded, reading)")
         try:
             inventory = load_inventory(inventory_source)
+        except BaseException:
+            self.lock.release()
+            raise
+        plane = ExecutionPlane(inventory.nodes)
+        if connect:
+            plane.start(SAMPLE_DEADLINE)
+        try:
+            from meso_agentless.state.sqlite import Store
+
             self.store = Store(state)
         except BaseException:
+            plane.close()
             self.lock.release()
             raise
         clock = SystemClock()
         self.events = EventBus(clock.time)
         if on_event is not None:
             self.events.subscribe(job, callback=on_event)
-        plane = ExecutionPlane(inventory.nodes)
-        if connect:
-            plane.start(SAMPLE_DEADLINE)
         from meso_agentless.controller.fleet import Fleet
         from meso_agentless.controller.loop import Controller
         from meso_agentless.controller.service import Service

@@ -10,14 +10,30 @@ the dict it was made from (`get`, `[]`, `in`, iteration, `dict(status)`, `==`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from operator import attrgetter
 from sys import intern
 from typing import Any
 
 SHARED = frozenset({"state", "active", "sub", "kind"})  # fields that take a few values only
-_SHAPES: dict[tuple, tuple] = {}  # a unit's keys (in order) -> the one tuple of them all share
-_INTS: dict[int, int] = {}  # integer values (limits: a few distinct ones) -> one object each
+LIMITS = frozenset({"millicpus", "memory_max", "tasks_max"})  # integers alike across units
+# a unit's keys (in order) -> the one tuple of them all share, and where its shared strings
+# and limits are
+_SHAPES: dict[tuple, tuple[_Shape, tuple[int, ...], tuple[int, ...]]] = {}
+_INTS: dict[int, int] = {}  # limits (a few distinct ones) -> one object each
 MAX_SHAPES = 1024  # a node sending ever new keys makes units that share nothing, no more
 MAX_INTS = 4096
+_VALUES, _KEYS = attrgetter("_values"), attrgetter("_keys")
+
+
+class _Shape(tuple):
+    """A unit's keys in order, shared by every unit with those keys; `at`: key -> position."""
+
+    at: dict[str, int]
+
+    def __new__(cls, keys: tuple[str, ...]) -> _Shape:
+        shape = super().__new__(cls, keys)
+        shape.at = {k: i for i, k in enumerate(shape)}
+        return shape
 
 
 class UnitStatus(Mapping[str, Any]):
@@ -25,7 +41,7 @@ class UnitStatus(Mapping[str, Any]):
 
     __slots__ = ("_keys", "_values")
 
-    def __init__(self, keys: tuple[str, ...], values: tuple[Any, ...]) -> None:
+    def __init__(self, keys: _Shape, values: tuple[Any, ...]) -> None:
         self._keys = keys
         self._values = values
 
@@ -33,32 +49,30 @@ class UnitStatus(Mapping[str, Any]):
     def of(cls, unit: Mapping[str, Any]) -> UnitStatus:
         """The compact form of a decoded unit status."""
         keys = tuple(unit)
-        shared = _SHAPES.get(keys)
-        if shared is None:
-            shared = tuple(map(intern, keys)) if len(_SHAPES) < MAX_SHAPES else keys
-            if len(_SHAPES) < MAX_SHAPES:
-                _SHAPES[keys] = shared
-        return cls(shared, tuple(_share(k, v) for k, v in unit.items()))
-
-    def same(self, unit: Mapping[str, Any]) -> bool:
-        """Whether `unit` (a decoded status) says exactly what this one does, keys in the same
-        order (a node sends them so): cheaper than building it to compare."""
-        return tuple(unit.values()) == self._values and tuple(unit) == self._keys
+        shape = _SHAPES.get(keys) or _shape(keys)
+        values = list(unit.values())
+        for i in shape[1]:
+            if type(values[i]) is str:
+                values[i] = intern(values[i])
+        for i in shape[2]:
+            value = values[i]
+            if type(value) is int:
+                shared = _INTS.get(value)
+                if shared is not None:
+                    values[i] = shared
+                elif len(_INTS) < MAX_INTS:
+                    _INTS[value] = value
+        return cls(shape[0], tuple(values))
 
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self._values[self._keys.index(key)]
-        except ValueError:
-            raise KeyError(key) from None
+        return self._values[self._keys.at[key]]
 
     def get(self, key: str, default: Any = None) -> Any:
-        try:
-            return self._values[self._keys.index(key)]
-        except ValueError:
-            return default
+        at = self._keys.at.get(key)
+        return default if at is None else self._values[at]
 
     def __contains__(self, key: object) -> bool:
-        return key in self._keys
+        return key in self._keys.at
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._keys)
@@ -79,13 +93,16 @@ class UnitStatus(Mapping[str, Any]):
 
 def same_units(decoded: Sequence[object], kept: Mapping[str, UnitStatus]) -> bool:
     """Whether a sample's unit list (decoded dicts) is the one `kept` was made from, unit by
-    unit in order (see `units_map`)."""
+    unit in order (see `units_map`): every unit's values, then keys, compared at C speed."""
     if len(decoded) != len(kept):
         return False
-    for unit, status in zip(decoded, kept.values()):  # noqa: B905 - lengths checked
-        if type(unit) is not dict or not status.same(unit):
-            return False
-    return True
+    statuses = kept.values()
+    try:
+        return list(map(tuple, map(dict.values, decoded))) == list(map(_VALUES, statuses)) and (
+            list(map(tuple, decoded)) == list(map(_KEYS, statuses))  # type: ignore[arg-type]
+        )
+    except TypeError:  # an entry that is not an object: not what was kept
+        return False
 
 
 def units_map(decoded: Sequence[object], key: Any) -> dict[str, UnitStatus]:
@@ -94,14 +111,14 @@ def units_map(decoded: Sequence[object], key: Any) -> dict[str, UnitStatus]:
     return {key(u.get("unit")): UnitStatus.of(u) for u in decoded if isinstance(u, dict)}
 
 
-def _share(key: str, value: Any) -> Any:
-    kind = type(value)
-    if kind is str and key in SHARED:
-        return intern(value)
-    if kind is int:
-        shared = _INTS.get(value)
-        if shared is not None:
-            return shared
-        if len(_INTS) < MAX_INTS:
-            _INTS[value] = value
-    return value
+def _shape(keys: tuple) -> tuple[_Shape, tuple[int, ...], tuple[int, ...]]:
+    """A new shape: its keys interned, where its shared strings and limits are; kept for the
+    next unit of the same keys while there are not too many."""
+    shape = (
+        _Shape(tuple(intern(k) if type(k) is str else k for k in keys)),
+        tuple(i for i, k in enumerate(keys) if k in SHARED),
+        tuple(i for i, k in enumerate(keys) if k in LIMITS),
+    )
+    if len(_SHAPES) < MAX_SHAPES:
+        _SHAPES[keys] = shape
+    return shape

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import paramiko
-import tenacity
 
 from meso_agentless.errors import MesoError
 from meso_agentless.hosts import ssh
@@ -154,6 +153,8 @@ class NodeConnection:
 
     def _connect_with_backoff(self, deadline: float) -> paramiko.SSHClient:
         node = self.node
+        import tenacity  # on the connecting thread: a cold command imports it meanwhile
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: not isinstance(e, ssh.HostKeyError)),
             wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),
