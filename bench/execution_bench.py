@@ -8,7 +8,11 @@
   >= 10x faster than Ansible.
 - Launch latency from request to running on a warm connection, p50 and p99, in turns with bare
   `systemd-run` loops timed on the host itself: the minimal command, and the very argv meso runs
-  (its sandbox and limits). Goal: p50 <= 1.2x bare.
+  (its sandbox and limits). Goal: p50 <= 1.2x bare. Beside them, the node's own launch() run on
+  the host (no SSH) over systemd's private D-Bus socket and by systemd-run (the old path), and
+  the host's CPU per launch of each (PID 1 and the launching process with its children, from
+  /proc/PID/stat).
+- Unloading ended units: a request per unit against one for them all (host CPU on a lab).
 - `meso hosts -o json` embedded (no controller) as a whole new process, beside python starting
   and importing click. Goal: <= 0.3 s.
 
@@ -29,16 +33,20 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import paramiko
 
 from meso_agentless.core.tasks import unit_name
 from meso_agentless.hosts.launching import NODE_POLICY
+from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.hosts.sampling import sample_all
 from meso_agentless.hosts.transport import NodeConnection, ask_each
 from meso_agentless.inventory import load_inventory
 from meso_agentless.lab import cluster
-from meso_agentless.node import nodecmd
+from meso_agentless.lab.paths import labs_root
+from meso_agentless.lab.usage import lab_usage
+from meso_agentless.node import node_command_source, nodecmd
 
 ROUNDS = 5
 LAUNCHES = 100  # --launches changes it
@@ -153,8 +161,11 @@ def bench_launch(inventory: str, launches: int) -> None:
                                   systemd=facts["systemd"])  # fmt: skip
     same_props = [a for a in same[1 : same.index("--")] if not a.startswith("--unit=")]
     meso, bare, bare_same, units = [], [], [], []
+    on_host: dict[str, list[float]] = {"dbus": [], "systemd-run": []}
+    cpu = {name: [0.0, 0.0] for name in ("meso", "bare", "bare_same", *on_host)}  # PID 1, launcher
     chunk = max(1, launches // 5)
     for turn in range(0, launches, chunk):
+        before = host_cpu(node)
         for i in range(turn, min(launches, turn + chunk)):
             unit = unit_name("bench", "launch", i, int(time.time()))
             started = time.perf_counter()
@@ -162,19 +173,133 @@ def bench_launch(inventory: str, launches: int) -> None:
             meso.append(time.perf_counter() - started)
             assert reply["state"] == "running", reply
             units.append(unit)
+        after = host_cpu(node)
+        add_cpu(cpu["meso"], [after[k] - before[k] for k in ("pid1", "node")])
         count = min(launches, turn + chunk) - turn
-        bare += bare_systemd_run(node, count, ["--quiet", "--property=RemainAfterExit=yes"])
-        bare_same += bare_systemd_run(node, count, same_props)
+        for name, props, times in (
+            ("bare", ["--quiet", "--property=RemainAfterExit=yes"], bare),
+            ("bare_same", same_props, bare_same),
+        ):
+            done = bare_systemd_run(node, count, props)
+            times += done["times"]
+            add_cpu(cpu[name], done["cpu"])
+        done = node_launches(node, count, request, turn)
+        for name, times in on_host.items():
+            times += done[name]["times"]
+            add_cpu(cpu[name], done[name]["cpu"])
     for unit in units:
         conn.request("stop", unit=unit)
     conn.close()
     p50 = statistics.median(meso)
     print(f"launch on {node.name}, warm connection, {launches} launches: p50 {p50 * 1000:.1f} ms, "
           f"p99 {percentile(meso, 99) * 1000:.1f} ms")  # fmt: skip
-    for name, times in (("bare systemd-run", bare), ("systemd-run, meso's argv", bare_same)):
+    for name, times in (("bare systemd-run", bare), ("systemd-run, meso's argv", bare_same),
+                        ("node launch(), D-Bus", on_host["dbus"]),
+                        ("node launch(), systemd-run", on_host["systemd-run"])):  # fmt: skip
         print(f"{name + ' on ' + node.name + ' itself':38} {launches} runs: p50 "
               f"{statistics.median(times) * 1000:.1f} ms, p99 {percentile(times, 99) * 1000:.1f} "
               f"ms -> meso p50 is {p50 / statistics.median(times):.2f}x")  # fmt: skip
+    for name, label in (("meso", "meso launch, warm connection (D-Bus)"),
+                        ("bare", "bare systemd-run"), ("bare_same", "systemd-run, meso's argv"),
+                        ("dbus", "node launch(), D-Bus"),
+                        ("systemd-run", "node launch(), systemd-run")):  # fmt: skip
+        pid1, launcher = (ms / launches for ms in cpu[name])
+        print(f"host CPU per launch, {label:36} PID 1 {pid1:5.2f} ms + launching process "
+              f"{launcher:5.2f} ms = {pid1 + launcher:5.2f} ms")  # fmt: skip
+
+
+def add_cpu(total: list[float], ms: list[float]) -> None:
+    total[0] += ms[0]
+    total[1] += ms[1]
+
+
+# CPU milliseconds of a process from /proc/PID/stat (utime, stime; cutime, cstime: its children)
+CPU_MS = (
+    "import json, os, time\n"
+    "def cpu_ms(pid, children=False):\n"
+    "    f = open(f'/proc/{pid}/stat').read().rpartition(')')[2].split()\n"
+    "    ticks = sum(map(int, f[11:15] if children else f[11:13]))\n"
+    "    return ticks * 1000 / os.sysconf('SC_CLK_TCK')\n"
+)
+
+
+def host_cpu(node) -> dict[str, float]:
+    """PID 1's CPU ms on the host, and the warm node commands' (with their children)."""
+    script = CPU_MS + (
+        "node = 0.0\n"
+        "for p in filter(str.isdigit, os.listdir('/proc')):\n"
+        "    try:\n"
+        "        if b'nodecmd' in open(f'/proc/{p}/cmdline', 'rb').read():\n"
+        "            node += cpu_ms(p, True)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print(json.dumps({'pid1': cpu_ms(1), 'node': node}))\n"
+    )
+    return json.loads(on_host_run(node, script, []))
+
+
+def node_launches(node, count: int, request: dict, turn: int) -> dict[str, dict]:
+    """The node command's own launch() run `count` times on the host (no SSH) over systemd's
+    private D-Bus socket and by systemd-run, in turns: times and host CPU (PID 1, the process
+    itself with its children) of each."""
+    script = (
+        CPU_MS + "import sys\n"
+        "SOURCE, request, policy, count, turn = json.loads(sys.stdin.readline())\n"
+        "ns = {'__name__': 'nodecmd'}\n"
+        "exec(compile(SOURCE, 'nodecmd', 'exec'), ns)\n"
+        "out = {}\n"
+        "for name, bus in (('dbus', True), ('systemd-run', False)):\n"
+        "    session = ns['Session'](systemd_bus=bus)\n"
+        "    session.layers.append(ns['parse_policy'](policy, partial=True))\n"
+        "    times, units = [], []\n"
+        "    pid1, me = cpu_ms(1), cpu_ms('self', True)\n"
+        "    for i in range(count):\n"
+        "        unit = f'meso-bench_{name[:4]}_{turn + i}_{int(time.time())}'\n"
+        "        s = time.perf_counter()\n"
+        "        reply = ns['launch']({**request, 'unit': unit}, session)\n"
+        "        times.append(time.perf_counter() - s)\n"
+        "        assert reply['state'] == 'running' and (session.bus is not None) == bus, reply\n"
+        "        units.append(unit)\n"
+        "    out[name] = {'times': times, 'cpu': [cpu_ms(1) - pid1, cpu_ms('self', True) - me]}\n"
+        "    for unit in units:\n"
+        "        ns['stop']({'unit': unit})\n"
+        "print(json.dumps(out))\n"
+    )
+    args = [node_command_source().decode(), request, NODE_POLICY, count, turn]
+    return json.loads(on_host_run(node, script, [], stdin=json.dumps(args) + "\n"))
+
+
+def bench_forget(inventory: str, units: int, rounds: int) -> None:
+    """Unloading ended units once their end is stored: a request per unit (a `systemctl show`,
+    `stop` and `reset-failed` each) against one request for them all, in turns; the host's CPU
+    too when the inventory is a lab's (its processes' CPU, `meso_agentless.lab.usage`)."""
+    node = load_inventory(inventory).nodes[0]
+    plane = ExecutionPlane([node], timeout=60)
+    lab = Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+    spent: dict[str, list[tuple[float, float]]] = {"one by one": [], "together": []}
+    for turn in range(rounds):
+        for mode, figures in spent.items():
+            names = [unit_name("forget", f"t{turn}", i, int(time.time())) for i in range(units)]
+            for unit in names:
+                plane.launch(node.name, {"unit": unit, "argv": ["true"]})
+            while any(plane.status(node.name, u)["state"] == "running" for u in names):
+                time.sleep(0.2)
+            cpu = lab_usage(lab, [node.name])[0].cpu if lab else 0.0
+            started = time.perf_counter()
+            if mode == "together":
+                plane.forget_many(node.name, names)
+            else:
+                for unit in names:
+                    plane.forget(node.name, unit)
+            wall = time.perf_counter() - started
+            cpu = (lab_usage(lab, [node.name])[0].cpu - cpu) if lab else float("nan")
+            figures.append((wall / units, cpu / units))
+    plane.close()
+    for mode, figures in spent.items():
+        wall = statistics.median(w for w, _ in figures)
+        cpu = statistics.median(c for _, c in figures)
+        print(f"forget {units} ended units on {node.name}, {mode:10}: {wall * 1000:5.1f} ms a "
+              f"unit, host CPU {cpu * 1000:5.1f} ms a unit (median of {rounds})")  # fmt: skip
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -182,26 +307,33 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def bare_systemd_run(node, count: int, props: list[str]) -> list[float]:
-    """systemd-run timed on the host, by a loop running there (no SSH in the figure)."""
-    script = (
-        "import json, subprocess, sys, time\n"
+def bare_systemd_run(node, count: int, props: list[str]) -> dict:
+    """systemd-run timed on the host, by a loop running there (no SSH in the figure), and the
+    host's CPU for it (PID 1, the loop with its children)."""
+    script = CPU_MS + (
+        "import subprocess, sys\n"
         "props = json.loads(sys.argv[1])\n"
         "t = []\n"
+        "pid1, me = cpu_ms(1), cpu_ms('self', True)\n"
         f"for i in range({count}):\n"
         "    s = time.perf_counter()\n"
         "    subprocess.run(['systemd-run', f'--unit=bare-bench-{i}', *props, '--', 'sleep',"
         " '30'], check=True)\n"
         "    t.append(time.perf_counter() - s)\n"
+        "cpu = [cpu_ms(1) - pid1, cpu_ms('self', True) - me]\n"
         f"for i in range({count}):\n"
         "    subprocess.run(['systemctl', 'stop', f'bare-bench-{i}'])\n"
-        "print(json.dumps(t))\n"
+        "print(json.dumps({'times': t, 'cpu': cpu}))\n"
     )
+    return json.loads(on_host_run(node, script, [json.dumps(props)]))
+
+
+def on_host_run(node, script: str, args: list[str], stdin: str = "") -> str:
+    """Run a Python script on the host over a new SSH connection; what it printed."""
     ssh = ["ssh", "-i", node.key_file, "-o", f"UserKnownHostsFile={node.known_hosts}",
            "-o", "StrictHostKeyChecking=yes", f"{node.user}@{node.address}",
-           "python3", "-", shlex.quote(json.dumps(props))]  # fmt: skip
-    done = subprocess.run(ssh, input=script, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout)
+           "python3", "-c", shlex.quote(script), *map(shlex.quote, args)]  # fmt: skip
+    return subprocess.run(ssh, input=stdin, capture_output=True, text=True, check=True).stdout
 
 
 def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
@@ -248,6 +380,7 @@ def main() -> None:
     try:
         bench_sampling(inventory, args.quick)
         bench_launch(inventory, 10 if args.quick else args.launches)
+        bench_forget(inventory, 5 if args.quick else 20, 1 if args.quick else 3)
         bench_cli(inventory, 2 if args.quick else 10, args.compare)
     finally:
         if args.inventory is None:

@@ -1148,16 +1148,25 @@ class Controller:
         if not rows:
             return
         views = self.fleet.views()
+        ours = [row for row in rows if (view := views.get(row.host)) is None
+                or not self._someone_elses(view.units.get(row.unit))]  # fmt: skip
+        self._unload([(row.host, row.unit) for row in ours])
+        now = self.clock.monotonic()
+        for row in ours:
+            self._acted[row.unit] = now
 
-        def forget(row: TaskRow) -> None:
-            view = views.get(row.host)
-            if view is not None and self._someone_elses(view.units.get(row.unit)):
-                return
+    def _unload(self, units: Sequence[tuple[str, str]]) -> None:
+        """forget of these (host, unit)s: one request per host, hosts at once (best effort: the
+        next cycle tries again)."""
+        by_host: dict[str, list[str]] = defaultdict(list)
+        for host, unit in units:
+            by_host[host].append(unit)
+
+        def one_host(host: str) -> None:
             with contextlib.suppress(Unreachable, NodeRefused):
-                self.plane.forget(row.host, row.unit, timeout=self.launch_timeout)
-            self._acted[row.unit] = self.clock.monotonic()
+                self.plane.forget_many(host, by_host[host], timeout=self.launch_timeout)
 
-        per_host(rows, lambda r: r.host, forget)
+        each_host(list(by_host), one_host)
 
     # -- recording -----------------------------------------------------------------------------
 
@@ -1291,12 +1300,7 @@ class Controller:
 
     def _forget_runs(self, runs: list[tuple[str, str]]) -> None:
         """Unload cron runs whose end is stored (best effort: the next cycle tries again)."""
-
-        def forget(item: tuple[str, str]) -> None:
-            with contextlib.suppress(Unreachable, NodeRefused):
-                self.plane.forget(item[0], item[1], timeout=self.launch_timeout)
-
-        per_host(sorted(set(runs)), lambda item: item[0], forget)
+        self._unload(sorted(set(runs)))
 
     def _catch_up(self, spec: Job, row: TaskRow) -> None:
         """A timer placed anew after its holder was lost, rebooted or drained: run the

@@ -28,6 +28,7 @@ from meso_agentless.hosts.transport import (
     ask_each,
 )
 from meso_agentless.inventory import Node
+from meso_agentless.node.nodecmd import MAX_FORGET
 
 MAX_PARALLEL = 32
 FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # verbs that carry the epoch
@@ -52,6 +53,9 @@ class Plane(Protocol):
         self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None
     ) -> dict: ...
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict: ...
+    def forget_many(
+        self, host: str, units: Sequence[str], timeout: float | None = None
+    ) -> dict: ...
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict: ...
     def logs(
         self,
@@ -154,6 +158,15 @@ class ExecutionPlane:
 
     def forget(self, host: str, unit: str, timeout: float | None = None) -> dict:
         return self._ask(host, "forget", timeout, unit=unit)
+
+    def forget_many(self, host: str, units: Sequence[str], timeout: float | None = None) -> dict:
+        """forget of several ended units of one host, one request per MAX_FORGET of them: each
+        unit's status (with an `error` if it still holds resources and was left)."""
+        out: dict = {}
+        for start in range(0, len(units), MAX_FORGET):
+            chunk = list(units[start : start + MAX_FORGET])
+            out.update(self._ask(host, "forget", timeout, units=chunk)["units"])
+        return out
 
     def trigger(
         self, host: str, unit: str, timeout: float | None = None, scheduled: int | None = None

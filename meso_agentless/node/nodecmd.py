@@ -37,9 +37,10 @@ connection only (the controller sends its defaults that way to hosts without the
 Every request is size-capped (MAX_LINE), depth-capped (MAX_DEPTH) and checked field by field;
 a refusal is one JSON line naming the field, and no traceback ever leaves this program. Unit
 names must be meso's, properties are built here (never taken from the request), argv is a JSON
-list passed to systemd-run word by word (no shell ever sees it). Facts are read by small
-functions and parsed by pure ones (parse_*, task_state, plan_launch, parse_policy), which the
-package's tests check against real output.
+list passed to systemd-run word by word (no shell ever sees it); a warm node sends the same
+to systemd itself over its private D-Bus socket (see the D-Bus section). Facts are read by
+small functions and parsed by pure ones (parse_*, task_state, plan_launch, parse_policy), which
+the package's tests check against real output.
 """
 
 from __future__ import annotations
@@ -48,11 +49,13 @@ import calendar
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import re
 import stat
+import struct
 import subprocess
 import sys
 import time
@@ -82,6 +85,7 @@ RUNS_DIR = "/var/lib/meso-node/runs"  # each timer's runs, one JSON line each: k
 # host that rebooted since, too
 EPOCHS_DIR = "/var/lib/meso-node/epochs"
 FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # the verbs that change the host
+MAX_FORGET = 500  # units one forget request may name
 MAX_EPOCH = 1 << 62
 MAX_RECORDS = 500  # lines kept per timer
 MAX_REPORTED = 100  # records per timer in one answer
@@ -1047,9 +1051,34 @@ def parse_policy_bytes(data: bytes, path: str) -> dict:
 class Session:
     """One caller: the host's policy, tightened by what this connection sent (`policy`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, systemd_bus: bool = False) -> None:
         self.layers: list[dict] = []
         self.watched: dict = {}  # the last sample's unit listing (see watched_listing)
+        self.use_bus = systemd_bus  # launch over systemd's private socket where it can
+        self.bus: SystemdBus | None = None
+        self.bus_failed = -BUS_RETRY
+
+    def systemd_bus(self) -> SystemdBus | None:
+        """This session's connection to systemd's private socket (opened again once it broke),
+        or None where there is none to be had: not root, no socket, refused (tried again after
+        BUS_RETRY seconds); then launches run systemd-run."""
+        if self.bus is not None and self.bus.broken:
+            self.drop_bus()
+        now = time.monotonic()
+        if self.bus is None and self.use_bus and now - self.bus_failed >= BUS_RETRY:
+            if os.geteuid() != 0:  # the private socket is root's alone
+                self.use_bus = False
+                return None
+            try:
+                self.bus = SystemdBus()
+            except (OSError, ValueError, DBusError):
+                self.bus_failed = now
+        return self.bus
+
+    def drop_bus(self) -> None:
+        if self.bus is not None:
+            self.bus.close()
+            self.bus = None
 
     def policy(self) -> tuple[dict, str]:
         policy, source = load_policy()
@@ -1062,16 +1091,30 @@ def status(request: dict, session: Session | None = None, runs: bool = True) -> 
     """The state of one task unit, cron timer or run."""
     _fields(request, ("unit",))
     unit = check_unit(request.get("unit"), runs=runs)
-    if UNIT_NAME.fullmatch(unit):  # a task's service, or a cron job's timer: one call for both
-        shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
-                                 ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
-                                 f"{unit}.timer", f"{unit}.service"]))  # fmt: skip
-        if shown and shown[0].get("LoadState") == "loaded":
-            return timer_state(shown[0])
-        service = shown[1] if len(shown) > 1 else {"Id": f"{unit}.service"}
-        return _state(service)
-    shown = _show([f"{unit}.service"])
-    return _state(shown[0] if shown else {"Id": f"{unit}.service"})
+    return unit_statuses([unit])[unit]
+
+
+def unit_statuses(units: list[str]) -> dict[str, dict]:
+    """status() of each of these (checked) unit names, from one `systemctl show` for them all:
+    a task's name shows its cron timer if one is loaded, else its service."""
+    shown_as = {u: [f"{u}.timer", f"{u}.service"] if UNIT_NAME.fullmatch(u) else [f"{u}.service"]
+                for u in units}  # fmt: skip
+    names = [name for unit_names in shown_as.values() for name in unit_names]
+    shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                             ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
+                             *names]))  # fmt: skip
+    if len(shown) != len(names):  # systemd failed part way: no telling which block is whose
+        if len(units) > 1:
+            return {u: unit_statuses([u])[u] for u in units}
+        shown = []
+    out, at = {}, 0
+    for unit, unit_names in shown_as.items():
+        blocks, at = shown[at : at + len(unit_names)], at + len(unit_names)
+        if len(blocks) == 2 and blocks[0].get("LoadState") == "loaded":
+            out[unit] = timer_state(blocks[0])
+        else:
+            out[unit] = _state(blocks[-1] if blocks else {"Id": f"{unit}.service"})
+    return out
 
 
 def launch(request: dict, session: Session | None = None) -> dict:
@@ -1091,7 +1134,7 @@ def launch(request: dict, session: Session | None = None) -> dict:
     capacity = host_capacity(policy, request.get("capacity"))
     with ledger_lock():
         argv = pin_argv(unit, argv, request, policy)
-        existing = _admit_and_run(unit, argv, limits, capacity)
+        existing = _admit_and_run(unit, argv, limits, capacity, session)
         if existing is not None:
             return existing
         record_pins(unit, request)
@@ -1119,11 +1162,15 @@ def ledger_lock() -> Iterator[None]:
 
 
 def _admit_and_run(
-    unit: str, argv: list[str], limits: dict[str, int], capacity: dict[str, int]
+    unit: str,
+    argv: list[str],
+    limits: dict[str, int],
+    capacity: dict[str, int],
+    session: Session | None = None,
 ) -> dict | None:
-    """Under the ledger's lock: admit the unit against `capacity` and start it. None when it
-    started; the unit's status when it exists already; RequestError when admission refuses or
-    systemd-run fails."""
+    """Under the ledger's lock: admit the unit against `capacity` and start it (see
+    _start_unit). None when it started; the unit's status when it exists already; RequestError
+    when admission refuses or systemd refuses the unit."""
     ledger = _read_ledger()
     entry = {"unit": f"{unit}.service", "state": "running", "millicpus": limits["cpus"],
              "memory_max": limits["mem"]}  # fmt: skip
@@ -1136,19 +1183,41 @@ def _admit_and_run(
             if current["state"] != "unknown":
                 return {**current, "existed": True}
             raise RequestError(error)
-    done = _systemd_run(argv)
-    if done.returncode != 0:
+    failed = _start_unit(argv, session)
+    if failed is not None:
         current = status({"unit": unit}, runs=True)
         if current["state"] != "unknown":
             return {**current, "existed": True}
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        why = detail[-1] if detail else done.returncode
+        via, why = failed
         system = system_state()
         if system not in ("running", "degraded"):  # the host, not the task: place it again
-            raise RequestError(f"{NOT_STARTED}: the host is {system} (systemd-run: {why})")
-        raise RequestError(f"systemd-run failed: {why}")
+            raise RequestError(f"{NOT_STARTED}: the host is {system} ({via}: {why})")
+        raise RequestError(f"{via} failed: {why}")
     _write_ledger([*ledger, entry])
     return None
+
+
+def _start_unit(argv: list[str], session: Session | None) -> tuple[str, str] | None:
+    """Start the unit of plan_launch's `argv`: over the session's connection to systemd where
+    it has one and the argv translates (transient_properties), else by systemd-run. None once
+    the service has started, else what failed and why (systemd's own message)."""
+    planned = transient_properties(argv) if session is not None and session.use_bus else None
+    bus = session.systemd_bus() if planned and session is not None else None
+    if bus is not None and planned is not None:
+        try:
+            bus.start_unit(*planned)
+            return None
+        except DBusError as exc:
+            if exc.name == JOB_FAILED:  # it exists, but did not start
+                raise RequestError(f"systemd: {exc.message}") from None
+            return "systemd", f"{exc.message} ({exc.name})"
+        except (OSError, ValueError):  # the connection broke: systemd-run decides (to it, a
+            session.drop_bus()  # unit that started meanwhile exists already)
+    done = _systemd_run(argv)
+    if done.returncode == 0:
+        return None
+    detail = (done.stderr or done.stdout).strip().splitlines()
+    return "systemd-run", detail[-1] if detail else str(done.returncode)
 
 
 def _read_ledger() -> list[dict] | None:
@@ -1170,6 +1239,443 @@ def _write_ledger(units: list[dict]) -> None:
     with open(LEDGER + ".tmp", "w") as f:
         f.write(json.dumps(keep, separators=(",", ":")))  # one write (json.dump makes many)
     os.replace(LEDGER + ".tmp", LEDGER)
+
+
+# -- D-Bus: starting a unit without systemd-run ---------------------------------------------------
+#
+# Every systemd-run costs the host an exec, libsystemd-shared's loading, a bus connection and its
+# authentication. A warm node command instead keeps one connection to systemd's private socket
+# (root only, peer to peer: no bus daemon, no Hello) and sends StartTransientUnit itself, with
+# the very properties systemd-run sends for the same argv (transient_properties: plan_launch's
+# argv stays the one truth that policy and tests reason about). What it does not know, and a
+# socket it cannot use, leave the launch to systemd-run as before.
+#
+# The wire format, as much as that takes (D-Bus specification, "Message Protocol"): little-endian
+# only, the types y b u i t s o g a v and structs. Values: int for y u i t, bool for b, str for
+# s o g, a list for an array (bytes for ay), a tuple for a struct, (signature, value) for v.
+
+SYSTEMD_PRIVATE = "/run/systemd/private"
+SYSTEMD_PATH = "/org/freedesktop/systemd1"
+SYSTEMD_MANAGER = "org.freedesktop.systemd1.Manager"
+JOB_FAILED = "meso.JobFailed"  # ours: systemd's job for the unit ended, but not "done"
+BUS_RETRY = 5.0  # seconds before a session tries systemd's private socket again
+METHOD_CALL, METHOD_RETURN, ERROR, SIGNAL = 1, 2, 3, 4
+# header fields: PATH INTERFACE MEMBER ERROR_NAME REPLY_SERIAL DESTINATION SENDER SIGNATURE
+F_PATH, F_INTERFACE, F_MEMBER, F_ERROR, F_REPLY, F_DESTINATION, F_SENDER, F_SIGNATURE = range(1, 9)
+MAX_MESSAGE = 1 << 27  # the specification's limit
+_ALIGN = {"y": 1, "g": 1, "v": 1, "b": 4, "u": 4, "i": 4, "s": 4, "o": 4, "a": 4, "t": 8, "(": 8}
+_FIXED = {"y": "<B", "b": "<I", "u": "<I", "i": "<i", "t": "<Q"}
+
+
+class DBusError(Exception):
+    """An error reply: its D-Bus error name and message."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(f"{name}: {message}")
+        self.name, self.message = name, message
+
+
+@functools.lru_cache(maxsize=256)
+def dbus_types(signature: str) -> tuple[str, ...]:
+    """A signature's complete types: "a(sv)su" -> ("a(sv)", "s", "u") (ValueError if not)."""
+    out, at = [], 0
+    while at < len(signature):
+        end = _type_end(signature, at)
+        out.append(signature[at:end])
+        at = end
+    return tuple(out)
+
+
+def _type_end(signature: str, at: int) -> int:
+    code = signature[at : at + 1]
+    if code == "a":
+        return _type_end(signature, at + 1)
+    if code == "(":
+        at += 1
+        while signature[at : at + 1] != ")":
+            at = _type_end(signature, at)
+        return at + 1
+    if code and code in _ALIGN:
+        return at + 1
+    raise ValueError(f"D-Bus signature {signature!r}: {code or 'its end'!r} is not supported")
+
+
+def marshal(buf: bytearray, signature: str, values: list | tuple) -> None:
+    """Append `values` of `signature` to `buf`, aligned from the start of `buf`."""
+    types = dbus_types(signature)
+    if len(types) != len(values):
+        raise ValueError(f"D-Bus signature {signature!r}: {len(values)} values")
+    for kind, value in zip(types, values, strict=True):
+        try:
+            _put(buf, kind, value)
+        except struct.error as exc:  # a number out of its type's range
+            raise ValueError(f"D-Bus value {value!r} of {kind!r}: {exc}") from None
+
+
+def _put(buf: bytearray, kind: str, value: object) -> None:
+    code = kind[0]
+    buf.extend(bytes(-len(buf) % _ALIGN[code]))
+    if code in _FIXED:
+        buf += struct.pack(_FIXED[code], value)
+    elif code in "so":
+        data = value.encode()  # type: ignore[attr-defined]
+        buf += struct.pack("<I", len(data)) + data + b"\0"
+    elif code == "g":
+        data = value.encode("ascii")  # type: ignore[attr-defined]
+        buf += bytes([len(data)]) + data + b"\0"
+    elif code == "v":
+        inner, item = value  # type: ignore[misc]
+        if len(dbus_types(inner)) != 1:
+            raise ValueError(f"D-Bus variant: {inner!r} is not one complete type")
+        _put(buf, "g", inner)
+        _put(buf, inner, item)
+    elif code == "a":
+        at = len(buf)
+        buf += bytes(4)
+        buf.extend(bytes(-len(buf) % _ALIGN[kind[1]]))  # not counted in the length
+        start = len(buf)
+        for item in value:  # type: ignore[attr-defined]
+            _put(buf, kind[1:], item)
+        struct.pack_into("<I", buf, at, len(buf) - start)
+    else:
+        marshal(buf, kind[1:-1], value)  # type: ignore[arg-type]
+
+
+def unmarshal(data: bytes, signature: str, at: int = 0) -> tuple[list, int]:
+    """The values of `signature` in `data` from `at`, and where they end (ValueError if the
+    data is not that)."""
+    out = []
+    try:
+        for kind in dbus_types(signature):
+            value, at = _get(data, kind, at)
+            out.append(value)
+    except (struct.error, IndexError) as exc:
+        raise ValueError(f"D-Bus data: {exc}") from None
+    return out, at
+
+
+def _get(data: bytes, kind: str, at: int) -> tuple[object, int]:
+    code = kind[0]
+    at += -at % _ALIGN[code]
+    if code in _FIXED:
+        (value,) = struct.unpack_from(_FIXED[code], data, at)
+        return (bool(value) if code == "b" else value), at + struct.calcsize(_FIXED[code])
+    if code in "sog":
+        if code == "g":
+            size, at = data[at], at + 1
+        else:
+            (size,), at = struct.unpack_from("<I", data, at), at + 4
+        if data[at + size : at + size + 1] != b"\0":
+            raise ValueError("D-Bus data: a string without its NUL")
+        return data[at : at + size].decode(), at + size + 1
+    if code == "v":
+        inner, at = _get(data, "g", at)
+        if len(dbus_types(inner)) != 1:  # type: ignore[arg-type]
+            raise ValueError(f"D-Bus variant: {inner!r} is not one complete type")
+        item, at = _get(data, inner, at)  # type: ignore[arg-type]
+        return (inner, item), at
+    if code == "a":
+        (size,) = struct.unpack_from("<I", data, at)
+        at += 4
+        at += -at % _ALIGN[kind[1]]
+        end, items = at + size, []
+        if end > len(data):
+            raise ValueError("D-Bus data: an array past the end")
+        while at < end:
+            item, at = _get(data, kind[1:], at)
+            items.append(item)
+        if at != end:
+            raise ValueError("D-Bus data: an array's length")
+        return (bytes(items) if kind == "ay" else items), at
+    values, at = unmarshal(data, kind[1:-1], at)
+    return tuple(values), at
+
+
+def dbus_message(kind: int, serial: int, fields: dict[int, tuple[str, object]],
+                 signature: str = "", body: list | tuple = ()) -> bytes:  # fmt: skip
+    """One message: its header (`fields` by code, each a (signature, value)) and body."""
+    payload = bytearray()
+    marshal(payload, signature, body)
+    if signature:
+        fields = {**fields, F_SIGNATURE: ("g", signature)}
+    head = bytearray(b"l" + bytes([kind, 0, 1]) + struct.pack("<II", len(payload), serial))
+    marshal(head, "a(yv)", [sorted(fields.items())])
+    head.extend(bytes(-len(head) % 8))
+    return bytes(head + payload)
+
+
+class DBusMessage:
+    """One message read: its type, serial, header and body, both raw and read only when asked
+    (`fields`, `values`): signals of every kind come on systemd's private socket, and most are
+    dropped unread."""
+
+    def __init__(self, kind: int, serial: int, header: bytes, body: bytes) -> None:
+        self.kind, self.serial, self.header, self.body = kind, serial, header, body
+        self._fields: dict[int, object] | None = None
+
+    @property
+    def fields(self) -> dict[int, object]:
+        """The header fields by code (F_PATH, F_MEMBER, ...)."""
+        if self._fields is None:
+            (fields,), _ = unmarshal(self.header, "a(yv)", 12)
+            self._fields = {code: value for code, (_, value) in fields}
+        return self._fields
+
+    def values(self) -> list:
+        return unmarshal(self.body, str(self.fields.get(F_SIGNATURE, "")))[0]
+
+
+def read_message(buf: bytearray) -> DBusMessage | None:
+    """Take the first whole message off `buf`, or None while it is not all there yet."""
+    if len(buf) < 16:
+        return None
+    if buf[0:1] != b"l" or buf[3] != 1:
+        raise ValueError("D-Bus: not a little-endian version 1 message")
+    size, serial, fields_size = struct.unpack_from("<III", buf, 4)
+    body_at = 16 + fields_size + (-(16 + fields_size) % 8)
+    if body_at + size > MAX_MESSAGE:
+        raise ValueError("D-Bus: a message over the size limit")
+    if len(buf) < body_at + size:
+        return None
+    message = DBusMessage(buf[1], serial, bytes(buf[: 16 + fields_size]),
+                          bytes(buf[body_at : body_at + size]))  # fmt: skip
+    del buf[: body_at + size]
+    return message
+
+
+class SystemdBus:
+    """One connection to systemd's private socket, kept by a warm node command.
+
+    Signals come on it unasked (systemd sends every signal to every private connection), so a
+    thread reads and drops them while no call is made, and systemd never queues them for us.
+    """
+
+    def __init__(self, path: str | None = None, timeout: float = TIMEOUT) -> None:
+        import select
+        import socket
+        import threading
+
+        self._select = select.select
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(path or SYSTEMD_PRIVATE)
+            uid = str(os.geteuid()).encode().hex()
+            sock.sendall(f"\0AUTH EXTERNAL {uid}\r\n".encode())
+            said = b""
+            while not said.endswith(b"\r\n") and len(said) < 512:
+                got = sock.recv(512)
+                if not got:
+                    raise ConnectionError("systemd closed the connection while authenticating")
+                said += got
+            if not said.startswith(b"OK "):
+                raise ConnectionError(f"systemd refused the authentication: {said[:80]!r}")
+            sock.sendall(b"BEGIN\r\n")
+        except BaseException:
+            sock.close()
+            raise
+        self.sock, self.buffer, self.serial, self.broken = sock, bytearray(), 0, False
+        # no Subscribe: systemd sends every signal to every private connection unasked (and
+        # systemd 252 left Subscribe there unanswered in the lab)
+        self.lock = threading.RLock()  # start_unit holds it across its call
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def close(self) -> None:
+        import socket
+
+        self.broken = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the draining thread
+        self.sock.close()
+
+    def call(self, member: str, signature: str = "", body: list | tuple = (),
+             jobs: dict[str, str] | None = None) -> list:  # fmt: skip
+        """Call a Manager method and return its reply's values (DBusError for an error reply);
+        JobRemoved signals read meanwhile go into `jobs` (job path -> result)."""
+        fields = {
+            F_PATH: ("o", SYSTEMD_PATH),
+            F_INTERFACE: ("s", SYSTEMD_MANAGER),
+            F_MEMBER: ("s", member),
+            F_DESTINATION: ("s", "org.freedesktop.systemd1"),
+        }
+        with self.lock:
+            serial = self.serial = self.serial % 0xFFFFFFFF + 1
+            data = dbus_message(METHOD_CALL, serial, fields, signature, body)  # ValueError: unsent
+            try:
+                self.sock.sendall(data)
+                while True:
+                    message = self._next(jobs)
+                    reply = message.kind in (METHOD_RETURN, ERROR)
+                    if reply and message.fields.get(F_REPLY) == serial:
+                        break
+            except (OSError, ValueError):  # where the stream stands is not known any more
+                self.broken = True
+                raise
+        values = message.values()
+        if message.kind == ERROR:
+            text = values[0] if values and isinstance(values[0], str) else ""
+            raise DBusError(str(message.fields.get(F_ERROR, "")), text)
+        return values
+
+    def start_unit(self, name: str, properties: list[tuple[str, tuple[str, object]]]) -> None:
+        """StartTransientUnit(name, "fail", properties), then wait for its job as systemd-run
+        does: its result must be "done" (DBusError naming it otherwise)."""
+        jobs: dict[str, str] = {}
+        with self.lock:  # nothing drains while the job's end is awaited
+            (job,) = self.call("StartTransientUnit", "ssa(sv)a(sa(sv))",
+                               [name, "fail", properties, []], jobs)  # fmt: skip
+            try:
+                while job not in jobs:
+                    self._next(jobs)
+            except (OSError, ValueError):
+                self.broken = True
+                raise
+        if jobs[job] != "done":
+            raise DBusError(JOB_FAILED,
+                            f"Job for {name} ended with result '{jobs[job]}'")  # fmt: skip
+
+    def _next(self, jobs: dict[str, str] | None) -> DBusMessage:
+        """The next message (under the lock); a JobRemoved signal is noted in `jobs`."""
+        while True:
+            message = read_message(self.buffer)
+            if message is None:
+                self._receive(self.sock.recv(65536))
+                continue
+            is_job_end = message.kind == SIGNAL and b"JobRemoved" in message.header
+            if is_job_end and jobs is not None and message.fields.get(F_MEMBER) == "JobRemoved":
+                _, job, _, result = message.values()  # (id u, job o, unit s, result s)
+                jobs[job] = result
+            return message
+
+    def _receive(self, data: bytes) -> None:
+        if not data:
+            self.broken = True
+            raise ConnectionError("systemd closed the D-Bus connection")
+        self.buffer += data
+
+    def _drain(self) -> None:
+        """Read and drop what comes while no call is made, until the connection ends."""
+        while not self.broken:
+            try:
+                self._select([self.sock], [], [])
+                with self.lock:
+                    if self.broken:
+                        return
+                    if self._select([self.sock], [], [], 0)[0]:  # a call may have read it
+                        self._receive(self.sock.recv(65536))
+                    while read_message(self.buffer) is not None:
+                        pass
+            except (OSError, ValueError):
+                self.broken = True
+                return
+
+
+# StartTransientUnit's properties from systemd-run's options (src/run/run.c, and
+# bus_append_unit_property_assignment in src/shared/bus-unit-util.c for --property=), for the
+# options and properties plan_launch and pin_argv write; None for anything else.
+_BOOLEANS = {"yes": True, "true": True, "1": True, "no": False, "false": False, "0": False}
+_BOOLEAN_PROPERTIES = ("RemainAfterExit", "NoNewPrivileges", "PrivateTmp", "DynamicUser")
+_STRING_PROPERTIES = ("Restart", "ExitType", "ProtectSystem", "OOMPolicy", "DevicePolicy",
+                      "User", "Group")  # fmt: skip
+_SECONDS_PROPERTIES = ("RestartSec", "RuntimeMaxSec", "TimeoutStopSec")  # sent as ...USec
+_NUMBER_PROPERTIES = ("MemoryMax", "MemorySwapMax", "MemoryHigh", "TasksMax", "IOWeight")
+_CPU_SET_PROPERTIES = ("AllowedCPUs", "AllowedMemoryNodes")
+_IDENTITY = {"--uid": "User", "--gid": "Group", "--working-directory": "WorkingDirectory"}
+DIGITS = re.compile(r"[0-9]{1,19}")
+CPU_LIST = re.compile(r"[0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*")
+
+
+def unit_property(assignment: str) -> tuple[str, tuple[str, object]] | None:
+    """One --property=NAME=VALUE as systemd-run sends it, or None if it is not one of these."""
+    name, _, value = assignment.partition("=")
+    if name in _BOOLEAN_PROPERTIES and value in _BOOLEANS:
+        return name, ("b", _BOOLEANS[value])
+    if name in _STRING_PROPERTIES and value and not CONTROL.search(value):
+        return name, ("s", value)
+    if name in _SECONDS_PROPERTIES and DIGITS.fullmatch(value) and int(value) < 1 << 44:
+        return name[:-3] + "USec", ("t", int(value) * 1_000_000)
+    if name in _NUMBER_PROPERTIES and DIGITS.fullmatch(value) and int(value) < 1 << 64:
+        return name, ("t", int(value))
+    if name == "CPUQuota" and re.fullmatch(r"[0-9]{1,9}(\.[0-9]{1,2})?%", value):
+        permyriad = int(Decimal(value[:-1]) * 100)  # two decimals at most, as systemd parses
+        return ("CPUQuotaPerSecUSec", ("t", permyriad * 100)) if permyriad else None
+    if name in _CPU_SET_PROPERTIES and CPU_LIST.fullmatch(value):
+        spans = [[int(n) for n in part.split("-")] for part in value.split(",")]
+        if any(span[0] > span[-1] for span in spans):
+            return None
+        cores = sorted({c for span in spans for c in range(span[0], span[-1] + 1)})
+        mask = bytearray((cores[-1] // 64 + 1) * 8)  # systemd's CPU_ALLOC_SIZE: whole longs
+        for core in cores:
+            mask[core // 8] |= 1 << core % 8
+        return name, ("ay", bytes(mask))
+    if name == "DeviceAllow" and value:
+        path, _, access = value.partition(" ")
+        return name, ("a(ss)", [(path, access)])
+    return None
+
+
+def find_executable(name: str) -> str | None:
+    """The program systemd-run would run for `name`: it looks it up itself, as this does, in
+    its $PATH (an executable file; None if there is none, or `name` is a relative path)."""
+    if "/" in name:
+        found = [name] if name.startswith("/") else []
+    else:
+        dirs = os.environ.get("PATH", "").split(":")
+        found = [f"{d.rstrip('/')}/{name}" for d in dirs if d.startswith("/")]
+    return next((p for p in found if os.path.isfile(p) and os.access(p, os.X_OK)), None)
+
+
+def transient_properties(
+    argv: list[str], executable=find_executable
+) -> tuple[str, list[tuple[str, tuple[str, object]]]] | None:
+    """The unit and the StartTransientUnit properties systemd-run would send for this argv (one
+    plan_launch wrote), in its order, the program found by `executable` as systemd-run finds it;
+    None for anything this does not know (then systemd-run runs: no type is ever guessed)."""
+    if argv[:1] != ["systemd-run"] or "--" not in argv:
+        return None
+    split = argv.index("--")
+    command, unit, description = argv[split + 1 :], None, None
+    properties: list[tuple[str, tuple[str, object]]] = []
+    identity: dict[str, str] = {}
+    env: dict[str, str] = {}  # --setenv replaces an earlier one of its name, in its place
+    for arg in argv[1:split]:
+        option, eq, value = arg.partition("=")
+        if arg == "--quiet":
+            continue
+        if not eq:
+            return None
+        if option == "--unit":
+            unit = value
+        elif option == "--description":
+            description = value
+        elif option == "--property":
+            prop = unit_property(value)
+            if prop is None:
+                return None
+            properties.append(prop)
+        elif option == "--setenv" and "=" in value:
+            key, _, val = value.partition("=")
+            env[key] = val
+        elif option in _IDENTITY:
+            identity[_IDENTITY[option]] = value
+        else:
+            return None
+    cwd = identity.get("WorkingDirectory")
+    if cwd is not None and (os.path.normpath(cwd) != cwd or not cwd.startswith("/")
+                            or cwd.startswith("//")):  # fmt: skip
+        return None  # systemd-run would make it absolute and simple first
+    if unit is None or not (UNIT_NAME.fullmatch(unit) or RUN_NAME.fullmatch(unit)):
+        return None
+    program = executable(command[0]) if description is not None and command else None
+    if program is None:  # systemd-run says why
+        return None
+    command = [program, *command[1:]]
+    out: list[tuple[str, tuple[str, object]]] = [("Description", ("s", description)), *properties]
+    out += [(k, ("s", identity[k])) for k in ("User", "Group", "WorkingDirectory") if k in identity]
+    if env:
+        out.append(("Environment", ("as", [f"{k}={v}" for k, v in env.items()])))
+    out.append(("ExecStart", ("a(sasb)", [(command[0], command, False)])))
+    return f"{unit}.service", out
 
 
 # -- cron jobs: a transient timer per task instance, fired by the host's own systemd -----------
@@ -1629,14 +2135,43 @@ def stop(request: dict, session: Session | None = None) -> dict:
 
 
 def forget(request: dict, session: Session | None = None) -> dict:
-    """Unload a unit that has ended, once the controller has stored how it ended."""
+    """Unload a unit that has ended (`unit`), or several (`units`: one `systemctl` call per
+    step for them all), once the controller has stored how it ended."""
+    if "units" in request:
+        return _forget_units(request)
     current = status(request)
     unit = request["unit"]
     if current["state"] in HOLDS_RESOURCES:
         raise RequestError(f"unit: {unit} is still {current['state']}; stop it instead")
-    _run(["systemctl", "stop", f"{unit}.service"])
-    _run(["systemctl", "reset-failed", f"{unit}.service"])
+    _unload([unit])
     return current
+
+
+def _forget_units(request: dict) -> dict:
+    """forget of `units`: each one's status; one still holding resources is left loaded, with
+    an error (stop it instead), and the others are unloaded."""
+    _fields(request, ("units",))
+    names = request["units"]
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_FORGET:
+        raise RequestError(f"units: must be a list of 1 to {MAX_FORGET} unit names")
+    try:
+        units = list(dict.fromkeys(check_unit(name, runs=True) for name in names))
+    except RequestError as exc:
+        raise RequestError(f"units{str(exc).removeprefix('unit')}") from None
+    current = unit_statuses(units)
+    held = {u for u, state in current.items() if state["state"] in HOLDS_RESOURCES}
+    _unload([u for u in units if u not in held])
+    for unit in held:
+        current[unit] = {**current[unit], "error": f"still {current[unit]['state']}; stop it"}
+    return {"units": current}
+
+
+def _unload(units: list[str]) -> None:
+    """Stop these ended units and clear their failed state: systemd unloads them."""
+    if units:
+        services = [f"{unit}.service" for unit in units]
+        _run(["systemctl", "stop", *services])
+        _run(["systemctl", "reset-failed", *services])
 
 
 def list_units(request: dict | None = None, session: Session | None = None) -> dict:
@@ -2369,7 +2904,7 @@ def serve(stdin=None, stdout=None) -> int:
     """
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
-    session = Session()
+    session = Session(systemd_bus=True)
     while True:
         line = stdin.readline(MAX_LINE + 1)
         if not line:
@@ -2464,7 +2999,8 @@ def _main(argv: list[str]) -> int:
         except RequestError as exc:
             _print({"ok": False, "error": str(exc)})
             return 2
-    reply = answer(argv[0], request)
+    session = Session(systemd_bus=True) if argv[0] == "launch" else None
+    reply = answer(argv[0], request, session)
     _print(reply)
     return 0 if reply["ok"] else 1
 

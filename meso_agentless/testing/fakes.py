@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -220,6 +220,20 @@ class FakePlane:
                 raise NodeRefused(f"{host}: unit: {unit} is still {found.state}; stop it instead")
             self.calls.append(("forget", host, unit))
             return h.units.pop(unit).status()
+
+    def forget_many(self, host: str, units: Sequence[str], timeout: float | None = None) -> dict:
+        """forget of several units in one request, as the node command answers it: one still
+        running is left, with an error."""
+        with self._lock:
+            self._fence(self._host(host))
+            self.calls.append(("forget_many", host, tuple(units)))
+            out = {}
+            for unit in units:
+                try:
+                    out[unit] = self.forget(host, unit, timeout)
+                except NodeRefused as exc:
+                    out[unit] = {"unit": f"{unit}.service", "state": "running", "error": str(exc)}
+            return out
 
     def health(self, host: str, request: dict, timeout: float | None = None) -> dict:
         with self._lock:

@@ -26,6 +26,11 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     assert any("meso sample, warm, pipelined" in line for line in sampling)
     launch = next(i for i, line in enumerate(lines) if line.startswith(f"launch on {LAB}-1"))
     assert "x" in lines[launch + 1] and "meso's argv" in lines[launch + 2]
+    assert "launch(), D-Bus" in lines[launch + 3] and "launch(), systemd-run" in lines[launch + 4]
+    cpu = [line for line in lines if line.startswith("host CPU per launch")]
+    assert len(cpu) == 5 and all("PID 1" in line for line in cpu)
+    forget = [line for line in lines if line.startswith(f"forget 5 ended units on {LAB}-1")]
+    assert len(forget) == 2 and all("host CPU" in line for line in forget)
     assert lines[-1].startswith("meso hosts -o json, embedded, cold")
 
 

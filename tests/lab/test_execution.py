@@ -61,6 +61,28 @@ def test_launch_finish_with_exit_codes_and_logs(plane):
     assert plane.status(HOST, bad)["state"] == "unknown"
 
 
+def test_ended_units_are_forgotten_together_and_a_running_one_is_left(plane):
+    ended = [fresh_unit("many") for _ in range(3)]
+    running = fresh_unit("many")
+    for i, unit in enumerate(ended):
+        plane.launch(HOST, {"unit": unit, "argv": ["sh", "-c", f"exit {i}"]})
+    plane.launch(HOST, {"unit": running, "argv": ["sleep", "300"]})
+    for unit in ended:
+        wait_state(plane, HOST, unit)
+    answer = plane.forget_many(HOST, [*ended, running])
+    assert [answer[u]["exit_code"] for u in ended] == [0, 1, 2]
+    assert "error" not in answer[ended[0]] and "stop it" in answer[running]["error"]
+    assert [plane.status(HOST, u)["state"] for u in ended] == ["unknown"] * 3
+    assert plane.status(HOST, running)["state"] == "running"
+    plane.stop(HOST, running)
+    assert "error" not in plane.forget_many(HOST, [running])[running]
+    assert plane.status(HOST, running)["state"] == "unknown"
+    for bad, field in (([], "units: must be a list"), (["ssh"], "units: 'ssh' is not a meso"),
+                       ("meso-a_b_1_1", "units: must be a list")):  # fmt: skip
+        with pytest.raises(NodeRefused, match=field):
+            plane.host(HOST).request("forget", units=bad)
+
+
 def test_limits_and_sandbox_show_in_systemd(plane, meso_lab):
     unit = fresh_unit()
     plane.launch(HOST, {"unit": unit, "argv": ["sleep", "60"], "cpus": 250, "mem": 64 << 20,

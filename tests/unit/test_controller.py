@@ -51,6 +51,19 @@ def test_a_batch_job_is_placed_launched_watched_and_finished(cluster):
     assert "j/t[0] placed on h1 (attempt 1)" in cluster.messages()
 
 
+def test_ended_units_are_forgotten_in_one_request_per_host(cluster):
+    cluster.controller.submit(job(count=4))
+    cluster.step()
+    for unit in list(cluster.plane.running()):
+        cluster.plane.finish(unit)
+    cluster.step()
+    assert outcome(cluster) == (0, "all 4 task(s) finished")
+    asked = [call for call in cluster.plane.calls if call[0] == "forget_many"]
+    assert sorted(host for _, host, _ in asked) == ["h1", "h2"]
+    assert sum(len(units) for _, _, units in asked) == 4
+    assert all(not h.units for h in cluster.plane.by_name.values())
+
+
 def test_a_failure_is_retried_per_policy_then_the_job_fails(cluster):
     cluster.controller.submit(job(count=1, restart={"policy": "on-failure", "attempts": 1}))
     cluster.step()
