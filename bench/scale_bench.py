@@ -8,6 +8,12 @@ For each fleet size (--hosts), with --per-host tasks on every host (jobs of --jo
   (nothing changes): wall time, and the controller's CPU (process CPU less what the fake hosts
   spent answering) per host per second at a 1 s interval. Target: 10,000 hosts on one core
   (<= 100 us per host-second);
+- daemon: what the long-running controller runs (Fleet.start: one sampler thread asking every
+  answering host in a round each interval) against what it ran before (a thread per host, each
+  sampling its host every interval), side by side on the same hosts for --daemon-seconds of
+  real time at a 1 s interval: threads used, samples per host-second (1.0: every host every
+  interval), and the CPU of a sample, everything the fleet runs included (process CPU less the
+  fake hosts', over the samples taken): a host's CPU per second at a 1 s interval;
 - restart: a new controller on the same store and hosts, its first round (sample every host,
   reconcile every task with what the hosts run). Target: <= 5 s for 100,000 tasks;
 - memory (tracemalloc, Python heap): what a new controller holds after its first round, on the
@@ -23,11 +29,14 @@ import argparse
 import gc
 import resource
 import tempfile
+import threading
 import time
 import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+from meso_agentless.controller.clock import SystemClock
+from meso_agentless.controller.fleet import Fleet
 from meso_agentless.spec import Job
 from meso_agentless.testing.fakes import FakeCluster
 from meso_agentless.testing.simfleet import SimPlane, sim_cluster
@@ -73,6 +82,56 @@ class Spent:
         return f"{self.wall:6.2f} s ({self.cpu:6.2f} s CPU)"
 
 
+def per_host_threads(fleet: Fleet, stopping: threading.Event) -> list[threading.Thread]:
+    """Before rounds: a thread per host, each sampling its host every interval."""
+
+    def watch(host: str) -> None:
+        while not stopping.is_set():
+            start = time.monotonic()
+            fleet.sample_one(host)
+            stopping.wait(max(0.0, start + fleet.interval - time.monotonic()))
+
+    threads = [threading.Thread(target=watch, args=(h,), daemon=True) for h in fleet.plane.hosts]
+    for thread in threads:
+        thread.start()
+    return threads
+
+
+def sampling(plane: SimPlane, mode: str, seconds: float, interval: float) -> str:
+    """`seconds` of a fleet sampling every host every `interval` in `mode` (rounds, as
+    Fleet.start; or threads, one a host): threads, samples and CPU per host-second."""
+    fleet = Fleet(plane, SystemClock(), interval=interval)
+    samples = [0]
+    fleet.sampled = lambda _s, _ok: samples.__setitem__(0, samples[0] + 1)  # one thread each
+    before, peak, stopping = threading.active_count(), [0], threading.Event()
+
+    def count_threads() -> None:
+        while not stopping.wait(interval / 10):
+            peak[0] = max(peak[0], threading.active_count() - before - 1)
+
+    counter = threading.Thread(target=count_threads, daemon=True)
+    counter.start()
+    with Spent(plane) as spent:
+        if mode == "rounds":
+            fleet.start()
+            time.sleep(seconds)
+            fleet.stop()
+        else:
+            threads = per_host_threads(fleet, stopping)
+            time.sleep(seconds)
+            stopping.set()
+            for thread in threads:
+                thread.join()
+    stopping.set()
+    counter.join()
+    per_sample = spent.cpu / max(1, samples[0])
+    return (
+        f"{mode + ':':8} {peak[0]:6} threads, {samples[0] / len(plane.hosts) / spent.wall:4.2f} "
+        f"samples per host-second, {per_sample * 1e6:4.0f} us CPU a sample (so one core keeps "
+        f"up with {interval / per_sample:,.0f} hosts)"
+    )
+
+
 def held(make: Callable[[], FakeCluster]) -> tuple[int, int, FakeCluster]:
     """Python heap a new controller allocates and keeps through its first round, and the peak
     during it (the fake hosts' own state was made before, and is not counted)."""
@@ -88,7 +147,8 @@ def held(make: Callable[[], FakeCluster]) -> tuple[int, int, FakeCluster]:
     return current, peak, cluster
 
 
-def measure(hosts: int, per_host: int, job_size: int, rounds: int, out: Callable) -> None:
+def measure(hosts: int, per_host: int, job_size: int, rounds: int, out: Callable,
+            daemon_seconds: float = 5.0, interval: float = 1.0) -> None:  # fmt: skip
     total = hosts * per_host
     with tempfile.TemporaryDirectory() as tmp:
         cluster = sim_cluster(Path(tmp), hosts)
@@ -127,6 +187,10 @@ def measure(hosts: int, per_host: int, job_size: int, rounds: int, out: Callable
             f"{cpu / hosts * 1e6:4.0f} us CPU per host-second (target <= 100: "
             f"{hosts / cpu:,.0f} hosts on one core)")  # fmt: skip
 
+        for mode in ("threads", "rounds"):
+            out(f"daemon  {hosts:>6} hosts, {daemon_seconds:g} s at a {interval:g} s "
+                f"interval: {sampling(plane, mode, daemon_seconds, interval)}")  # fmt: skip
+
         with Spent(plane) as spent:
             restarted = cluster.restarted()
             restarted.step()
@@ -148,12 +212,16 @@ def main() -> None:
     parser.add_argument("--per-host", type=int, default=10)
     parser.add_argument("--job-size", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--daemon-seconds", type=float, default=5.0)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 50 hosts")
     args = parser.parse_args()
+    interval = 1.0
     if args.quick:
         args.hosts, args.per_host, args.job_size, args.rounds = [50], 4, 100, 1
+        args.daemon_seconds, interval = 0.5, 0.1
     for hosts in args.hosts:
-        measure(hosts, args.per_host, args.job_size, args.rounds, lambda s: print(s, flush=True))
+        measure(hosts, args.per_host, args.job_size, args.rounds,
+                lambda s: print(s, flush=True), args.daemon_seconds, interval)  # fmt: skip
 
 
 if __name__ == "__main__":

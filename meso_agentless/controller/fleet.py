@@ -1,12 +1,15 @@
 """The controller's eyes: every host's latest sample, and whether the host is up.
 
-Each host is sampled (the node command's `sample`: capacity, load, boot identity, the state of
-every meso unit) by a thread of its own every `interval`, on its warm connection and with its
-own deadline, so a dead host delays nobody but its own sampler; it is retried with a short
-backoff. `refresh()` does one round at once instead (one-off commands, and tests with a fake
-plane and a fake clock); a host is then judged as of its last answer or failure, not by how
-long the round took. Whoever wants to know of changes (a unit's state, a host's state or boot)
-passes `on_change`.
+Every host is sampled (the node command's `sample`: capacity, load, boot identity, the state of
+every meso unit) every `interval` in one round (`start()`): one thread sends to every answering
+host before it reads from any (the plane's `sample_round`, over warm connections; each host on
+its own, a few at once, on a plane without it), with a short deadline. A host that does not
+answer leaves the round, so it holds the others up once and never long enough to make them look
+silent, and is asked again on its own with its whole deadline, then with a short backoff, by a
+small pool, until it answers; then it rejoins (core.rounds). `refresh()` does one round of
+every host at once instead (one-off commands, and tests with a fake plane and a fake clock); a
+host is then judged as of its last answer or failure, not by how long the round took. Whoever
+wants to know of changes (a unit's state, a host's state or boot) passes `on_change`.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.unitstatus import UnitStatus, same_units, units_map
 from meso_agentless.core.health import HostState, host_state
+from meso_agentless.core.rounds import Retries, round_deadline
 from meso_agentless.errors import MesoError
 from meso_agentless.hosts.plane import NodeRefused, Plane, each_host
 
 log = logging.getLogger("meso.fleet")
-MAX_BACKOFF = 2.0  # a host that fails is asked again within this: back up within ~2 s of a heal
+Answer = dict | Exception  # a host's sample, or why it has none
+MAX_RETRYING = 16  # hosts out of the round asked at once, each on its own (a pool's threads)
 CHECK_TICK = 0.5  # how often the checker looks for due health checks
 STATE_TICK = 0.25  # how often silence is weighed: a host turns suspect or unreachable on time
 
@@ -116,6 +122,9 @@ class Fleet:
         self._lock = threading.Condition()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._retries = Retries(interval)  # hosts out of the round (its own thread asks them)
+        self._retry_wake = threading.Event()  # a host left the round, or failed again
+        self._retrying: ThreadPoolExecutor | None = None
         self.round_seconds: Callable[[float], None] = lambda _s: None  # metrics' observers
         self.sampled: Callable[[float, bool], None] = lambda _s, _ok: None
 
@@ -132,13 +141,23 @@ class Fleet:
             return self._view(name, self._records[name], now)
 
     def _view(self, name: str, r: _Record, now: float) -> HostView:
-        if not self._threads:  # sampled in rounds: judged as of its last answer or failure
+        state = self._state(r, now)
+        health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
+        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health, r.marks)
+
+    def _state(self, r: _Record, now: float) -> HostState:
+        if not self._threads:  # refreshed by hand: judged as of its last answer or failure
             now = max(r.ok_at or 0.0, r.failed_at or 0.0)
         state = host_state(r.ok_at, r.failed_at, now, self.suspect_after, self.unreachable_after)
         if state in (HostState.UP, HostState.SUSPECT) and r.facts.get("system") == "stopping":
             state = HostState.STOPPING
-        health = {u: self._health.get(u, NOT_CHECKED) for u in self._checks.get(name, {})}
-        return HostView(name, state, r.facts, r.units, r.asked, r.seen, r.error, health, r.marks)
+        return state
+
+    def states(self) -> dict[str, HostState]:
+        """Every host's state now (views() without the rest: cheap enough to ask often)."""
+        now = self.clock.monotonic()
+        with self._lock:
+            return {name: self._state(r, now) for name, r in self._records.items()}
 
     def wait_round(self, timeout: float) -> None:
         """Until every answering host has finished one more request (good or not), or
@@ -152,20 +171,26 @@ class Fleet:
     # -- sampling ------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """One round: every host sampled at once, each with its own deadline, then the health
-        checks that are due."""
+        """One round of every host, then the health checks that are due."""
+        self.sample_hosts(list(self._records), self.timeout, self._sampled)
+        self.run_checks()
+
+    def sample_hosts(
+        self, hosts: list[str], timeout: float, answered: Callable[[str, float, Answer], None]
+    ) -> None:
+        """`hosts` sampled at once, with one deadline, each answer (or why none) handed to
+        `answered`: pipelined where the plane can (one round trip for all warm hosts), else each
+        host on its own, a few at once."""
         start = self.clock.monotonic()
-        sample_round = getattr(self.plane, "sample_round", None)  # pipelined, where it can be
+        sample_round = getattr(self.plane, "sample_round", None)
         if sample_round is None:
-            each_host(list(self._records), self.sample_one)
+            each_host(hosts, lambda host: answered(host, *self._ask(host, timeout)))
         else:
             with self._lock:
-                fields = {h: self._sample_fields.get(h, {}) for h in self._records}
-            answers = sample_round(fields, timeout=self.timeout)
-            for host, answer in answers.items():
-                self._sampled(host, start, answer)
+                fields = {h: self._sample_fields.get(h, {}) for h in hosts}
+            for host, answer in sample_round(fields, timeout=timeout).items():
+                answered(host, start, answer)
         self.round_seconds(self.clock.monotonic() - start)
-        self.run_checks()
 
     # -- health checks -------------------------------------------------------------------------
 
@@ -226,16 +251,29 @@ class Fleet:
             self.on_change()
 
     def sample_one(self, host: str) -> None:
+        self._sampled(host, *self._ask(host, self.timeout))
+
+    def _ask(self, host: str, timeout: float) -> tuple[float, Answer]:
+        """When `host` was asked for a sample, and its answer (or why none)."""
         asked = self.clock.monotonic()
         with self._lock:
             fields = self._sample_fields.get(host, {})
         try:
-            answer: dict | Exception = self.plane.sample(host, timeout=self.timeout, **fields)
-        except Exception as exc:  # judged in _sampled
-            answer = exc
-        self._sampled(host, asked, answer)
+            return asked, self.plane.sample(host, timeout=timeout, **fields)
+        except Exception as exc:  # judged by whoever takes the answer
+            return asked, exc
 
-    def _sampled(self, host: str, asked: float, answer: dict | Exception) -> None:
+    def _in_round(self, host: str, asked: float, answer: Answer) -> None:
+        """A round's answer; a host that gave none leaves the round, asked again on its own at
+        once, with its whole deadline (what that try says is recorded)."""
+        if isinstance(answer, Exception):
+            with self._lock:
+                self._retries.late(host, self.clock.monotonic())
+            self._retry_wake.set()
+        else:
+            self._sampled(host, asked, answer)
+
+    def _sampled(self, host: str, asked: float, answer: Answer) -> None:
         """Record a host's answer to a sample asked at `asked` (or why it has none)."""
         facts, error = None, None
         if isinstance(answer, MesoError):  # Unreachable or NodeRefused: the same to the watcher
@@ -265,9 +303,12 @@ class Fleet:
                     r.units = units_map(units, unit_key)
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.error, r.failures = None, 0
+                self._retries.answered(host)
             else:
                 r.failed_at, r.error = now, error
                 r.failures += 1
+                self._retries.failed(host, asked)
+                self._retry_wake.set()
             r.rounds += 1
             after = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
             self._lock.notify_all()
@@ -275,18 +316,41 @@ class Fleet:
             self.on_change()
 
     def start(self) -> None:
-        """Sample every host every `interval` in the background (and run the health checks as
-        they fall due), until stop()."""
+        """Sample the answering hosts every `interval` in rounds, each failing host on its own
+        until it answers again, and run the health checks as they fall due, until stop(). The
+        threads are a few, however many the hosts."""
         self._stopping.clear()
-        for host in self._records:
-            thread = threading.Thread(target=self._watch, args=(host,), name=f"watch-{host}",
-                                      daemon=True)  # fmt: skip
-            thread.start()
-            self._threads.append(thread)
-        for target, name in ((self._check_loop, "health"), (self._state_loop, "silence")):
+        with self._lock:
+            self._retries = Retries(self.interval)  # every host is asked in the first round
+        self._retrying = ThreadPoolExecutor(MAX_RETRYING, thread_name_prefix="retry")
+        loops = {"sampler": self._round_loop, "retries": self._retry_loop,
+                 "health": self._check_loop, "silence": self._state_loop}  # fmt: skip
+        for name, target in loops.items():
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _round_loop(self) -> None:
+        while not self._stopping.is_set():
+            start = self.clock.monotonic()
+            with self._lock:
+                hosts = self._retries.in_round(self._records)
+                connecting = any(self._records[h].ok_at is None for h in hosts)
+            deadline = round_deadline(self.timeout, self.interval, self.suspect_after, connecting)
+            self.sample_hosts(hosts, deadline, self._in_round)
+            self._stopping.wait(max(0.0, start + self.interval - self.clock.monotonic()))
+
+    def _retry_loop(self) -> None:
+        """Each host out of the round asked again when its backoff is over (core.rounds)."""
+        while not self._stopping.is_set():
+            with self._lock:
+                due = self._retries.take_due(self.clock.monotonic())
+                next_due = self._retries.next_due()
+            for host in due:
+                self._retrying.submit(self.sample_one, host)  # type: ignore[union-attr]
+            pause = self.interval if next_due is None else next_due - self.clock.monotonic()
+            self._retry_wake.wait(min(self.interval, max(0.0, pause)))
+            self._retry_wake.clear()
 
     def _check_loop(self) -> None:
         while not self._stopping.wait(CHECK_TICK):
@@ -294,26 +358,21 @@ class Fleet:
 
     def _state_loop(self) -> None:
         """A host that stays silent changes state with no answer to tell of it: look often."""
-        states = {name: view.state for name, view in self.views().items()}
+        states = self.states()
         while not self._stopping.wait(STATE_TICK):
-            now = {name: view.state for name, view in self.views().items()}
+            now = self.states()
             if now != states:
                 states = now
                 self.on_change()
 
-    def _watch(self, host: str) -> None:
-        while not self._stopping.is_set():
-            start = self.clock.monotonic()
-            self.sample_one(host)
-            with self._lock:
-                failures = self._records[host].failures
-            pause = self.interval if not failures else min(MAX_BACKOFF, self.interval * failures)
-            self._stopping.wait(max(0.0, start + pause - self.clock.monotonic()))
-
     def stop(self) -> None:
         self._stopping.set()
+        self._retry_wake.set()
         for thread in self._threads:
             thread.join(timeout=self.timeout + 1)
+        if self._retrying is not None:  # a try under way ends by its deadline
+            self._retrying.shutdown(wait=True, cancel_futures=True)
+            self._retrying = None
         self._threads.clear()
 
     def hosts_up(self) -> int:

@@ -403,10 +403,13 @@ class Controller:
             self._quiet.clear()
         self._outside, self._clean = outside, False
 
-    def tick(self, allocate_now: bool | None = None) -> TickReport:
+    def tick(
+        self, allocate_now: bool | None = None, on_placed: Callable[[], None] | None = None
+    ) -> TickReport:
         """One cycle. `allocate_now`: force (True) or skip (False) placing pending tasks; by
         default they are placed when something changed, and every few seconds while some
-        wait."""
+        wait. `on_placed` is called once this cycle's placements are stored, before its
+        launches."""
         report = TickReport()
         self._trust_reads()
         views = self.fleet.views()
@@ -444,6 +447,8 @@ class Controller:
         if wanted and (allocate_now if allocate_now is not None else due):
             placed = self._place(fresh, views, report, takers)
         self._dirty = False
+        if on_placed is not None:
+            on_placed()
         self._launch_all(again + placed, report)
         revoke, self._revoke = self._revoke, {}
         if revoke:  # borrowed tasks whose owner needs its guarantee back: stopped, requeued

@@ -55,11 +55,15 @@ class Runner:
 
     def call(self, command: Callable[[], T], timeout: float = 120.0) -> T:
         """Run `command` on the controller's thread; its result, or its error."""
+        return self.submit(command).result(timeout)
+
+    def submit(self, command: Callable[[], T]) -> Future[T]:
+        """Queue `command` for the controller's thread: its result or error, to come."""
         if self._stopping.is_set():
             raise Stopped("the controller is shutting down")
         future: Future[T] = Future()
         self._commands.put((command, future))
-        return future.result(timeout)
+        return future
 
     def stop(self, timeout: float = 8.0) -> None:
         """Finish the command or cycle in flight, then stop (commands still queued fail)."""

@@ -237,8 +237,9 @@ def ask_each(
     """Each call's answer, or the MesoError it met (Unreachable, NodeRefused, a host key
     refused), in order: one request to every warm host, all sent before any answer is read, so
     a round over warm hosts takes one round trip, not one per host in turn. Hosts without a warm
-    channel are connected and asked meanwhile, in parallel, each on its own: a host that does
-    not answer its connection holds up no other host. One call per connection."""
+    channel, or whose connection is busy with another request (a stop waiting out its grace
+    period), are connected and asked meanwhile, in parallel, each on its own and within the
+    deadline: a host that does not answer holds up no other host. One call per connection."""
     connections = [c for c, _, _ in calls]
     if len(set(map(id, connections))) != len(connections):
         raise ValueError("ask_each: one call per connection")
@@ -246,25 +247,32 @@ def ask_each(
         return []
     deadline = time.monotonic() + (timeout or min(c.timeout for c in connections))
     results: list[dict | MesoError | None] = [None] * len(calls)
-    cold = [i for i, c in enumerate(connections) if not c.warm]
-    if not cold:
-        _pipelined(calls, range(len(calls)), results, deadline)
+    warm = [i for i, c in enumerate(connections) if c.warm and c._lock.acquire(blocking=False)]
+    alone = sorted(set(range(len(calls))) - set(warm))
+    if not alone:
+        _pipelined(calls, warm, results, deadline)
         return results  # type: ignore[return-value]
-    with ThreadPoolExecutor(max_workers=min(MAX_CONNECTING, len(cold))) as pool:
-        asked = {i: pool.submit(_ask_one, calls[i], deadline) for i in cold}
-        _pipelined(calls, [i for i in range(len(calls)) if i not in asked], results, deadline)
+    with ThreadPoolExecutor(max_workers=min(MAX_CONNECTING, len(alone))) as pool:
+        asked = {i: pool.submit(_ask_one, calls[i], deadline) for i in alone}
+        _pipelined(calls, warm, results, deadline)
         for i, future in asked.items():
             results[i] = future.result()
     return results  # type: ignore[return-value]
 
 
 def _ask_one(call: tuple[NodeConnection, str, dict], deadline: float) -> dict | MesoError:
-    """One host's answer (connecting first), or the MesoError it met."""
+    """One host's answer (connecting first, waiting for its connection until the deadline if
+    another request holds it), or the MesoError it met."""
     connection, verb, fields = call
+    if not connection._lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+        return Unreachable(f"{connection.node.name}: busy with another request past the deadline")
     try:
-        return connection.ask(verb, fields, timeout=max(0.001, deadline - time.monotonic()))
+        connection._send(verb, fields, deadline)
+        return connection._answer(connection._receive(deadline))
     except MesoError as exc:
         return exc
+    finally:
+        connection._lock.release()
 
 
 def _pipelined(
@@ -273,12 +281,10 @@ def _pipelined(
     results: list[dict | MesoError | None],
     deadline: float,
 ) -> None:
-    """ask_each's warm calls at `indices`: every request sent, then the answers read as they
-    come, each host's lock held from its request until its answer."""
+    """ask_each's warm calls at `indices`, whose connections' locks are held: every request
+    sent, then the answers read as they come, each host's lock released at its answer."""
     mine = list(indices)
     held = {id(calls[i][0]): calls[i][0] for i in mine}
-    for connection in held.values():
-        connection._lock.acquire()
     try:
         waiting = {}
         for i in mine:

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from meso_agentless.core.model import Framework
+from meso_agentless.errors import MesoError
 from meso_agentless.testing.fakes import FakeClock, FakeCluster, FakeHost, FakePlane, FakeUnit
 
 Duration = Callable[[Mapping], float | None]
@@ -105,6 +106,19 @@ class SimPlane(FakePlane):
         with self._spending():
             line = json.dumps(super().sample(host, timeout, **fields))
         return json.loads(line)  # decoding a node's answer is the controller's work, as over SSH
+
+    def sample_round(
+        self, fields: Mapping[str, Mapping], timeout: float | None = None
+    ) -> dict[str, dict | MesoError]:
+        """Every host of `fields` sampled, each answer or why not, as ExecutionPlane's round
+        (one thread, no pool: the controller's own cost, as with pipelined requests)."""
+        answers: dict[str, dict | MesoError] = {}
+        for host, its in fields.items():
+            try:
+                answers[host] = self.sample(host, timeout, **its)
+            except MesoError as exc:
+                answers[host] = exc
+        return answers
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
         with self._spending(), self._lock:

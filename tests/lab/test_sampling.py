@@ -3,6 +3,7 @@ they were: whatever changes behind its back (a unit started, stopped or ending b
 service restarted, the host rebooted) is in the next sample, which always equals what systemd
 says (`list`, which asks it every time). And a pipelined round over every host."""
 
+import threading
 import time
 
 import pytest
@@ -135,6 +136,27 @@ def test_a_pipelined_round_answers_for_every_host_and_names_the_cut_one(meso_lab
     with pytest.raises(ValueError, match="one call per connection"):
         connection = NodeConnection(nodes[HOST])
         ask_each([(connection, "sample", {}), (connection, "list", {})])
+
+
+def test_a_round_does_not_wait_for_a_host_busy_with_a_long_stop(meso_lab, nodes):
+    plane = ExecutionPlane(list(nodes.values()), timeout=3)
+    unit = fresh_unit()
+    try:
+        every = {name: {} for name in nodes}
+        assert all(isinstance(a, dict) for a in plane.sample_round(every).values())
+        plane.launch(HOST, {"unit": unit, "argv": ["sh", "-c", "trap '' TERM; sleep 600"],
+                            "grace_sec": 8})  # fmt: skip
+        stopping = threading.Thread(target=plane.stop, args=(HOST, unit))  # holds its connection
+        stopping.start()
+        wait_for(lambda: "ActiveState=deactivating" in systemd_state(meso_lab, unit), "stopping")
+        answers = plane.sample_round(every, timeout=1)
+        assert stopping.is_alive()  # the round did not wait for the stop (up to 8 s)
+        assert "busy with another request" in str(answers.pop(HOST))
+        assert {n: a["hostname"] for n, a in answers.items()} == {n: n for n in answers}
+        stopping.join()
+        assert plane.sample_round({HOST: {}})[HOST]["hostname"] == HOST  # and back after it
+    finally:
+        plane.close()
 
 
 def test_a_round_started_early_is_taken_once_by_the_next_round_with_no_fields(meso_lab, nodes):

@@ -36,10 +36,12 @@ def quick_run(bench: str) -> list[str]:
 
 def test_quick_scale_benchmark_prints_its_figures():
     lines = quick_run("scale_bench.py")
-    assert [line.split()[0] for line in lines] == ["submit", "fill", "round", "restart", "memory"]
-    assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[3]
-    assert "KB per host" in lines[4] and "B per task" in lines[4]
-    assert ", 0 not running after it" in lines[3]
+    assert [line.split()[0] for line in lines] == ["submit", "fill", "round", "daemon", "daemon",
+                                                   "restart", "memory"]  # fmt: skip
+    assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[5]
+    assert "threads:" in lines[3] and "rounds:" in lines[4] and "us CPU a sample" in lines[4]
+    assert "KB per host" in lines[6] and "B per task" in lines[6]
+    assert ", 0 not running after it" in lines[5]
 
 
 def test_quick_connections_benchmark_prints_its_figures():

@@ -3,9 +3,11 @@ and /v1/plan."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -22,6 +24,8 @@ from meso_agentless.spec import MAX_COUNT, Job, job_from_data, job_from_text
 router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["jobs"])
 log = logging.getLogger("meso.api")
 Ctx = Annotated[ApiContext, Depends(context)]
+FIRST_CYCLE = 3.0  # seconds a submit or scale waits for its first cycle, launches included
+PLACED = 30.0  # at most, for its placements to be stored (the CLI waits 60 s for an answer)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 JOB_BODY = {
     "requestBody": {
@@ -70,20 +74,39 @@ async def submit(request: Request, response: Response, ctx: Ctx, again: bool = F
     job = job_from_body(await request.body(), request.headers.get("content-type", ""))
     controller = ctx.service.controller
 
-    def command() -> tuple[bool, JobView]:
+    def command() -> bool:
         before = controller.store.job(job.job)
         row = controller.submit(job, again=again, submitter=ctx.token_name)
         created = before is None or (before.run, before.version) != (row.run, row.version)
-        if created:
-            controller.tick(allocate_now=True)  # the answer says what the first cycle placed
-        else:
+        if not created:
             controller.republish(job.job)  # for whoever follows it again
-        return created, ctx.service.job(job.job)
+        return created
 
-    created, view = await run_in_threadpool(ctx.change, command)
-    if not created:
+    if not await run_in_threadpool(then_placed, ctx, command):  # the answer says what it placed
         response.status_code = 200
-    return view
+    return await run_in_threadpool(ctx.service.job, job.job)
+
+
+def then_placed(ctx: ApiContext, change: Callable[[], bool]) -> bool:
+    """Whether `change` (a submit, a scale) changed anything; if it did, a cycle that places
+    now follows it, in one command on the controller's thread. Waited for up to FIRST_CYCLE;
+    one that takes longer (the launches of thousands of tasks) goes on after the answer, which
+    then waits only until its placements are stored (up to PLACED: a client's patience)."""
+    placed, changed, controller = threading.Event(), [], ctx.service.controller
+
+    def command() -> None:
+        changed.append(change())
+        if changed[0]:
+            controller.tick(allocate_now=True, on_placed=placed.set)
+
+    cycle = ctx.runner.submit(command)
+    cycle.add_done_callback(lambda _cycle: placed.set())
+    with contextlib.suppress(TimeoutError):
+        cycle.result(FIRST_CYCLE)
+    placed.wait(PLACED)
+    if cycle.done():
+        cycle.result()  # its error, if it failed
+    return changed[0]
 
 
 @router.get("/jobs/{name}", response_model=JobView)
@@ -109,12 +132,12 @@ async def trigger(name: str, ctx: Ctx) -> TriggerResult:
 async def scale(name: str, request: ScaleRequest, ctx: Ctx) -> JobView:
     controller = ctx.service.controller
 
-    def command() -> JobView:
+    def command() -> bool:
         controller.scale(name, request.task, request.count)
-        controller.tick(allocate_now=True)
-        return ctx.service.job(name)
+        return True
 
-    return await run_in_threadpool(ctx.change, command)
+    await run_in_threadpool(then_placed, ctx, command)
+    return await run_in_threadpool(ctx.service.job, name)
 
 
 @router.get("/jobs/{name}/logs", response_class=StreamingResponse,
