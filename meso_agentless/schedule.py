@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
-
 CRON_FIELDS = ("minute", "hour", "day of month", "month", "day of week")
 DAYS = ("Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat")
 MAX_SCHEDULE = 256
@@ -44,12 +42,19 @@ class Schedule:
         """The next `count` fire times (Unix seconds) strictly after `after`."""
         if self.kind == "cron":
             base = datetime.fromtimestamp(after, ZoneInfo(self.timezone))
-            it = croniter(self.text, base)
+            it = _croniter()(self.text, base)
             return [it.get_next(float) for _ in range(count)]
         times: set[float] = set()
         for calendar in self.calendars:
             times.update(_analyze(calendar, after, count))
         return sorted(times)[:count]
+
+
+def _croniter() -> type:
+    """croniter, imported when a cron line is read (not by every command that imports this)."""
+    from croniter import croniter
+
+    return croniter
 
 
 def between(schedule: Schedule, after: float, before: float, limit: int) -> list[float]:
@@ -59,7 +64,7 @@ def between(schedule: Schedule, after: float, before: float, limit: int) -> list
         return []
     if schedule.kind == "cron":
         base = datetime.fromtimestamp(before, ZoneInfo(schedule.timezone))
-        it = croniter(schedule.text, base)
+        it = _croniter()(schedule.text, base)
         out = []
         while len(out) < limit:
             when = it.get_prev(float)
@@ -121,6 +126,7 @@ def _has_zone(text: str) -> bool:
 
 def cron_to_calendars(text: str, timezone: str) -> tuple[str, ...]:
     """A 5-field cron line as systemd calendar expressions (ValueError naming the field)."""
+    croniter = _croniter()
     fields = text.split()
     for i, value in enumerate(fields):
         probe = ["*"] * 5

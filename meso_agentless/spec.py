@@ -87,7 +87,7 @@ _USER_RULE = "lowercase letters, digits, _ and - (at most 32, not starting with 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 class Resources(_Strict):
@@ -99,7 +99,9 @@ class Resources(_Strict):
     `io_weight` its IOWeight (1-10000); `devices` how many of each device class it gets.
     """
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True, validate_default=True)
+    model_config = ConfigDict(
+        extra="allow", strict=True, frozen=True, validate_default=True, defer_build=True
+    )
 
     cpus: Any = 0.1
     mem: Any = "128MiB"

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meso_agentless.controller.embedded import Embedded
 from meso_agentless.controller.events import Event
-from meso_agentless.controller.loop import NotFound
 from meso_agentless.errors import UsageError
 from meso_agentless.settings import Settings
-from meso_agentless.spec import Job
-from meso_agentless.state.sqlite import Store
+
+if TYPE_CHECKING:  # a read imports the controller while its hosts connect (see Embedded)
+    from meso_agentless.spec import Job
 
 
 class Local:
@@ -26,19 +26,30 @@ class Local:
         """-i; else the inventory the job was run with; else the settings' inventory."""
         if self.inventory or job is None:
             return self.settings.inventory_source(self.inventory)
+        from meso_agentless.state.sqlite import Store
+
         store = Store(self.state)
         try:
             row = store.job(job)
         finally:
             store.close()
         if row is None:
+            from meso_agentless.controller.loop import NotFound
+
             raise NotFound(f"no job {job!r}")
         return row.inventory
 
     def _embedded(
-        self, source: str, write: bool, on_event: Any = None, job: str | None = None
+        self,
+        source: str,
+        write: bool,
+        on_event: Any = None,
+        job: str | None = None,
+        connect: bool = True,
     ) -> Embedded:
-        return Embedded(source, self.state, write=write, on_event=on_event, job=job)
+        return Embedded(
+            source, self.state, write=write, on_event=on_event, job=job, connect=connect
+        )
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -65,6 +76,8 @@ class Local:
     def jobs(self, names: list[str] | None = None) -> dict:
         """Every job (or these), after bringing the store up to date with their hosts when no
         other process holds the state."""
+        from meso_agentless.state.sqlite import Store
+
         store = Store(self.state)
         try:
             rows = {j.name: j for j in store.jobs()}
@@ -73,6 +86,8 @@ class Local:
         wanted = names or list(rows)
         missing = [n for n in wanted if n not in rows]
         if missing:
+            from meso_agentless.controller.loop import NotFound
+
             raise NotFound(f"no job {missing[0]!r}")
         sources = {self.inventory or rows[n].inventory for n in wanted}
         result = None
@@ -100,7 +115,7 @@ class Local:
             return plan_job(e.service, job)
 
     def versions(self, name: str) -> dict:
-        with self._embedded(self._source(name), write=False) as e:
+        with self._embedded(self._source(name), write=False, connect=False) as e:
             return e.controller.deployer.versions_view(name).model_dump(mode="json")
 
     def deployment(self, name: str) -> dict:

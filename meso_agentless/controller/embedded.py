@@ -11,17 +11,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.events import Event, EventBus
-from meso_agentless.controller.fleet import Fleet
-from meso_agentless.controller.loop import Controller
-from meso_agentless.controller.service import Service
-from meso_agentless.core.jobs import Outcome
 from meso_agentless.hosts.plane import ExecutionPlane
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.lock import StateLock
-from meso_agentless.state.sqlite import Store
+
+if TYPE_CHECKING:
+    from meso_agentless.core.jobs import Outcome
 
 LOCK_WAIT = 10.0  # seconds a changing command waits for another one to finish
 WATCH_INTERVAL = 0.5  # how often an embedded command samples while it waits on a job
@@ -40,8 +39,12 @@ class Embedded:
         write: bool,
         on_event: Callable[[Event], None] | None = None,
         job: str | None = None,
+        connect: bool = True,
     ) -> None:
-        """`on_event` hears the events of `job` (or of everything)."""
+        """`on_event` hears the events of `job` (or of everything). With `connect` every host
+        is sampled at once in the background (connected, its node command started) while the
+        controller's own modules are imported, and the first round takes those answers: a
+        cold command waits for the slower of the two, not for both."""
         self.lock = StateLock(state)
         self.locked = False
         if write:
@@ -51,15 +54,28 @@ class Embedded:
             self.locked = self.lock.acquire("meso (embedded, reading)")
         try:
             inventory = load_inventory(inventory_source)
+        except BaseException:
+            self.lock.release()
+            raise
+        plane = ExecutionPlane(inventory.nodes)
+        if connect:
+            plane.start(SAMPLE_DEADLINE)
+        try:
+            from meso_agentless.state.sqlite import Store
+
             self.store = Store(state)
         except BaseException:
+            plane.close()
             self.lock.release()
             raise
         clock = SystemClock()
         self.events = EventBus(clock.time)
         if on_event is not None:
             self.events.subscribe(job, callback=on_event)
-        plane = ExecutionPlane(inventory.nodes)
+        from meso_agentless.controller.fleet import Fleet
+        from meso_agentless.controller.loop import Controller
+        from meso_agentless.controller.service import Service
+
         self.fleet = Fleet(plane, clock, interval=WATCH_INTERVAL, timeout=SAMPLE_DEADLINE)
         self.controller = Controller(self.store, inventory, plane, self.fleet, clock, self.events)
         self.service = Service(self.controller)

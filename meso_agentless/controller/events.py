@@ -8,13 +8,15 @@ the last one it saw misses nothing still held.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # only subscribers on an event loop (the API's) need asyncio: not a CLI
+    import asyncio
 
 KEEP = 2000
 
@@ -45,8 +47,18 @@ class Subscription:
         self.job = job
         self.callback = callback
         self.loop = loop
-        self.queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize)
+        self.maxsize = maxsize
+        self._queue: asyncio.Queue[Event | None] | None = None
         self.overflowed = False
+
+    @property
+    def queue(self) -> asyncio.Queue[Event | None]:
+        """Where the events go for a subscriber on an event loop."""
+        if self._queue is None:
+            import asyncio
+
+            self._queue = asyncio.Queue(self.maxsize)
+        return self._queue
 
     def wants(self, event: Event) -> bool:
         return self.job is None or event.job == self.job
@@ -62,6 +74,8 @@ class Subscription:
             self.loop.call_soon_threadsafe(self._put, None)
 
     def _put(self, event: Event | None) -> None:
+        import asyncio
+
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:  # a subscriber that does not read is cut off, not waited for

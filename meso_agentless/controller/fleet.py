@@ -19,10 +19,10 @@ import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from sys import intern
 from typing import Any
 
 from meso_agentless.controller.clock import Clock
+from meso_agentless.controller.unitstatus import UnitStatus, same_units, units_map
 from meso_agentless.core.health import HostState, host_state
 from meso_agentless.core.rounds import Retries, round_deadline
 from meso_agentless.errors import MesoError
@@ -61,8 +61,8 @@ class HostView:
 
     name: str
     state: HostState
-    facts: Mapping[str, Any]  # the last good sample ({} if none yet)
-    units: Mapping[str, Mapping[str, Any]]  # unit (no .service) -> its status, from that sample
+    facts: Mapping[str, Any]  # the last good sample ({} if none yet), but for its units
+    units: Mapping[str, UnitStatus]  # unit (no .service) -> its status, from that sample
     asked: float | None  # monotonic time the last good sample was asked for
     seen: float | None  # wall time of the last good sample
     error: str | None  # why the last request failed, if it did
@@ -294,14 +294,13 @@ class Fleet:
             r = self._records[host]
             before = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
             if facts is not None:
-                same = (facts.get("units"), facts.get("runs")) == (
-                    r.facts.get("units"), r.facts.get("runs"))  # fmt: skip
-                if same and "units" in facts:  # as last time: the map and marks stay, and so
-                    facts["units"] = r.facts["units"]  # do the units it maps (kept once)
+                # the units are kept compact in r.units only, not in the facts as well
+                units = facts.pop("units", None)
+                units = units if isinstance(units, list) else []
+                same = facts.get("runs") == r.facts.get("runs") and same_units(units, r.units)
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
-                if not same:
-                    r.units = {unit_key(u.get("unit")): _shared(u)
-                               for u in facts.get("units", ()) if isinstance(u, dict)}  # fmt: skip
+                if not same:  # else as last time: the map and marks stay
+                    r.units = units_map(units, unit_key)
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
@@ -384,19 +383,6 @@ def unit_key(unit: object) -> str:
     """A unit as the controller names it: meso-JOB_TASK_INDEX_ATTEMPT (a task's service, or a
     cron job's timer)."""
     return str(unit or "").removesuffix(".service").removesuffix(".timer")
-
-
-SHARED = ("state", "active", "sub", "kind")  # a unit's fields that take a few values only
-
-
-def _shared(unit: dict) -> dict:
-    """The unit, its few-valued fields' strings shared with every other unit's (a controller
-    keeps every host's last sample: one string each, not one per unit)."""
-    for key in SHARED:
-        value = unit.get(key)
-        if type(value) is str:
-            unit[key] = intern(value)
-    return unit
 
 
 def _signature(units: Mapping[str, Mapping]) -> tuple:

@@ -15,7 +15,6 @@ threads), which take the lock.
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import threading
 from collections import Counter, defaultdict
@@ -34,6 +33,8 @@ from meso_agentless.state.store import SchedulerRow, TaskRow
 from meso_agentless.taskspec import MAX_NAME, FrameworkTask, job_name
 
 if TYPE_CHECKING:
+    import asyncio  # the API's streams; a CLI command does not import it
+
     from meso_agentless.controller.loop import Controller
 
 OFFER_TIMEOUT = 30.0  # seconds an unanswered offer is held before it is rescinded

@@ -10,8 +10,9 @@ node command said no. Each call has its own deadline, and concerns one host only
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar
 
 import paramiko
@@ -78,10 +79,30 @@ class ExecutionPlane:
         # the leader's (state identity, epoch) when several controllers share the state: sent
         # with every request that changes a host, which refuses a lower epoch than it has seen
         self.fence: tuple[str, int] | None = None
+        self._starting: list[threading.Thread] = []  # start()'s thread
+        self._prefetched: Future | None = None  # start()'s round, until a round takes it
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return tuple(self.connections)
+
+    def start(self, timeout: float | None = None) -> None:
+        """Sample every host now, in the background, connecting as need be: the next round
+        asked with no fields takes these answers (a command that is about to sample imports
+        the rest of itself meanwhile, and waits for the slower of the two, not for both)."""
+        hosts = {h: {} for h in self.hosts}
+        self._prefetched = Future()
+        prefetched = self._prefetched
+
+        def round_() -> None:
+            try:
+                prefetched.set_result(self._sample_round(hosts, timeout))
+            except BaseException as exc:  # handed to whoever takes the round
+                prefetched.set_exception(exc)
+
+        thread = threading.Thread(target=round_, name="first-samples", daemon=True)
+        thread.start()
+        self._starting.append(thread)
 
     def host(self, name: str) -> NodeConnection:
         try:
@@ -109,6 +130,14 @@ class ExecutionPlane:
         """Every host of `fields` sampled (with its fields), each answer or why not
         (Unreachable, NodeRefused): sent to all before any answer is read, so a round of
         warm hosts costs one round trip, not one per host."""
+        prefetched, self._prefetched = self._prefetched, None
+        if prefetched is not None and list(fields) == list(self.hosts) and not any(fields.values()):
+            return prefetched.result()
+        return self._sample_round(fields, timeout)
+
+    def _sample_round(
+        self, fields: Mapping[str, Mapping], timeout: float | None
+    ) -> dict[str, dict | MesoError]:
         hosts = list(fields)
         calls = [(self.host(h), "sample", dict(fields[h])) for h in hosts]
         answers = ask_each(calls, timeout)
@@ -197,6 +226,9 @@ class ExecutionPlane:
         return reconcile(expected, self.reports(), known_boots)
 
     def close(self) -> None:
+        for thread in self._starting:  # within its deadline; then nothing connects late
+            thread.join()
+        self._starting.clear()
         for connection in (*self.connections.values(), *self.checkers.values()):
             connection.close()
 

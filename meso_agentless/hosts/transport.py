@@ -22,21 +22,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import paramiko
-import tenacity
 
 from meso_agentless.errors import MesoError
 from meso_agentless.hosts import ssh
 from meso_agentless.hosts.launching import NODE_POLICY
 from meso_agentless.inventory import Node
-from meso_agentless.node import node_command_source
+from meso_agentless.node import bootstrap_source, node_command_source
 
-# Reads the node command's source (length-prefixed) from stdin and runs it; the rest of stdin
-# is then the command's own input.
-BOOTSTRAP = (
-    "import sys;n=int(sys.stdin.buffer.readline());s=sys.stdin.buffer.read(n);"
-    "sys.argv=['nodecmd']+sys.argv[1:];"
-    "exec(compile(s,'nodecmd','exec'),{'__name__':'__main__','__nodecmd_source__':s})"
-)  # the source goes along: a cron timer runs a copy of it (nodecmd.own_program)
+# Reads the node command's source (length-prefixed) from stdin and runs it (its compiled code
+# cached on the host); the rest of stdin is then the command's own input.
+BOOTSTRAP = bootstrap_source()
 DEFAULT_TIMEOUT = 20.0
 MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, process-wide
 QUIET = 1.0  # seconds a stream may be quiet before it yields b"" (its reader may have gone)
@@ -163,6 +158,8 @@ class NodeConnection:
 
     def _connect_with_backoff(self, deadline: float) -> paramiko.SSHClient:
         node = self.node
+        import tenacity  # on the connecting thread: a cold command imports it meanwhile
+
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception(lambda e: not isinstance(e, ssh.HostKeyError)),
             wait=tenacity.wait_exponential(multiplier=0.1, max=2.0),

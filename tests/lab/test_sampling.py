@@ -182,4 +182,24 @@ def test_a_host_late_for_a_round_keeps_its_connection_and_its_next_answer_is_its
         assert plane.host(HOST)._client.get_transport() is transport  # no new connection
     finally:
         meso_lab.run(HOST, ["sh", "-c", signal, "CONT"])
+
+
+def test_a_round_started_early_is_taken_once_by_the_next_round_with_no_fields(meso_lab, nodes):
+    """ExecutionPlane.start (what a cold `meso` command does while it imports): its answers
+    are the next round's; a cut host is unreachable within its deadline; later rounds ask."""
+    cut = f"{LAB}-2"
+    plane = ExecutionPlane(list(nodes.values()), timeout=3)
+    try:
+        with meso_lab.cut_off(cut):
+            plane.start(timeout=2)
+            answers = plane.sample_round({name: {} for name in nodes})
+        assert isinstance(answers.pop(cut), Unreachable)
+        assert {n: a["hostname"] for n, a in answers.items()} == {n: n for n in answers}
+        again = plane.sample_round({name: {} for name in nodes})  # asked anew: the host is back
+        assert {n: a["hostname"] for n, a in again.items()} == {n: n for n in nodes}
+        plane.start(timeout=2)  # a round with fields of its own does not take it
+        fields = {name: {"after": {}} for name in nodes}
+        assert sorted(plane.sample_round(fields)) == sorted(nodes)
+        assert all(isinstance(a, dict) for a in plane.sample_round(fields).values())
+    finally:
         plane.close()
