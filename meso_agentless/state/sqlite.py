@@ -190,6 +190,22 @@ def _statements(script: str) -> Iterator[str]:
         yield pending.strip()
 
 
+def _use_wal(db: sqlite3.Connection, wait: float = 30.0) -> None:
+    """Put the database in WAL mode (kept in the file: once made, later connections find it).
+    Changing the mode needs the file to itself and SQLite does not wait for that as it waits
+    for locks: processes opening a new state at once try again, within `wait` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 class Store(DeploymentTables):
     """One SQLite database, a connection per thread."""
 
@@ -213,7 +229,7 @@ class Store(DeploymentTables):
         if db is None:
             db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
+            _use_wal(db)
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA synchronous=NORMAL")
             self._local.db, self._local.serial = db, next(CONNECTIONS)
