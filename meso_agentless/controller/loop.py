@@ -55,7 +55,7 @@ from meso_agentless.core.tasks import (
 )
 from meso_agentless.errors import Unplaceable, UsageError
 from meso_agentless.hosts.launching import launch_request
-from meso_agentless.hosts.plane import NodeRefused, Plane, Unreachable, each_host
+from meso_agentless.hosts.plane import EXPIRY_MARGIN, NodeRefused, Plane, Unreachable, each_host
 from meso_agentless.hosts.topology import Topologies, unknown_device_class, used_pins
 from meso_agentless.inventory import Inventory, Node
 from meso_agentless.node.nodecmd import NOT_STARTED
@@ -134,6 +134,7 @@ class Controller:
         self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
         self.host_states: dict[str, HostState] = {}
         self._acted: dict[str, float] = {}  # unit -> monotonic time of our last action on it
+        self._started = clock.monotonic()  # a launch of an earlier run may still be on its way
         # host -> when it last refused a launch or did not answer one: not placed on again
         # until a sample asked after that answers
         self._avoid: dict[str, float] = {}
@@ -798,12 +799,16 @@ class Controller:
     def _again(
         self, job: JobRow, decisions: jobcore.Decisions, views: Mapping[str, HostView]
     ) -> list[TaskRow]:
-        """Attempts whose launch never reached their host: launched again there, once it is up."""
+        """Attempts whose launch never reached their host: launched again there, once it is up
+        and the first launch can no longer start (expired on the host: it may still be on its
+        way, held in a cut connection; ours, or an earlier controller's before this one began)."""
         wanted = {(launch.task, launch.index, launch.attempt)
                   for launch in decisions.launch if launch.again}  # fmt: skip
+        expired = self.clock.monotonic() - self.launch_timeout - EXPIRY_MARGIN
         return [row for row in self._job_rows(job.name)
                 if (row.task, row.index, row.attempt) in wanted and row.host in views
-                and views[row.host].placeable]  # fmt: skip
+                and views[row.host].placeable
+                and self._acted.get(row.unit, self._started) < expired]  # fmt: skip
 
     def _place(
         self,

@@ -11,6 +11,8 @@ node command said no. Each call has its own deadline, and concerns one host only
 from __future__ import annotations
 
 import threading
+import time
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Protocol, TypeVar
@@ -32,6 +34,10 @@ from meso_agentless.node.nodecmd import MAX_FORGET
 
 MAX_PARALLEL = 32
 FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # verbs that carry the epoch
+# requests that change a host expire on it this long after their deadline (clocks compared by
+# each sample): one held in a cut connection and delivered after the controller gave up on it
+# does nothing (Controller waits as long before it launches a unit again: EXPIRY_MARGIN)
+EXPIRY_MARGIN = 1.0
 T = TypeVar("T")
 
 __all__ = ["ExecutionPlane", "NodeRefused", "Plane", "Unreachable"]
@@ -79,6 +85,10 @@ class ExecutionPlane:
         # the leader's (state identity, epoch) when several controllers share the state: sent
         # with every request that changes a host, which refuses a lower epoch than it has seen
         self.fence: tuple[str, int] | None = None
+        # each host's clock less ours, from its recent samples (a host not yet sampled, or
+        # whose node command is older than `expires`, gets requests without it)
+        self.clock_offsets: dict[str, float] = {}
+        self._clock_readings: dict[str, deque[float]] = defaultdict(lambda: deque(maxlen=10))
         self._starting: list[threading.Thread] = []  # start()'s thread
         self._prefetched: Future | None = None  # start()'s round, until a round takes it
 
@@ -112,12 +122,30 @@ class ExecutionPlane:
 
     def _ask(self, host: str, verb: str, timeout: float | None, **fields: object) -> dict:
         connection = self.host(host)
-        if self.fence is not None and verb in FENCED:
-            fields["epoch_state"], fields["epoch"] = self.fence
+        if verb in FENCED:
+            if self.fence is not None:
+                fields["epoch_state"], fields["epoch"] = self.fence
+            offset = self.clock_offsets.get(host)
+            if offset is not None:  # on the host's clock: past it, the host does nothing
+                wait = timeout or connection.timeout
+                fields["expires"] = round(time.time() + offset + wait + EXPIRY_MARGIN, 3)
         try:
-            return connection.request(verb, timeout=timeout, **fields)
+            answer = connection.request(verb, timeout=timeout, **fields)
         except ssh.SSHError as exc:  # a host key refused: no more reachable than a cut host
             raise Unreachable(str(exc)) from exc
+        if verb == "sample":
+            self._note_clock(host, answer)
+        return answer
+
+    def _note_clock(self, host: str, answer: object) -> None:
+        """The host's clock offset from a sample's `time`. Each reading is low by however long
+        the answer took to be read (a round reads them all before it returns), so the offset is
+        the highest of the last few: the host's deadlines are never later than meant."""
+        said = answer.get("time") if isinstance(answer, dict) else None
+        if isinstance(said, (int, float)) and not isinstance(said, bool):
+            readings = self._clock_readings[host]
+            readings.append(said - time.time())
+            self.clock_offsets[host] = max(readings)
 
     def sample(self, host: str, timeout: float | None = None, **fields: object) -> dict:
         """What the host says of itself: capacity, load, boot identity, its meso units and
@@ -141,6 +169,8 @@ class ExecutionPlane:
         hosts = list(fields)
         calls = [(self.host(h), "sample", dict(fields[h])) for h in hosts]
         answers = ask_each(calls, timeout)
+        for host, answer in zip(hosts, answers, strict=True):
+            self._note_clock(host, answer)
         return {h: Unreachable(str(a)) if isinstance(a, ssh.SSHError) else a
                 for h, a in zip(hosts, answers, strict=True)}  # fmt: skip
 

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import contextvars
 import errno
 import fcntl
 import functools
@@ -1183,6 +1184,7 @@ def _admit_and_run(
             if current["state"] != "unknown":
                 return {**current, "existed": True}
             raise RequestError(error)
+    check_expires(EXPIRES.get())  # it may have waited for the ledger's lock past its deadline
     failed = _start_unit(argv, session)
     if failed is not None:
         current = status({"unit": unit}, runs=True)
@@ -2368,6 +2370,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         topology = {"nodes": {}, "node_mem": {}, "devices": {}}
     return {
         "hostname": os.uname().nodename,
+        "time": time.time(),  # this host's clock: what a request's `expires` is measured by
         "cpus": measured["cpus"] // 1000,
         "mem_total": memory.get("MemTotal", 0),
         "mem_available": memory.get("MemAvailable", memory.get("MemFree", 0)),
@@ -2816,6 +2819,25 @@ def _epoch_refusal(epoch: int, seen: int) -> RequestError:
                         "by this host: this controller is no longer the leader")  # fmt: skip
 
 
+EXPIRES: contextvars.ContextVar[float | None] = contextvars.ContextVar("expires", default=None)
+
+
+def check_expires(expires: object) -> float | None:
+    """A request's `expires` (this host's Unix time after which its sender has stopped waiting
+    for it, None: no deadline), refused once passed: a request that reaches the host late (held
+    in a cut connection's buffers, delivered when the network heals) must do nothing, for its
+    controller may have decided meanwhile that it never came (and launched it again)."""
+    if expires is None:
+        return None
+    if isinstance(expires, bool) or not isinstance(expires, (int, float)) or expires != expires:
+        raise RequestError(f"expires: must be a Unix time in seconds, not {_short(expires)}")
+    late = time.time() - expires
+    if late > 0:
+        raise RequestError(f"expires: this request came {late:.1f} s after its deadline (its "
+                           "sender stopped waiting for it); nothing done")  # fmt: skip
+    return float(expires)
+
+
 @contextlib.contextmanager
 def fenced(request: dict) -> Iterator[None]:
     """Run a request that changes the host only if its controller's `epoch` is the highest this
@@ -2873,8 +2895,12 @@ def answer(verb: object, request: object, session: Session | None = None) -> dic
     try:
         if verb in FENCED:
             request = dict(request)
-            with fenced(request):
-                return {"ok": True, **handler(request, session)}
+            token = EXPIRES.set(check_expires(request.pop("expires", None)))
+            try:
+                with fenced(request):
+                    return {"ok": True, **handler(request, session)}
+            finally:
+                EXPIRES.reset(token)
         return {"ok": True, **handler(request, session)}
     except RequestError as exc:
         return {"ok": False, "error": str(exc)[:2000]}

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from meso_agentless.core.tasks import unit_name
-from meso_agentless.hosts.plane import ExecutionPlane, Unreachable
+from meso_agentless.hosts.plane import EXPIRY_MARGIN, ExecutionPlane, Unreachable
 from meso_agentless.hosts.transport import NodeRefused
 from meso_agentless.inventory import load_inventory
 from tests.conftest import LAB
@@ -202,6 +202,29 @@ def test_a_host_cut_off_mid_launch_is_unreachable_then_reconciled_and_never_runs
     time.sleep(0.5)
     assert runs_of(meso_lab, host, unit) == 1
     plane.stop(host, unit)
+
+
+def test_a_launch_delivered_after_its_sender_gave_up_on_it_starts_nothing(plane, meso_lab):
+    # what a cut connection does when the network heals: it delivers the request late, after
+    # the controller decided it never came (and may have launched the attempt again)
+    host = f"{LAB}-2"
+    unit = fresh_unit("late")
+    plane.sample(host)  # the host's clock is known: changing requests carry their expiry
+    signal = ("for p in $(pgrep -x python3); do grep -qa serve /proc/$p/cmdline && kill -$0 $p;"
+              " done")  # fmt: skip
+    meso_lab.run(host, ["sh", "-c", signal, "STOP"])  # the node command reads nothing for now
+    try:
+        with pytest.raises(Unreachable):
+            plane.launch(host, {"unit": unit, "argv": ["sh", "-c", "echo ran"]}, timeout=1)
+        time.sleep(1 + EXPIRY_MARGIN + 0.5)  # past the launch's expiry on the host
+    finally:
+        meso_lab.run(host, ["sh", "-c", signal, "CONT"])  # now it reads the launch, late
+    time.sleep(2)
+    assert runs_of(meso_lab, host, unit) == 0
+    assert plane.status(host, unit)["state"] == "unknown"
+    assert plane.launch(host, {"unit": unit, "argv": ["sh", "-c", "echo ran"]})["existed"] is False
+    wait_state(plane, host, unit)
+    assert runs_of(meso_lab, host, unit) == 1
 
 
 def test_reconcile_reports_units_nobody_expects_and_gone_tasks_after_a_restart(plane, meso_lab):

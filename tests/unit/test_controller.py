@@ -6,6 +6,7 @@ import pytest
 from meso_agentless.controller.loop import JobConflict, NotFound
 from meso_agentless.core.model import Framework
 from meso_agentless.errors import Unplaceable
+from meso_agentless.hosts.plane import EXPIRY_MARGIN
 from meso_agentless.spec import Job
 from meso_agentless.testing.fakes import FakeCluster
 
@@ -85,8 +86,16 @@ def test_a_launch_that_never_reached_its_host_is_launched_again_under_the_same_n
     cluster.step()  # the launch was lost on the way: the row stays staging
     assert cluster.states("j") == {("t", 0, 1): "staging"}
     cluster.plane.launch = real_launch
-    cluster.step()  # the host says it has no such unit: missing, so the same attempt again
-    cluster.step()
+    cluster.step()  # the host says it has no such unit: missing
+    assert cluster.states("j") == {("t", 0, 1): "missing"}
+    # not launched again while the lost launch may still arrive and start (until it expires
+    # on the host: the launch's deadline and the margin, after it was sent)
+    waited = 1.0
+    while waited <= cluster.controller.launch_timeout + EXPIRY_MARGIN:
+        assert cluster.plane.started["meso-j_t_0_1"] == 0
+        cluster.step()
+        waited += 1.0
+    cluster.step()  # then the same attempt again
     assert cluster.states("j") == {("t", 0, 1): "running"}
     assert cluster.plane.started["meso-j_t_0_1"] == 1
 

@@ -2,7 +2,10 @@
 command refuses any epoch lower than the highest it has seen (a deposed leader can do nothing).
 systemd is faked as in test_node_requests; tests/lab/test_ha.py does it on real hosts."""
 
+import contextlib
 import json
+import time
+from unittest import mock
 
 from meso_agentless.node import nodecmd
 from tests.unit.test_node_requests import LAUNCH, fake_host, one_answer
@@ -92,3 +95,39 @@ def test_each_state_has_its_own_epochs(tmp_path):
         assert not ask("launch", **{**LAUNCH, "unit": "meso-j_t_1_1"}, epoch=8)["ok"]
         assert len(launched) == 2
     assert (seen(tmp_path), seen(tmp_path, "0dd")) == ("9\n", "1\n")
+
+
+def test_a_request_past_its_expiry_does_nothing_and_one_before_it_goes_on(tmp_path):
+    # a launch held in a cut connection and delivered after its sender gave up on it
+    with fake_host(tmp_path) as launched:
+        late = ask("launch", **LAUNCH, expires=time.time() - 2.5)
+        stop = ask("stop", unit="meso-j_t_0_1", expires=time.time() - 0.1)
+        assert launched == []
+        assert ask("launch", **LAUNCH, expires=time.time() + 5)["ok"]
+        assert len(launched) == 1
+    for refused in (late, stop):
+        assert not refused["ok"] and refused["error"].startswith("expires: this request came")
+    assert "nothing done" in late["error"]
+
+
+def test_a_launch_that_waited_past_its_expiry_for_the_ledger_lock_is_not_started(tmp_path):
+    now, real_lock = [100.0], nodecmd.ledger_lock
+
+    @contextlib.contextmanager
+    def slow_lock():
+        with real_lock():
+            now[0] = 111.0  # the lock came after the deadline
+            yield
+
+    with fake_host(tmp_path) as launched, mock.patch.object(nodecmd, "ledger_lock", slow_lock):
+        with mock.patch.object(nodecmd.time, "time", lambda: now[0]):
+            answer = ask("launch", **LAUNCH, expires=110.0)
+        assert launched == [] and answer["error"].startswith("expires: this request came 1.0 s")
+
+
+def test_an_expiry_that_is_not_a_time_is_refused_naming_the_field(tmp_path):
+    with fake_host(tmp_path) as launched:
+        for bad in ("soon", True, [1], {"at": 1}):
+            answer = ask("launch", **LAUNCH, expires=bad)
+            assert answer["error"].startswith("expires: must be a Unix time"), bad
+        assert launched == []
