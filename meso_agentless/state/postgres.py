@@ -206,15 +206,30 @@ def _row_factory(cursor: Any) -> Callable[[Any], _Row]:
     return lambda values: _Row(values, names)
 
 
+RETRIED = ("SELECT", "BEGIN")  # statements safe to send again on a new connection
+
+
 class _Connection:
     """What state.sqlite.Store asks of its connection, on a psycopg connection (autocommit;
-    `transaction()` and `snapshot()` open the transactions)."""
+    `transaction()` and `snapshot()` open the transactions).
 
-    def __init__(self, db: Any) -> None:
-        self.raw = db
+    A connection the server dropped while idle (it restarted, or was away: each thread keeps
+    its own, and learns of that only when it next uses it) is replaced by a new one for a read
+    or the start of a transaction, which are safe to send again; a write is never resent."""
+
+    def __init__(self, db: Any, reconnect: Callable[[], Any], broken: type[Exception]) -> None:
+        self.raw, self._reconnect, self._broken = db, reconnect, broken
 
     def execute(self, sql: str, params: Any = None) -> Any:
-        return self.raw.execute(sql.replace("?", "%s"), params)
+        sql = sql.replace("?", "%s")
+        idle = not self.in_transaction
+        try:
+            return self.raw.execute(sql, params)
+        except self._broken:
+            if not (idle and self.raw.closed and sql.lstrip().upper().startswith(RETRIED)):
+                raise
+        self.raw = self._reconnect()
+        return self.raw.execute(sql, params)
 
     @property
     def in_transaction(self) -> bool:
@@ -247,7 +262,7 @@ class PgStore(Store):
     def db(self) -> _Connection:  # type: ignore[override]
         db = getattr(self._local, "db", None)
         if db is None or db.raw.closed:
-            db = _Connection(self.connect())
+            db = _Connection(self.connect(), self.connect, self._psycopg.OperationalError)
             self._local.db = db
         return db
 

@@ -219,3 +219,26 @@ def test_one_read_of_the_attempts_out_there_and_of_every_active_jobs_run(state):
         assert store.outside_writes() != mark
     else:
         assert store.outside_writes() is None
+
+
+def test_a_connection_the_server_dropped_is_replaced_for_a_read_but_a_write_is_never_resent(
+    postgres,
+):
+    url = postgres.fresh_url()
+    store, admin = PgStore(url), PgStore(url)
+    store.put_job("j", "fw", "batch", {"job": "j"}, "inv")
+    killed = "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid = ?"
+
+    def drop() -> None:  # as a server restart or an outage does to every idle connection
+        pid = store.db.raw.info.backend_pid
+        admin.db.execute(killed, (pid,))
+
+    drop()
+    assert [j.name for j in store.jobs()] == ["j"]  # a read: on a new connection
+    drop()
+    with store.snapshot():  # the start of a transaction: the same
+        assert store.job("j") is not None
+    drop()
+    with pytest.raises(psycopg.OperationalError):  # a write may have happened: never resent
+        store.db.execute("UPDATE jobs SET state = 'killed' WHERE name = 'j'")
+    assert store.job("j").state == "active"  # and the next statement has a new connection
