@@ -321,7 +321,10 @@ class Fleet:
         threads are a few, however many the hosts."""
         self._stopping.clear()
         with self._lock:
-            self._retries = Retries(self.interval)  # every host is asked in the first round
+            self._retries = Retries(self.interval)  # every host is asked in the first round,
+            for host, r in self._records.items():  # but one that failed its last request (a
+                if r.failures:  # refresh() before): on its own, and holds no round up
+                    self._retries.failed(host, r.failed_at or self.clock.monotonic())
         self._retrying = ThreadPoolExecutor(MAX_RETRYING, thread_name_prefix="retry")
         loops = {"sampler": self._round_loop, "retries": self._retry_loop,
                  "health": self._check_loop, "silence": self._state_loop}  # fmt: skip
@@ -335,7 +338,8 @@ class Fleet:
             start = self.clock.monotonic()
             with self._lock:
                 hosts = self._retries.in_round(self._records)
-                connecting = any(self._records[h].ok_at is None for h in hosts)
+                connecting = any(self._records[h].ok_at is None
+                                 and self._records[h].failed_at is None for h in hosts)  # fmt: skip
             deadline = round_deadline(self.timeout, self.interval, self.suspect_after, connecting)
             self.sample_hosts(hosts, deadline, self._in_round)
             self._stopping.wait(max(0.0, start + self.interval - self.clock.monotonic()))

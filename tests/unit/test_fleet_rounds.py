@@ -87,8 +87,9 @@ def started():
     """start() a fleet on a plane; stopped afterwards, whatever happens."""
     fleets: list[Fleet] = []
 
-    def start(plane, **options) -> Fleet:
-        fleet = Fleet(plane, SystemClock(), **{"interval": 0.02, "timeout": 1.0, **options})
+    def start(plane, fleet: Fleet | None = None, **options) -> Fleet:
+        if fleet is None:
+            fleet = Fleet(plane, SystemClock(), **{"interval": 0.02, "timeout": 1.0, **options})
         fleets.append(fleet)
         fleet.start()
         return fleet
@@ -176,6 +177,21 @@ def test_a_hung_host_costs_one_round_its_deadline_then_is_asked_alone_until_it_a
     fleet.wait_round(timeout=20)
     fleet.wait_round(timeout=20)
     assert len(plane.alone) == alone and fleet.view(hung).error is None
+
+
+def test_a_host_that_failed_before_start_holds_up_no_round(started):
+    # an embedded command: one round (refresh) before the fleet starts, a host cut off
+    plane = HangingPlane(5)
+    hung = "h0003"
+    plane.hung.add(hung)
+    fleet = Fleet(plane, SystemClock(), interval=0.02, timeout=1.0)
+    fleet.refresh()
+    assert fleet.view(hung).error and len(plane.rounds) == 1
+    fleet = started(plane, fleet=fleet)
+    until(plane.trying.is_set)  # asked on its own at once
+    until(lambda: len(plane.rounds) >= 3)
+    assert all(hung not in r for r in plane.rounds[1:])  # in no round of the started fleet
+    assert plane.deadlines[1] < fleet.timeout  # nor does the first wait its whole deadline
 
 
 def test_a_cut_host_on_a_plane_without_rounds_is_asked_alone_and_rejoins(started):
