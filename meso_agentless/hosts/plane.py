@@ -133,14 +133,15 @@ class ExecutionPlane:
             answer = connection.request(verb, timeout=timeout, **fields)
         except ssh.SSHError as exc:  # a host key refused: no more reachable than a cut host
             raise Unreachable(str(exc)) from exc
-        if verb == "sample":
+        if verb in ("sample", "list"):  # both say the host's time
             self._note_clock(host, answer)
         return answer
 
     def _note_clock(self, host: str, answer: object) -> None:
-        """The host's clock offset from a sample's `time`. Each reading is low by however long
-        the answer took to be read (a round reads them all before it returns), so the offset is
-        the highest of the last few: the host's deadlines are never later than meant."""
+        """The host's clock offset from a sample's (or list's) `time`. Each reading is low by
+        however long the answer took to be read (a round reads them all before it returns), so
+        the offset is the highest of the last few: the host's deadlines are never later than
+        meant."""
         said = answer.get("time") if isinstance(answer, dict) else None
         if isinstance(said, (int, float)) and not isinstance(said, bool):
             readings = self._clock_readings[host]

@@ -2182,7 +2182,7 @@ def list_units(request: dict | None = None, session: Session | None = None) -> d
     and every run whose unit is still loaded."""
     request = request or {}
     _fields(request, ("after",))
-    return units_report(_listing(), _after(request.get("after")))
+    return {**units_report(_listing(), _after(request.get("after"))), "time": time.time()}
 
 
 def units_report(listing: tuple[list[dict], list[dict], list[dict]], after: dict) -> dict:
