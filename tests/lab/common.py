@@ -33,3 +33,13 @@ def units(lab):
         for line in listed.splitlines():
             found[line.split()[0].removesuffix(".service")] = host.name
     return found
+
+
+NODE_COMMANDS = ("for p in $(pgrep -x python3); do grep -qa serve /proc/$p/cmdline && kill -$0 $p;"
+                 " done")  # fmt: skip
+
+
+def signal_node_commands(lab, host: str, signal: str) -> None:
+    """Send `signal` (STOP, CONT) to every warm node command on `host`: STOP makes the host too
+    slow to answer, or holds a request unread until CONT, as a cut connection delivers it late."""
+    lab.run(host, ["sh", "-c", NODE_COMMANDS, signal])

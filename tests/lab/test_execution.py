@@ -15,6 +15,7 @@ from meso_agentless.hosts.plane import EXPIRY_MARGIN, ExecutionPlane, Unreachabl
 from meso_agentless.hosts.transport import NodeRefused
 from meso_agentless.inventory import load_inventory
 from tests.conftest import LAB
+from tests.lab.common import signal_node_commands
 
 pytestmark = pytest.mark.lab
 
@@ -210,15 +211,13 @@ def test_a_launch_delivered_after_its_sender_gave_up_on_it_starts_nothing(plane,
     host = f"{LAB}-2"
     unit = fresh_unit("late")
     plane.sample(host)  # the host's clock is known: changing requests carry their expiry
-    signal = ("for p in $(pgrep -x python3); do grep -qa serve /proc/$p/cmdline && kill -$0 $p;"
-              " done")  # fmt: skip
-    meso_lab.run(host, ["sh", "-c", signal, "STOP"])  # the node command reads nothing for now
+    signal_node_commands(meso_lab, host, "STOP")  # the node command reads nothing for now
     try:
         with pytest.raises(Unreachable):
             plane.launch(host, {"unit": unit, "argv": ["sh", "-c", "echo ran"]}, timeout=1)
         time.sleep(1 + EXPIRY_MARGIN + 0.5)  # past the launch's expiry on the host
     finally:
-        meso_lab.run(host, ["sh", "-c", signal, "CONT"])  # now it reads the launch, late
+        signal_node_commands(meso_lab, host, "CONT")  # now it reads the launch, late
     time.sleep(2)
     assert runs_of(meso_lab, host, unit) == 0
     assert plane.status(host, unit)["state"] == "unknown"

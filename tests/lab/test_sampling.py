@@ -14,6 +14,7 @@ from meso_agentless.hosts.sampling import sample_all
 from meso_agentless.hosts.transport import NodeConnection, Unreachable, ask_each
 from meso_agentless.inventory import load_inventory
 from tests.conftest import LAB
+from tests.lab.common import signal_node_commands
 
 pytestmark = pytest.mark.lab
 
@@ -164,24 +165,22 @@ def test_a_host_late_for_a_round_keeps_its_connection_and_its_next_answer_is_its
 ):
     plane = ExecutionPlane(list(nodes.values()), timeout=10)
     # the node commands on HOST stopped (SIGSTOP) and continued: a host too slow for a round
-    signal = ("for p in $(pgrep -x python3); do grep -qa serve /proc/$p/cmdline && kill -$0 $p;"
-              " done")  # fmt: skip
     try:
         every = {name: {} for name in nodes}
         assert all(isinstance(a, dict) for a in plane.sample_round(every).values())
         transport = plane.host(HOST)._client.get_transport()  # type: ignore[union-attr]
-        meso_lab.run(HOST, ["sh", "-c", signal, "STOP"])
+        signal_node_commands(meso_lab, HOST, "STOP")
         answers = plane.sample_round(every, timeout=1)
         assert "still awaited" in str(answers.pop(HOST))
         assert {n: a["hostname"] for n, a in answers.items()} == {n: n for n in answers}
-        meso_lab.run(HOST, ["sh", "-c", signal, "CONT"])
+        signal_node_commands(meso_lab, HOST, "CONT")
         # the round's sample answer comes late and is dropped: a status gets a status
         status = plane.host(HOST).request("status", unit=fresh_unit())
         assert status["state"] == "unknown" and "hostname" not in status
         assert plane.sample(HOST)["hostname"] == HOST
         assert plane.host(HOST)._client.get_transport() is transport  # no new connection
     finally:
-        meso_lab.run(HOST, ["sh", "-c", signal, "CONT"])
+        signal_node_commands(meso_lab, HOST, "CONT")
 
 
 def test_a_round_started_early_is_taken_once_by_the_next_round_with_no_fields(meso_lab, nodes):
