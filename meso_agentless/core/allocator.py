@@ -43,7 +43,14 @@ from meso_agentless.core.model import (
     Revocation,
     TaskGroup,
 )
-from meso_agentless.core.offers import Decline, GangLaunch, Launch, Offer, Scheduler
+from meso_agentless.core.offers import (
+    Decline,
+    GangLaunch,
+    JobScheduler,
+    Launch,
+    Offer,
+    Scheduler,
+)
 from meso_agentless.core.pinning import LACKS, HostPins, PinnedHosts, no_host_has
 from meso_agentless.core.resources import (
     PORTS,
@@ -393,6 +400,56 @@ class Cycle:
 
     # -- offers and launches -------------------------------------------------------------------
 
+    def find_host(
+        self, framework: str, group: TaskGroup
+    ) -> tuple[HostState, TaskGroup, Demand, bool] | None:
+        """The host the strategy picks for one instance of `group`, within the framework's
+        quota (and guarantees, if it may not borrow): (host, group, its demand, whether its
+        instances are counted), or None."""
+        if group.framework != framework:
+            raise ValueError(f"group of {group.framework} offered to {framework}")
+        known = self._group_lanes.get(id(group))
+        if known is None or known[0] is not group:
+            known = self._group_lanes[id(group)] = (group, *self.kind(framework, group))
+        _, demand, lane, counted = known
+        if lane is None:
+            return None
+        if framework in self.quota_used and self.quota_excess(framework, group.resources):
+            return None
+        if not group.revocable and self.guarded and self.borrowing(framework, demand[0]):
+            return None
+        host = lane.next()
+        return None if host is None else (host, group, demand, counted)
+
+    def place_jobs(self, framework: str, scheduler: JobScheduler, placed: list[Placement]) -> bool:
+        """The rounds of offers to a built-in JobScheduler while `framework` stays the furthest
+        below its share (DRF), each decided here as its resource_offers() and commit() would:
+        without building offers or launches. A gang goes by the general round: False if that
+        comes first. For a cycle without guarantees (borrowing needs the general round)."""
+        sorter = self.sorter
+        assert sorter is not None and not self.guarded  # noqa: S101 - set up by _run()
+        done = False
+        while (group := scheduler.next_group()) is not None:
+            if group.gang:
+                return done
+            found = self.find_host(framework, group)
+            if found is None:
+                scheduler.no_room(group)
+                continue
+            host, _, demand, counted = found
+            placement = self._take(framework, host, demand, counted, group.job, group.task,
+                                   scheduler.next_index, group.resources, group)  # fmt: skip
+            placed.append(placement)  # type: ignore[arg-type] - not guarded: never a reason
+            sorter.allocate(framework, group.resources)
+            scheduler.launched(placement)  # type: ignore[arg-type]
+            done = True
+            if not scheduler.wants_offers():
+                break
+            if sorter.lowest() != framework:
+                return True
+        sorter.deactivate(framework)  # declined: nothing left to place
+        return True
+
     def offer(self, host: HostState, framework: str) -> Offer:
         amounts = host.available(framework)
         fw = self.frameworks.get(framework)
@@ -429,35 +486,42 @@ class Cycle:
             host, demand = checked
             group = launch.group
             counted = group is not None and any(not c.is_static for c in group.constraints)
+        return self._take(framework, host, demand, counted, launch.job, launch.task, launch.index,
+                          launch.resources, launch.group)  # fmt: skip
+
+    def _take(
+        self,
+        framework: str,
+        host: HostState,
+        demand: Demand,
+        counted: bool,
+        job: str,
+        task: str,
+        index: int,
+        resources: Mapping[str, int],
+        group: TaskGroup | None,
+    ) -> Placement | str:
+        """Take a checked task's resources (and pins) on `host`: its placement."""
         revocable = False
         if self.guarded:
             revocable = self.borrowing(framework, demand[0]) is not None
-            if revocable and launch.group is not None and not launch.group.revocable:
-                return self.borrow_excess(launch.group) or "revocable: false"
+            if revocable and group is not None and not group.revocable:
+                return self.borrow_excess(group) or "revocable: false"
             if not revocable:
                 self._hold(framework, demand[0])
         if self._before is not None and host.name not in self._before:
             self._before[host.name] = host.snapshot()
         ports = host.take(framework, demand)
-        pin = launch.group.pin if launch.group is not None else None
+        pin = group.pin if group is not None else None
         pins = self.pinned[host.name].take(pin) if pin is not None else None
         if counted:
-            self.group_counts(launch.group).record(host)  # type: ignore[arg-type]
+            self.group_counts(group).record(host)  # type: ignore[arg-type]
         held = self.quota_used.get(framework)
         if held is not None:
-            for name, amount in launch.resources.items():
+            for name, amount in resources.items():
                 held[name] = held.get(name, 0) + amount
-        return Placement(
-            launch.job,
-            launch.task,
-            launch.index,
-            framework,
-            host.name,
-            launch.resources,
-            tuple(ports),
-            revocable,
-            pins,
-        )
+        return Placement(job, task, index, framework, host.name, resources, tuple(ports),
+                         revocable, pins)  # fmt: skip
 
     def _check(self, framework: str, launch: Launch) -> tuple[HostState, Demand] | str:
         host = self.by_name.get(launch.host)
@@ -774,26 +838,8 @@ class _Offers:
 
     def pick(self, group: TaskGroup) -> str | None:
         """The name of the host `find` would offer, without building the offer."""
-        cycle = self.cycle
-        if group.framework != self.framework:
-            raise ValueError(f"group of {group.framework} offered to {self.framework}")
-        known = cycle._group_lanes.get(id(group))
-        if known is None or known[0] is not group:
-            known = cycle._group_lanes[id(group)] = (group, *cycle.kind(self.framework, group))
-        _, demand, lane, counted = known
-        if lane is None:
-            return None
-        if self.framework in cycle.quota_used and cycle.quota_excess(
-            self.framework, group.resources
-        ):
-            return None
-        if not group.revocable and cycle.guarded and cycle.borrowing(self.framework, demand[0]):
-            return None
-        host = lane.next()
-        if host is None:
-            return None
-        cycle._found = (host, group, demand, counted)
-        return host.name
+        found = self.cycle._found = self.cycle.find_host(self.framework, group)
+        return None if found is None else found[0].name
 
     def pick_all(self, group: TaskGroup, count: int) -> list[str] | str:
         """Hosts for `count` instances of `group` at once (held until the gang is launched)."""
@@ -852,8 +898,16 @@ def _run(
         sorter.add(name, fw.weight, fw.allocated, fw.guarantee, active=wants)
     placements: list[Placement] = []
     rejections: Counter[str] = Counter()
+    batch = not cycle.guarded
     while (name := sorter.lowest()) is not None:
         scheduler = by_framework[name]
+        if (
+            batch
+            and type(scheduler) is JobScheduler
+            and cycle.place_jobs(name, scheduler, placements)
+        ):
+            rejections.pop(name, None)
+            continue
         decision = scheduler.resource_offers(cycle.offers(name))
         if cycle.guarded and sorter.below_guarantee(name) and cycle.borrows(name, decision):
             cycle.drop_gang()  # beyond its guarantee: it waits for its turn by DRF instead

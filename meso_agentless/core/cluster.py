@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
+from itertools import chain
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 from sortedcontainers import SortedDict, SortedList
@@ -24,6 +26,7 @@ from meso_agentless.core.model import Host
 from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS, Resources, add, subtract
 
 DIM_ORDER = (CPUS, MEM, DISK)
+_CAPACITY, _RESERVATIONS = attrgetter("capacity"), attrgetter("reservations")
 
 
 class StaticFilter(NamedTuple):
@@ -53,8 +56,9 @@ class ClusterState:
         self._by_util: list[HostState] | None = None
         self._static: dict[Hashable, StaticFilter] = {}
         self._hosts.update((host.name, host) for host in hosts)  # given twice: the last holds
-        self._dim_names.update(n for h in self._hosts.values() for n in h.capacity if n != PORTS)
-        self._reserving.update(fw for h in self._hosts.values() for fw in h.reservations)
+        self._dim_names.update(chain.from_iterable(map(_CAPACITY, self._hosts.values())))
+        self._dim_names.pop(PORTS, None)
+        self._reserving.update(chain.from_iterable(map(_RESERVATIONS, self._hosts.values())))
         self._set_dims()
 
     # -- events ----------------------------------------------------------------------------------
@@ -127,7 +131,8 @@ class ClusterState:
     def states(self) -> list[HostState]:
         """Each host's free resources, by name. A cycle may change them; it puts them back."""
         if self._by_name is None:
-            self._by_name = list(self._states.values())
+            states = self._states  # not .values(): a view that yields in Python
+            self._by_name = list(map(states.__getitem__, states))
         return self._by_name
 
     @property
@@ -146,8 +151,7 @@ class ClusterState:
     def largest(self) -> list[int]:
         """The largest capacity of any host, per dimension."""
         if self._largest is None:
-            self._largest = [max((s.cap[i] for s in self._states.values()), default=0)
-                             for i in range(len(self.dims))]  # fmt: skip
+            self._largest = _per_dim(max, [s.cap for s in self.states], len(self.dims))
         return self._largest
 
     @property
@@ -164,7 +168,7 @@ class ClusterState:
         found = self._static.get(static)
         if found is None:
             passing, reasons = set(), Counter()
-            for state in self._states.values():
+            for state in self.states:
                 why = why_not(state)
                 if why is None:
                     passing.add(state.name)
@@ -237,8 +241,9 @@ class ClusterState:
         self._states = SortedDict((state.name, state) for state in states)
         self._keys = {state.name: (-state.util, state.name) for state in states}
         self._binpack = SortedList(self._keys.values())
-        self._total = [sum(state.cap[i] for state in states) for i in range(len(self.dims))]
-        self._largest = None
+        caps = [state.cap for state in states]
+        self._total = _per_dim(sum, caps, len(self.dims))
+        self._largest = _per_dim(max, caps, len(self.dims))
         self._by_name = self._by_util = None
 
 
@@ -266,6 +271,11 @@ def _per_host(tasks: Iterable[Holding]) -> dict[str, tuple[dict[str, int], set[i
                 resources[name] = resources.get(name, 0) + amount
         ports.update(task.ports)
     return out
+
+
+def _per_dim(fold: Callable[[Iterable[int]], int], caps: list[list[int]], n: int) -> list[int]:
+    """`fold` (sum, max) of each of the `n` dimensions over the hosts' capacities."""
+    return [fold(col) for col in zip(*caps, strict=True)] if caps else [0] * n
 
 
 def _bump(counter: Counter[str], key: str, n: int) -> None:

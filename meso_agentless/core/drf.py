@@ -54,7 +54,11 @@ class DRFSorter:
             kept = {n: a for n, a in guarantee.items() if n in self._total and a > 0}
             if kept:
                 self._guarantees[client] = kept
-        self._allocated[client] = {n: a for n, a in (allocated or {}).items() if n in self._total}
+        total = self._total
+        held = dict(allocated) if allocated else {}
+        if not held.keys() <= total.keys():
+            held = {n: a for n, a in held.items() if n in total}
+        self._allocated[client] = held
         if active:
             self._active.add(client)
         self._update(client)
@@ -129,7 +133,12 @@ class DRFSorter:
         return sorted(chosen, key=lambda c: (self._keys[c], c))
 
     def _update(self, client: str) -> None:
-        share = dominant_share(self._allocated[client], self._total, self._weights[client])
+        total = self._total
+        share = 0.0  # dominant_share(), inline: it runs once per placement
+        for name, amount in self._allocated[client].items():
+            if amount / total[name] > share:  # held only of resources in the total
+                share = amount / total[name]
+        share /= self._weights[client]
         self._shares[client] = share
         key = share
         if client in self._guarantees and client not in self._demoted:

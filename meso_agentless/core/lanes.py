@@ -12,11 +12,14 @@ import heapq
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
+from itertools import repeat
+from operator import sub
 
 from meso_agentless.core.model import HOSTNAME, Constraint, Host, TaskGroup
 from meso_agentless.core.resources import count_ports, merge_ranges, remove_ports, take_ports
 
 Demand = tuple[tuple[tuple[int, int], ...], int]  # ((dimension index, amount), ...), ports
+_ZEROS = repeat(0)  # the default of each dict.get() mapped over the dimensions
 
 
 class HostState:
@@ -28,12 +31,13 @@ class HostState:
     )  # fmt: skip
 
     def __init__(self, host: Host, dims: tuple[str, ...]) -> None:
+        # built for every host of a cycle from scratch: maps rather than loops, where they can
         self.name = host.name
         self.attrs = host.attributes
-        capacity, used = host.capacity.get, host.used.get
-        self.cap = [capacity(d, 0) for d in dims]
+        self.cap = cap = list(map(host.capacity.get, dims, _ZEROS))
         self.rfree: dict[str, list[int]] | None = None
         if host.reservations:
+            used = host.used.get
             self.rfree = {}
             reserved_total = [0] * len(dims)
             for fw, amounts in host.reservations.items():
@@ -44,13 +48,11 @@ class HostState:
             used_reserved = [sum(u.get(d, 0) for u in host.used_reserved.values()) for d in dims]
             self.free = [
                 max(0, cap - res - (used(d, 0) - ur))
-                for d, cap, res, ur in zip(
-                    dims, self.cap, reserved_total, used_reserved, strict=True
-                )
+                for d, cap, res, ur in zip(dims, cap, reserved_total, used_reserved, strict=True)
             ]
         else:
-            self.free = free = [c - used(d, 0) for d, c in zip(dims, self.cap)]  # noqa: B905
-            if min(free, default=0) < 0:
+            self.free = free = list(map(sub, cap, map(host.used.get, dims, _ZEROS)))
+            if free and min(free) < 0:
                 self.free = [max(0, f) for f in free]
         ports = host.ports
         if len(ports) > 1:

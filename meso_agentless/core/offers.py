@@ -147,7 +147,8 @@ class JobScheduler(Scheduler):
         self.framework = framework
         self._groups = sorted(groups, key=lambda g: g.sort_key)
         self._current = 0
-        self._next_index = self._groups[0].first_index if self._groups else 0
+        # the index of the instance of next_group() to place next
+        self.next_index = self._groups[0].first_index if self._groups else 0
         # (group, first index left, reason or None: explain it, whether a revocation can help)
         self._failed: list[tuple[TaskGroup, int, str | None, bool]] = []
         self._placed_group: dict[tuple[str, str], int] = {}
@@ -157,21 +158,8 @@ class JobScheduler(Scheduler):
         return self._current < len(self._groups)
 
     def resource_offers(self, offers: Offers) -> Launch | GangLaunch | Decline:
-        while self._current < len(self._groups):
-            group = self._groups[self._current]
-            start, end = self._next_index, group.first_index + group.count
-            if start >= end:
-                self._advance()
-                continue
-            capped = (
-                self.cap_reason(group, end - start if group.gang else 1)
-                if group.max_running is not None or group.job_max_running is not None
-                else None
-            )
-            if capped is not None:
-                self._failed.append((group, start, capped, False))
-                self._advance()
-                continue
+        while (group := self.next_group()) is not None:
+            start, end = self.next_index, group.first_index + group.count
             if group.gang:
                 hosts = offers.pick_all(group, end - start)
                 if not isinstance(hosts, str):
@@ -185,9 +173,33 @@ class JobScheduler(Scheduler):
             host = offers.pick(group)
             if host is not None:
                 return Launch(host, group.job, group.task, start, group.resources, group)
-            self._failed.append((group, start, None, True))
-            self._advance()
+            self.no_room(group)
         return Decline()
+
+    def next_group(self) -> TaskGroup | None:
+        """The group whose next instance (`next_index`) this round tries to place: past the
+        groups placed in full and those at their caps (reported with the reason); None: all
+        done."""
+        while self._current < len(self._groups):
+            group = self._groups[self._current]
+            start, end = self.next_index, group.first_index + group.count
+            if start >= end:
+                self._advance()
+                continue
+            if group.max_running is not None or group.job_max_running is not None:
+                capped = self.cap_reason(group, end - start if group.gang else 1)
+                if capped is not None:
+                    self._failed.append((group, start, capped, False))
+                    self._advance()
+                    continue
+            return group
+        return None
+
+    def no_room(self, group: TaskGroup) -> None:
+        """No host takes the group's next instance: neither does any later one in this cycle
+        (free resources only shrink); they are reported unplaced, explained at the end."""
+        self._failed.append((group, self.next_index, None, True))
+        self._advance()
 
     def cap_reason(self, group: TaskGroup, wanted: int = 1) -> str | None:
         """Why `wanted` more instances of `group` may not start now (its caps), or None."""
@@ -204,12 +216,12 @@ class JobScheduler(Scheduler):
         return None
 
     def launched(self, placement: Placement) -> None:
-        self._next_index += 1
+        self.next_index += 1
         key = (placement.job, placement.task)
         self._placed_group[key] = self._placed_group.get(key, 0) + 1
         self._placed_job[placement.job] = self._placed_job.get(placement.job, 0) + 1
         group = self._groups[self._current]
-        if self._next_index >= group.first_index + group.count:
+        if self.next_index >= group.first_index + group.count:
             self._advance()  # its last instance: wants_offers() can say at once if that was all
 
     def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:
@@ -240,7 +252,7 @@ class JobScheduler(Scheduler):
     def _advance(self) -> None:
         self._current += 1
         if self._current < len(self._groups):
-            self._next_index = self._groups[self._current].first_index
+            self.next_index = self._groups[self._current].first_index
 
 
 # -- frameworks that schedule their own tasks (over the API) --------------------------------------

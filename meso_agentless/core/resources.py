@@ -201,6 +201,8 @@ def remove_ports(ranges: PortRanges, used: Iterable[int]) -> PortRanges:
 
 
 def count_ports(ranges: PortRanges) -> int:
+    if len(ranges) == 1:  # the usual host: one range
+        return ranges[0][1] - ranges[0][0] + 1
     return sum(end - begin + 1 for begin, end in ranges)
 
 
