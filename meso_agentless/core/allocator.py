@@ -347,17 +347,21 @@ class Cycle:
         fits = self.pinned_fit(group, self.fit_function(framework, demand))
         spread = group.strategy == "spread"
         over = next((c.attribute for c in dynamic if c.op == "spread"), None)
+        among = None
         if any(amount > self.largest[i] for i, amount in demand[0]):
             hosts = []  # larger than every host: no need to look at each
         elif static and not spread and over is None:
             # binpack stops at the first host that fits: check the static constraints on the
             # way there rather than list every host that passes them first
-            fits = _among(self.static_filter(static).passing, fits)
+            among = self.static_filter(static).passing
+            fits = _among(among, fits)
             hosts = self.binpack_order
         else:
             hosts = self.candidates(static)
         if not dynamic:
-            return Lane(hosts, fits, spread)
+            # free resources and ports alone (no pins, reservations, refusals): the lane checks
+            plain = group.pin is None and framework not in self.reserving | self.refused.keys()
+            return Lane(hosts, fits, spread, demand if plain else None, among)
         counts = self.group_counts(group)
 
         def fits_group(host: HostState) -> bool:
@@ -420,35 +424,6 @@ class Cycle:
             return None
         host = lane.next()
         return None if host is None else (host, group, demand, counted)
-
-    def place_jobs(self, framework: str, scheduler: JobScheduler, placed: list[Placement]) -> bool:
-        """The rounds of offers to a built-in JobScheduler while `framework` stays the furthest
-        below its share (DRF), each decided here as its resource_offers() and commit() would:
-        without building offers or launches. A gang goes by the general round: False if that
-        comes first. For a cycle without guarantees (borrowing needs the general round)."""
-        sorter = self.sorter
-        assert sorter is not None and not self.guarded  # noqa: S101 - set up by _run()
-        done = False
-        while (group := scheduler.next_group()) is not None:
-            if group.gang:
-                return done
-            found = self.find_host(framework, group)
-            if found is None:
-                scheduler.no_room(group)
-                continue
-            host, _, demand, counted = found
-            placement = self._take(framework, host, demand, counted, group.job, group.task,
-                                   scheduler.next_index, group.resources, group)  # fmt: skip
-            placed.append(placement)  # type: ignore[arg-type] - not guarded: never a reason
-            sorter.allocate(framework, group.resources)
-            scheduler.launched(placement)  # type: ignore[arg-type]
-            done = True
-            if not scheduler.wants_offers():
-                break
-            if sorter.lowest() != framework:
-                return True
-        sorter.deactivate(framework)  # declined: nothing left to place
-        return True
 
     def offer(self, host: HostState, framework: str) -> Offer:
         amounts = host.available(framework)
@@ -878,36 +853,54 @@ def allocate(
         cycle.put_back()
 
 
-def _run(
-    cycle: Cycle,
-    schedulers: list[Scheduler],
-    by_framework: Mapping[str, Scheduler],
-    known: Mapping[str, Framework],
-    now: float,
-    total: Mapping[str, int] | None,
-    revocable: Iterable[RevocableTask],
-) -> Plan:
-    """The offer rounds of one cycle, then the explanations and revocations."""
-    if total is not None and cycle.guarded:
-        cycle.guard(total)
-    sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)
-    for name in sorted(known):
-        fw = known[name]
-        scheduler = by_framework.get(name)
-        wants = scheduler is not None and scheduler.wants_offers()
-        sorter.add(name, fw.weight, fw.allocated, fw.guarantee, active=wants)
+_DECIDING = ("resource_offers", "next_group", "no_room", "cap_reason", "launched", "rejected",
+             "wants_offers", "_advance")  # fmt: skip
+
+
+def _decides_as_jobs(scheduler: Scheduler) -> bool:
+    """Whether `scheduler` decides its rounds as the built-in JobScheduler does (it is one, or
+    a subclass that changes none of that): then the cycle decides them for it."""
+    cls = type(scheduler)
+    return issubclass(cls, JobScheduler) and all(
+        getattr(cls, method) is getattr(JobScheduler, method) for method in _DECIDING
+    )
+
+
+def _rounds(
+    cycle: Cycle, sorter: DRFSorter, by_framework: Mapping[str, Scheduler], now: float
+) -> list[Placement]:
+    """Offer rounds in DRF order until no framework wants more: the placements.
+
+    The built-in JobScheduler's rounds are decided here (_decides_as_jobs), without building its
+    offers and launches: what its resource_offers() would answer (the host find() picks for its next
+    instance) and commit() would take, one placement per round as for any scheduler. Its gangs,
+    and every round of a cycle with guarantees (borrowing), go by the general round."""
     placements: list[Placement] = []
     rejections: Counter[str] = Counter()
-    batch = not cycle.guarded
+    fast = set() if cycle.guarded else {n for n, s in by_framework.items() if _decides_as_jobs(s)}
     while (name := sorter.lowest()) is not None:
         scheduler = by_framework[name]
-        if (
-            batch
-            and type(scheduler) is JobScheduler
-            and cycle.place_jobs(name, scheduler, placements)
-        ):
-            rejections.pop(name, None)
-            continue
+        if name in fast:
+            group = scheduler.next_group()
+            if group is None:  # it declines: nothing left
+                sorter.deactivate(name)
+                continue
+            if not group.gang:
+                found = cycle.find_host(name, group)
+                if found is None:  # its next round goes on with its next group
+                    scheduler.no_room(group)
+                    continue
+                host, _, demand, counted = found
+                placement = cycle._take(name, host, demand, counted, group.job, group.task,
+                                        scheduler.next_index, group.resources, group)  # fmt: skip
+                placements.append(placement)  # type: ignore[arg-type] - never refused: not guarded
+                sorter.allocate(name, group.resources)
+                if rejections:
+                    rejections.pop(name, None)
+                scheduler.launched(placement)  # type: ignore[arg-type]
+                if not scheduler.wants_offers():
+                    sorter.deactivate(name)
+                continue
         decision = scheduler.resource_offers(cycle.offers(name))
         if cycle.guarded and sorter.below_guarantee(name) and cycle.borrows(name, decision):
             cycle.drop_gang()  # beyond its guarantee: it waits for its turn by DRF instead
@@ -939,6 +932,28 @@ def _run(
             rejections[name] += 1
         if rejections[name] >= MAX_REJECTIONS_IN_A_ROW or not scheduler.wants_offers():
             sorter.deactivate(name)
+    return placements
+
+
+def _run(
+    cycle: Cycle,
+    schedulers: list[Scheduler],
+    by_framework: Mapping[str, Scheduler],
+    known: Mapping[str, Framework],
+    now: float,
+    total: Mapping[str, int] | None,
+    revocable: Iterable[RevocableTask],
+) -> Plan:
+    """The offer rounds of one cycle, then the explanations and revocations."""
+    if total is not None and cycle.guarded:
+        cycle.guard(total)
+    sorter = cycle.sorter = DRFSorter(cycle.total if total is None else total)
+    for name in sorted(known):
+        fw = known[name]
+        scheduler = by_framework.get(name)
+        wants = scheduler is not None and scheduler.wants_offers()
+        sorter.add(name, fw.weight, fw.allocated, fw.guarantee, active=wants)
+    placements = _rounds(cycle, sorter, by_framework, now)
     cycle.drop_gang()
     unplaced = [u for s in schedulers for u in s.unplaced(cycle.explain)]
     revocations: list[Revocation] = []

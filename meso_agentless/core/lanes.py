@@ -31,10 +31,9 @@ class HostState:
     )  # fmt: skip
 
     def __init__(self, host: Host, dims: tuple[str, ...]) -> None:
-        # built for every host of a cycle from scratch: maps rather than loops, where they can
         self.name = host.name
         self.attrs = host.attributes
-        self.cap = cap = list(map(host.capacity.get, dims, _ZEROS))
+        self.cap = cap = list(map(host.capacity.get, dims, _ZEROS))  # maps: cheaper than loops
         self.rfree: dict[str, list[int]] | None = None
         if host.reservations:
             used = host.used.get
@@ -50,10 +49,12 @@ class HostState:
                 max(0, cap - res - (used(d, 0) - ur))
                 for d, cap, res, ur in zip(dims, cap, reserved_total, used_reserved, strict=True)
             ]
+            self.util = self.utilization()
         else:
             self.free = free = list(map(sub, cap, map(host.used.get, dims, _ZEROS)))
-            if free and min(free) < 0:
-                self.free = [max(0, f) for f in free]
+            if min(free, default=0) < 0:
+                self.free = free = [max(0, f) for f in free]
+            self.util = _used_fraction(cap, free)  # utilization(), without reservations
         ports = host.ports
         if len(ports) > 1:
             ports = merge_ranges(ports)
@@ -62,7 +63,6 @@ class HostState:
         self.ports = ports
         self.nports = count_ports(ports) if ports else 0
         self.version = self.util_version = 0
-        self.util = self.utilization()
 
     def attr(self, name: str) -> str | None:
         """A host attribute; "hostname" is the host's name."""
@@ -77,15 +77,10 @@ class HostState:
 
     def utilization(self) -> float:
         """Dominant utilization: the largest used fraction of any resource."""
-        rfree = self.rfree
-        util = 0.0
-        for i, (cap, free) in enumerate(zip(self.cap, self.free)):  # noqa: B905
-            if cap:
-                if rfree:
-                    free += sum(r[i] for r in rfree.values())
-                if cap - free > util * cap:
-                    util = (cap - free) / cap
-        return util
+        rfree, free = self.rfree, self.free
+        if rfree:  # what is reserved, unused, counts as free
+            free = [f + sum(r[i] for r in rfree.values()) for i, f in enumerate(free)]
+        return _used_fraction(self.cap, free)
 
     def available(self, framework: str) -> list[int]:
         own = self.rfree.get(framework) if self.rfree else None
@@ -118,24 +113,53 @@ class HostState:
 
 
 class Lane:
-    """Candidate hosts for one kind of request: a cursor (binpack) or a lazy heap (spread)."""
+    """Candidate hosts for one kind of request: a cursor (binpack) or a lazy heap (spread).
 
-    __slots__ = ("fits", "heap", "hosts", "pos")
+    `demand`, for binpack only, says that `fits` asks no more than the host's free resources
+    and ports covering it, and the host's name in `among` if that is given: next() then checks
+    that itself rather than call `fits` for each host it looks at (the usual request)."""
 
-    def __init__(self, hosts: list[HostState], fits: Callable[[HostState], bool], spread: bool):
+    __slots__ = ("among", "demand", "fits", "heap", "hosts", "pos")
+
+    def __init__(
+        self,
+        hosts: list[HostState],
+        fits: Callable[[HostState], bool],
+        spread: bool,
+        demand: Demand | None = None,
+        among: frozenset[str] | None = None,
+    ) -> None:
         self.hosts = hosts
         self.fits = fits
         self.pos = 0
+        self.demand = None if spread else demand
+        self.among = among
         self.heap: list[tuple[float, str, int, HostState]] | None = None
         if spread:
             self.heap = [(h.current_util(), h.name, h.version, h) for h in hosts]
             heapq.heapify(self.heap)
 
     def next(self) -> HostState | None:
-        fits = self.fits
         heap = self.heap
         if heap is None:
             hosts, i, n = self.hosts, self.pos, len(self.hosts)
+            if self.demand is not None:
+                (nz, nports), among = self.demand, self.among
+                while i < n:
+                    host = hosts[i]
+                    if among is None or host.name in among:
+                        free = host.free
+                        for d, amount in nz:
+                            if free[d] < amount:
+                                break
+                        else:
+                            if host.nports >= nports:
+                                self.pos = i
+                                return host
+                    i += 1
+                self.pos = n
+                return None
+            fits = self.fits
             while i < n:
                 if fits(hosts[i]):
                     self.pos = i
@@ -143,6 +167,7 @@ class Lane:
                 i += 1
             self.pos = n
             return None
+        fits = self.fits
         while heap:
             _, _, version, host = heap[0]
             if version != host.version:
@@ -212,6 +237,15 @@ class GroupCounts:
         if constraint.op == "max_per":
             return self.per_value[constraint.attribute][value] < int(constraint.value or 0)
         return True  # spread: any host that has the attribute
+
+
+def _used_fraction(cap: list[int], free: list[int]) -> float:
+    """The largest used fraction of any resource of capacity `cap` with `free` free."""
+    util = 0.0
+    for c, f in zip(cap, free):  # noqa: B905 - as long, and this runs for every host
+        if c and c - f > util * c:
+            util = (c - f) / c
+    return util
 
 
 def static_allows(constraint: Constraint, host: HostState, pattern: re.Pattern | None) -> bool:

@@ -151,8 +151,12 @@ class JobScheduler(Scheduler):
         self.next_index = self._groups[0].first_index if self._groups else 0
         # (group, first index left, reason or None: explain it, whether a revocation can help)
         self._failed: list[tuple[TaskGroup, int, str | None, bool]] = []
+        # placed in this cycle per group and per job, counted only for the caps
         self._placed_group: dict[tuple[str, str], int] = {}
         self._placed_job: dict[str, int] = {}
+        self._capped = any(
+            g.max_running is not None or g.job_max_running is not None for g in self._groups
+        )
 
     def wants_offers(self) -> bool:
         return self._current < len(self._groups)
@@ -217,9 +221,10 @@ class JobScheduler(Scheduler):
 
     def launched(self, placement: Placement) -> None:
         self.next_index += 1
-        key = (placement.job, placement.task)
-        self._placed_group[key] = self._placed_group.get(key, 0) + 1
-        self._placed_job[placement.job] = self._placed_job.get(placement.job, 0) + 1
+        if self._capped:
+            key = (placement.job, placement.task)
+            self._placed_group[key] = self._placed_group.get(key, 0) + 1
+            self._placed_job[placement.job] = self._placed_job.get(placement.job, 0) + 1
         group = self._groups[self._current]
         if self.next_index >= group.first_index + group.count:
             self._advance()  # its last instance: wants_offers() can say at once if that was all
