@@ -495,8 +495,8 @@ class Cycle:
         if held is not None:
             for name, amount in resources.items():
                 held[name] = held.get(name, 0) + amount
-        return Placement(job, task, index, framework, host.name, resources, tuple(ports),
-                         revocable, pins)  # fmt: skip
+        return Placement(job, task, index, framework, host.name, resources, ports, revocable,
+                         pins)  # fmt: skip
 
     def _check(self, framework: str, launch: Launch) -> tuple[HostState, Demand] | str:
         host = self.by_name.get(launch.host)
@@ -853,8 +853,8 @@ def allocate(
         cycle.put_back()
 
 
-_DECIDING = ("resource_offers", "next_group", "no_room", "cap_reason", "launched", "rejected",
-             "wants_offers", "_advance")  # fmt: skip
+_DECIDING = ("resource_offers", "next_group", "no_room", "cap_reason", "launched", "placed",
+             "rejected", "wants_offers", "_advance")  # fmt: skip
 
 
 def _decides_as_jobs(scheduler: Scheduler) -> bool:
@@ -897,8 +897,7 @@ def _rounds(
                 sorter.allocate(name, group.resources)
                 if rejections:
                     rejections.pop(name, None)
-                scheduler.launched(placement)  # type: ignore[arg-type]
-                if not scheduler.wants_offers():
+                if not scheduler.placed(placement):  # type: ignore[arg-type] - launched()
                     sorter.deactivate(name)
                 continue
         decision = scheduler.resource_offers(cycle.offers(name))

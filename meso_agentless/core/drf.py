@@ -61,14 +61,33 @@ class DRFSorter:
         self._allocated[client] = held
         if active:
             self._active.add(client)
-        self._update(client)
+        self.allocate(client, {})
 
     def allocate(self, client: str, resources: Resources) -> None:
-        held = self._allocated[client]
+        """`client` takes `resources` more (none: its share and place are worked out anew)."""
+        held, total = self._allocated[client], self._total
         for name, amount in resources.items():
-            if name in self._total:
+            if name in total:
                 held[name] = held.get(name, 0) + amount
-        self._update(client)
+        share = 0.0  # dominant_share(), inline: this runs once per placement
+        for name, amount in held.items():
+            if amount / total[name] > share:  # held only of resources in the total
+                share = amount / total[name]
+        share /= self._weights[client]
+        self._shares[client] = share
+        key = share
+        if client in self._guarantees and client not in self._demoted:
+            below = self.guarantee_share(client)
+            if below is not None and below < 1.0:
+                key = below - 1.0  # negative: before everyone at or above its guarantee
+        self._keys[client] = key
+        heap = self._heap
+        if client not in self._active:
+            return  # never offered again: lowest() needs no entry of it
+        if heap and heap[0][1] == client:  # its entry on top is stale now: one sift, not two
+            heapq.heapreplace(heap, (key, client))
+        else:
+            heapq.heappush(heap, (key, client))
 
     @property
     def total(self) -> Resources:
@@ -101,7 +120,7 @@ class DRFSorter:
         task would go beyond the guarantee anyway)."""
         if client not in self._demoted:
             self._demoted.add(client)
-            self._update(client)
+            self.allocate(client, {})
 
     def owed(self, client: str) -> bool:
         """Whether it holds less than its guarantee (demoted or not)."""
@@ -131,25 +150,3 @@ class DRFSorter:
         then by name."""
         chosen = self._shares if clients is None else clients
         return sorted(chosen, key=lambda c: (self._keys[c], c))
-
-    def _update(self, client: str) -> None:
-        total = self._total
-        share = 0.0  # dominant_share(), inline: it runs once per placement
-        for name, amount in self._allocated[client].items():
-            if amount / total[name] > share:  # held only of resources in the total
-                share = amount / total[name]
-        share /= self._weights[client]
-        self._shares[client] = share
-        key = share
-        if client in self._guarantees and client not in self._demoted:
-            below = self.guarantee_share(client)
-            if below is not None and below < 1.0:
-                key = below - 1.0  # negative: before everyone at or above its guarantee
-        self._keys[client] = key
-        heap = self._heap
-        if client not in self._active:
-            return  # never offered again: lowest() needs no entry of it
-        if heap and heap[0][1] == client:  # its entry on top is stale now: one sift, not two
-            heapq.heapreplace(heap, (key, client))
-        else:
-            heapq.heappush(heap, (key, client))

@@ -95,21 +95,25 @@ class HostState:
         self.free, self.rfree, self.ports, self.nports = snapshot
         self.version += 1
 
-    def take(self, framework: str, demand: Demand) -> list[int]:
+    def take(self, framework: str, demand: Demand) -> tuple[int, ...]:
+        """Take `demand` (from the framework's reservation first): the ports it was given."""
         nz, nports = demand
+        free = self.free
         own = self.rfree.get(framework) if self.rfree else None
-        for i, amount in nz:
-            if own:
+        if own:
+            for i, amount in nz:
                 from_reservation = min(own[i], amount)
                 own[i] -= from_reservation
-                amount -= from_reservation
-            self.free[i] -= amount
-        ports: list[int] = []
-        if nports:
-            ports, self.ports = take_ports(self.ports, nports)
-            self.nports -= nports
+                free[i] -= amount - from_reservation
+        else:
+            for i, amount in nz:
+                free[i] -= amount
         self.version += 1  # self.util is stale now: current_util() refreshes it
-        return ports
+        if not nports:
+            return ()
+        ports, self.ports = take_ports(self.ports, nports)
+        self.nports -= nports
+        return tuple(ports)
 
 
 class Lane:

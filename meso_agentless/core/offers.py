@@ -146,6 +146,7 @@ class JobScheduler(Scheduler):
     def __init__(self, framework: str, groups: list[TaskGroup]) -> None:
         self.framework = framework
         self._groups = sorted(groups, key=lambda g: g.sort_key)
+        self._count = len(self._groups)
         self._current = 0
         # the index of the instance of next_group() to place next
         self.next_index = self._groups[0].first_index if self._groups else 0
@@ -159,7 +160,7 @@ class JobScheduler(Scheduler):
         )
 
     def wants_offers(self) -> bool:
-        return self._current < len(self._groups)
+        return self._current < self._count
 
     def resource_offers(self, offers: Offers) -> Launch | GangLaunch | Decline:
         while (group := self.next_group()) is not None:
@@ -184,7 +185,7 @@ class JobScheduler(Scheduler):
         """The group whose next instance (`next_index`) this round tries to place: past the
         groups placed in full and those at their caps (reported with the reason); None: all
         done."""
-        while self._current < len(self._groups):
+        while self._current < self._count:
             group = self._groups[self._current]
             start, end = self.next_index, group.first_index + group.count
             if start >= end:
@@ -220,6 +221,10 @@ class JobScheduler(Scheduler):
         return None
 
     def launched(self, placement: Placement) -> None:
+        self.placed(placement)
+
+    def placed(self, placement: Placement) -> bool:
+        """launched(), and whether it still wants offers (wants_offers())."""
         self.next_index += 1
         if self._capped:
             key = (placement.job, placement.task)
@@ -228,6 +233,7 @@ class JobScheduler(Scheduler):
         group = self._groups[self._current]
         if self.next_index >= group.first_index + group.count:
             self._advance()  # its last instance: wants_offers() can say at once if that was all
+        return self._current < self._count
 
     def rejected(self, launch: Launch | GangLaunch, reason: str) -> None:
         if isinstance(launch, GangLaunch):
@@ -256,7 +262,7 @@ class JobScheduler(Scheduler):
 
     def _advance(self) -> None:
         self._current += 1
-        if self._current < len(self._groups):
+        if self._current < self._count:
             self.next_index = self._groups[self._current].first_index
 
 
