@@ -16,6 +16,7 @@ for the hosts that changed since the last cycle.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections import Counter
@@ -31,8 +32,10 @@ from meso_agentless.core.lanes import (
     Lane,
     SpreadLane,
     static_allows,
+    static_passing,
 )
 from meso_agentless.core.model import (
+    HOSTNAME,
     Constraint,
     Filter,
     Framework,
@@ -285,13 +288,20 @@ class Cycle:
         ClusterState remembers it between cycles)."""
         patterns = [self.pattern(c) for c in static]
 
-        def why_not(host: HostState) -> str | None:
+        def sift(hosts: list[HostState]) -> StaticFilter:
+            filtered: Counter[str] = Counter()
             for constraint, pattern in zip(static, patterns, strict=True):
-                if not static_allows(constraint, host, pattern):
-                    return f'constraint "{constraint.describe()}" filtered'
-            return None
+                name = constraint.attribute
+                values = ([h.name for h in hosts] if name == HOSTNAME
+                          else [h.attrs.get(name) for h in hosts])  # fmt: skip
+                passing = static_passing(constraint, values, pattern)
+                if len(passing) < len(hosts):
+                    why = f'constraint "{constraint.describe()}" filtered'
+                    filtered[why] += len(hosts) - len(passing)
+                    hosts = [hosts[i] for i in passing]
+            return StaticFilter(frozenset(host.name for host in hosts), filtered)
 
-        return self.cluster.static_filter(static, why_not)
+        return self.cluster.static_filter(static, sift)
 
     def pattern(self, constraint: Constraint) -> re.Pattern | None:
         if constraint.op != "regex":
@@ -857,10 +867,10 @@ _DECIDING = ("resource_offers", "next_group", "no_room", "cap_reason", "launched
              "rejected", "wants_offers", "_advance")  # fmt: skip
 
 
-def _decides_as_jobs(scheduler: Scheduler) -> bool:
-    """Whether `scheduler` decides its rounds as the built-in JobScheduler does (it is one, or
-    a subclass that changes none of that): then the cycle decides them for it."""
-    cls = type(scheduler)
+@functools.cache
+def _decides_as_jobs(cls: type[Scheduler]) -> bool:
+    """Whether schedulers of class `cls` decide their rounds as the built-in JobScheduler does
+    (it is one, or a subclass that changes none of that): then the cycle decides them."""
     return issubclass(cls, JobScheduler) and all(
         getattr(cls, method) is getattr(JobScheduler, method) for method in _DECIDING
     )
@@ -877,7 +887,7 @@ def _rounds(
     and every round of a cycle with guarantees (borrowing), go by the general round."""
     placements: list[Placement] = []
     rejections: Counter[str] = Counter()
-    fast = set() if cycle.guarded else {n for n, s in by_framework.items() if _decides_as_jobs(s)}
+    fast = {n for n, s in by_framework.items() if not cycle.guarded and _decides_as_jobs(type(s))}
     while (name := sorter.lowest()) is not None:
         scheduler = by_framework[name]
         if name in fast:

@@ -160,21 +160,14 @@ class ClusterState:
         return set(self._reserving)
 
     def static_filter(
-        self, static: Hashable, why_not: Callable[[HostState], str | None]
+        self, static: Hashable, sift: Callable[[list[HostState]], StaticFilter]
     ) -> StaticFilter:
-        """Which hosts pass the static constraints `static`, and why each other one does not
-        (`why_not`). That depends on the hosts' names and attributes alone: it is remembered
-        until a host is added or removed or its attributes change."""
+        """Which hosts pass the static constraints `static`, and why each other one does not,
+        as `sift` finds over every host. That depends on the hosts' names and attributes
+        alone: it is remembered until a host is added or removed or its attributes change."""
         found = self._static.get(static)
         if found is None:
-            passing, reasons = set(), Counter()
-            for state in self.states:
-                why = why_not(state)
-                if why is None:
-                    passing.add(state.name)
-                else:
-                    reasons[why] += 1
-            found = self._static[static] = StaticFilter(frozenset(passing), reasons)
+            found = self._static[static] = sift(self.states)
         return found
 
     # -- bookkeeping -----------------------------------------------------------------------------

@@ -253,9 +253,21 @@ def _used_fraction(cap: list[int], free: list[int]) -> float:
 
 
 def static_allows(constraint: Constraint, host: HostState, pattern: re.Pattern | None) -> bool:
-    value = host.attr(constraint.attribute)
+    return bool(static_passing(constraint, [host.attr(constraint.attribute)], pattern))
+
+
+def static_passing(
+    constraint: Constraint, values: list[str | None], pattern: re.Pattern | None
+) -> list[int]:
+    """The positions of the attribute values (None: no such attribute) that a static
+    constraint lets through: a pass over all of them, for every host at once."""
     if constraint.op == "eq":
-        return value == str(constraint.value)
+        wanted = str(constraint.value)
+        return [i for i, value in enumerate(values) if value == wanted]
     if constraint.op == "ne":
-        return value != str(constraint.value)
-    return value is not None and pattern is not None and pattern.fullmatch(value) is not None
+        unwanted = str(constraint.value)
+        return [i for i, value in enumerate(values) if value != unwanted]
+    if pattern is None:
+        return []
+    match = pattern.fullmatch
+    return [i for i, value in enumerate(values) if value is not None and match(value)]
