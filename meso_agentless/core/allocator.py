@@ -103,7 +103,9 @@ class Cycle:
         self._patterns: dict[str, re.Pattern] = {}
         self._explained: dict[tuple, str] = {}
         self._kinds: dict[tuple, Kind] = {}
-        self._group_lanes: dict[int, tuple[TaskGroup, *Kind]] = {}  # by id(group)
+        # each framework's last group asked about, and its kind (a scheduler places a group's
+        # instances one after another; none of this outlives the group)
+        self._group_lanes: dict[str, tuple[TaskGroup, *Kind]] = {}
         self._found: tuple[HostState, TaskGroup, Demand, bool] | None = None
         self.sorter: DRFSorter | None = None  # set by allocate()
         self._gang: tuple[TaskGroup, list[Placement], _Undo] | None = None  # a trial, held
@@ -422,9 +424,9 @@ class Cycle:
         instances are counted), or None."""
         if group.framework != framework:
             raise ValueError(f"group of {group.framework} offered to {framework}")
-        known = self._group_lanes.get(id(group))
+        known = self._group_lanes.get(framework)
         if known is None or known[0] is not group:
-            known = self._group_lanes[id(group)] = (group, *self.kind(framework, group))
+            known = self._group_lanes[framework] = (group, *self.kind(framework, group))
         _, demand, lane, counted = known
         if lane is None:
             return None
@@ -618,12 +620,14 @@ class Cycle:
 
     def explain(self, group: TaskGroup) -> str:
         """Why no host takes an instance of `group`, the way `nomad job plan` says it."""
-        excess = self.quota_excess(group.framework, group.resources)
-        if excess:
-            return excess
-        excess = self.borrow_excess(group)
-        if excess:
-            return excess
+        if group.framework in self.quota_used:
+            excess = self.quota_excess(group.framework, group.resources)
+            if excess:
+                return excess
+        if self.guarded and not group.revocable:
+            excess = self.borrow_excess(group)
+            if excess:
+                return excess
         if not self.hosts:
             return "no hosts in the cluster"
         dynamic = group.constraints and tuple(c for c in group.constraints if not c.is_static)
