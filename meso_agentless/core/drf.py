@@ -71,12 +71,12 @@ class DRFSorter:
                 held[name] = held.get(name, 0) + amount
         share = 0.0  # dominant_share(), inline: this runs once per placement
         for name, amount in held.items():
-            if amount / total[name] > share:  # held only of resources in the total
-                share = amount / total[name]
+            if (fraction := amount / total[name]) > share:  # held only of resources in the total
+                share = fraction
         share /= self._weights[client]
         self._shares[client] = share
         key = share
-        if client in self._guarantees and client not in self._demoted:
+        if self._guarantees and client in self._guarantees and client not in self._demoted:
             below = self.guarantee_share(client)
             if below is not None and below < 1.0:
                 key = below - 1.0  # negative: before everyone at or above its guarantee
