@@ -886,12 +886,13 @@ def _rounds(
     """Offer rounds in DRF order until no framework wants more: the placements.
 
     The built-in JobScheduler's rounds are decided here (_decides_as_jobs), without building its
-    offers and launches: what its resource_offers() would answer (the host find() picks for its next
-    instance) and commit() would take, one placement per round as for any scheduler. Its gangs,
-    and every round of a cycle with guarantees (borrowing), go by the general round."""
+    offers and launches: what its resource_offers() would answer (the host find() picks for its
+    next instance) and commit() would take, one placement per round as for any scheduler. Its
+    gangs go by the general round."""
     placements: list[Placement] = []
     rejections: Counter[str] = Counter()
-    fast = {n for n, s in by_framework.items() if not cycle.guarded and _decides_as_jobs(type(s))}
+    guarded = cycle.guarded
+    fast = {n for n, s in by_framework.items() if _decides_as_jobs(type(s))}
     while (name := sorter.lowest()) is not None:
         scheduler = by_framework[name]
         if name in fast:
@@ -905,9 +906,17 @@ def _rounds(
                     scheduler.no_room(group)
                     continue
                 host, _, demand, counted = found
+                if (
+                    guarded
+                    and sorter.below_guarantee(name)
+                    and cycle.borrowing(name, demand[0]) is not None
+                ):
+                    sorter.demote(name)  # as below: it waits for its turn by DRF
+                    continue
                 placement = cycle._take(name, host, demand, counted, group.job, group.task,
                                         scheduler.next_index, group.resources, group)  # fmt: skip
-                placements.append(placement)  # type: ignore[arg-type] - never refused: not guarded
+                # never refused: find_host() found no host for a group that may not borrow
+                placements.append(placement)  # type: ignore[arg-type]
                 sorter.allocate(name, group.resources)
                 if rejections:
                     rejections.pop(name, None)
