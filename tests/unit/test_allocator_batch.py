@@ -65,13 +65,15 @@ def workloads(draw):
             capacity["gpus"] = 2
         hosts.append(Host(f"h{i}", capacity, ports, attributes, reservations, used,
                           topology=topology))  # fmt: skip
-    guarded = draw(st.integers(0, 3)) == 0
+    guarded = draw(st.integers(0, 2)) == 0
     frameworks = []
     for name in FRAMEWORKS:
         quota = {"cpus": draw(st.integers(1, 12)) * 500} if draw(st.integers(0, 2)) == 0 else None
         allocated = {"cpus": draw(st.integers(0, 4)) * 500}
-        guarantee = {"cpus": 2000} if guarded and draw(st.booleans()) else None
-        revocable = {"cpus": allocated["cpus"]} if guarded and not guarantee else {}
+        guarantee = None
+        if guarded and draw(st.booleans()):
+            guarantee = {"cpus": draw(st.integers(1, 8)) * 1000}
+        revocable = {"cpus": allocated["cpus"]} if guarded and draw(st.booleans()) else {}
         frameworks.append(Framework(name, draw(st.sampled_from([0.5, 1.0, 2.0])), quota,
                                     allocated, guarantee, revocable))  # fmt: skip
     groups = []
@@ -143,3 +145,18 @@ def test_one_framework_alone_is_placed_in_one_run_and_others_in_turn():
     assert fast == plan(Rounds, hosts, frameworks, groups, [], [])
     order = [p.framework for p in fast.placements]
     assert order == ["fa"] * 5 + ["fb", "fa", "fb", "fb", "fb"]
+
+
+def test_below_its_guarantee_a_task_that_would_borrow_waits_for_its_turn_by_drf():
+    """Nothing is left outside the guarantees: fa's task would go beyond its own guarantee, so
+    it is not placed ahead of fb; by share alone fb goes first, then fa borrows."""
+    hosts = [Host("h0", {"cpus": 4000, "mem": 4 * GiB})]
+    frameworks = [
+        Framework("fa", 0.5, allocated={"cpus": 1500}, guarantee={"cpus": 2000}),
+        Framework("fb", allocated={"cpus": 2000}),
+    ]
+    groups = [TaskGroup("a", "t", "fa", 1, {"cpus": 1000}),
+              TaskGroup("b", "t", "fb", 1, {"cpus": 250})]  # fmt: skip
+    fast = plan(JobScheduler, hosts, frameworks, groups, [], [])
+    assert fast == plan(Rounds, hosts, frameworks, groups, [], [])
+    assert [(p.framework, p.revocable) for p in fast.placements] == [("fb", True), ("fa", True)]
