@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 from meso_agentless.core.allocator import allocate
 from meso_agentless.core.cluster import ClusterState
 from meso_agentless.core.model import (
-    Constraint,
     Filter,
     Framework,
     Host,
@@ -24,18 +23,9 @@ from meso_agentless.core.model import (
 )
 from meso_agentless.core.offers import JobScheduler
 from meso_agentless.core.pinning import PinRequest, Topology
+from tests.unit.test_allocator_properties import CONSTRAINTS, GiB
 
-GiB = 2**30
 FRAMEWORKS = ("fa", "fb", "fc", "fd")
-CONSTRAINTS = [
-    Constraint("eq", "rack", "r0"),
-    Constraint("ne", "rack", "r1"),
-    Constraint("regex", "hostname", "h[0-3]"),
-    Constraint("unique_host"),
-    Constraint("max_per", "rack", 1),
-    Constraint("max_per", "hostname", 2),
-    Constraint("spread", "rack"),
-]
 TOPOLOGY = Topology({0: (0, 1), 1: (2, 3)}, {0: 2 * GiB, 1: 2 * GiB}, {"gpu": ("/dev/g0",)})
 
 
