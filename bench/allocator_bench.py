@@ -239,12 +239,33 @@ def bench_fill(h: int, f: int, repeat: int) -> None:
     )
 
 
+def run_untimed(workload: str, cycles: int) -> None:
+    """Build the 2,000-host cycle's or the fill's workload and run `cycles` cycles, untimed: for
+    counting instructions (valgrind --tool=callgrind), `cycles` = 2 less `cycles` = 0."""
+    if workload == "cycle":
+        rng = random.Random(2_000 * 7 + 2_000)
+        hosts, frameworks = make_cluster(2_000, 2_000, half_full=True, rng=rng)
+        pending = make_pending(frameworks, 2_000, rng)
+    else:
+        rng = random.Random(2_000)
+        hosts, frameworks = make_cluster(2_000, 50, half_full=False, rng=rng)
+        pending = make_pending(frameworks, 2_000 * 32, rng)
+    runs = [[JobScheduler(fw, gs) for fw, gs in pending.items()] for _ in range(cycles)]
+    for schedulers in runs:
+        allocate(hosts, frameworks, schedulers)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     parser.add_argument("--kept", action="store_true", help="only the kept-state cycle")
     parser.add_argument("--wall", action="store_true", help="wall time, not CPU time")
+    parser.add_argument("--untimed", choices=["cycle", "fill"], help="run_untimed() only")
+    parser.add_argument("--cycles", type=int, default=2, help="cycles of --untimed")
     args = parser.parse_args()
+    if args.untimed:
+        run_untimed(args.untimed, args.cycles)
+        return
     if args.wall:
         global clock
         clock = time.perf_counter

@@ -56,3 +56,9 @@ def test_quick_kept_state_benchmark_prints_its_figures():
                           text=True, timeout=300, check=True)  # fmt: skip
     (line,) = done.stdout.splitlines()
     assert line.startswith("kept") and "placements fed back" in line and "from scratch" in line
+
+
+def test_the_allocator_benchmark_runs_its_cycles_untimed_for_callgrind():
+    done = subprocess.run([sys.executable, str(BENCH), "--untimed", "cycle", "--cycles", "1"],
+                          capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+    assert done.stdout == ""  # the counts are callgrind's
