@@ -372,16 +372,24 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=LAUNCHES)
     parser.add_argument("--quick", action="store_true", help="a smoke run: no Ansible, few runs")
     parser.add_argument("--compare", help="another checkout whose `meso hosts` to time beside")
+    parser.add_argument("--only", choices=["sampling", "launch", "forget", "cli"],
+                        help="run this part only (e.g. cli: the cold `meso hosts`)")  # fmt: skip
     args = parser.parse_args()
     inventory = args.inventory
     if inventory is None:
         cluster.up("bench", 3, "nspawn", 2, 4096, progress=lambda _m: None)
         inventory = str(cluster.LabPaths.of("bench").inventory)
     try:
-        bench_sampling(inventory, args.quick)
-        bench_launch(inventory, 10 if args.quick else args.launches)
-        bench_forget(inventory, 5 if args.quick else 20, 1 if args.quick else 3)
-        bench_cli(inventory, 2 if args.quick else 10, args.compare)
+        parts = {
+            "sampling": lambda: bench_sampling(inventory, args.quick),
+            "launch": lambda: bench_launch(inventory, 10 if args.quick else args.launches),
+            "forget": lambda: bench_forget(inventory, 5 if args.quick else 20,
+                                           1 if args.quick else 3),
+            "cli": lambda: bench_cli(inventory, 2 if args.quick else 10, args.compare),
+        }  # fmt: skip
+        for name, part in parts.items():
+            if args.only in (None, name):
+                part()
     finally:
         if args.inventory is None:
             cluster.down("bench", progress=lambda _m: None)
