@@ -20,9 +20,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meso_agentless.core.model import MAX_WEIGHT, MIN_WEIGHT, Framework, Host
 from meso_agentless.core.resources import (
     PORTS,
     PortRanges,
@@ -35,6 +34,9 @@ from meso_agentless.core.resources import (
 from meso_agentless.errors import UsageError
 from meso_agentless.inventory_yaml import plain_hostvars
 from meso_agentless.node import nodecmd
+
+if TYPE_CHECKING:  # imported where used: reading an inventory needs neither
+    from meso_agentless.core.model import Framework, Host
 
 NODE_GROUP = "meso_nodes"
 DEFAULT_PORTS: PortRanges = ((31000, 32000),)  # Mesos agents' default port range
@@ -64,12 +66,17 @@ class Node:
         """meso_known_hosts_file, or the user's own known_hosts, as ssh would use."""
         return Path(self.known_hosts or os.path.expanduser("~/.ssh/known_hosts"))
 
+    def capacity(self, sampled: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Declared capacity over sampled, less what is reserved."""
+        return subtract({**(sampled or {}), **self.declared}, self.reserved)
+
     def to_host(self, sampled: Mapping[str, int] | None = None) -> Host:
-        """The allocator's view: declared capacity over sampled, less what is reserved."""
-        capacity = {**(sampled or {}), **self.declared}
+        """The allocator's view: its capacity (above), ports, attributes, reservations."""
+        from meso_agentless.core.model import Host
+
         return Host(
             name=self.name,
-            capacity=subtract(capacity, self.reserved),
+            capacity=self.capacity(sampled),
             ports=self.ports if self.ports is not None else DEFAULT_PORTS,
             attributes=self.attributes,
             reservations=self.reservations,
@@ -210,9 +217,13 @@ def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> 
                     f"{name}; define it once, for group all"
                 )
         seen.setdefault(name, value)
-    raw = next(iter(seen.values()), {})
+    raw = _mapping(next(iter(seen.values()), {}), "meso_frameworks")
+    if not raw:
+        return []
+    from meso_agentless.core.model import MAX_WEIGHT, MIN_WEIGHT, Framework
+
     frameworks = []
-    for fw, settings in _mapping(raw, "meso_frameworks").items():
+    for fw, settings in raw.items():
         where = f"meso_frameworks.{fw}"
         if not isinstance(fw, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fw):
             raise UsageError(f"inventory {source}: {where}: not a framework name")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Self
 
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.events import Event, EventBus
-from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.hosts import dial
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.lock import StateLock
 
@@ -48,6 +48,10 @@ class Attached:
         except BaseException:
             self.lock.release()
             raise
+        if connect:  # each host's sshd starts while paramiko is imported
+            dial.ahead(((n.address, n.port) for n in self.inventory.nodes), SAMPLE_DEADLINE)
+        from meso_agentless.hosts.plane import ExecutionPlane
+
         self.plane = ExecutionPlane(self.inventory.nodes)
         if connect:
             self.plane.start(SAMPLE_DEADLINE)
@@ -57,6 +61,7 @@ class Attached:
             self.store = Store(state)
         except BaseException:
             self.plane.close()
+            dial.forget()
             self.lock.release()
             raise
         from meso_agentless.controller.fleet import Fleet
@@ -78,6 +83,7 @@ class Attached:
     def close(self) -> None:
         self.fleet.stop()
         self.plane.close()
+        dial.forget()
         self.store.close()
         self.lock.release()
 

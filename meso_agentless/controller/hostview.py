@@ -81,7 +81,7 @@ def host_infos(
             if status.get("state") in holding:
                 allocated[name][CPUS] += status.get("millicpus") or 0
                 allocated[name][MEM] += status.get("memory_max") or 0
-        capacity = dict(node.to_host(sampled_capacity(view.facts)).capacity)
+        capacity = node.capacity(sampled_capacity(view.facts))
         used = {k: v for k, v in allocated[name].items() if v}
         free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
         facts = view.facts
