@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -339,9 +340,16 @@ def on_host_run(node, script: str, args: list[str], stdin: str = "") -> str:
 def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
     """`meso hosts -o json` embedded (no controller), each a new process that samples every
     host over new connections, in turns with python starting and importing click (and with
-    the same command from another checkout, `compare`, if given)."""
+    the same command from another checkout, `compare`, if given): wall time, the process's own
+    CPU and, when the inventory is a lab's, its hosts' CPU (sshd, the node command, systemd)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MESO_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
+    lab = Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+    hosts = [node.name for node in load_inventory(inventory).nodes]
+
+    def hosts_cpu() -> float:
+        return sum(h.cpu for h in lab_usage(lab, hosts)) if lab else float("nan")
+
     with tempfile.TemporaryDirectory() as tmp:
         env.update(MESO_INVENTORY=inventory, MESO_STATE=f"{tmp}/state.db")
         commands = {
@@ -354,16 +362,27 @@ def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
             name = f"  the same, from {compare}"
             commands[name] = commands["meso hosts -o json, embedded, cold"]
             envs[name] = {**env, "PYTHONPATH": compare, "MESO_STATE": f"{tmp}/compared.db"}
-        times: dict[str, list[float]] = {name: [] for name in commands}
+        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
         for i in range(rounds + 1):
             for name, argv in commands.items():
+                remote = "meso" in name or name.startswith("  ")
+                before = (resource.getrusage(resource.RUSAGE_CHILDREN), hosts_cpu())
                 started = time.perf_counter()
                 subprocess.run(argv, env=envs[name], stdout=subprocess.DEVNULL, check=True,
                                cwd=tmp)  # PYTHONPATH decides, not the cwd  # fmt: skip
+                wall = time.perf_counter() - started
+                used = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if remote:
+                    time.sleep(0.3)  # the hosts end their sessions
+                cpu = used.ru_utime + used.ru_stime - before[0].ru_utime - before[0].ru_stime
                 if i:  # the first round writes the state file and the bytecode caches
-                    times[name].append(time.perf_counter() - started)
+                    times[name].append((wall, cpu, hosts_cpu() - before[1] if remote else 0.0))
     for name, spent in times.items():
-        print(f"{name:40} {statistics.median(spent) * 1000:7.1f} ms (median of {rounds})")
+        wall, cpu, on_hosts = (statistics.median(t[k] for t in spent) for k in range(3))
+        print(
+            f"{name:40} {wall * 1000:7.1f} ms (median of {rounds}); its CPU {cpu * 1000:5.1f} ms"
+            + (f", its hosts' CPU {on_hosts * 1000:5.1f} ms" if on_hosts else "")
+        )
 
 
 def main() -> None:

@@ -223,8 +223,9 @@ class NodeConnection:
         if self.node.node_mode == "installed":  # the key's forced command takes it from here
             channel.exec_command(ssh.shlex_join(args))
             return
-        source = node_command_source()
-        channel.exec_command(ssh.shlex_join(["python3", "-c", BOOTSTRAP, *args]))
+        source = node_command_source()  # python3 isolated (no PYTHON* variables, no user or
+        # working directory on the path) and without site (stdlib only): 8 ms less per start
+        channel.exec_command(ssh.shlex_join(["python3", "-I", "-S", "-c", BOOTSTRAP, *args]))
         channel.sendall(f"{len(source)}\n".encode() + source)
 
     def _read_line(self, channel: paramiko.Channel, deadline: float) -> bytes:
