@@ -20,8 +20,9 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from meso_agentless.core.model import MAX_WEIGHT, MIN_WEIGHT, Framework, Host
 from meso_agentless.core.resources import (
     PORTS,
     PortRanges,
@@ -34,9 +35,6 @@ from meso_agentless.core.resources import (
 from meso_agentless.errors import UsageError
 from meso_agentless.inventory_yaml import plain_hostvars
 from meso_agentless.node import nodecmd
-
-if TYPE_CHECKING:  # imported where used: reading an inventory needs neither
-    from meso_agentless.core.model import Framework, Host
 
 NODE_GROUP = "meso_nodes"
 DEFAULT_PORTS: PortRanges = ((31000, 32000),)  # Mesos agents' default port range
@@ -72,8 +70,6 @@ class Node:
 
     def to_host(self, sampled: Mapping[str, int] | None = None) -> Host:
         """The allocator's view: its capacity (above), ports, attributes, reservations."""
-        from meso_agentless.core.model import Host
-
         return Host(
             name=self.name,
             capacity=self.capacity(sampled),
@@ -217,13 +213,9 @@ def parse_frameworks(source: str, hostvars: Mapping[str, Mapping[str, Any]]) -> 
                     f"{name}; define it once, for group all"
                 )
         seen.setdefault(name, value)
-    raw = _mapping(next(iter(seen.values()), {}), "meso_frameworks")
-    if not raw:
-        return []
-    from meso_agentless.core.model import MAX_WEIGHT, MIN_WEIGHT, Framework
-
+    raw = next(iter(seen.values()), {})
     frameworks = []
-    for fw, settings in raw.items():
+    for fw, settings in _mapping(raw, "meso_frameworks").items():
         where = f"meso_frameworks.{fw}"
         if not isinstance(fw, str) or not re.fullmatch(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?", fw):
             raise UsageError(f"inventory {source}: {where}: not a framework name")
