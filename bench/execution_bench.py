@@ -14,11 +14,12 @@
   /proc/PID/stat).
 - Unloading ended units: a request per unit against one for them all (host CPU on a lab).
 - `meso hosts -o json` embedded (no controller) as a whole new process, beside python starting
-  and importing click. Goal: <= 0.3 s.
+  and importing click: wall time, its CPU and its hosts' CPU (on a lab). Goal: <= 0.3 s.
 
-Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH] [--quick]  (without
---inventory it starts a 3-host lab named "bench" and takes it down afterwards; --quick is the
-suite's smoke run: no Ansible, few rounds)
+Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH] [--quick]
+[--only PART] [--compare CHECKOUT] [--rounds N]  (without --inventory it starts a 3-host lab
+named "bench" and takes it down afterwards; --quick is the suite's smoke run: no Ansible, few
+rounds; --only sampling, launch, forget or cli runs that part alone)
 """
 
 from __future__ import annotations
@@ -276,7 +277,7 @@ def bench_forget(inventory: str, units: int, rounds: int) -> None:
     too when the inventory is a lab's (its processes' CPU, `meso_agentless.lab.usage`)."""
     node = load_inventory(inventory).nodes[0]
     plane = ExecutionPlane([node], timeout=60)
-    lab = Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+    lab = lab_of(inventory)
     spent: dict[str, list[tuple[float, float]]] = {"one by one": [], "together": []}
     for turn in range(rounds):
         for mode, figures in spent.items():
@@ -337,6 +338,11 @@ def on_host_run(node, script: str, args: list[str], stdin: str = "") -> str:
     return subprocess.run(ssh, input=stdin, capture_output=True, text=True, check=True).stdout
 
 
+def lab_of(inventory: str) -> str | None:
+    """The lab whose inventory this is, if it is a lab's."""
+    return Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+
+
 def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
     """`meso hosts -o json` embedded (no controller), each a new process that samples every
     host over new connections, in turns with python starting and importing click (and with
@@ -344,7 +350,7 @@ def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
     CPU and, when the inventory is a lab's, its hosts' CPU (sshd, the node command, systemd)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MESO_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
-    lab = Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+    lab = lab_of(inventory)
     hosts = [node.name for node in load_inventory(inventory).nodes]
 
     def hosts_cpu() -> float:
