@@ -14,11 +14,12 @@
   /proc/PID/stat).
 - Unloading ended units: a request per unit against one for them all (host CPU on a lab).
 - `meso hosts -o json` embedded (no controller) as a whole new process, beside python starting
-  and importing click. Goal: <= 0.3 s.
+  and importing click: wall time, its CPU and its hosts' CPU (on a lab). Goal: <= 0.3 s.
 
-Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH] [--quick]  (without
---inventory it starts a 3-host lab named "bench" and takes it down afterwards; --quick is the
-suite's smoke run: no Ansible, few rounds)
+Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH] [--quick]
+[--only PART] [--compare CHECKOUT] [--rounds N]  (without --inventory it starts a 3-host lab
+named "bench" and takes it down afterwards; --quick is the suite's smoke run: no Ansible, few
+rounds; --only sampling, launch, forget or cli runs that part alone)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shlex
 import statistics
 import subprocess
@@ -275,7 +277,7 @@ def bench_forget(inventory: str, units: int, rounds: int) -> None:
     too when the inventory is a lab's (its processes' CPU, `meso_agentless.lab.usage`)."""
     node = load_inventory(inventory).nodes[0]
     plane = ExecutionPlane([node], timeout=60)
-    lab = Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+    lab = lab_of(inventory)
     spent: dict[str, list[tuple[float, float]]] = {"one by one": [], "together": []}
     for turn in range(rounds):
         for mode, figures in spent.items():
@@ -336,12 +338,24 @@ def on_host_run(node, script: str, args: list[str], stdin: str = "") -> str:
     return subprocess.run(ssh, input=stdin, capture_output=True, text=True, check=True).stdout
 
 
+def lab_of(inventory: str) -> str | None:
+    """The lab whose inventory this is, if it is a lab's."""
+    return Path(inventory).parent.name if Path(inventory).parent.parent == labs_root() else None
+
+
 def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
     """`meso hosts -o json` embedded (no controller), each a new process that samples every
     host over new connections, in turns with python starting and importing click (and with
-    the same command from another checkout, `compare`, if given)."""
+    the same command from another checkout, `compare`, if given): wall time, the process's own
+    CPU and, when the inventory is a lab's, its hosts' CPU (sshd, the node command, systemd)."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MESO_") and k != "PYTHONDONTWRITEBYTECODE"}  # fmt: skip
+    lab = lab_of(inventory)
+    hosts = [node.name for node in load_inventory(inventory).nodes]
+
+    def hosts_cpu() -> float:
+        return sum(h.cpu for h in lab_usage(lab, hosts)) if lab else float("nan")
+
     with tempfile.TemporaryDirectory() as tmp:
         env.update(MESO_INVENTORY=inventory, MESO_STATE=f"{tmp}/state.db")
         commands = {
@@ -354,16 +368,27 @@ def bench_cli(inventory: str, rounds: int, compare: str | None = None) -> None:
             name = f"  the same, from {compare}"
             commands[name] = commands["meso hosts -o json, embedded, cold"]
             envs[name] = {**env, "PYTHONPATH": compare, "MESO_STATE": f"{tmp}/compared.db"}
-        times: dict[str, list[float]] = {name: [] for name in commands}
+        times: dict[str, list[tuple[float, float, float]]] = {name: [] for name in commands}
         for i in range(rounds + 1):
             for name, argv in commands.items():
+                remote = "meso" in name or name.startswith("  ")
+                before = (resource.getrusage(resource.RUSAGE_CHILDREN), hosts_cpu())
                 started = time.perf_counter()
                 subprocess.run(argv, env=envs[name], stdout=subprocess.DEVNULL, check=True,
                                cwd=tmp)  # PYTHONPATH decides, not the cwd  # fmt: skip
+                wall = time.perf_counter() - started
+                used = resource.getrusage(resource.RUSAGE_CHILDREN)
+                if remote:
+                    time.sleep(0.3)  # the hosts end their sessions
+                cpu = used.ru_utime + used.ru_stime - before[0].ru_utime - before[0].ru_stime
                 if i:  # the first round writes the state file and the bytecode caches
-                    times[name].append(time.perf_counter() - started)
+                    times[name].append((wall, cpu, hosts_cpu() - before[1] if remote else 0.0))
     for name, spent in times.items():
-        print(f"{name:40} {statistics.median(spent) * 1000:7.1f} ms (median of {rounds})")
+        wall, cpu, on_hosts = (statistics.median(t[k] for t in spent) for k in range(3))
+        fastest = min(t[0] for t in spent)
+        print(f"{name:40} {wall * 1000:7.1f} ms (median of {rounds}, fastest "
+              f"{fastest * 1000:.1f}); its CPU {cpu * 1000:5.1f} ms"
+              + (f", its hosts' CPU {on_hosts * 1000:5.1f} ms" if on_hosts else ""))  # fmt: skip
 
 
 def main() -> None:
@@ -372,16 +397,25 @@ def main() -> None:
     parser.add_argument("--launches", type=int, default=LAUNCHES)
     parser.add_argument("--quick", action="store_true", help="a smoke run: no Ansible, few runs")
     parser.add_argument("--compare", help="another checkout whose `meso hosts` to time beside")
+    parser.add_argument("--rounds", type=int, default=10, help="cold commands of each kind")
+    parser.add_argument("--only", choices=["sampling", "launch", "forget", "cli"],
+                        help="run this part only (e.g. cli: the cold `meso hosts`)")  # fmt: skip
     args = parser.parse_args()
     inventory = args.inventory
     if inventory is None:
         cluster.up("bench", 3, "nspawn", 2, 4096, progress=lambda _m: None)
         inventory = str(cluster.LabPaths.of("bench").inventory)
     try:
-        bench_sampling(inventory, args.quick)
-        bench_launch(inventory, 10 if args.quick else args.launches)
-        bench_forget(inventory, 5 if args.quick else 20, 1 if args.quick else 3)
-        bench_cli(inventory, 2 if args.quick else 10, args.compare)
+        parts = {
+            "sampling": lambda: bench_sampling(inventory, args.quick),
+            "launch": lambda: bench_launch(inventory, 10 if args.quick else args.launches),
+            "forget": lambda: bench_forget(inventory, 5 if args.quick else 20,
+                                           1 if args.quick else 3),
+            "cli": lambda: bench_cli(inventory, 2 if args.quick else args.rounds, args.compare),
+        }  # fmt: skip
+        for name, part in parts.items():
+            if args.only in (None, name):
+                part()
     finally:
         if args.inventory is None:
             cluster.down("bench", progress=lambda _m: None)

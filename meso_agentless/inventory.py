@@ -64,12 +64,15 @@ class Node:
         """meso_known_hosts_file, or the user's own known_hosts, as ssh would use."""
         return Path(self.known_hosts or os.path.expanduser("~/.ssh/known_hosts"))
 
+    def capacity(self, sampled: Mapping[str, int] | None = None) -> dict[str, int]:
+        """Declared capacity over sampled, less what is reserved."""
+        return subtract({**(sampled or {}), **self.declared}, self.reserved)
+
     def to_host(self, sampled: Mapping[str, int] | None = None) -> Host:
-        """The allocator's view: declared capacity over sampled, less what is reserved."""
-        capacity = {**(sampled or {}), **self.declared}
+        """The allocator's view: its capacity (above), ports, attributes, reservations."""
         return Host(
             name=self.name,
-            capacity=subtract(capacity, self.reserved),
+            capacity=self.capacity(sampled),
             ports=self.ports if self.ports is not None else DEFAULT_PORTS,
             attributes=self.attributes,
             reservations=self.reservations,

@@ -54,9 +54,11 @@ class Local:
     # -- reads ---------------------------------------------------------------------------------
 
     def hosts(self) -> dict:
-        with self._embedded(self._source(), write=False) as e:
-            e.sync(record=False)
-            return e.service.hosts().model_dump(mode="json")
+        """Sampled now, without a controller (controller/reading.py): a cold `meso hosts`
+        imports neither pydantic nor the controller."""
+        from meso_agentless.controller import reading
+
+        return reading.hosts(self._source(), self.state)
 
     def frameworks(self) -> dict:
         with self._embedded(self._source(), write=False) as e:
@@ -227,9 +229,9 @@ class Local:
             return e.service.host(host).model_dump(mode="json")
 
     def cluster(self) -> dict:
-        with self._embedded(self._source(), write=False) as e:
-            e.sync(record=False)
-            return e.service.cluster().model_dump(mode="json")
+        from meso_agentless.controller import reading
+
+        return reading.cluster(self._source(), self.state)
 
     def allow_replacements(self) -> dict:
         raise UsageError("replacements pause only in a running controller (set MESO_ADDR)")

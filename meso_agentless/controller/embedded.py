@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.events import Event, EventBus
-from meso_agentless.hosts.plane import ExecutionPlane
+from meso_agentless.hosts import dial
 from meso_agentless.inventory import load_inventory
 from meso_agentless.state.lock import StateLock
 
@@ -28,7 +28,67 @@ WATCH_INTERVAL = 0.5  # how often an embedded command samples while it waits on 
 SAMPLE_DEADLINE = 2.0
 
 
-class Embedded:
+class Attached:
+    """What every embedded command starts with: the state file's lock, the inventory, its
+    hosts (with `connect`, sampled at once in the background), the store and the fleet. A read
+    that needs no controller (controller/reading.py) uses it alone; use as a context manager."""
+
+    def __init__(
+        self, inventory_source: str, state: Path, *, write: bool, connect: bool = True
+    ) -> None:
+        self.lock = StateLock(state)
+        self.locked = False
+        if write:
+            self.lock.acquire_or_explain("meso (embedded)", wait=LOCK_WAIT)
+            self.locked = True
+        else:
+            self.locked = self.lock.acquire("meso (embedded, reading)")
+        try:
+            self.inventory = load_inventory(inventory_source)
+        except BaseException:
+            self.lock.release()
+            raise
+        if connect:  # each host's sshd starts while paramiko is imported
+            dial.ahead(((n.address, n.port) for n in self.inventory.nodes), SAMPLE_DEADLINE)
+        from meso_agentless.hosts.plane import ExecutionPlane
+
+        self.plane = ExecutionPlane(self.inventory.nodes)
+        if connect:
+            self.plane.start(SAMPLE_DEADLINE)
+        try:
+            from meso_agentless.state.sqlite import Store
+
+            self.store = Store(state)
+        except BaseException:
+            self.plane.close()
+            dial.forget()
+            self.lock.release()
+            raise
+        from meso_agentless.controller.fleet import Fleet
+
+        self.clock = SystemClock()
+        self.fleet = Fleet(self.plane, self.clock, interval=WATCH_INTERVAL, timeout=SAMPLE_DEADLINE)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.fleet.stop()
+        self.plane.close()
+        dial.forget()
+        self.store.close()
+        self.lock.release()
+
+
+class Embedded(Attached):
     """Store, fleet and controller for one command; use as a context manager."""
 
     def __init__(
@@ -45,56 +105,17 @@ class Embedded:
         is sampled at once in the background (connected, its node command started) while the
         controller's own modules are imported, and the first round takes those answers: a
         cold command waits for the slower of the two, not for both."""
-        self.lock = StateLock(state)
-        self.locked = False
-        if write:
-            self.lock.acquire_or_explain("meso (embedded)", wait=LOCK_WAIT)
-            self.locked = True
-        else:
-            self.locked = self.lock.acquire("meso (embedded, reading)")
-        try:
-            inventory = load_inventory(inventory_source)
-        except BaseException:
-            self.lock.release()
-            raise
-        plane = ExecutionPlane(inventory.nodes)
-        if connect:
-            plane.start(SAMPLE_DEADLINE)
-        try:
-            from meso_agentless.state.sqlite import Store
-
-            self.store = Store(state)
-        except BaseException:
-            plane.close()
-            self.lock.release()
-            raise
-        clock = SystemClock()
-        self.events = EventBus(clock.time)
+        super().__init__(inventory_source, state, write=write, connect=connect)
+        self.events = EventBus(self.clock.time)
         if on_event is not None:
             self.events.subscribe(job, callback=on_event)
-        from meso_agentless.controller.fleet import Fleet
         from meso_agentless.controller.loop import Controller
         from meso_agentless.controller.service import Service
 
-        self.fleet = Fleet(plane, clock, interval=WATCH_INTERVAL, timeout=SAMPLE_DEADLINE)
-        self.controller = Controller(self.store, inventory, plane, self.fleet, clock, self.events)
+        self.controller = Controller(
+            self.store, self.inventory, self.plane, self.fleet, self.clock, self.events
+        )
         self.service = Service(self.controller)
-
-    def __enter__(self) -> Embedded:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self.controller.close()
-        self.store.close()
-        self.lock.release()
 
     def sync(self, record: bool = True) -> None:
         """Sample every host once; record what they say if `record` and this command holds

@@ -27,10 +27,12 @@ from typing import TypeVar
 
 from meso_agentless import schedule as schedules
 from meso_agentless.controller import cron as cronctl
+from meso_agentless.controller.claims import loose_units, nobodys, ours, state_mark, unclaimed_units
 from meso_agentless.controller.clock import Clock
 from meso_agentless.controller.deployments import Deployer
 from meso_agentless.controller.events import EventBus
 from meso_agentless.controller.fleet import Check, Fleet, HostView
+from meso_agentless.controller.hostview import sampled_capacity
 from meso_agentless.controller.quiet import QuietHosts
 from meso_agentless.controller.revocation import ENV as REVOCABLE_ENV
 from meso_agentless.controller.revocation import Borrowed, describe
@@ -41,7 +43,7 @@ from meso_agentless.core.cluster import ClusterState
 from meso_agentless.core.health import ANSWERING, HostState, partitioned, task_health
 from meso_agentless.core.model import Constraint, Framework, Host, Placement, TaskGroup, Unplaced
 from meso_agentless.core.offers import WHOLE_OFFER, JobScheduler, OfferTaker
-from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
+from meso_agentless.core.resources import CPUS, MEM, PORTS
 from meso_agentless.core.tasks import (
     ENDED_ON_NODE,
     HOLDS_RESOURCES,
@@ -129,7 +131,7 @@ class Controller:
         self.launch_timeout = launch_timeout
         self.stop_timeout = stop_timeout
         self.nodes: dict[str, Node] = {n.name: n for n in inventory.nodes}
-        self.mark = f"[state:{store.identity}]"  # ends the description of every unit we launch
+        self.mark = state_mark(store.identity)  # ends the description of every unit we launch
         self.jobs: dict[str, JobState] = defaultdict(JobState)
         self.unclaimed: dict[str, list[str]] = {}  # host -> meso units nobody launched
         self.host_states: dict[str, HostState] = {}
@@ -481,10 +483,7 @@ class Controller:
 
     def scan(self, views: Mapping[str, HostView]) -> None:
         """Find the units nobody claims, writing nothing (read-only commands)."""
-        claimed: dict[str, set[str]] = defaultdict(set)
-        for row in self.store.tasks_in(TRACKED | {S.LOST}):
-            claimed[row.host].add(row.unit)
-        self._find_unclaimed(views, claimed, [], [], quiet=True)
+        self.unclaimed = unclaimed_units(views, self.store, self.mark, self.unclaimed)
 
     def _note_hosts(self, views: Mapping[str, HostView]) -> None:
         """Publish host state changes; a host that went unreachable or came back changes what
@@ -511,12 +510,8 @@ class Controller:
                                         state=state.value)  # fmt: skip
 
     def _ours(self, status: Mapping | None) -> bool:
-        """Whether a unit on a host is one this state's controllers launched (its description
-        ends with our mark; a node command too old to say is taken at its word)."""
-        if not status:
-            return False
-        description = status.get("description")
-        return description is None or str(description).endswith(self.mark)
+        """Whether a unit on a host is one this state's controllers launched (claims.ours)."""
+        return ours(status, self.mark)
 
     def _someone_elses(self, status: Mapping | None) -> bool:
         """Whether a unit carries another state's mark (another controller's: never touched)."""
@@ -603,38 +598,36 @@ class Controller:
         claimed: Mapping[str, set[str]],
         forget: list[TaskRow],
         strays: list[TaskRow],
-        quiet: bool = False,
         skip: set[str] | frozenset[str] = frozenset(),
         busy: set[str] | None = None,
     ) -> None:
         """Units on the hosts that no watched attempt claims. One nobody launched is reported,
         never adopted; one of an attempt that ended is cleaned up, or stopped if it runs (its
         host added to `busy`). Hosts in `skip` keep what was found there last."""
-        unclaimed: dict[str, list[str]] = {}
+        unclaimed = {
+            name: self.unclaimed[name]
+            for name, view in views.items()  # last known
+            if (view.state not in ANSWERING or name in skip) and name in self.unclaimed
+        }
         holding = {s.value for s in HOLDS_RESOURCES}
         busy = set() if busy is None else busy
-        for name, view in views.items():
-            if view.state not in ANSWERING or name in skip:
-                if name in self.unclaimed:
-                    unclaimed[name] = self.unclaimed[name]  # last known
-                continue
-            for unit in sorted(set(view.units) - claimed.get(name, set())):
-                row = self.store.task_by_unit(unit)
-                if row is None or row.host != name or not self._ours(view.units[unit]):
-                    unclaimed.setdefault(name, []).append(unit)
-                    if not quiet and unit not in self.unclaimed.get(name, ()):
-                        self.events.publish("host", f"{name}: unit {unit} was not launched by "
-                                            "this controller; left alone", host=name,
-                                            unit=unit)  # fmt: skip
-                elif view.asked is None or view.asked <= self._acted.get(unit, 0.0):
-                    busy.add(name)  # asked for before our last action on it: look again
-                    continue
-                elif view.units[unit].get("state") in holding:
-                    strays.append(row)
-                    busy.add(name)
-                else:
-                    forget.append(row)
-                    busy.add(name)
+        for name, unit in loose_units(views, claimed, skip):
+            view = views[name]
+            row = self.store.task_by_unit(unit)
+            if nobodys(name, view.units[unit], row, self.mark):
+                unclaimed.setdefault(name, []).append(unit)
+                if unit not in self.unclaimed.get(name, ()):
+                    self.events.publish("host", f"{name}: unit {unit} was not launched by "
+                                        "this controller; left alone", host=name,
+                                        unit=unit)  # fmt: skip
+            elif view.asked is None or view.asked <= self._acted.get(unit, 0.0):
+                busy.add(name)  # asked for before our last action on it: look again
+            elif view.units[unit].get("state") in holding:
+                strays.append(row)
+                busy.add(name)
+            else:
+                forget.append(row)
+                busy.add(name)
         self.unclaimed = unclaimed
 
     def _decide(self, job: JobRow) -> jobcore.Decisions:
@@ -1385,21 +1378,6 @@ class Controller:
             return self._store_fired(row, answer)
 
         return per_host(rows, lambda r: r.host, fire)
-
-
-def sampled_capacity(facts: Mapping) -> dict[str, int]:
-    """A host's capacity from its sample: the node's own admission capacity where it states
-    one, else what it measured."""
-    if not facts:
-        return {}
-    capacity = {CPUS: int(facts.get("cpus", 0)) * 1000, MEM: int(facts.get("mem_total", 0)),
-                DISK: int(facts.get("disk_total", 0))}  # fmt: skip
-    own = facts.get("capacity")
-    if isinstance(own, dict):
-        for key, name in (("cpus", CPUS), ("mem", MEM)):
-            if isinstance(own.get(key), int) and not isinstance(own.get(key), bool):
-                capacity[name] = own[key]
-    return capacity
 
 
 def per_host(items: list[T], host_of: Callable[[T], str], call: Callable[[T], R]) -> list[R]:

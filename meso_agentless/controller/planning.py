@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from meso_agentless.controller.hostview import resources_json
 from meso_agentless.core.allocator import allocate
 from meso_agentless.core.model import Framework, Host, Placement, Plan, RevocableTask, TaskGroup
 from meso_agentless.core.offers import JobScheduler
-from meso_agentless.core.resources import CPUS, PORTS
 from meso_agentless.errors import UsageError
 from meso_agentless.inventory import Inventory
 from meso_agentless.spec import Job, load_job
@@ -51,11 +51,6 @@ def plan_jobs(
             by_framework.setdefault(group.framework, []).append(group)
     schedulers = [JobScheduler(fw, groups) for fw, groups in sorted(by_framework.items())]
     return allocate(hosts, frameworks, schedulers, revocable=revocable)
-
-
-def resources_json(resources: Mapping[str, int]) -> dict[str, float | int]:
-    """cpus as a number of CPUs, bytes as integers, counts as integers."""
-    return {n: (a / 1000 if n == CPUS else a) for n, a in resources.items() if n != PORTS}
 
 
 def plan_json(plan: Plan) -> dict:

@@ -13,8 +13,14 @@ from typing import Any
 
 from meso_agentless import __version__
 from meso_agentless import schedule as schedules
-from meso_agentless.controller.loop import Controller, NotFound, sampled_capacity
-from meso_agentless.controller.planning import plan_jobs, plan_json, resources_json
+from meso_agentless.controller.hostview import (
+    cluster_info,
+    host_infos,
+    resources_json,
+    sampled_capacity,
+)
+from meso_agentless.controller.loop import Controller, NotFound
+from meso_agentless.controller.planning import plan_jobs, plan_json
 from meso_agentless.controller.views import (
     Cluster,
     CronView,
@@ -32,10 +38,10 @@ from meso_agentless.controller.views import (
     TriggerResult,
     UnplacedView,
 )
-from meso_agentless.core.health import ANSWERING, HostState
+from meso_agentless.core.health import HostState
 from meso_agentless.core.model import Framework
-from meso_agentless.core.resources import CPUS, DISK, MEM, PORTS
-from meso_agentless.core.tasks import HOLDS_RESOURCES, TRACKED, WATCHED
+from meso_agentless.core.resources import PORTS
+from meso_agentless.core.tasks import TRACKED, WATCHED
 from meso_agentless.errors import MesoError
 from meso_agentless.spec import Job
 from meso_agentless.state.store import JobRow, TaskRow
@@ -208,59 +214,13 @@ class Service:
     # -- hosts and frameworks ------------------------------------------------------------------
 
     def hosts(self) -> HostList:
+        return HostList(hosts=[HostInfo(**info) for info in self._host_infos()])
+
+    def _host_infos(self) -> list[dict[str, Any]]:
         controller = self.controller
-        views = controller.fleet.views()
-        now = controller.clock.time()
-        framework_of = {j.name: j.framework for j in self.store.jobs()}
-        allocated: dict[str, Counter[str]] = defaultdict(Counter)
-        by_framework: dict[str, dict[str, Counter[str]]] = defaultdict(lambda: defaultdict(Counter))
-        counted: Counter[str] = Counter()
-        for row in self.store.tasks_in(TRACKED):
-            resources = {k: v for k, v in row.resources.items() if k != PORTS}
-            allocated[row.host].update(resources)
-            by_framework[row.host][framework_of.get(row.job, "?")].update(resources)
-            counted[row.host] += 1
-        unclaimed = dict(controller.unclaimed)
-        drains = self.store.drains()
-        out = []
-        for name, view in sorted(views.items()):
-            node = controller.nodes[name]
-            for unit in unclaimed.get(name, []):
-                status = view.units.get(unit) or {}
-                if status.get("state") in {s.value for s in HOLDS_RESOURCES}:
-                    allocated[name][CPUS] += status.get("millicpus") or 0
-                    allocated[name][MEM] += status.get("memory_max") or 0
-            capacity = dict(node.to_host(sampled_capacity(view.facts)).capacity)
-            used = {k: v for k, v in allocated[name].items() if v}
-            free = {k: max(0, v - used.get(k, 0)) for k, v in capacity.items()}
-            facts = view.facts
-            state = controller.host_states.get(name, view.state)
-            if view.state in (HostState.SUSPECT, HostState.UNREACHABLE, HostState.STOPPING):
-                state = view.state  # judged now, from its silence: not as of the last cycle
-            if name in drains and state not in (HostState.DRAINING, HostState.DRAINED):
-                state = HostState.DRAINING if view.state == HostState.UP else state
-            usage = {}
-            if facts:
-                total, free_mem = int(facts.get("mem_total", 0)), int(facts.get("mem_available", 0))
-                usage[MEM] = max(0, total - free_mem)
-                disk = int(facts.get("disk_total", 0)) - int(facts.get("disk_available", 0))
-                usage[DISK] = max(0, disk)
-            out.append(HostInfo(
-                host=name, state=state, reachable=view.state in ANSWERING,
-                stale=view.state != HostState.UP, last_seen=view.seen,
-                age=None if view.seen is None else round(max(0.0, now - view.seen), 3),
-                boot=view.boot, error=view.error,
-                capacity=resources_json(capacity), reserved=resources_json(dict(node.reserved)),
-                allocated=resources_json(used), free=resources_json(free),
-                by_framework={fw: resources_json(dict(a))
-                              for fw, a in sorted(by_framework[name].items())},
-                load=[float(x) for x in facts.get("load", [])][:3],
-                usage=resources_json(usage), tasks=counted[name],
-                unclaimed=unclaimed.get(name, []), drain_deadline=drains.get(name),
-                attributes=dict(node.attributes),
-                booted=_number(facts.get("booted")),
-            ))  # fmt: skip
-        return HostList(hosts=out)
+        return host_infos(controller.fleet.views(), controller.nodes, self.store,
+                          controller.clock.time(), controller.unclaimed,
+                          controller.host_states)  # fmt: skip
 
     def host(self, name: str) -> HostInfo:
         for info in self.hosts().hosts:
@@ -270,13 +230,11 @@ class Service:
 
     def cluster(self) -> Cluster:
         controller = self.controller
-        states = Counter(h.state for h in self.hosts().hosts)
         if not controller.replacements_paused:
             replacements = "active"
         else:
             replacements = "allowed" if controller.replacements_allowed else "paused"
-        return Cluster(version=__version__, hosts=dict(sorted(states.items())),
-                       replacements=replacements)  # fmt: skip
+        return Cluster(**cluster_info(self._host_infos(), replacements))
 
     def frameworks(self) -> FrameworkList:
         controller = self.controller
@@ -346,10 +304,6 @@ class Service:
         unreachable = {name: view.error or f"host is {view.state}"
                        for name, view in sorted(views.items()) if not view.placeable}  # fmt: skip
         return {**plan_json(result), "unreachable": unreachable}
-
-
-def _number(value: object) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def task_view(r: TaskRow, revocable: bool = False) -> TaskView:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from meso_agentless.core.model import Placement
 from meso_agentless.core.resources import CPUS, MEM
 from meso_agentless.core.tasks import unit_name
 from meso_agentless.hosts.topology import pin_request
 from meso_agentless.node import nodecmd
 
 if TYPE_CHECKING:  # job files' models (pydantic) are not needed to sample or launch
+    from meso_agentless.core.model import Placement
     from meso_agentless.spec import Task
 
 DEFAULT_TASKS_MAX = 512

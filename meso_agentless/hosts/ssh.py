@@ -16,6 +16,7 @@ from pathlib import Path
 import paramiko
 
 from meso_agentless.errors import MesoError
+from meso_agentless.hosts import dial
 
 
 class SSHError(MesoError):
@@ -50,7 +51,8 @@ def connect(
 ) -> paramiko.SSHClient:
     """An authenticated client whose host key matched `known_hosts`.
 
-    With no key file, ssh-agent and the user's default keys are tried, as ssh does.
+    With no key file, ssh-agent and the user's default keys are tried, as ssh does. The TCP
+    connection is one dialed ahead (hosts.dial), if there is one.
     """
     client = paramiko.SSHClient()
     try:
@@ -59,9 +61,11 @@ def connect(
         raise HostKeyError(f"{address}: cannot read known_hosts {known_hosts}: {exc}") from exc
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
     try:
+        sock = dial.take(address, port, timeout) or dial.dial(address, port, timeout)
         client.connect(
             address,
             port=port,
+            sock=sock,
             username=user,
             key_filename=None if key_file is None else str(key_file),
             look_for_keys=key_file is None,
