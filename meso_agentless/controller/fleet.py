@@ -93,6 +93,7 @@ class _Record:
     # a hash of its units' and runs' signatures as of the last good sample (a change of it is
     # worth a cycle at once; kept as a hash, not the tuples: 80 bytes less per task)
     marks: int = hash(((), ()))
+    digest: str | None = None  # the node's digest of `units` (its samples then leave them out)
 
 
 class Fleet:
@@ -187,7 +188,7 @@ class Fleet:
             each_host(hosts, lambda host: answered(host, *self._ask(host, timeout)))
         else:
             with self._lock:
-                fields = {h: self._sample_fields.get(h, {}) for h in hosts}
+                fields = {h: self._fields(h) for h in hosts}
             for host, answer in sample_round(fields, timeout=timeout).items():
                 answered(host, start, answer)
         self.round_seconds(self.clock.monotonic() - start)
@@ -257,11 +258,18 @@ class Fleet:
         """When `host` was asked for a sample, and its answer (or why none)."""
         asked = self.clock.monotonic()
         with self._lock:
-            fields = self._sample_fields.get(host, {})
+            fields = self._fields(host)
         try:
             return asked, self.plane.sample(host, timeout=timeout, **fields)
         except Exception as exc:  # judged by whoever takes the answer
             return asked, exc
+
+    def _fields(self, host: str) -> dict:
+        """What a sample of `host` carries: its fields, and the digest of the units held from
+        it (the lock is held)."""
+        fields = self._sample_fields.get(host, {})
+        digest = self._records[host].digest
+        return fields if digest is None else {**fields, "units_digest": digest}
 
     def _in_round(self, host: str, asked: float, answer: Answer) -> None:
         """A round's answer; a host that gave none leaves the round, asked again on its own at
@@ -292,28 +300,47 @@ class Fleet:
         now = self.clock.monotonic()
         with self._lock:
             r = self._records[host]
-            before = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
+            before = (self._state(r, now), r.facts.get("boot"), r.marks)
+            if facts is not None and not self._current(r, asked, facts):
+                r.digest = None  # the next sample brings the units whole
+                facts = error = None
+                self._retries.answered(host)  # it answers: in the next round, recorded then
             if facts is not None:
                 # the units are kept compact in r.units only, not in the facts as well
-                units = facts.pop("units", None)
-                units = units if isinstance(units, list) else []
-                same = facts.get("runs") == r.facts.get("runs") and same_units(units, r.units)
+                digest = facts.pop("units_digest", None)
+                if facts.pop("same_units", False):  # the node holds the units we hold
+                    units, same = None, facts.get("runs") == r.facts.get("runs")
+                else:
+                    units = facts.pop("units", None)
+                    units = units if isinstance(units, list) else []
+                    same = facts.get("runs") == r.facts.get("runs") and same_units(units, r.units)
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
                 if not same:  # else as last time: the map and marks stay
-                    r.units = units_map(units, unit_key)
+                    if units is not None:
+                        r.units = units_map(units, unit_key)
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
+                r.digest = digest if isinstance(digest, str) else None
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
-            else:
+            elif error is not None:
                 r.failed_at, r.error = now, error
                 r.failures += 1
                 self._retries.failed(host, asked)
                 self._retry_wake.set()
             r.rounds += 1
-            after = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
+            after = (self._state(r, now), r.facts.get("boot"), r.marks)
             self._lock.notify_all()
         if after != before:
             self.on_change()
+
+    @staticmethod
+    def _current(r: _Record, asked: float, facts: Mapping) -> bool:
+        """Whether a good sample asked at `asked` may be recorded: not older than the one
+        recorded (a reader never overwrites a newer state), and, if it left its units out, said
+        so of the units held now (a newer answer may have changed them since it was asked)."""
+        if r.asked is not None and asked < r.asked:
+            return False
+        return not facts.get("same_units") or facts.get("units_digest") == r.digest
 
     def start(self) -> None:
         """Sample the answering hosts every `interval` in rounds, each failing host on its own
