@@ -2829,8 +2829,9 @@ def refresh_shared(pinned: dict[str, dict], live: list[str], since: float) -> No
     _write_pinned(kept if len(kept) > 1 else {})
 
 
-VERBS = {"sample": sample_unless_known, "launch": launch, "status": status, "list": list_units, "stop": stop,
+VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_units, "stop": stop,
          "forget": forget, "health": health, "trigger": trigger}  # fmt: skip
+VERBS["sample"] = sample_unless_known  # the units left out when the caller holds them
 SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 
