@@ -15,6 +15,7 @@ wants to know of changes (a unit's state, a host's state or boot) passes `on_cha
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -126,6 +127,7 @@ class Fleet:
         self._retries = Retries(interval)  # hosts out of the round (its own thread asks them)
         self._retry_wake = threading.Event()  # a host left the round, or failed again
         self._retrying: ThreadPoolExecutor | None = None
+        self._turn = -math.inf  # no host's state changes by silence alone before this
         self.round_seconds: Callable[[float], None] = lambda _s: None  # metrics' observers
         self.sampled: Callable[[float, bool], None] = lambda _s, _ok: None
 
@@ -322,6 +324,7 @@ class Fleet:
                 r.digest = digest if isinstance(digest, str) else None
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
+                self._turn = min(self._turn, now + self.suspect_after)
             elif error is not None:
                 r.failed_at, r.error = now, error
                 r.failures += 1
@@ -388,13 +391,32 @@ class Fleet:
             self.run_checks()
 
     def _state_loop(self) -> None:
-        """A host that stays silent changes state with no answer to tell of it: look often."""
-        states = self.states()
+        """A host that stays silent changes state with no answer to tell of it: look often,
+        and at every host once one of them may have (its silence past a threshold)."""
+        states = self._silent_states()
         while not self._stopping.wait(STATE_TICK):
-            now = self.states()
+            with self._lock:
+                if self.clock.monotonic() < self._turn:
+                    continue  # nobody's silence has passed a threshold since the last look
+            now = self._silent_states()
             if now != states:
                 states = now
                 self.on_change()
+
+    def _silent_states(self) -> dict[str, HostState]:
+        """states(), and when silence may next change one (`_turn`): the earliest threshold
+        (suspect_after, unreachable_after) still ahead of a host's last answer."""
+        now = self.clock.monotonic()
+        turn = math.inf
+        with self._lock:
+            for r in self._records.values():
+                if r.ok_at is not None:
+                    for due in (r.ok_at + self.suspect_after, r.ok_at + self.unreachable_after):
+                        if now < due:
+                            turn = min(turn, due)
+                            break
+            self._turn = turn
+            return {name: self._state(r, now) for name, r in self._records.items()}
 
     def stop(self) -> None:
         self._stopping.set()

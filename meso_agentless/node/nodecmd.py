@@ -2410,10 +2410,16 @@ def known_digest(value: object) -> str | None:
     return value
 
 
-def without_known_units(answer: dict, known: str | None) -> dict:
-    """A sample's answer with its units' digest, and without its units if that is `known`."""
-    listed = json.dumps(answer["units"], separators=(",", ":")).encode()
-    answer["units_digest"] = digest = hashlib.blake2b(listed, digest_size=16).hexdigest()
+def units_digest(units: list) -> str:
+    """The digest of a sample's unit list: of its content, as answered."""
+    listed = json.dumps(units, separators=(",", ":")).encode()
+    return hashlib.blake2b(listed, digest_size=16).hexdigest()
+
+
+def without_known_units(answer: dict, known: str | None, digest: str | None = None) -> dict:
+    """A sample's answer with its units' digest (`digest`, if already made of them), and
+    without its units if that is `known`."""
+    answer["units_digest"] = digest = digest or units_digest(answer["units"])
     if digest == known:
         del answer["units"]
         answer["same_units"] = True

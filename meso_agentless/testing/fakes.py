@@ -32,6 +32,7 @@ from meso_agentless.node.nodecmd import (
     UNIT_NAME,
     RequestError,
     known_digest,
+    units_digest,
     without_known_units,
 )
 from meso_agentless.state.postgres import open_store
@@ -159,10 +160,15 @@ class FakePlane:
             answer = {"hostname": host, "cpus": h.cpus, "mem_total": h.mem, "mem_available": h.mem,
                     "disk_total": h.disk, "disk_available": h.disk, "load": [0.0, 0.0, 0.0],
                     "boot_id": h.boot, "boot": h.boot, "cgroup": "v2", "systemd": 252,
-                    "system": h.system,
-                    "units": [u.status() for u in h.units.values()],
+                    "system": h.system, "units": None,
                     "runs": self._reports(h, after)}  # type: ignore[arg-type]  # fmt: skip
-            return without_known_units(answer, known)
+            answer["units"], digest = self._units(h)
+            return without_known_units(answer, known, digest)
+
+    def _units(self, h: FakeHost) -> tuple[list[dict], str]:
+        """A host's unit statuses as a sample lists them, and their digest."""
+        units = [u.status() for u in h.units.values()]
+        return units, units_digest(units)
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
         with self._lock:
