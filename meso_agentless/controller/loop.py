@@ -816,6 +816,8 @@ class Controller:
         way, held in a cut connection; ours, or an earlier controller's before this one began)."""
         wanted = {(launch.task, launch.index, launch.attempt)
                   for launch in decisions.launch if launch.again}  # fmt: skip
+        if not wanted:
+            return []
         expired = self.clock.monotonic() - self.launch_timeout - EXPIRY_MARGIN
         return [row for row in self._job_rows(job.name)
                 if (row.task, row.index, row.attempt) in wanted and row.host in views
@@ -1216,12 +1218,14 @@ class Controller:
             return
         spec = Job.model_validate(job.spec)
         total = sum(t.count for t in spec.tasks)
-        checked = {t.name for t in spec.tasks if t.health is not None}
-        latest: dict[tuple[str, int], TaskRow] = {}
-        for row in self._job_rows(job.name):
-            latest[(row.task, row.index)] = row
-        unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
-                        for r in latest.values())  # fmt: skip
+        checked = frozenset(t.name for t in spec.tasks if t.health is not None)
+        unhealthy = 0
+        if checked:  # else none is unhealthy: the rows need no look
+            latest: dict[tuple[str, int], TaskRow] = {}
+            for row in self._job_rows(job.name):
+                latest[(row.task, row.index)] = row
+            unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
+                            for r in latest.values())  # fmt: skip
         waiting = len(state.unplaced) + unhealthy
         result = jobcore.outcome(job.type, False, decisions, total, waiting)
         if result is None or self.deployer.holds_outcome(job, result.code):
