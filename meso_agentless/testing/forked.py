@@ -26,6 +26,8 @@ from meso_agentless.hosts.plane import NodeRefused, Unreachable
 from meso_agentless.testing.fakes import FakePlane
 from meso_agentless.testing.simfleet import SimPlane
 
+CHUNK = 250  # hosts asked in one message
+
 
 class ForkedPlane:
     """The sampling verbs of a SimPlane copied into a child process."""
@@ -38,11 +40,22 @@ class ForkedPlane:
     def sample_round(
         self, fields: Mapping[str, Mapping], timeout: float | None = None
     ) -> dict[str, dict | MesoError]:
-        """Every host of `fields` sampled in the child: each answer, or why not."""
+        """Every host of `fields` sampled in the child: each answer, or why not. Asked a chunk
+        at a time, the next one sent before this one's answers are read, so the child answers
+        while the answers before are decoded here (as a pipelined round over SSH)."""
+        asked = [(host, dict(its)) for host, its in fields.items()]
+        chunks = [asked[i : i + CHUNK] for i in range(0, len(asked), CHUNK)]
+        answers: dict[str, dict | MesoError] = {}
         with self._lock:
-            self._pipe.send([(host, dict(its)) for host, its in fields.items()])
-            lines = self._pipe.recv()
-        return {host: _decoded(line) for host, line in zip(fields, lines, strict=True)}
+            if chunks:
+                self._pipe.send(chunks[0])
+            for i, chunk in enumerate(chunks):
+                if i + 1 < len(chunks):  # one chunk ahead: the child's pipe never fills
+                    self._pipe.send(chunks[i + 1])
+                lines = self._pipe.recv()
+                for (host, _), line in zip(chunk, lines, strict=True):
+                    answers[host] = _decoded(line)
+        return answers
 
     def sample(self, host: str, timeout: float | None = None, **fields: object) -> dict:
         answer = self.sample_round({host: fields}, timeout)[host]
