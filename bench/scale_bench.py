@@ -13,7 +13,11 @@ For each fleet size (--hosts), with --per-host tasks on every host (jobs of --jo
   sampling its host every interval), side by side on the same hosts for --daemon-seconds of
   real time at a 1 s interval: threads used, samples per host-second (1.0: every host every
   interval), and the CPU of a sample, everything the fleet runs included (process CPU less the
-  fake hosts', over the samples taken): a host's CPU per second at a 1 s interval;
+  fake hosts', over the samples taken): a host's CPU per second at a 1 s interval; beside it
+  the fake hosts' own CPU a sample and the process's CPU a second (the fake hosts answer in
+  the same process, under the same GIL: a round fits in the interval only while both fit in
+  the one core the process gets); and `forked`: the same rounds with the hosts answering from
+  a process of their own (testing.forked), so the process's CPU is the controller's alone;
 - restart: a new controller on the same store and hosts, its first round (sample every host,
   reconcile every task with what the hosts run). Target: <= 5 s for 100,000 tasks;
 - memory (tracemalloc, Python heap): what a new controller holds after its first round, on the
@@ -37,8 +41,10 @@ from pathlib import Path
 
 from meso_agentless.controller.clock import SystemClock
 from meso_agentless.controller.fleet import Fleet
+from meso_agentless.hosts.plane import Plane
 from meso_agentless.spec import Job
 from meso_agentless.testing.fakes import FakeCluster
+from meso_agentless.testing.forked import forked
 from meso_agentless.testing.simfleet import SimPlane, sim_cluster
 
 
@@ -72,11 +78,13 @@ class Spent:
 
     def __enter__(self) -> Spent:
         self.wall, self.cpu = time.perf_counter(), time.process_time() - self.plane.cpu_seconds
+        self.fake = self.plane.cpu_seconds
         return self
 
     def __exit__(self, *_: object) -> None:
         self.wall = time.perf_counter() - self.wall
         self.cpu = time.process_time() - self.plane.cpu_seconds - self.cpu
+        self.fake = self.plane.cpu_seconds - self.fake  # the fake hosts' own
 
     def __str__(self) -> str:
         return f"{self.wall:6.2f} s ({self.cpu:6.2f} s CPU)"
@@ -99,8 +107,23 @@ def per_host_threads(fleet: Fleet, stopping: threading.Event) -> list[threading.
 
 def sampling(plane: SimPlane, mode: str, seconds: float, interval: float) -> str:
     """`seconds` of a fleet sampling every host every `interval` in `mode` (rounds, as
-    Fleet.start; or threads, one a host): threads, samples and CPU per host-second."""
-    fleet = Fleet(plane, SystemClock(), interval=interval)
+    Fleet.start; threads, one a host; or forked: rounds, the hosts answering from a process of
+    their own): threads, samples and CPU per host-second."""
+    if mode == "forked":
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        with forked(plane) as remote:
+            line = _sampling(plane, remote, "forked", seconds, interval)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        child = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+        return line.replace(
+            " the fake hosts' own   0 us a sample",
+            f" the fake hosts' {child / seconds:4.2f} s a second in their own process",
+        )
+    return _sampling(plane, plane, mode, seconds, interval)
+
+
+def _sampling(plane: SimPlane, asked: Plane, mode: str, seconds: float, interval: float) -> str:
+    fleet = Fleet(asked, SystemClock(), interval=interval)
     samples = [0]
     fleet.sampled = lambda _s, _ok: samples.__setitem__(0, samples[0] + 1)  # one thread each
     before, peak, stopping = threading.active_count(), [0], threading.Event()
@@ -112,7 +135,7 @@ def sampling(plane: SimPlane, mode: str, seconds: float, interval: float) -> str
     counter = threading.Thread(target=count_threads, daemon=True)
     counter.start()
     with Spent(plane) as spent:
-        if mode == "rounds":
+        if mode in ("rounds", "forked"):
             fleet.start()
             time.sleep(seconds)
             fleet.stop()
@@ -125,10 +148,12 @@ def sampling(plane: SimPlane, mode: str, seconds: float, interval: float) -> str
     stopping.set()
     counter.join()
     per_sample = spent.cpu / max(1, samples[0])
+    fake = spent.fake / max(1, samples[0])
     return (
         f"{mode + ':':8} {peak[0]:6} threads, {samples[0] / len(plane.hosts) / spent.wall:4.2f} "
         f"samples per host-second, {per_sample * 1e6:4.0f} us CPU a sample (so one core keeps "
-        f"up with {interval / per_sample:,.0f} hosts)"
+        f"up with {interval / per_sample:,.0f} hosts); the fake hosts' own {fake * 1e6:3.0f} us "
+        f"a sample, the process's CPU {(spent.cpu + spent.fake) / spent.wall:4.2f} s a second"
     )
 
 
@@ -187,7 +212,7 @@ def measure(hosts: int, per_host: int, job_size: int, rounds: int, out: Callable
             f"{cpu / hosts * 1e6:4.0f} us CPU per host-second (target <= 100: "
             f"{hosts / cpu:,.0f} hosts on one core)")  # fmt: skip
 
-        for mode in ("threads", "rounds"):
+        for mode in ("threads", "rounds", "forked"):
             out(f"daemon  {hosts:>6} hosts, {daemon_seconds:g} s at a {interval:g} s "
                 f"interval: {sampling(plane, mode, daemon_seconds, interval)}")  # fmt: skip
 

@@ -15,6 +15,7 @@ wants to know of changes (a unit's state, a host's state or boot) passes `on_cha
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -93,6 +94,7 @@ class _Record:
     # a hash of its units' and runs' signatures as of the last good sample (a change of it is
     # worth a cycle at once; kept as a hash, not the tuples: 80 bytes less per task)
     marks: int = hash(((), ()))
+    digest: str | None = None  # the node's digest of `units` (its samples then leave them out)
 
 
 class Fleet:
@@ -125,6 +127,7 @@ class Fleet:
         self._retries = Retries(interval)  # hosts out of the round (its own thread asks them)
         self._retry_wake = threading.Event()  # a host left the round, or failed again
         self._retrying: ThreadPoolExecutor | None = None
+        self._turn = -math.inf  # no host's state changes by silence alone before this
         self.round_seconds: Callable[[float], None] = lambda _s: None  # metrics' observers
         self.sampled: Callable[[float, bool], None] = lambda _s, _ok: None
 
@@ -187,7 +190,7 @@ class Fleet:
             each_host(hosts, lambda host: answered(host, *self._ask(host, timeout)))
         else:
             with self._lock:
-                fields = {h: self._sample_fields.get(h, {}) for h in hosts}
+                fields = {h: self._fields(h) for h in hosts}
             for host, answer in sample_round(fields, timeout=timeout).items():
                 answered(host, start, answer)
         self.round_seconds(self.clock.monotonic() - start)
@@ -257,11 +260,18 @@ class Fleet:
         """When `host` was asked for a sample, and its answer (or why none)."""
         asked = self.clock.monotonic()
         with self._lock:
-            fields = self._sample_fields.get(host, {})
+            fields = self._fields(host)
         try:
             return asked, self.plane.sample(host, timeout=timeout, **fields)
         except Exception as exc:  # judged by whoever takes the answer
             return asked, exc
+
+    def _fields(self, host: str) -> dict:
+        """What a sample of `host` carries: its fields, and the digest of the units held from
+        it (the lock is held)."""
+        fields = self._sample_fields.get(host, {})
+        digest = self._records[host].digest
+        return fields if digest is None else {**fields, "units_digest": digest}
 
     def _in_round(self, host: str, asked: float, answer: Answer) -> None:
         """A round's answer; a host that gave none leaves the round, asked again on its own at
@@ -292,28 +302,48 @@ class Fleet:
         now = self.clock.monotonic()
         with self._lock:
             r = self._records[host]
-            before = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
+            before = (self._state(r, now), r.facts.get("boot"), r.marks)
+            if facts is not None and not self._current(r, asked, facts):
+                r.digest = None  # the next sample brings the units whole
+                facts = error = None
+                self._retries.answered(host)  # it answers: in the next round, recorded then
             if facts is not None:
                 # the units are kept compact in r.units only, not in the facts as well
-                units = facts.pop("units", None)
-                units = units if isinstance(units, list) else []
-                same = facts.get("runs") == r.facts.get("runs") and same_units(units, r.units)
+                digest = facts.pop("units_digest", None)
+                if facts.pop("same_units", False):  # the node holds the units we hold
+                    units, same = None, facts.get("runs") == r.facts.get("runs")
+                else:
+                    units = facts.pop("units", None)
+                    units = units if isinstance(units, list) else []
+                    same = facts.get("runs") == r.facts.get("runs") and same_units(units, r.units)
                 r.facts, r.ok_at, r.asked, r.seen = facts, now, asked, self.clock.time()
                 if not same:  # else as last time: the map and marks stay
-                    r.units = units_map(units, unit_key)
+                    if units is not None:
+                        r.units = units_map(units, unit_key)
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
+                r.digest = digest if isinstance(digest, str) else None
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
-            else:
+                self._turn = min(self._turn, now + self.suspect_after)
+            elif error is not None:
                 r.failed_at, r.error = now, error
                 r.failures += 1
                 self._retries.failed(host, asked)
                 self._retry_wake.set()
             r.rounds += 1
-            after = (self._view(host, r, now).state, r.facts.get("boot"), r.marks)
+            after = (self._state(r, now), r.facts.get("boot"), r.marks)
             self._lock.notify_all()
         if after != before:
             self.on_change()
+
+    @staticmethod
+    def _current(r: _Record, asked: float, facts: Mapping) -> bool:
+        """Whether a good sample asked at `asked` may be recorded: not older than the one
+        recorded (a reader never overwrites a newer state), and, if it left its units out, said
+        so of the units held now (a newer answer may have changed them since it was asked)."""
+        if r.asked is not None and asked < r.asked:
+            return False
+        return not facts.get("same_units") or facts.get("units_digest") == r.digest
 
     def start(self) -> None:
         """Sample the answering hosts every `interval` in rounds, each failing host on its own
@@ -361,13 +391,32 @@ class Fleet:
             self.run_checks()
 
     def _state_loop(self) -> None:
-        """A host that stays silent changes state with no answer to tell of it: look often."""
-        states = self.states()
+        """A host that stays silent changes state with no answer to tell of it: look often,
+        and at every host once one of them may have (its silence past a threshold)."""
+        states = self._silent_states()
         while not self._stopping.wait(STATE_TICK):
-            now = self.states()
+            with self._lock:
+                if self.clock.monotonic() < self._turn:
+                    continue  # nobody's silence has passed a threshold since the last look
+            now = self._silent_states()
             if now != states:
                 states = now
                 self.on_change()
+
+    def _silent_states(self) -> dict[str, HostState]:
+        """states(), and when silence may next change one (`_turn`): the earliest threshold
+        (suspect_after, unreachable_after) still ahead of a host's last answer."""
+        now = self.clock.monotonic()
+        turn = math.inf
+        with self._lock:
+            for r in self._records.values():
+                if r.ok_at is not None:
+                    for due in (r.ok_at + self.suspect_after, r.ok_at + self.unreachable_after):
+                        if now < due:
+                            turn = min(turn, due)
+                            break
+            self._turn = turn
+            return {name: self._state(r, now) for name, r in self._records.items()}
 
     def stop(self) -> None:
         self._stopping.set()

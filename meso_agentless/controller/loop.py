@@ -163,6 +163,10 @@ class Controller:
         self.deployer = Deployer(self)  # services changing version (controller.deployments)
         self.cluster = ClusterState()  # the allocator's hosts, kept between cycles
         self.topologies = Topologies()  # each host's sampled cores and devices, parsed once
+        self._boots: dict[str, str] | None = None  # the stored boots, kept as _read is
+        self._noted: dict[str, int] = {}  # host -> the marks of the units borrowed last noted
+        self._supersedes: dict[str, tuple[list[TaskRow], list[TaskRow]]] = {}  # job -> (its
+        # rows, their superseded attempts): the same while the rows are the same list
 
     def _owned(self, jobs: Iterable[JobRow]) -> set[str]:
         """The jobs of frameworks that schedule their own tasks: never placed or moved here."""
@@ -397,12 +401,20 @@ class Controller:
             self._reads += 1
         return rows[None]
 
+    def _host_boots(self) -> dict[str, str]:
+        """The hosts' stored boot identities, read again only after we write one (or as _read
+        is, after another connection's write)."""
+        if self._boots is None:
+            self._boots = self.store.host_boots()
+        return self._boots
+
     def _trust_reads(self) -> None:
         """At a cycle's start: rows read by an earlier cycle are kept only if it ran to its end
         and no other connection (another controller, a command) has written since."""
         outside = self.store.outside_writes()
         if not self._clean or outside is None or outside != self._outside:
             self._read = (-1, {})
+            self._boots = None
             self._quiet.clear()
         self._outside, self._clean = outside, False
 
@@ -417,8 +429,10 @@ class Controller:
         self._trust_reads()
         views = self.fleet.views()
         self._note_hosts(views)
-        for view in views.values():
-            self.borrowed.note_host(view.units, self.mark)
+        for name, view in views.items():  # a host's units as last noted: nothing new to learn
+            if self._noted.get(name) != view.marks:
+                self.borrowed.note_host(view.units, self.mark)
+                self._noted[name] = view.marks
         self._check_partition()
         forget, strays = self._observe(views)
         run_forget = self._collect_runs(views)
@@ -488,7 +502,7 @@ class Controller:
     def _note_hosts(self, views: Mapping[str, HostView]) -> None:
         """Publish host state changes; a host that went unreachable or came back changes what
         can be placed."""
-        boots = self.store.host_boots()
+        boots = self._host_boots()
         for name, view in views.items():
             state = view.state
             if view.boot and boots.get(name) not in (None, view.boot):
@@ -536,7 +550,7 @@ class Controller:
         """Record what the hosts say of every attempt that may be out there. Returns the rows
         whose units ended (to clean up on their hosts) and stray ones (to stop). Hosts where
         nothing changed since their last look found nothing to do are skipped (QuietHosts)."""
-        boots = self.store.host_boots()
+        boots = self._host_boots()
         rows = self._out_there()
         active = frozenset((j.name, j.run) for j in self.store.jobs() if j.state == ACTIVE)
         quiet = self._quiet.quiet((self._reads, active), views, boots, self._acted,
@@ -587,6 +601,7 @@ class Controller:
             for name, view in views.items():
                 if view.boot and view.state == HostState.UP and boots.get(name) != view.boot:
                     self.store.set_host_boot(name, view.boot)
+                    self._boots = None
                     busy.add(name)
         self._find_unclaimed(views, claimed, forget, strays, skip=quiet, busy=busy)
         self._quiet.judged({n: v for n, v in views.items() if n not in quiet}, boots, busy)
@@ -751,14 +766,11 @@ class Controller:
         out = []
         for job in jobs:
             rows = self._job_rows(job.name)
-            latest: dict[tuple[str, int], TaskRow] = {}
-            for row in rows:
-                latest[(row.task, row.index)] = row
-            for row in rows:
-                new = latest[(row.task, row.index)]
-                up = new.state == S.RUNNING and new.health in (None, "healthy")
-                if new is not row and up and row.state in TRACKED:
-                    out.append(row)
+            kept = self._supersedes.get(job.name)
+            if kept is None or kept[0] is not rows:
+                kept = self._supersedes[job.name] = (rows, _superseded_of(rows))
+            out.extend(kept[1])
+        self._supersedes = {j.name: self._supersedes[j.name] for j in jobs}
         return out
 
     def drain(self, host: str, deadline: float) -> None:
@@ -797,6 +809,8 @@ class Controller:
         way, held in a cut connection; ours, or an earlier controller's before this one began)."""
         wanted = {(launch.task, launch.index, launch.attempt)
                   for launch in decisions.launch if launch.again}  # fmt: skip
+        if not wanted:
+            return []
         expired = self.clock.monotonic() - self.launch_timeout - EXPIRY_MARGIN
         return [row for row in self._job_rows(job.name)
                 if (row.task, row.index, row.attempt) in wanted and row.host in views
@@ -1197,12 +1211,14 @@ class Controller:
             return
         spec = Job.model_validate(job.spec)
         total = sum(t.count for t in spec.tasks)
-        checked = {t.name for t in spec.tasks if t.health is not None}
-        latest: dict[tuple[str, int], TaskRow] = {}
-        for row in self._job_rows(job.name):
-            latest[(row.task, row.index)] = row
-        unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
-                        for r in latest.values())  # fmt: skip
+        checked = frozenset(t.name for t in spec.tasks if t.health is not None)
+        unhealthy = 0
+        if checked:  # else none is unhealthy: the rows need no look
+            latest: dict[tuple[str, int], TaskRow] = {}
+            for row in self._job_rows(job.name):
+                latest[(row.task, row.index)] = row
+            unhealthy = sum(r.task in checked and r.state == S.RUNNING and r.health != "healthy"
+                            for r in latest.values())  # fmt: skip
         waiting = len(state.unplaced) + unhealthy
         result = jobcore.outcome(job.type, False, decisions, total, waiting)
         if result is None or self.deployer.holds_outcome(job, result.code):
@@ -1393,6 +1409,20 @@ def per_host(items: list[T], host_of: Callable[[T], str], call: Callable[[T], R]
 
     each_host(list(by_host), one_host)
     return results  # type: ignore[return-value]
+
+
+def _superseded_of(rows: list[TaskRow]) -> list[TaskRow]:
+    """The rows of one job's run superseded by a newer attempt of their slot that is up."""
+    latest: dict[tuple[str, int], TaskRow] = {}
+    for row in rows:
+        latest[(row.task, row.index)] = row
+    out = []
+    for row in rows:
+        new = latest[(row.task, row.index)]
+        up = new.state == S.RUNNING and new.health in (None, "healthy")
+        if new is not row and up and row.state in TRACKED:
+            out.append(row)
+    return out
 
 
 def _pending_spans(unplaced: Iterable[Unplaced]) -> dict[tuple[str, str], list[tuple[int, int]]]:

@@ -70,6 +70,7 @@ UNIT_NAME = re.compile(
 # one run of a cron job's timer: -r<scheduled second> for a firing, -t<milliseconds> for a trigger
 RUN_NAME = re.compile(UNIT_NAME.pattern + r"-[rt][0-9]{1,20}")
 OWNER = re.compile(r"[0-9a-f]{1,32}")
+UNITS_DIGEST = re.compile(r"[0-9a-f]{32}")  # a sample's units, as its caller holds them
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
     "ExecMainPID", "CPUQuotaPerSecUSec", "MemoryMax", "TasksMax", "RuntimeMaxUSec",
@@ -2391,6 +2392,40 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
     }
 
 
+def sample_unless_known(request: dict | None = None, session: Session | None = None) -> dict:
+    """`sample`, with the digest of its units (`units_digest`); when the request's
+    `units_digest` is that digest, the units are left out and `same_units: true` said instead:
+    the caller holds that very list from an earlier answer. The digest is of the list's content,
+    so a new connection, a restarted node command or a rebooted host answers the list again
+    unless it is the same; a request without a digest gets it whole, as before."""
+    request = dict(request or {})
+    known = known_digest(request.pop("units_digest", None))
+    return without_known_units(sample(request, session), known)
+
+
+def known_digest(value: object) -> str | None:
+    """A sample request's `units_digest`, checked."""
+    if value is not None and not (isinstance(value, str) and UNITS_DIGEST.fullmatch(value)):
+        raise RequestError("units_digest: not a digest (32 hex digits)")
+    return value
+
+
+def units_digest(units: list) -> str:
+    """The digest of a sample's unit list: of its content, as answered."""
+    listed = json.dumps(units, separators=(",", ":")).encode()
+    return hashlib.blake2b(listed, digest_size=16).hexdigest()
+
+
+def without_known_units(answer: dict, known: str | None, digest: str | None = None) -> dict:
+    """A sample's answer with its units' digest (`digest`, if already made of them), and
+    without its units if that is `known`."""
+    answer["units_digest"] = digest = digest or units_digest(answer["units"])
+    if digest == known:
+        del answer["units"]
+        answer["same_units"] = True
+    return answer
+
+
 def policy_verb(request: dict, session: Session | None = None) -> dict:
     """The policy in force; {"policy": {...}} first tightens it for this session."""
     _fields(request, ("policy",))
@@ -2802,6 +2837,7 @@ def refresh_shared(pinned: dict[str, dict], live: list[str], since: float) -> No
 
 VERBS = {"sample": sample, "launch": launch, "status": status, "list": list_units, "stop": stop,
          "forget": forget, "health": health, "trigger": trigger}  # fmt: skip
+VERBS["sample"] = sample_unless_known  # the units left out when the caller holds them
 SESSION_VERBS = {"policy": policy_verb}  # about the connection, not a task
 
 

@@ -28,7 +28,13 @@ from meso_agentless.core.model import Framework
 from meso_agentless.core.resources import parse_size
 from meso_agentless.hosts.plane import NodeRefused, Unreachable
 from meso_agentless.inventory import Inventory, Node
-from meso_agentless.node.nodecmd import UNIT_NAME
+from meso_agentless.node.nodecmd import (
+    UNIT_NAME,
+    RequestError,
+    known_digest,
+    units_digest,
+    without_known_units,
+)
 from meso_agentless.state.postgres import open_store
 
 
@@ -141,18 +147,28 @@ class FakePlane:
         with self._lock:
             h = self._host(host)
             self.calls.append(("sample", host, ""))
+            try:  # as the node command: a sample's units left out if the caller holds them
+                known = known_digest(fields.get("units_digest"))
+            except RequestError as exc:
+                raise NodeRefused(f"{host}: {exc}") from None
             self.sample_fields[host] = dict(fields)
             leases = fields.get("leases")
             if isinstance(leases, dict):  # as the node command: these timers, and only these
                 now = self.clock.monotonic()
                 h.leases = {unit: now for unit in leases.get("units", [])}
             after = fields.get("after") if isinstance(fields.get("after"), dict) else {}
-            return {"hostname": host, "cpus": h.cpus, "mem_total": h.mem, "mem_available": h.mem,
+            answer = {"hostname": host, "cpus": h.cpus, "mem_total": h.mem, "mem_available": h.mem,
                     "disk_total": h.disk, "disk_available": h.disk, "load": [0.0, 0.0, 0.0],
                     "boot_id": h.boot, "boot": h.boot, "cgroup": "v2", "systemd": 252,
-                    "system": h.system,
-                    "units": [u.status() for u in h.units.values()],
+                    "system": h.system, "units": None,
                     "runs": self._reports(h, after)}  # type: ignore[arg-type]  # fmt: skip
+            answer["units"], digest = self._units(h)
+            return without_known_units(answer, known, digest)
+
+    def _units(self, h: FakeHost) -> tuple[list[dict], str]:
+        """A host's unit statuses as a sample lists them, and their digest."""
+        units = [u.status() for u in h.units.values()]
+        return units, units_digest(units)
 
     def launch(self, host: str, request: dict, timeout: float | None = None) -> dict:
         with self._lock:

@@ -18,6 +18,7 @@ loop) on top of it, unchanged:
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import deque
@@ -62,8 +63,11 @@ class SimPlane(FakePlane):
         self.calls = deque(maxlen=0)  # type: ignore[assignment]  # no log of every call
         self.duration = duration
         self.ends: dict[str, float] = {}  # unit -> monotonic time its process exits
+        self._first_end: dict[str, float] = {}  # host -> no unit of it exits before this
         self.cpu_seconds = 0.0  # what the fake itself spent answering (thread CPU time)
         self._located: dict[str, str] = {}  # unit -> host it was launched on
+        self._listed: dict[str, tuple[tuple, list[dict], str]] = {}  # host -> its units' key,
+        # statuses and digest as last listed (a unit's request is never changed in place)
         self._cpu_lock = threading.Lock()
 
     @classmethod
@@ -96,16 +100,38 @@ class SimPlane(FakePlane):
     def _exit_due(self, host: FakeHost) -> None:
         """Units whose duration has passed have exited 0 (RemainAfterExit keeps the result)."""
         now = self.clock.monotonic()
+        if self._first_end.get(host.name, -math.inf) > now:
+            return
+        first = math.inf
         for unit in host.units.values():
             end = self.ends.get(unit.name)
             if end is not None and end <= now and unit.state == "running":
                 unit.state, unit.exit_code = "finished", 0
                 del self.ends[unit.name]
+            elif end is not None:
+                first = min(first, end)
+        self._first_end[host.name] = first
+
+    def _ends(self, host: str, unit: str, seconds: float) -> None:
+        """`unit` of `host` exits `seconds` from now."""
+        end = self.ends[unit] = self.clock.monotonic() + seconds
+        self._first_end[host] = min(end, self._first_end.get(host, math.inf))
 
     def sample(self, host: str, timeout: float | None = None, **fields: object) -> dict:
         with self._spending():
             line = json.dumps(super().sample(host, timeout, **fields))
         return json.loads(line)  # decoding a node's answer is the controller's work, as over SSH
+
+    def _units(self, h: FakeHost) -> tuple[list[dict], str]:
+        """As FakePlane's, listed again only when a unit's state has changed (the node's own
+        work: a real node reads its units every time; here the simulated hosts' CPU would
+        crowd out the controller's in the one process)."""
+        key = tuple((id(u), u.state, u.exit_code, u.signal, u.reason, u.restarts, u.kind)
+                    for u in h.units.values())  # fmt: skip
+        listed = self._listed.get(h.name)
+        if listed is None or listed[0] != key:
+            listed = self._listed[h.name] = (key, *super()._units(h))
+        return listed[1], listed[2]
 
     def sample_round(
         self, fields: Mapping[str, Mapping], timeout: float | None = None
@@ -128,7 +154,7 @@ class SimPlane(FakePlane):
                 self._located[unit] = host
                 seconds = self.duration(request)
                 if seconds is not None:
-                    self.ends[unit] = self.clock.monotonic() + seconds
+                    self._ends(host, unit, seconds)
             return answer
 
     def stop(self, host: str, unit: str, timeout: float | None = None, wait: bool = True) -> dict:
@@ -165,7 +191,7 @@ class SimPlane(FakePlane):
             self._located[unit.name] = host
             self.started[unit.name] += 1
             if seconds is not None:
-                self.ends[unit.name] = self.clock.monotonic() + seconds
+                self._ends(host, unit.name, seconds)
 
     def units(self) -> dict[str, str]:
         """unit -> host, for every unit loaded on a host (running or ended)."""

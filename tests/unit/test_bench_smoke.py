@@ -37,11 +37,12 @@ def quick_run(bench: str) -> list[str]:
 def test_quick_scale_benchmark_prints_its_figures():
     lines = quick_run("scale_bench.py")
     assert [line.split()[0] for line in lines] == ["submit", "fill", "round", "daemon", "daemon",
-                                                   "restart", "memory"]  # fmt: skip
-    assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[5]
+                                                   "daemon", "restart", "memory"]  # fmt: skip
+    assert "us CPU per host-second" in lines[2] and "reconciled in" in lines[6]
     assert "threads:" in lines[3] and "rounds:" in lines[4] and "us CPU a sample" in lines[4]
-    assert "KB per host" in lines[6] and "B per task" in lines[6]
-    assert ", 0 not running after it" in lines[5]
+    assert "forked:" in lines[5] and "in their own process" in lines[5]
+    assert "KB per host" in lines[7] and "B per task" in lines[7]
+    assert ", 0 not running after it" in lines[6]
 
 
 def test_quick_connections_benchmark_prints_its_figures():
