@@ -1179,7 +1179,8 @@ def _admit_and_run(
              "memory_max": limits["mem"]}  # fmt: skip
     if ledger is None or admission_error(ledger, limits, capacity):
         bus = session.systemd_bus() if session is not None else None
-        ledger = [u for u in held_units(bus) if u["state"] in HOLDS_RESOURCES]
+        held = held_units(bus) if bus is not None else held_units()
+        ledger = [u for u in held if u["state"] in HOLDS_RESOURCES]
         error = admission_error(ledger, limits, capacity)
         if error:
             _write_ledger(ledger)
