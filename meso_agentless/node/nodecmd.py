@@ -1094,18 +1094,22 @@ def status(request: dict, session: Session | None = None, runs: bool = True) -> 
     """The state of one task unit, cron timer or run."""
     _fields(request, ("unit",))
     unit = check_unit(request.get("unit"), runs=runs)
-    return unit_statuses([unit])[unit]
+    bus = session.systemd_bus() if session is not None else None
+    return unit_statuses([unit], bus)[unit] if bus else unit_statuses([unit])[unit]
 
 
-def unit_statuses(units: list[str]) -> dict[str, dict]:
-    """status() of each of these (checked) unit names, from one `systemctl show` for them all:
-    a task's name shows its cron timer if one is loaded, else its service."""
+def unit_statuses(units: list[str], bus: SystemdBus | None = None) -> dict[str, dict]:
+    """status() of each of these (checked) unit names, from one `systemctl show` for them all
+    (or over `bus` while it answers): a task's name shows its cron timer if one is loaded, else
+    its service."""
     shown_as = {u: [f"{u}.timer", f"{u}.service"] if UNIT_NAME.fullmatch(u) else [f"{u}.service"]
                 for u in units}  # fmt: skip
     names = [name for unit_names in shown_as.values() for name in unit_names]
-    shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
-                             ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
-                             *names]))  # fmt: skip
+    shown = bus_shown(bus, names) if bus is not None else None
+    if shown is None:
+        shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                                 ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
+                                 *names]))  # fmt: skip
     if len(shown) != len(names):  # systemd failed part way: no telling which block is whose
         if len(units) > 1:
             return {u: unit_statuses([u])[u] for u in units}
@@ -2210,16 +2214,16 @@ def forget(request: dict, session: Session | None = None) -> dict:
     """Unload a unit that has ended (`unit`), or several (`units`: one `systemctl` call per
     step for them all), once the controller has stored how it ended."""
     if "units" in request:
-        return _forget_units(request)
-    current = status(request)
+        return _forget_units(request, session)
+    current = status(request, session)
     unit = request["unit"]
     if current["state"] in HOLDS_RESOURCES:
         raise RequestError(f"unit: {unit} is still {current['state']}; stop it instead")
-    _unload([unit])
+    _unload([unit], session.systemd_bus() if session is not None else None)
     return current
 
 
-def _forget_units(request: dict) -> dict:
+def _forget_units(request: dict, session: Session | None = None) -> dict:
     """forget of `units`: each one's status; one still holding resources is left loaded, with
     an error (stop it instead), and the others are unloaded."""
     _fields(request, ("units",))
@@ -2230,18 +2234,22 @@ def _forget_units(request: dict) -> dict:
         units = list(dict.fromkeys(check_unit(name, runs=True) for name in names))
     except RequestError as exc:
         raise RequestError(f"units{str(exc).removeprefix('unit')}") from None
-    current = unit_statuses(units)
+    bus = session.systemd_bus() if session is not None else None
+    current = unit_statuses(units, bus)
     held = {u for u, state in current.items() if state["state"] in HOLDS_RESOURCES}
-    _unload([u for u in units if u not in held])
+    _unload([u for u in units if u not in held], bus)
     for unit in held:
         current[unit] = {**current[unit], "error": f"still {current[unit]['state']}; stop it"}
     return {"units": current}
 
 
-def _unload(units: list[str]) -> None:
-    """Stop these ended units and clear their failed state: systemd unloads them."""
+def _unload(units: list[str], bus: SystemdBus | None = None) -> None:
+    """Stop these ended units and clear their failed state: systemd unloads them (over `bus`
+    while it answers, else by systemctl)."""
     if units:
         services = [f"{unit}.service" for unit in units]
+        if bus is not None and bus_unload(bus, services):
+            return
         _run(["systemctl", "stop", *services])
         _run(["systemctl", "reset-failed", *services])
 
@@ -2447,6 +2455,52 @@ def bus_show(bus: SystemdBus, path: str, wanted: frozenset[str]) -> dict[str, st
     if reply.fields.get(F_SIGNATURE) != "a{sv}":
         raise ValueError("D-Bus: GetAll did not answer a{sv}")
     return read_properties(reply.body, wanted)
+
+
+def unit_path(name: str) -> str:
+    """A unit's object path: its name escaped as systemd escapes it (bus_label_escape)."""
+    escaped = "".join(c if c.isascii() and (c.isalpha() or (i and c.isdigit()))
+                      else "".join(f"_{b:02x}" for b in c.encode())
+                      for i, c in enumerate(name))  # fmt: skip
+    return f"{SYSTEMD_PATH}/unit/{escaped}"
+
+
+def bus_shown(bus: SystemdBus, names: list[str]) -> list[dict[str, str]] | None:
+    """What `systemctl show` gives of these units (of UNIT_PROPERTIES and TIMER_PROPERTIES), over
+    the bus (systemd loads a unit asked by its path, as for systemctl); None (and the bus
+    closed) if it does not answer."""
+    wanted = frozenset(UNIT_PROPERTIES + TIMER_PROPERTIES)
+    if bus.broken:
+        return None
+    try:
+        return [bus_show(bus, unit_path(name), wanted) for name in names]
+    except (OSError, ValueError, DBusError):
+        bus.close()
+        return None
+
+
+def bus_unload(bus: SystemdBus, services: list[str]) -> bool:
+    """_unload() over the bus, as systemctl does it: StopUnit of each (waiting for their jobs),
+    then ResetFailedUnit (a unit not loaded refuses both: nothing to do). False (and the bus
+    closed) if it does not answer."""
+    if bus.broken:
+        return False
+    jobs: dict[str, str] = {}
+    try:
+        with bus.lock:  # nothing drains while the jobs' ends are awaited
+            waiting = []
+            for service in services:
+                with contextlib.suppress(DBusError):
+                    waiting += bus.call("StopUnit", "ss", [service, "replace"], jobs)
+            while any(job not in jobs for job in waiting):
+                bus._next(jobs)
+        for service in services:
+            with contextlib.suppress(DBusError):
+                bus.call("ResetFailedUnit", "s", [service])
+    except (OSError, ValueError):
+        bus.close()
+        return False
+    return True
 
 
 def bus_system_state(bus: SystemdBus) -> str:

@@ -36,19 +36,22 @@ def sampled():
         recording[0] = False
     assert answer["ok"], answer
     return answer
+def mine(units):  # this test's units (other tests leave theirs on the host)
+    return [u for u in units if u["unit"].startswith(DATA["prefix"])]
 def by_systemctl():
-    return ns["units_report"](ns["_listing"](), {})["units"]
+    return mine(ns["units_report"](ns["_listing"](), {})["units"])
 def same(what):
     started.clear(); read.clear()
     for _ in range(20):  # a unit may change between the two reads: read both again
-        mine = sampled()
-        if mine["units"] == by_systemctl():
+        answer = sampled()
+        if mine(answer["units"]) == by_systemctl():
             break
         time.sleep(0.2)
     else:
-        raise AssertionError(f"{what}: {mine['units']} != {by_systemctl()}")
-    return {"started": list(started), "read": sorted(set(read)), "bus": session.bus is not None,
-            "units": {u["unit"]: u["state"] for u in mine["units"]}}
+        raise AssertionError(f"{what}: {mine(answer['units'])} != {by_systemctl()}")
+    read_here = sorted({p for p in read if p.startswith(ns["unit_path"](DATA["prefix"]))})
+    return {"started": list(started), "read": read_here, "bus": session.bus is not None,
+            "units": {u["unit"]: u["state"] for u in mine(answer["units"])}}
 def launch(unit, **request):
     reply = ns["answer"]("launch", {"unit": unit, **request}, session)
     assert reply["ok"], reply
@@ -74,7 +77,12 @@ out["kept"] = same("nothing changed")
 subprocess.run(["systemctl", "kill", "--signal=KILL", units[2] + ".service"], check=True)
 time.sleep(0.5)
 out["killed"] = same("one killed")
-out["forgot"] = ns["answer"]("forget", {"units": units}, session)["ok"]
+names = units + [DATA["never"]]  # and one never launched
+out["statuses"] = ns["unit_statuses"](names, session.systemd_bus()) == ns["unit_statuses"](names)
+started.clear(); recording[0] = True
+forgot = ns["answer"]("forget", {"units": units}, session)
+recording[0] = False
+out["forgot"], out["forget_started"] = forgot["ok"], list(started)
 out["none"] = same("all forgotten")
 print(json.dumps(out))
 """
@@ -82,7 +90,12 @@ print(json.dumps(out))
 
 def test_a_warm_sample_reads_every_state_over_the_bus_as_systemctl_shows_it(meso_lab):
     units = [fresh("busr") for _ in range(6)]
-    got = on_host(meso_lab, HOST, SETUP + EVERY_STATE, {"units": units})
+    got = on_host(
+        meso_lab,
+        HOST,
+        SETUP + EVERY_STATE,
+        {"units": units, "never": fresh(), "prefix": "meso-busr_"},
+    )
     states = {u.removesuffix(".service"): s for u, s in got["all"]["units"].items()}
     assert [states.get(u) for u in units] == [
         "finished", "failed", "running", "failed", "killed", states.get(units[5])
@@ -93,7 +106,9 @@ def test_a_warm_sample_reads_every_state_over_the_bus_as_systemctl_shows_it(meso
     # each unit read once it changed, the others kept: the killed one alone
     assert len(got["all"]["read"]) >= 6 and got["kept"]["read"] == []
     assert got["killed"]["read"] == [path(units[2])]
-    assert got["forgot"] and got["none"]["units"] == {}
+    # forgotten over the bus too: the same statuses as systemctl's, no process started
+    assert got["statuses"] and got["forgot"] and got["forget_started"] == []
+    assert got["none"]["units"] == {}
 
 
 REEXEC = """
@@ -115,14 +130,16 @@ subprocess.run(["systemctl", "daemon-reload"], check=True)
 launch(units[2], argv=["true"])
 time.sleep(0.5)
 out["reloaded"] = same("after daemon-reload")
-ns["answer"]("forget", {"units": units}, session)
+subprocess.run(["systemctl", "daemon-reexec"], check=True)  # and a forget on the closed one
+out["forgot"] = ns["answer"]("forget", {"units": units}, session)
+out["left"] = same("forgotten after daemon-reexec")
 print(json.dumps(out))
 """
 
 
 def test_a_warm_node_reads_right_after_daemon_reexec_and_daemon_reload(meso_lab):
     units = [fresh("busx") for _ in range(3)]
-    got = on_host(meso_lab, HOST, SETUP + REEXEC, {"units": units})
+    got = on_host(meso_lab, HOST, SETUP + REEXEC, {"units": units, "prefix": "meso-busx_"})
     names = [f"{u}.service" for u in units]
     assert got["before"]["units"] == {names[0]: "running", names[1]: "running"}
     assert got["after"]["units"] == {names[0]: "killed", names[1]: "running"}
@@ -131,6 +148,8 @@ def test_a_warm_node_reads_right_after_daemon_reexec_and_daemon_reload(meso_lab)
     # after a reload every unit is read anew
     assert got["reloaded"]["units"][names[2]] == "finished"
     assert got["reloaded"]["read"] == sorted(map(path, units))
+    assert got["forgot"]["ok"] and got["left"]["units"] == {}
+    assert [got["forgot"]["units"][u]["state"] for u in units] == ["killed", "killed", "finished"]
 
 
 def path(unit: str) -> str:

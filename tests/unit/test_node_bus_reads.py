@@ -57,6 +57,13 @@ def test_a_body_cut_short_or_not_a_dict_is_refused():
             nodecmd.read_properties(bad, WANTED)
 
 
+def test_unit_paths_are_escaped_as_systemd_escapes_them():
+    assert nodecmd.unit_path("meso-fx_done_0_1.service") == (
+        "/org/freedesktop/systemd1/unit/meso_2dfx_5fdone_5f0_5f1_2eservice"
+    )
+    assert nodecmd.unit_path("9a-é.timer").endswith("/unit/_39a_2d_c3_a9_2etimer")
+
+
 def test_values_are_shown_as_systemctl_prints_them():
     top = nodecmd.UINT64_MAX
     assert nodecmd.shown("MemoryMax", "t", top) == "infinity"
@@ -92,7 +99,7 @@ class Listed:
 
 
 def path_of(name: str) -> str:
-    return "/org/freedesktop/systemd1/unit/" + name.replace("-", "_2d").replace(".", "_2e")
+    return nodecmd.unit_path(name)
 
 
 @pytest.fixture
