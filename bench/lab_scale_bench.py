@@ -50,7 +50,7 @@ from meso_agentless.hosts.transport import NodeConnection
 from meso_agentless.inventory import Node, load_inventory
 from meso_agentless.lab import cluster
 from meso_agentless.lab.paths import LabPaths
-from meso_agentless.lab.usage import HostUsage, lab_usage, tree_cpu
+from meso_agentless.lab.usage import HostUsage, cpu_by_command, cpu_split, lab_usage, tree_cpu
 from meso_agentless.testing.controller import ControllerProcess, running_controller
 
 BIN = Path(sys.executable).parent
@@ -140,11 +140,18 @@ def host_costs(lab: str, node: Node, launches: int, out: Callable[[str], None]) 
     once those units have ended and wait to be forgotten, on a warm connection."""
     conn = NodeConnection(node)
 
-    def per_call(calls: list[Callable[[], object]]) -> float:
+    split: dict[str, dict[str, float]] = {}
+
+    def per_call(calls: list[Callable[[], object]], what: str = "") -> float:
+        by_command = cpu_by_command(lab, node.name)
         before = lab_usage(lab, [node.name])[0].cpu
         for call in calls:
             call()
-        return (lab_usage(lab, [node.name])[0].cpu - before) / len(calls) * 1000
+        spent = (lab_usage(lab, [node.name])[0].cpu - before) / len(calls) * 1000
+        if what:
+            spent_by = cpu_split(by_command, cpu_by_command(lab, node.name))
+            split[what] = {k: v * 1000 / len(calls) for k, v in spent_by.items()}
+        return spent
 
     units = [unit_name("cost", "t", i, int(time.time())) for i in range(launches)]
     sample = [lambda: conn.request("sample")] * 20
@@ -153,16 +160,22 @@ def host_costs(lab: str, node: Node, launches: int, out: Callable[[str], None]) 
               for u in units]  # fmt: skip
     try:
         conn.request("sample")
-        empty, launched = per_call(sample), per_call(launch)
+        empty, launched = per_call(sample * 10, "sample, no units"), per_call(launch, "launch")
         time.sleep(1)  # `true` has ended everywhere
-        full = per_call(sample)
+        first = per_call(sample[:1], f"first sample after {launches} ends")
+        full = per_call(sample, f"sample, {launches} ended units")
+        forgot = per_call([lambda: conn.request("forget", units=units)], "forget")
+        forgot /= launches
+        split["forget"] = {k: v / launches for k, v in split["forget"].items()}
     finally:
-        for unit in units:
-            conn.request("forget", unit=unit)
         conn.close()
-    out(f"CPU of one host ({node.name}), warm connection: sample with no units {empty:.1f} ms, "
-        f"launch of `true` {launched:.1f} ms, sample with {launches} ended units "
-        f"{full:.1f} ms")  # fmt: skip
+    out(f"CPU of one host ({node.name}), warm connection: sample with no units {empty:.2f} ms, "
+        f"launch of `true` {launched:.1f} ms, first sample after their ends {first:.1f} ms, "
+        f"sample with {launches} ended units {full:.2f} ms, forget (together) {forgot:.1f} ms "
+        f"a unit")  # fmt: skip
+    for what, spent in split.items():  # whose CPU it is (ms per call; forget: per unit)
+        top = ", ".join(f"{name} {ms:.2f}" for name, ms in list(spent.items())[:6])
+        out(f"  {what}: {top}")
 
 
 class EventLog:
