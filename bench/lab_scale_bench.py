@@ -227,6 +227,19 @@ class CpuMeter:
         hosts = sum(u.cpu for u in lab_usage(self.lab, self.hosts))
         return time.monotonic(), hosts, tree_cpu(self.pid)
 
+    def by_command(self) -> list[dict]:
+        """Each host's cpu_by_command()."""
+        return [cpu_by_command(self.lab, host) for host in self.hosts]
+
+    @staticmethod
+    def split(before: list[dict], after: list[dict]) -> dict[str, float]:
+        """The hosts' CPU between two by_command() readings, by command, summed over hosts."""
+        total: dict[str, float] = {}
+        for one, two in zip(before, after, strict=True):
+            for name, seconds in cpu_split(one, two).items():
+                total[name] = total.get(name, 0.0) + seconds
+        return dict(sorted(total.items(), key=lambda item: -item[1]))
+
 
 def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, directory: Path,
               out) -> None:  # fmt: skip
@@ -238,6 +251,7 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
     time.sleep(IDLE)
     t1, hosts1, ctl1 = cpu.read()
     hosts_idle, ctl_idle = (hosts1 - hosts0) / (t1 - t0), (ctl1 - ctl0) / (t1 - t0)
+    by_command = cpu.by_command()
     started = time.perf_counter()
     done = subprocess.run([*MESO, "run", str(path)], env=env, capture_output=True, text=True,
                           check=False)  # fmt: skip
@@ -251,6 +265,7 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
                 time.sleep(0.2)
     wall = time.perf_counter() - started
     t2, hosts2, ctl2 = cpu.read()
+    split = cpu.split(by_command, cpu.by_command())
     time.sleep(0.5)  # the last events are on their way
     launches = log.launches()
     assert len(launches) == tasks, f"{len(launches)} of {tasks} launches seen"
@@ -264,6 +279,9 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
     out(f"CPU per task of that job (launch, run, end), less sampling at idle: hosts "
         f"{on_hosts * 1000:.1f} ms, controller {in_ctl * 1000:.1f} ms: at most "
         f"{1 / (on_hosts + in_ctl):.0f} tasks/s per core of this machine")  # fmt: skip
+    top = ", ".join(f"{name} {seconds * 1000 / tasks:.1f}" for name, seconds in
+                    list(split.items())[:8])  # fmt: skip
+    out(f"  the hosts' CPU per task by process, sampling included: {top}")
 
 
 def each_host(env: dict, nodes, inventory: str, rounds: int, directory: Path, out) -> None:
