@@ -280,7 +280,7 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
         f"{on_hosts * 1000:.1f} ms, controller {in_ctl * 1000:.1f} ms: at most "
         f"{1 / (on_hosts + in_ctl):.0f} tasks/s per core of this machine")  # fmt: skip
     top = ", ".join(f"{name} {seconds * 1000 / tasks:.1f}" for name, seconds in
-                    list(split.items())[:8])  # fmt: skip
+                    list(split.items())[:10])  # fmt: skip
     out(f"  the hosts' CPU per task by process, sampling included: {top}")
 
 

@@ -2357,16 +2357,25 @@ def read_properties(body: bytes, wanted: frozenset[str] | set[str]) -> dict[str,
             (length,) = unpack("<I", body, at)
             key = body[at + 4 : at + 4 + length]
             at += length + 5
-            signature = body[at + 1 : at + 1 + body[at]].decode()
+            signature = body[at + 1 : at + 1 + body[at]]
             at += body[at] + 2
             name = keys.get(key)
+            size = _BYTE_SIZES.get(signature)
             if name is not None:
-                value, at = _get(body, signature, at)
-                out[name] = shown(name, signature, value)
-            elif signature in _SIZES:  # most of them: a number, a flag
-                at += -at % _SIZES[signature] + _SIZES[signature]
+                value, at = _get(body, signature.decode(), at)
+                out[name] = shown(name, signature.decode(), value)
+            elif size:  # most of them: a number, a flag
+                at += -at % size + size
+            elif signature in (b"s", b"o"):  # a string: its length, its bytes, a NUL
+                at += -at % 4
+                at += unpack("<I", body, at)[0] + 5
+            elif signature[:1] == b"a" and signature[1:2] in _BYTE_ALIGN:  # skipped whole
+                at += -at % 4
+                (length,) = unpack("<I", body, at)
+                at += 4
+                at += -at % _BYTE_ALIGN[signature[1:2]] + length
             else:
-                at = _skip(body, signature, at)
+                at = _skip(body, signature.decode(), at)
     except (struct.error, IndexError, UnicodeDecodeError) as exc:
         raise ValueError(f"D-Bus data: {exc}") from None
     if at != end:
@@ -2375,6 +2384,8 @@ def read_properties(body: bytes, wanted: frozenset[str] | set[str]) -> dict[str,
 
 
 _SIZES = {code: struct.calcsize(form) for code, form in _FIXED.items()}
+_BYTE_SIZES = {code.encode(): size for code, size in _SIZES.items()}
+_BYTE_ALIGN = {code.encode(): align for code, align in _ALIGN.items()}
 
 
 def _skip(data: bytes, signature: str, at: int) -> int:
