@@ -2484,7 +2484,13 @@ def bus_shown(bus: SystemdBus, names: list[str]) -> list[dict[str, str]] | None:
     if bus.broken:
         return None
     try:
-        return [bus_show(bus, unit_path(name), wanted) for name in names]
+        (units,) = bus.call("ListUnitsByPatterns", "asas", [[], names])
+        loaded = {u[0] for u in units}
+        # of a task's cron timer only whether it is loaded is read (unit_statuses): one not
+        # loaded is not asked for (that would load a stub of it in systemd)
+        return [{"Id": name, "LoadState": "not-found"}
+                if name.endswith(".timer") and name not in loaded
+                else bus_show(bus, unit_path(name), wanted) for name in names]  # fmt: skip
     except (OSError, ValueError, DBusError):
         bus.close()
         return None
