@@ -1613,10 +1613,11 @@ class SystemdBus:
     def _note(self, signal: DBusMessage) -> None:
         """Under the lock: the meso unit a signal is about goes into `changed` (a reload: all
         of them); others are dropped unread."""
-        if MESO_UNIT_PATH in signal.header:  # PropertiesChanged of a meso unit (or its job)
-            path = signal.fields.get(F_PATH)
-            if isinstance(path, str):
-                self.changed.add(path)
+        at = signal.header.find(MESO_UNIT_PATH)
+        if at >= 0:  # PropertiesChanged of a meso unit: its path, the one field that holds it
+            end = signal.header.find(b"\0", at)  # strings end in a NUL
+            path = signal.header[at : end if end > 0 else None]
+            self.changed.add(path.decode("utf-8", "replace"))
         elif MESO_UNIT_PATH in signal.body and signal.fields.get(F_MEMBER) in UNIT_SIGNALS:
             self.changed.add(str(signal.values()[1]))  # UnitNew, UnitRemoved: (id s, unit o)
         elif b"Reloading" in signal.header and signal.fields.get(F_MEMBER) == "Reloading":
