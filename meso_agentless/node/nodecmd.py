@@ -1610,6 +1610,21 @@ class SystemdBus:
                 jobs[job] = result
             return message
 
+    def changes(self) -> bool:
+        """Whether a signal told of a change to a meso unit (or a reload) since bus_listing
+        last looked, reading what has come without waiting for more (a broken connection:
+        True, it cannot tell)."""
+        with self.lock:
+            try:
+                while not self.broken and self._select([self.sock], [], [], 0)[0]:
+                    self._receive(self.sock.recv(65536))
+                while (message := read_message(self.buffer)) is not None:
+                    if message.kind == SIGNAL:  # no call is waiting: anything else is dropped
+                        self._note(message)
+            except (OSError, ValueError):
+                self.broken = True
+            return self.broken or self.reloaded or bool(self.changed)
+
     def _note(self, signal: DBusMessage) -> None:
         """Under the lock: the meso unit a signal is about goes into `changed` (a reload: all
         of them); others are dropped unread."""
@@ -2606,7 +2621,7 @@ def watched_listing(
         return _listing(), system_state()
     root = cgroup2_root()
     before = unit_signature(root) if root else None
-    if before is not None and kept.get("signature") == before:
+    if before is not None and kept.get("signature") == before and not _told(bus):
         return kept["listing"], kept["system"]
     kept.clear()
     listing, system = _listing_and_state(bus)  # the state after the units: a shutdown that
@@ -2617,6 +2632,12 @@ def watched_listing(
             and listing_settled(tasks + runs, dict(after[1]))):  # fmt: skip
         kept.update(signature=after, listing=listing, system=system)
     return listing, system
+
+
+def _told(bus: SystemdBus | None) -> bool:
+    """Whether systemd's signals told of a change the unit signature may not show yet (a unit
+    whose failed state was reset is unloaded a moment later: until then no file changes)."""
+    return bus is not None and not bus.broken and bus.changes()
 
 
 def _listing_and_state(bus: SystemdBus | None) -> tuple[tuple, str]:

@@ -289,3 +289,39 @@ def test_a_session_reads_its_boot_once(monkeypatch):
     assert nodecmd.kept_boot(session) == nodecmd.kept_boot(session) == "id/123"
     assert nodecmd.kept_boot(None) == "id/123"
     assert len(reads) == 2
+
+
+def test_a_kept_listing_is_not_used_once_a_signal_told_of_a_change(tmp_path, monkeypatch):
+    """A unit whose failed state is reset stays loaded a moment, no file changed: its signal
+    tells, read without waiting (changes), and the sample asks systemd again."""
+    sent = threading.Event()
+
+    def systemd(conn, message):
+        conn.sendall(nodecmd.dbus_message(nodecmd.METHOD_RETURN, 9, {
+            nodecmd.F_REPLY: ("u", message.serial)}))  # fmt: skip
+        conn.sendall(unit_signal(path_of(A)))  # after the reply: read by no call
+        sent.set()
+        return True
+
+    peer(tmp_path / "private", systemd)
+    bus = nodecmd.SystemdBus(str(tmp_path / "private"), timeout=5)
+    assert not bus.changes()  # nothing told yet
+    bus.call("GetDefaultTarget")
+    assert sent.wait(5)
+    time.sleep(0.2)  # the signal is on its way; the draining thread may or may not have read it
+    assert bus.changes() and bus.changed == {path_of(A)}
+    # a sample whose unit signature is unchanged asks systemd all the same
+    monkeypatch.setattr(nodecmd, "cgroup2_root", lambda: "/nonexistent")
+    same = ((), (), (None, None))  # no unit files, no cgroups: as unit_signature gives it
+    monkeypatch.setattr(nodecmd, "unit_signature", lambda root: same)
+    asked = []
+    monkeypatch.setattr(
+        nodecmd, "_listing_and_state", lambda b: asked.append(b) or (([], [], []), "running")
+    )
+    kept = {"signature": same, "listing": ([{"unit": A}], [], []), "system": "running"}
+    assert nodecmd.watched_listing(kept, bus)[0] == ([], [], []) and asked == [bus]
+    bus.changed.clear()
+    kept.update(signature=same, listing=([{"unit": A}], [], []), system="running")
+    assert nodecmd.watched_listing(kept, bus)[0] == ([{"unit": A}], [], [])  # nothing told
+    bus.close()
+    assert nodecmd.watched_listing(kept, bus)[0] == ([{"unit": A}], [], [])  # broken: files only
