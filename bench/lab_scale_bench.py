@@ -50,7 +50,7 @@ from meso_agentless.hosts.transport import NodeConnection
 from meso_agentless.inventory import Node, load_inventory
 from meso_agentless.lab import cluster
 from meso_agentless.lab.paths import LabPaths
-from meso_agentless.lab.usage import HostUsage, lab_usage, tree_cpu
+from meso_agentless.lab.usage import HostUsage, cpu_by_command, cpu_split, lab_usage, tree_cpu
 from meso_agentless.testing.controller import ControllerProcess, running_controller
 
 BIN = Path(sys.executable).parent
@@ -140,11 +140,18 @@ def host_costs(lab: str, node: Node, launches: int, out: Callable[[str], None]) 
     once those units have ended and wait to be forgotten, on a warm connection."""
     conn = NodeConnection(node)
 
-    def per_call(calls: list[Callable[[], object]]) -> float:
+    split: dict[str, dict[str, float]] = {}
+
+    def per_call(calls: list[Callable[[], object]], what: str = "") -> float:
+        by_command = cpu_by_command(lab, node.name)
         before = lab_usage(lab, [node.name])[0].cpu
         for call in calls:
             call()
-        return (lab_usage(lab, [node.name])[0].cpu - before) / len(calls) * 1000
+        spent = (lab_usage(lab, [node.name])[0].cpu - before) / len(calls) * 1000
+        if what:
+            spent_by = cpu_split(by_command, cpu_by_command(lab, node.name))
+            split[what] = {k: v * 1000 / len(calls) for k, v in spent_by.items()}
+        return spent
 
     units = [unit_name("cost", "t", i, int(time.time())) for i in range(launches)]
     sample = [lambda: conn.request("sample")] * 20
@@ -153,16 +160,22 @@ def host_costs(lab: str, node: Node, launches: int, out: Callable[[str], None]) 
               for u in units]  # fmt: skip
     try:
         conn.request("sample")
-        empty, launched = per_call(sample), per_call(launch)
+        empty, launched = per_call(sample * 10, "sample, no units"), per_call(launch, "launch")
         time.sleep(1)  # `true` has ended everywhere
-        full = per_call(sample)
+        first = per_call(sample[:1], f"first sample after {launches} ends")
+        full = per_call(sample, f"sample, {launches} ended units")
+        forgot = per_call([lambda: conn.request("forget", units=units)], "forget")
+        forgot /= launches
+        split["forget"] = {k: v / launches for k, v in split["forget"].items()}
     finally:
-        for unit in units:
-            conn.request("forget", unit=unit)
         conn.close()
-    out(f"CPU of one host ({node.name}), warm connection: sample with no units {empty:.1f} ms, "
-        f"launch of `true` {launched:.1f} ms, sample with {launches} ended units "
-        f"{full:.1f} ms")  # fmt: skip
+    out(f"CPU of one host ({node.name}), warm connection: sample with no units {empty:.2f} ms, "
+        f"launch of `true` {launched:.1f} ms, first sample after their ends {first:.1f} ms, "
+        f"sample with {launches} ended units {full:.2f} ms, forget (together) {forgot:.1f} ms "
+        f"a unit")  # fmt: skip
+    for what, spent in split.items():  # whose CPU it is (ms per call; forget: per unit)
+        top = ", ".join(f"{name} {ms:.2f}" for name, ms in list(spent.items())[:6])
+        out(f"  {what}: {top}")
 
 
 class EventLog:
@@ -214,6 +227,19 @@ class CpuMeter:
         hosts = sum(u.cpu for u in lab_usage(self.lab, self.hosts))
         return time.monotonic(), hosts, tree_cpu(self.pid)
 
+    def by_command(self) -> list[dict]:
+        """Each host's cpu_by_command()."""
+        return [cpu_by_command(self.lab, host) for host in self.hosts]
+
+    @staticmethod
+    def split(before: list[dict], after: list[dict]) -> dict[str, float]:
+        """The hosts' CPU between two by_command() readings, by command, summed over hosts."""
+        total: dict[str, float] = {}
+        for one, two in zip(before, after, strict=True):
+            for name, seconds in cpu_split(one, two).items():
+                total[name] = total.get(name, 0.0) + seconds
+        return dict(sorted(total.items(), key=lambda item: -item[1]))
+
 
 def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, directory: Path,
               out) -> None:  # fmt: skip
@@ -225,6 +251,7 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
     time.sleep(IDLE)
     t1, hosts1, ctl1 = cpu.read()
     hosts_idle, ctl_idle = (hosts1 - hosts0) / (t1 - t0), (ctl1 - ctl0) / (t1 - t0)
+    by_command = cpu.by_command()
     started = time.perf_counter()
     done = subprocess.run([*MESO, "run", str(path)], env=env, capture_output=True, text=True,
                           check=False)  # fmt: skip
@@ -238,6 +265,7 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
                 time.sleep(0.2)
     wall = time.perf_counter() - started
     t2, hosts2, ctl2 = cpu.read()
+    split = cpu.split(by_command, cpu.by_command())
     time.sleep(0.5)  # the last events are on their way
     launches = log.launches()
     assert len(launches) == tasks, f"{len(launches)} of {tasks} launches seen"
@@ -251,6 +279,9 @@ def batch_job(ctl: ControllerProcess, env: dict, tasks: int, cpu: CpuMeter, dire
     out(f"CPU per task of that job (launch, run, end), less sampling at idle: hosts "
         f"{on_hosts * 1000:.1f} ms, controller {in_ctl * 1000:.1f} ms: at most "
         f"{1 / (on_hosts + in_ctl):.0f} tasks/s per core of this machine")  # fmt: skip
+    top = ", ".join(f"{name} {seconds * 1000 / tasks:.1f}" for name, seconds in
+                    list(split.items())[:10])  # fmt: skip
+    out(f"  the hosts' CPU per task by process, sampling included: {top}")
 
 
 def each_host(env: dict, nodes, inventory: str, rounds: int, directory: Path, out) -> None:

@@ -120,3 +120,41 @@ def lab_usage(name: str, hosts: Iterable[str]) -> list[HostUsage]:
 
     with ThreadPoolExecutor(max_workers=4) as pool:
         return list(pool.map(one, hosts))
+
+
+def cpu_by_command(name: str, host: str) -> dict[tuple[int, str], tuple[float, float]]:
+    """One host's processes so far: (pid, command name, PID 1 of the host marked "(PID 1)") ->
+    (seconds of CPU of its own, of the children it reaped). A task's processes are reaped by
+    the host's PID 1 (systemd), a command's helpers (systemctl) by the command."""
+    record = processes.ProcessRecord.load(LabPaths.of(name).host(host) / "pid")
+    if record is None or not record.alive():
+        return {}
+    table = {pid: (parent, command) for pid, parent, command in processes.process_table()}
+    out = {}
+    for pid in descendants(record.pid, {p: parent for p, (parent, _) in table.items()}):
+        try:
+            fields = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent, command = table[pid]
+        label = f"{command} (PID 1)" if parent == record.pid else command
+        ticks = os.sysconf("SC_CLK_TCK")
+        out[(pid, label)] = (sum(map(int, fields[11:13])) / ticks,
+                             sum(map(int, fields[13:15])) / ticks)  # fmt: skip
+    return out
+
+
+def cpu_split(
+    before: Mapping[tuple[int, str], tuple[float, float]],
+    after: Mapping[tuple[int, str], tuple[float, float]],
+) -> dict[str, float]:
+    """Seconds of CPU between two cpu_by_command() readings, by command name (the children a
+    command reaped under "NAME children"), largest first; processes that came and went in
+    between are counted by whoever reaped them."""
+    spent: dict[str, float] = {}
+    for (pid, label), (own, children) in after.items():
+        own0, children0 = before.get((pid, label), (0.0, 0.0))
+        for what, seconds in ((label, own - own0), (f"{label} children", children - children0)):
+            if seconds > 0:
+                spent[what] = spent.get(what, 0.0) + seconds
+    return dict(sorted(spent.items(), key=lambda item: -item[1]))

@@ -191,7 +191,7 @@ def parse_usec(value: str) -> int | None:
     units = {"us": 1, "ms": 1000, "s": 1_000_000, "min": 60_000_000, "h": 3_600_000_000}
     total = 0
     for number, unit in re.findall(r"([\d.]+)\s*(us|ms|min|s|h)", value):
-        total += int(float(number) * units[unit])
+        total += int(Decimal(number) * units[unit])  # exact: "1.001000s" is 1001000
     if not total and value.isdigit():
         total = int(value)
     return total
@@ -1059,6 +1059,8 @@ class Session:
         self.use_bus = systemd_bus  # launch over systemd's private socket where it can
         self.bus: SystemdBus | None = None
         self.bus_failed = -BUS_RETRY
+        self.boot: str | None = None  # boot_identity(), once (see kept_boot)
+        self.encoded: tuple = ()  # the constant part of the last sample's answer, encoded
 
     def systemd_bus(self) -> SystemdBus | None:
         """This session's connection to systemd's private socket (opened again once it broke),
@@ -1093,18 +1095,22 @@ def status(request: dict, session: Session | None = None, runs: bool = True) -> 
     """The state of one task unit, cron timer or run."""
     _fields(request, ("unit",))
     unit = check_unit(request.get("unit"), runs=runs)
-    return unit_statuses([unit])[unit]
+    bus = session.systemd_bus() if session is not None else None
+    return unit_statuses([unit], bus)[unit] if bus else unit_statuses([unit])[unit]
 
 
-def unit_statuses(units: list[str]) -> dict[str, dict]:
-    """status() of each of these (checked) unit names, from one `systemctl show` for them all:
-    a task's name shows its cron timer if one is loaded, else its service."""
+def unit_statuses(units: list[str], bus: SystemdBus | None = None) -> dict[str, dict]:
+    """status() of each of these (checked) unit names, from one `systemctl show` for them all
+    (or over `bus` while it answers): a task's name shows its cron timer if one is loaded, else
+    its service."""
     shown_as = {u: [f"{u}.timer", f"{u}.service"] if UNIT_NAME.fullmatch(u) else [f"{u}.service"]
                 for u in units}  # fmt: skip
     names = [name for unit_names in shown_as.values() for name in unit_names]
-    shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
-                             ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
-                             *names]))  # fmt: skip
+    shown = bus_shown(bus, names) if bus is not None else None
+    if shown is None:
+        shown = parse_show(_run(["systemctl", "show", "--no-pager", "--timestamp=unix", "-p",
+                                 ",".join(dict.fromkeys(UNIT_PROPERTIES + TIMER_PROPERTIES)),
+                                 *names]))  # fmt: skip
     if len(shown) != len(names):  # systemd failed part way: no telling which block is whose
         if len(units) > 1:
             return {u: unit_statuses([u])[u] for u in units}
@@ -1177,7 +1183,9 @@ def _admit_and_run(
     entry = {"unit": f"{unit}.service", "state": "running", "millicpus": limits["cpus"],
              "memory_max": limits["mem"]}  # fmt: skip
     if ledger is None or admission_error(ledger, limits, capacity):
-        ledger = [u for u in held_units() if u["state"] in HOLDS_RESOURCES]
+        bus = session.systemd_bus() if session is not None else None
+        held = held_units(bus) if bus is not None else held_units()
+        ledger = [u for u in held if u["state"] in HOLDS_RESOURCES]
         error = admission_error(ledger, limits, capacity)
         if error:
             _write_ledger(ledger)
@@ -1262,12 +1270,17 @@ SYSTEMD_PATH = "/org/freedesktop/systemd1"
 SYSTEMD_MANAGER = "org.freedesktop.systemd1.Manager"
 JOB_FAILED = "meso.JobFailed"  # ours: systemd's job for the unit ended, but not "done"
 BUS_RETRY = 5.0  # seconds before a session tries systemd's private socket again
+PROPERTIES = "org.freedesktop.DBus.Properties"
+MESO_UNIT_PATH = b"/org/freedesktop/systemd1/unit/meso_2d"  # "meso-", as systemd escapes it
+UNIT_SIGNALS = ("UnitNew", "UnitRemoved")
 METHOD_CALL, METHOD_RETURN, ERROR, SIGNAL = 1, 2, 3, 4
 # header fields: PATH INTERFACE MEMBER ERROR_NAME REPLY_SERIAL DESTINATION SENDER SIGNATURE
 F_PATH, F_INTERFACE, F_MEMBER, F_ERROR, F_REPLY, F_DESTINATION, F_SENDER, F_SIGNATURE = range(1, 9)
 MAX_MESSAGE = 1 << 27  # the specification's limit
-_ALIGN = {"y": 1, "g": 1, "v": 1, "b": 4, "u": 4, "i": 4, "s": 4, "o": 4, "a": 4, "t": 8, "(": 8}
-_FIXED = {"y": "<B", "b": "<I", "u": "<I", "i": "<i", "t": "<Q"}
+_ALIGN = {"y": 1, "g": 1, "v": 1, "n": 2, "q": 2, "b": 4, "u": 4, "i": 4, "h": 4, "s": 4, "o": 4,
+          "a": 4, "t": 8, "x": 8, "d": 8, "(": 8, "{": 8}  # fmt: skip
+_FIXED = {"y": "<B", "n": "<h", "q": "<H", "b": "<I", "u": "<I", "i": "<i", "h": "<I", "t": "<Q",
+          "x": "<q", "d": "<d"}  # fmt: skip
 
 
 class DBusError(Exception):
@@ -1291,6 +1304,11 @@ def dbus_types(signature: str) -> tuple[str, ...]:
 
 def _type_end(signature: str, at: int) -> int:
     code = signature[at : at + 1]
+    if code == "a" and signature[at + 1 : at + 2] == "{":  # a dict entry: a key, a value
+        end = _type_end(signature, _type_end(signature, at + 2))
+        if signature[end : end + 1] != "}":
+            raise ValueError(f"D-Bus signature {signature!r}: a dict entry is a key and a value")
+        return end + 1
     if code == "a":
         return _type_end(signature, at + 1)
     if code == "(":
@@ -1298,7 +1316,7 @@ def _type_end(signature: str, at: int) -> int:
         while signature[at : at + 1] != ")":
             at = _type_end(signature, at)
         return at + 1
-    if code and code in _ALIGN:
+    if code and code in _ALIGN and code != "{":
         return at + 1
     raise ValueError(f"D-Bus signature {signature!r}: {code or 'its end'!r} is not supported")
 
@@ -1390,7 +1408,7 @@ def _get(data: bytes, kind: str, at: int) -> tuple[object, int]:
         if at != end:
             raise ValueError("D-Bus data: an array's length")
         return (bytes(items) if kind == "ay" else items), at
-    values, at = unmarshal(data, kind[1:-1], at)
+    values, at = unmarshal(data, kind[1:-1], at)  # a struct or a dict entry
     return tuple(values), at
 
 
@@ -1446,6 +1464,33 @@ def read_message(buf: bytearray) -> DBusMessage | None:
     return message
 
 
+def _greet(sock, timeout: float) -> int:
+    """Ping systemd on a connection just begun until it answers; the last serial used.
+
+    systemd 252 leaves a message that came in the same read as the BEGIN unread until more
+    data comes (checked on the lab: a call sent right after BEGIN went unanswered), so it is
+    pinged again, more slowly each time, until it answers. The answers are dropped later as
+    replies to no call."""
+    import select
+
+    fields = {
+        F_PATH: ("o", SYSTEMD_PATH),
+        F_INTERFACE: ("s", "org.freedesktop.DBus.Peer"),
+        F_MEMBER: ("s", "Ping"),
+        F_DESTINATION: ("s", "org.freedesktop.systemd1"),
+    }
+    deadline, wait, serial = time.monotonic() + timeout, 0.01, 0
+    while True:
+        serial += 1
+        sock.sendall(dbus_message(METHOD_CALL, serial, fields))
+        left = deadline - time.monotonic()
+        if select.select([sock], [], [], max(0.0, min(wait, left)))[0]:
+            return serial
+        if left <= wait:
+            raise TimeoutError("systemd did not answer on its private socket")
+        wait = min(wait * 2, 1.0)
+
+
 class SystemdBus:
     """One connection to systemd's private socket, kept by a warm node command.
 
@@ -1474,10 +1519,16 @@ class SystemdBus:
             if not said.startswith(b"OK "):
                 raise ConnectionError(f"systemd refused the authentication: {said[:80]!r}")
             sock.sendall(b"BEGIN\r\n")
+            serial = _greet(sock, timeout)
         except BaseException:
             sock.close()
             raise
-        self.sock, self.buffer, self.serial, self.broken = sock, bytearray(), 0, False
+        self.sock, self.buffer, self.serial, self.broken = sock, bytearray(), serial, False
+        # what the signals told of meso units since bus_listing last looked (see there), and
+        # what it read of each unit: object path -> (states, properties asked, properties)
+        self.changed: set[str] = set()
+        self.reloaded = False
+        self.units: dict[str, tuple[tuple, frozenset[str], dict[str, str]]] = {}
         # no Subscribe: systemd sends every signal to every private connection unasked (and
         # systemd 252 left Subscribe there unanswered in the lab)
         self.lock = threading.RLock()  # start_unit holds it across its call
@@ -1492,12 +1543,20 @@ class SystemdBus:
         self.sock.close()
 
     def call(self, member: str, signature: str = "", body: list | tuple = (),
-             jobs: dict[str, str] | None = None) -> list:  # fmt: skip
-        """Call a Manager method and return its reply's values (DBusError for an error reply);
-        JobRemoved signals read meanwhile go into `jobs` (job path -> result)."""
+             jobs: dict[str, str] | None = None, path: str = SYSTEMD_PATH,
+             interface: str = SYSTEMD_MANAGER) -> list:  # fmt: skip
+        """Call a method (the Manager's, unless `path` and `interface` say otherwise) and return
+        its reply's values (DBusError for an error reply); JobRemoved signals read meanwhile go
+        into `jobs` (job path -> result)."""
+        return self.reply(member, signature, body, jobs, path, interface).values()
+
+    def reply(self, member: str, signature: str = "", body: list | tuple = (),
+              jobs: dict[str, str] | None = None, path: str = SYSTEMD_PATH,
+              interface: str = SYSTEMD_MANAGER) -> DBusMessage:  # fmt: skip
+        """call()'s reply as it came, its body not read yet (DBusError for an error reply)."""
         fields = {
-            F_PATH: ("o", SYSTEMD_PATH),
-            F_INTERFACE: ("s", SYSTEMD_MANAGER),
+            F_PATH: ("o", path),
+            F_INTERFACE: ("s", interface),
             F_MEMBER: ("s", member),
             F_DESTINATION: ("s", "org.freedesktop.systemd1"),
         }
@@ -1514,11 +1573,11 @@ class SystemdBus:
             except (OSError, ValueError):  # where the stream stands is not known any more
                 self.broken = True
                 raise
-        values = message.values()
         if message.kind == ERROR:
+            values = message.values()
             text = values[0] if values and isinstance(values[0], str) else ""
             raise DBusError(str(message.fields.get(F_ERROR, "")), text)
-        return values
+        return message
 
     def start_unit(self, name: str, properties: list[tuple[str, tuple[str, object]]]) -> None:
         """StartTransientUnit(name, "fail", properties), then wait for its job as systemd-run
@@ -1544,11 +1603,41 @@ class SystemdBus:
             if message is None:
                 self._receive(self.sock.recv(65536))
                 continue
+            if message.kind == SIGNAL:
+                self._note(message)
             is_job_end = message.kind == SIGNAL and b"JobRemoved" in message.header
             if is_job_end and jobs is not None and message.fields.get(F_MEMBER) == "JobRemoved":
                 _, job, _, result = message.values()  # (id u, job o, unit s, result s)
                 jobs[job] = result
             return message
+
+    def changes(self) -> bool:
+        """Whether a signal told of a change to a meso unit (or a reload) since bus_listing
+        last looked, reading what has come without waiting for more (a broken connection:
+        True, it cannot tell)."""
+        with self.lock:
+            try:
+                while not self.broken and self._select([self.sock], [], [], 0)[0]:
+                    self._receive(self.sock.recv(65536))
+                while (message := read_message(self.buffer)) is not None:
+                    if message.kind == SIGNAL:  # no call is waiting: anything else is dropped
+                        self._note(message)
+            except (OSError, ValueError):
+                self.broken = True
+            return self.broken or self.reloaded or bool(self.changed)
+
+    def _note(self, signal: DBusMessage) -> None:
+        """Under the lock: the meso unit a signal is about goes into `changed` (a reload: all
+        of them); others are dropped unread."""
+        at = signal.header.find(MESO_UNIT_PATH)
+        if at >= 0:  # PropertiesChanged of a meso unit: its path, the one field that holds it
+            end = signal.header.find(b"\0", at)  # strings end in a NUL
+            path = signal.header[at : end if end > 0 else None]
+            self.changed.add(path.decode("utf-8", "replace"))
+        elif MESO_UNIT_PATH in signal.body and signal.fields.get(F_MEMBER) in UNIT_SIGNALS:
+            self.changed.add(str(signal.values()[1]))  # UnitNew, UnitRemoved: (id s, unit o)
+        elif b"Reloading" in signal.header and signal.fields.get(F_MEMBER) == "Reloading":
+            self.reloaded = True
 
     def _receive(self, data: bytes) -> None:
         if not data:
@@ -1566,8 +1655,9 @@ class SystemdBus:
                         return
                     if self._select([self.sock], [], [], 0)[0]:  # a call may have read it
                         self._receive(self.sock.recv(65536))
-                    while read_message(self.buffer) is not None:
-                        pass
+                    while (message := read_message(self.buffer)) is not None:
+                        if message.kind == SIGNAL:
+                            self._note(message)
             except (OSError, ValueError):
                 self.broken = True
                 return
@@ -2141,16 +2231,16 @@ def forget(request: dict, session: Session | None = None) -> dict:
     """Unload a unit that has ended (`unit`), or several (`units`: one `systemctl` call per
     step for them all), once the controller has stored how it ended."""
     if "units" in request:
-        return _forget_units(request)
-    current = status(request)
+        return _forget_units(request, session)
+    current = status(request, session)
     unit = request["unit"]
     if current["state"] in HOLDS_RESOURCES:
         raise RequestError(f"unit: {unit} is still {current['state']}; stop it instead")
-    _unload([unit])
+    _unload([unit], session.systemd_bus() if session is not None else None)
     return current
 
 
-def _forget_units(request: dict) -> dict:
+def _forget_units(request: dict, session: Session | None = None) -> dict:
     """forget of `units`: each one's status; one still holding resources is left loaded, with
     an error (stop it instead), and the others are unloaded."""
     _fields(request, ("units",))
@@ -2161,18 +2251,22 @@ def _forget_units(request: dict) -> dict:
         units = list(dict.fromkeys(check_unit(name, runs=True) for name in names))
     except RequestError as exc:
         raise RequestError(f"units{str(exc).removeprefix('unit')}") from None
-    current = unit_statuses(units)
+    bus = session.systemd_bus() if session is not None else None
+    current = unit_statuses(units, bus)
     held = {u for u, state in current.items() if state["state"] in HOLDS_RESOURCES}
-    _unload([u for u in units if u not in held])
+    _unload([u for u in units if u not in held], bus)
     for unit in held:
         current[unit] = {**current[unit], "error": f"still {current[unit]['state']}; stop it"}
     return {"units": current}
 
 
-def _unload(units: list[str]) -> None:
-    """Stop these ended units and clear their failed state: systemd unloads them."""
+def _unload(units: list[str], bus: SystemdBus | None = None) -> None:
+    """Stop these ended units and clear their failed state: systemd unloads them (over `bus`
+    while it answers, else by systemctl)."""
     if units:
         services = [f"{unit}.service" for unit in units]
+        if bus is not None and bus_unload(bus, services):
+            return
         _run(["systemctl", "stop", *services])
         _run(["systemctl", "reset-failed", *services])
 
@@ -2186,19 +2280,34 @@ def list_units(request: dict | None = None, session: Session | None = None) -> d
     return {**units_report(_listing(), _after(request.get("after"))), "time": time.time()}
 
 
-def units_report(listing: tuple[list[dict], list[dict], list[dict]], after: dict) -> dict:
-    """list's answer from a listing (tasks, timers, runs) and the records the caller has."""
+def units_report(
+    listing: tuple[list[dict], list[dict], list[dict]], after: dict, boot: str | None = None
+) -> dict:
+    """list's answer from a listing (tasks, timers, runs) and the records the caller has
+    (`boot`: boot_identity() read already)."""
     tasks, timers, runs = listing
     loaded = {t["unit"].removesuffix(".timer") for t in timers}
-    return {"boot": boot_identity(), "units": tasks + timers,
+    return {"boot": boot or boot_identity(), "units": tasks + timers,
             "runs": run_reports(runs, after, loaded)}  # fmt: skip
 
 
-def _listing() -> tuple[list[dict], list[dict], list[dict]]:
-    """Task units, cron timers and cron runs on this host, with their states (and limits)."""
+def _listing(bus: SystemdBus | None = None) -> tuple[list[dict], list[dict], list[dict]]:
+    """Task units, cron timers and cron runs on this host, with their states (and limits):
+    over `bus` where it answers (see bus_listing), else from systemctl."""
+    if bus is not None and not bus.broken:
+        try:
+            return bus_listing(bus)
+        except (OSError, ValueError, DBusError):
+            bus.close()  # its session opens another; systemctl answers this time
     listed = _run(["systemctl", "list-units", "--all", "--plain", "--no-legend", "--no-pager",
                    "--type=service,timer", f"{UNIT_PREFIX}*"])  # fmt: skip
     words = [line.split()[0] for line in listed.splitlines() if line.strip()]
+    return _listed(words, _show, _show_timers)
+
+
+def _listed(words: list[str], show, show_timers) -> tuple[list[dict], list[dict], list[dict]]:
+    """_listing() of the unit names listed (`words`, as `systemctl list-units` orders them),
+    each kind read by `show(names, extra)` and `show_timers(names)`."""
     # only units of meso's own form: meso-controller.service and the like are not tasks
     timer_units = [w for w in words if w.endswith(".timer") and UNIT_NAME.fullmatch(w[:-6])]
     timed = {w[:-6] for w in timer_units}  # their services only fire them: not tasks
@@ -2206,16 +2315,233 @@ def _listing() -> tuple[list[dict], list[dict], list[dict]]:
              and (UNIT_NAME.fullmatch(w[:-8]) or RUN_NAME.fullmatch(w[:-8]))]  # fmt: skip
     tasks = [w for w in names if UNIT_NAME.fullmatch(w[:-8])]
     runs = [w for w in names if RUN_NAME.fullmatch(w[:-8])]
-    tasks = [{**_state(p), **unit_limits(p)} for p in _show(tasks)] if tasks else []
-    runs = [run_state(p) for p in _show(runs, RUN_TIMES)] if runs else []
-    timers = [timer_state(p) for p in _show_timers(timer_units)] if timer_units else []
+    tasks = [{**_state(p), **unit_limits(p)} for p in show(tasks)] if tasks else []
+    runs = [run_state(p) for p in show(runs, RUN_TIMES)] if runs else []
+    timers = [timer_state(p) for p in show_timers(timer_units)] if timer_units else []
     return tasks, timers, runs
 
 
-def held_units() -> list[dict]:
+def held_units(bus: SystemdBus | None = None) -> list[dict]:
     """Task units and cron runs: what admission counts (timers hold nothing between runs)."""
-    tasks, _, runs = _listing()
+    tasks, _, runs = _listing(bus)
     return tasks + runs
+
+
+# -- D-Bus: reading the units without systemctl -------------------------------------------------
+#
+# A warm node command reads its units over the connection it launches on (SystemdBus): the
+# names from ListUnitsByPatterns (what `systemctl list-units --all` lists, ordered as it orders
+# them), then each unit's Properties.GetAll over every interface, the one call `systemctl show`
+# makes per unit (so each unit is one consistent snapshot), of which only the properties the
+# parsers read are decoded (the rest skipped by their lengths) and written as `systemctl show
+# --timestamp=unix` prints them: the same parsers give the same answers, and no process starts.
+
+UINT64_MAX = (1 << 64) - 1
+_TIMESPANS = frozenset({"CPUQuotaPerSecUSec", "RuntimeMaxUSec"})  # microseconds, or infinity
+_AMOUNTS = frozenset({"MemoryMax", "TasksMax"})  # a number, or infinity
+_TIMESTAMPS = frozenset({*RUN_TIMES, "NextElapseUSecRealtime", "LastTriggerUSec"})
+
+
+def shown(name: str, signature: str, value: object) -> str:
+    """A property's D-Bus value as `systemctl show --timestamp=unix` prints it, as far as the
+    parsers read it (timestamps in whole seconds, as it prints them)."""
+    if name in _TIMESTAMPS:
+        return "" if value in (0, UINT64_MAX) else f"@{value // 1_000_000}"  # type: ignore[operator]
+    if name in _TIMESPANS or name in _AMOUNTS:
+        if value == UINT64_MAX:
+            return "infinity"
+        return f"{value}us" if name in _TIMESPANS else str(value)
+    if signature == "ay":
+        return bytes(value).hex()  # type: ignore[call-overload]
+    if signature == "b":
+        return "yes" if value else "no"
+    return str(value)
+
+
+def read_properties(body: bytes, wanted: frozenset[str] | set[str]) -> dict[str, str]:
+    """The `wanted` properties of a GetAll reply's body (a{sv}), each as shown(): only those
+    are decoded, the others skipped by their lengths (ValueError if the body is not a{sv})."""
+    keys = {name.encode(): name for name in wanted}
+    out: dict[str, str] = {}
+    unpack = struct.unpack_from
+    try:
+        (size,) = unpack("<I", body, 0)
+        at, end = 8, 8 + size  # the entries start 8-aligned
+        if end > len(body):
+            raise ValueError("D-Bus data: an array past the end")
+        while at < end:
+            at += -at % 8
+            (length,) = unpack("<I", body, at)
+            key = body[at + 4 : at + 4 + length]
+            at += length + 5
+            signature = body[at + 1 : at + 1 + body[at]]
+            at += body[at] + 2
+            name = keys.get(key)
+            size = _BYTE_SIZES.get(signature)
+            if name is not None:
+                value, at = _get(body, signature.decode(), at)
+                out[name] = shown(name, signature.decode(), value)
+            elif size:  # most of them: a number, a flag
+                at += -at % size + size
+            elif signature in (b"s", b"o"):  # a string: its length, its bytes, a NUL
+                at += -at % 4
+                at += unpack("<I", body, at)[0] + 5
+            elif signature[:1] == b"a" and signature[1:2] in _BYTE_ALIGN:  # skipped whole
+                at += -at % 4
+                (length,) = unpack("<I", body, at)
+                at += 4
+                at += -at % _BYTE_ALIGN[signature[1:2]] + length
+            else:
+                at = _skip(body, signature.decode(), at)
+    except (struct.error, IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"D-Bus data: {exc}") from None
+    if at != end:
+        raise ValueError("D-Bus data: an array's length")
+    return out
+
+
+_SIZES = {code: struct.calcsize(form) for code, form in _FIXED.items()}
+_BYTE_SIZES = {code.encode(): size for code, size in _SIZES.items()}
+_BYTE_ALIGN = {code.encode(): align for code, align in _ALIGN.items()}
+
+
+def _skip(data: bytes, signature: str, at: int) -> int:
+    """Where the values of `signature` that start at `at` end, none of them decoded."""
+    for kind in dbus_types(signature):
+        code = kind[0]
+        at += -at % _ALIGN[code]
+        if code in _SIZES:
+            at += _SIZES[code]
+        elif code in "so":
+            at += struct.unpack_from("<I", data, at)[0] + 5
+        elif code == "g":
+            at += data[at] + 2
+        elif code == "v":
+            inner = data[at + 1 : at + 1 + data[at]].decode()
+            at = _skip(data, inner, at + data[at] + 2)
+        elif code == "a":
+            (size,) = struct.unpack_from("<I", data, at)
+            at += 4
+            at += -at % _ALIGN[kind[1]] + size
+        else:
+            at = _skip(data, kind[1:-1], at)
+    if at > len(data):
+        raise ValueError("D-Bus data: a value past the end")
+    return at
+
+
+def bus_listing(bus: SystemdBus) -> tuple[list[dict], list[dict], list[dict]]:
+    """_listing() over systemd's private socket (see above). A unit's properties read before
+    are used again while no signal told of a change to it since (systemd signals every change
+    of a unit to every private connection), it has no job, and it is listed in the states it
+    was read in; the rest are read anew. Signals may come after the change they tell of, so a
+    unit is read again whenever its states differ from those it was read in."""
+    with bus.lock:
+        changed, bus.changed = bus.changed, set()
+        if bus.reloaded:
+            bus.units.clear()
+            bus.reloaded = False
+    (units,) = bus.call("ListUnitsByPatterns", "asas", [[], [f"{UNIT_PREFIX}*"]])
+    listed = {u[0]: u for u in units if u[0].endswith((".service", ".timer"))}
+
+    def show(names: list[str], extra: tuple[str, ...] = ()) -> list[dict[str, str]]:
+        wanted = frozenset(UNIT_PROPERTIES + extra)
+        out = []
+        for name in names:
+            _, _, load, active, sub, _, path, job = listed[name][:8]
+            kept = bus.units.get(path)
+            if (
+                kept
+                and kept[:2] == ((load, active, sub), wanted)
+                and not job
+                and path not in changed
+            ):
+                out.append(kept[2])
+                continue
+            props = bus_show(bus, path, wanted)
+            states = tuple(props.get(k) for k in ("LoadState", "ActiveState", "SubState"))
+            bus.units[path] = (states, wanted, props)
+            out.append(props)
+        return out
+
+    listing = _listed(sorted(listed, key=_list_order), show,
+                      lambda names: show(names, TIMER_PROPERTIES))  # fmt: skip
+    paths = {u[6] for u in listed.values()}
+    for path in [p for p in bus.units if p not in paths]:
+        del bus.units[path]
+    return listing
+
+
+def _list_order(name: str) -> tuple[str, str]:
+    """systemctl list-units' order: by unit type, then by name, case aside."""
+    return name.rpartition(".")[2].lower(), name.lower()
+
+
+def bus_show(bus: SystemdBus, path: str, wanted: frozenset[str]) -> dict[str, str]:
+    """One unit's properties (its object's `path`) as `systemctl show -p WANTED` gives them."""
+    reply = bus.reply("GetAll", "s", [""], path=path, interface=PROPERTIES)
+    if reply.fields.get(F_SIGNATURE) != "a{sv}":
+        raise ValueError("D-Bus: GetAll did not answer a{sv}")
+    return read_properties(reply.body, wanted)
+
+
+def unit_path(name: str) -> str:
+    """A unit's object path: its name escaped as systemd escapes it (bus_label_escape)."""
+    escaped = "".join(c if c.isascii() and (c.isalpha() or (i and c.isdigit()))
+                      else "".join(f"_{b:02x}" for b in c.encode())
+                      for i, c in enumerate(name))  # fmt: skip
+    return f"{SYSTEMD_PATH}/unit/{escaped}"
+
+
+def bus_shown(bus: SystemdBus, names: list[str]) -> list[dict[str, str]] | None:
+    """What `systemctl show` gives of these units (of UNIT_PROPERTIES and TIMER_PROPERTIES), over
+    the bus (systemd loads a unit asked by its path, as for systemctl); None (and the bus
+    closed) if it does not answer."""
+    wanted = frozenset(UNIT_PROPERTIES + TIMER_PROPERTIES)
+    if bus.broken:
+        return None
+    try:
+        (units,) = bus.call("ListUnitsByPatterns", "asas", [[], names])
+        loaded = {u[0] for u in units}
+        # of a task's cron timer only whether it is loaded is read (unit_statuses): one not
+        # loaded is not asked for (that would load a stub of it in systemd)
+        return [{"Id": name, "LoadState": "not-found"}
+                if name.endswith(".timer") and name not in loaded
+                else bus_show(bus, unit_path(name), wanted) for name in names]  # fmt: skip
+    except (OSError, ValueError, DBusError):
+        bus.close()
+        return None
+
+
+def bus_unload(bus: SystemdBus, services: list[str]) -> bool:
+    """_unload() over the bus, as systemctl does it: StopUnit of each (waiting for their jobs),
+    then ResetFailedUnit (a unit not loaded refuses both: nothing to do). False (and the bus
+    closed) if it does not answer."""
+    if bus.broken:
+        return False
+    jobs: dict[str, str] = {}
+    try:
+        with bus.lock:  # nothing drains while the jobs' ends are awaited
+            waiting = []
+            for service in services:
+                with contextlib.suppress(DBusError):
+                    waiting += bus.call("StopUnit", "ss", [service, "replace"], jobs)
+            while any(job not in jobs for job in waiting):
+                bus._next(jobs)
+        for service in services:
+            with contextlib.suppress(DBusError):
+                bus.call("ResetFailedUnit", "s", [service])
+    except (OSError, ValueError):
+        bus.close()
+        return False
+    return True
+
+
+def bus_system_state(bus: SystemdBus) -> str:
+    """system_state() over the bus: the Manager's SystemState."""
+    (value,) = bus.call("Get", "ss", [SYSTEMD_MANAGER, "SystemState"], interface=PROPERTIES)
+    state = value[1] if value[0] == "s" else ""
+    return state if isinstance(state, str) and state.isalpha() else "offline"
 
 
 # -- a sample without asking systemd: the listing is kept while the meso units stay as they were
@@ -2285,25 +2611,47 @@ def listing_settled(units: list[dict], populated: dict[str, bool | None]) -> boo
     return True
 
 
-def watched_listing(kept: dict | None) -> tuple[tuple[list[dict], list[dict], list[dict]], str]:
+def watched_listing(
+    kept: dict | None, bus: SystemdBus | None = None
+) -> tuple[tuple[list[dict], list[dict], list[dict]], str]:
     """_listing() and system_state(): from `kept` (a session's last answer: signature,
     listing, system) while the meso units' signature is unchanged (see above), else from
-    systemd, kept for the next time if it is settled. Without `kept`, always from systemd."""
+    systemd (over `bus` if given and it answers), kept for the next time if it is settled.
+    Without `kept`, always from systemd."""
     if kept is None:
         return _listing(), system_state()
     root = cgroup2_root()
     before = unit_signature(root) if root else None
-    if before is not None and kept.get("signature") == before:
+    if before is not None and kept.get("signature") == before and not _told(bus):
         return kept["listing"], kept["system"]
     kept.clear()
-    listing = _listing()
-    system = system_state()  # after the units: a shutdown that took them says so here
+    listing, system = _listing_and_state(bus)  # the state after the units: a shutdown that
+    # took them says so
     after = unit_signature(root) if root else None
     tasks, _, runs = listing
     if (after is not None and after == before and system in ("running", "degraded")
             and listing_settled(tasks + runs, dict(after[1]))):  # fmt: skip
         kept.update(signature=after, listing=listing, system=system)
     return listing, system
+
+
+def _told(bus: SystemdBus | None) -> bool:
+    """Whether systemd's signals told of a change the unit signature may not show yet (a unit
+    whose failed state was reset is unloaded a moment later: until then no file changes)."""
+    return bus is not None and not bus.broken and bus.changes()
+
+
+def _listing_and_state(bus: SystemdBus | None) -> tuple[tuple, str]:
+    """_listing(), then system_state(): over `bus` while it answers, else from systemctl."""
+    if bus is None:
+        return _listing(), system_state()
+    listing = _listing(bus)
+    if not bus.broken:
+        try:
+            return listing, bus_system_state(bus)
+        except (OSError, ValueError, DBusError):
+            bus.close()
+    return listing, system_state()
 
 
 def logs_argv(request: dict) -> list[str]:
@@ -2338,10 +2686,38 @@ def boot_identity() -> str:
     return f"{boot_id}/{start}"
 
 
-def booted_at() -> float:
-    """When this host (its PID 1: a container's own boot, not its kernel's) started, Unix time."""
-    start = int(_read("/proc/1/stat").rsplit(")", 1)[1].split()[19])
+def booted_at(boot: str | None = None) -> float:
+    """When this host (its PID 1: a container's own boot, not its kernel's) started, Unix time
+    (`boot`: boot_identity() read already)."""
+    start = int((boot or boot_identity()).rpartition("/")[2])
     return round(time.time() - _boottime() + start / os.sysconf("SC_CLK_TCK"), 1)
+
+
+# -- what a warm sample reads once: a node command does not outlive its host's boot (a reboot, a
+# container's restart, ends it with every other process), so its boot identity is read once per
+# session; /proc/meminfo is read every time, but only its first lines parsed.
+
+MEMORY_KEYS = ("MemTotal", "MemFree", "MemAvailable")
+
+
+def kept_boot(session: Session | None) -> str:
+    """boot_identity(), read once per session (every time without one)."""
+    if session is None:
+        return boot_identity()
+    if session.boot is None:
+        session.boot = boot_identity()
+    return session.boot
+
+
+def memory_head(text: str) -> dict[str, int]:
+    """parse_meminfo() of MEMORY_KEYS only, from the lines up to the last of them (the kernel
+    prints them first)."""
+    found: dict[str, int] = {}
+    for line in text.split("\n"):
+        found.update(parse_meminfo(line))
+        if all(key in found for key in MEMORY_KEYS):
+            break
+    return {key: found[key] for key in MEMORY_KEYS if key in found}
 
 
 def sample(request: dict | None = None, session: Session | None = None) -> dict:
@@ -2355,10 +2731,11 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
     if "leases" in request:
         renew_leases(request["leases"])
     listed_at = time.time()
-    listing, system = watched_listing(session.watched if session else None)
-    listed = units_report(listing, _after(request.get("after")))
+    listing, system = watched_listing(session.watched if session else None,
+                                      session.systemd_bus() if session else None)  # fmt: skip
+    listed = units_report(listing, _after(request.get("after")), kept_boot(session))
     refresh_pins(listed["units"], listed_at)
-    memory = parse_meminfo(_read("/proc/meminfo"))
+    memory = memory_head(_read("/proc/meminfo"))
     disk = os.statvfs("/")
     measured = measure(memory)
     try:
@@ -2380,7 +2757,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "load": parse_loadavg(_read("/proc/loadavg")),
         "boot_id": listed["boot"].split("/")[0],
         "boot": listed["boot"],
-        "booted": booted_at(),
+        "booted": booted_at(kept_boot(session)),
         "cgroup": cgroup_mode(),
         "systemd": systemd_version(),
         "system": system,
@@ -2978,10 +3355,26 @@ def serve(stdin=None, stdout=None) -> int:
         else:
             reply = handle_line(line, session)
         try:
-            stdout.write(json.dumps(reply).encode() + b"\n")
+            stdout.write(encode_answer(reply, session))
             stdout.flush()
         except BrokenPipeError:
             return 0
+
+
+CONSTANT_PART = ("capacity", "policy", "topology")  # a sample answer's last keys
+
+
+def encode_answer(reply: dict, session: Session) -> bytes:
+    """json.dumps(reply) as one line, the same bytes; a sample's CONSTANT_PART (its policy and
+    topology: the same sample after sample) encoded again only when it changed."""
+    if tuple(reply)[-len(CONSTANT_PART) :] != CONSTANT_PART:
+        return json.dumps(reply).encode() + b"\n"
+    constant = tuple(reply[key] for key in CONSTANT_PART)
+    if not session.encoded or session.encoded[0] != constant:
+        encoded = json.dumps(dict(zip(CONSTANT_PART, constant, strict=True)))[1:-1]
+        session.encoded = (constant, encoded.encode())
+    rest = json.dumps({k: v for k, v in reply.items() if k not in CONSTANT_PART})
+    return rest[:-1].encode() + b", " + session.encoded[1] + b"}\n"
 
 
 SSH_VERBS = (*VERBS, "policy", "logs", "serve")

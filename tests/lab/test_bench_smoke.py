@@ -41,7 +41,13 @@ def test_lab_scale_benchmark_prints_its_figures():
     lab = f"{LAB[:6]}s"  # its own lab, beside the session's
     done = subprocess.run([sys.executable, str(SCALE_BENCH), "--quick", "--lab", lab],
                           capture_output=True, text=True, timeout=900, check=True)  # fmt: skip
-    lines = done.stdout.splitlines()
+    every = done.stdout.splitlines()
+    lines = [line for line in every if not line.startswith("  ")]  # the figures, not the splits
+    splits = [line.strip().split(":")[0] for line in every if line.startswith("  ")]
+    assert splits == ["sample, no units", "launch", "first sample after 10 ends",
+                      "sample, 10 ended units", "forget",
+                      "the hosts' CPU per task by process, sampling included"]  # fmt: skip
+    assert "systemd (PID 1)" in done.stdout
     assert [line.split(",")[0] for line in lines[:7]] == [
         "lab up", "memory per host", "warm sample round", "CPU of one host (" + lab + "-1)",
         "batch job of 20 tasks through meso run (controller)", "CPU per task of that job (launch",

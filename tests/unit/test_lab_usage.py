@@ -1,6 +1,12 @@
 """What a lab host costs: memory read from smaps_rollup, processes found under the host's own."""
 
-from meso_agentless.lab.usage import descendants, disk_usage, smaps_totals, stat_cpu_ticks
+from meso_agentless.lab.usage import (
+    cpu_split,
+    descendants,
+    disk_usage,
+    smaps_totals,
+    stat_cpu_ticks,
+)
 
 ROLLUP = """\
 55dc4dbc5000-7ffc8f995000 ---p 00000000 00:00 0                          [rollup]
@@ -37,3 +43,14 @@ def test_cpu_counts_own_and_reaped_childrens_ticks_past_a_name_with_spaces():
     stat = ("4242 (python3 -m (x)) S 1 4242 4242 0 -1 4194560 1234 0 0 0 "
             "150 30 7 3 20 0 1 0 99 0 0")  # fmt: skip
     assert stat_cpu_ticks(stat) == 150 + 30 + 7 + 3
+
+
+def test_cpu_between_two_readings_is_split_by_command_and_reaped_children():
+    before = {(1, "systemd (PID 1)"): (1.0, 2.0), (50, "python3"): (0.5, 0.1), (60, "sshd"): (1, 0)}
+    after = {(1, "systemd (PID 1)"): (1.5, 2.75), (50, "python3"): (0.75, 0.1),
+             (70, "python3"): (0.125, 0.0)}  # fmt: skip
+    assert cpu_split(before, after) == {
+        "systemd (PID 1) children": 0.75,  # its tasks
+        "systemd (PID 1)": 0.5,
+        "python3": 0.375,  # both, one new (sshd ended: not counted)
+    }

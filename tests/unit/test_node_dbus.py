@@ -7,6 +7,7 @@ import re
 import socket
 import struct
 import threading
+import time
 
 import pytest
 from hypothesis import given
@@ -68,9 +69,11 @@ def test_values_are_aligned_to_their_size_from_the_start():
 
 
 def test_bad_signatures_and_data_are_refused():
-    for signature in ("a", "(s", "x", "a{sv}", "h"):
+    for signature in ("a", "(s", "X", "{sv}", "z"):
         with pytest.raises(ValueError, match="not supported"):
             nodecmd.dbus_types(signature)
+    with pytest.raises(ValueError, match="a key and a value"):
+        nodecmd.dbus_types("a{svs}")
     with pytest.raises(ValueError):
         nodecmd.marshal(bytearray(), "ss", ["one"])
     for signature, value in (("t", 1 << 64), ("y", 256), ("i", 1 << 31), ("s", "\ud800")):
@@ -287,9 +290,11 @@ def test_programs_are_found_as_systemd_run_finds_them(tmp_path, monkeypatch):
 # order, a peer that closes mid-call); the lab tests talk to the real one.
 
 
-def peer(path, script):
+def peer(path, script, pings=None, together=False):
     """Serve one connection at `path`: the auth, then `script(conn, message)` for each message
-    read (False: the peer closes)."""
+    read (False: the peer closes); a Ping is answered (and counted in `pings`). Like systemd
+    252, what came in the same read as the BEGIN is left unread until more data comes (with
+    `together`, the peer is slow to read the BEGIN, so the first ping comes with it)."""
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(str(path))
     server.listen(1)
@@ -302,10 +307,15 @@ def peer(path, script):
         uid = str(os.geteuid()).encode().hex().encode()
         assert said == b"\0AUTH EXTERNAL " + uid + b"\r\n", said
         conn.sendall(b"OK 0123456789abcdef0123456789abcdef\r\n")
+        if together:
+            time.sleep(0.2)
         buf = bytearray()
         while not buf.startswith(b"BEGIN\r\n"):
             buf += conn.recv(4096)
         del buf[:7]
+        if buf:  # what came with the BEGIN waits for more
+            more = conn.recv(65536)
+            buf += more
         while True:
             message = nodecmd.read_message(buf)
             if message is None:
@@ -313,6 +323,11 @@ def peer(path, script):
                 if not data:
                     break
                 buf += data
+                continue
+            if message.fields.get(nodecmd.F_MEMBER) == "Ping":
+                conn.sendall(reply(message))
+                if pings is not None:
+                    pings.append(message.serial)
                 continue
             if not script(conn, message):
                 break

@@ -52,7 +52,8 @@ def test_units_and_their_limits():
 @pytest.mark.parametrize(
     ("text", "usec"),
     [("500ms", 500_000), ("1.500000s", 1_500_000), ("1min 30s", 90_000_000),
-     ("infinity", None), ("", None), ("250us", 250)],
+     ("infinity", None), ("", None), ("250us", 250),
+     ("1.001000s", 1_001_000), ("2.009000s", 2_009_000)],  # exact, no float rounding down
 )  # fmt: skip
 def test_time_spans(text, usec):
     assert nodecmd.parse_usec(text) == usec
