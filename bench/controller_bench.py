@@ -3,11 +3,15 @@
 - `meso hosts -o json` as a whole process: through a running controller, embedded (samples every
   host itself), and `ansible all -m setup`. Target: <= 0.1 s through the controller.
 - `meso --help` as a whole process. Target: <= 0.15 s.
+- `meso run` of a job of one 2 s task through the controller, as a whole process, less the task's
+  2 s: how soon its end is seen (sampled every 1 s) and reported. Target: <= one interval and a
+  process start (1.5 s).
 - `GET /v1/hosts` on a warm HTTP connection (httpx), p50 and p99. Target: p99 <= 10 ms.
 - The controller's own CPU at idle, every host sampled every second, over --idle seconds.
   Target: <= 3% of one core.
 
 Run as root: .venv/bin/python bench/controller_bench.py [--inventory PATH] [--rounds N]
+(`--quick`: one round, 50 requests, 3 s idle: the suite's smoke run)
 (without --inventory it starts a 3-host lab named "bench" and takes it down afterwards)
 """
 
@@ -76,6 +80,10 @@ def run(inventory: str, rounds: int, requests: int, idle: float, out: Callable) 
         setup = timed([ANSIBLE, "all", "-i", inventory, "-m", "ansible.builtin.setup"], base,
                       max(1, rounds // 3))  # fmt: skip
         help_time = timed([MESO, "--help"], base, rounds)
+        job = Path(tmp) / "quick.yaml"
+        job.write_text("job: quick\ntasks:\n  - name: t\n    command: [sleep, '2']\n"
+                       "    resources: {cpus: 0.1, mem: 32MiB}\n")  # fmt: skip
+        quick_run = timed([MESO, "run", "--again", str(job)], remote, max(1, rounds // 3)) - 2
         out(f"meso hosts -o json, through the controller:   {hosts_remote * 1000:7.1f} ms "
             f"(target <= 100 ms)")  # fmt: skip
         out(f"  (python starting and importing click alone:   {floor * 1000:7.1f} ms)")
@@ -85,6 +93,8 @@ def run(inventory: str, rounds: int, requests: int, idle: float, out: Callable) 
             f"({setup / hosts_remote:.1f}x)")  # fmt: skip
         out(f"meso --help:                                  {help_time * 1000:7.1f} ms "
             f"(target <= 150 ms)")  # fmt: skip
+        out(f"meso run of one 2 s task, through the controller, less its 2 s: "
+            f"{quick_run * 1000:7.1f} ms (target <= 1500 ms)")  # fmt: skip
         with httpx.Client(base_url=ctl.url, headers=ctl.headers) as http:
             http.get("/v1/hosts").raise_for_status()
             latencies = []
@@ -110,7 +120,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="one round, 50 requests, 3 s idle")
     args = parser.parse_args()
+    if args.quick:
+        args.rounds, args.requests, args.idle = 1, 50, 3.0
 
     def out(line: str) -> None:
         print(line, flush=True)
