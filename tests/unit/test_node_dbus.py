@@ -68,7 +68,7 @@ def test_values_are_aligned_to_their_size_from_the_start():
 
 
 def test_bad_signatures_and_data_are_refused():
-    for signature in ("a", "(s", "x", "a{sv}", "h"):
+    for signature in ("a", "(s", "x", "a{sv", "h"):
         with pytest.raises(ValueError, match="not supported"):
             nodecmd.dbus_types(signature)
     with pytest.raises(ValueError):
