@@ -310,6 +310,8 @@ class Fleet:
                 if not same:  # else as last time: the map and marks stay
                     r.units = units_map(units, unit_key)
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
+                if r.failures and self._watches is not None:  # back: its watch too
+                    self._watches.answers(host)
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
             else:

@@ -141,11 +141,18 @@ class NodeConnection:
     def open_channel(
         self, verb: str, request: dict, timeout: float | None = None
     ) -> paramiko.Channel:
-        """A channel of its own on this host's connection, running the node command's `verb`
-        (a process of its own on the host) for answers that keep coming (logs, watch)."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        with self._lock:
-            client = self._connected(deadline)
+        """A channel of its own on this host's connection (connecting first if need be, within
+        `timeout`, however long a request under way holds the connection), running the node
+        command's `verb`: a process of its own on the host, for answers that keep coming (logs,
+        watch)."""
+        wait = timeout or self.timeout
+        deadline = time.monotonic() + wait
+        if not self._lock.acquire(timeout=wait):
+            raise Unreachable(f"{self.node.name}: busy with a request for {wait:.0f} s")
+        try:
+            client = self._guarded(lambda: self._connected(deadline))
+        finally:
+            self._lock.release()
         channel = client.get_transport().open_session(timeout=self.timeout)  # type: ignore[union-attr]
         try:
             self._start_node_command(channel, [verb, json.dumps(request)])

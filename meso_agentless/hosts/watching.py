@@ -66,9 +66,22 @@ class Watches:
         self._thread.start()
 
     def keep(self, hosts: Iterable[str]) -> None:
-        """Watch these hosts (those answering now); a watch of any other is closed."""
+        """Watch these hosts (those answering now); a watch of any other is closed. A host
+        that answers again (back from a reboot or a cut) is tried at once, its backoff over."""
+        wanted = set(sorted(hosts)[:MAX_WATCHES])
         with self._lock:
-            self._wanted = set(sorted(hosts)[:MAX_WATCHES])
+            for host in wanted - self._wanted:
+                self._retry_at.pop(host, None)
+                self._failures.pop(host, None)
+            self._wanted = wanted
+
+    def answers(self, host: str) -> None:
+        """`host` answers again (asked on its own, between rounds): watch it from now on."""
+        with self._lock:
+            if host not in self._wanted and len(self._wanted) < MAX_WATCHES:
+                self._wanted.add(host)
+                self._retry_at.pop(host, None)
+                self._failures.pop(host, None)
 
     @property
     def watched(self) -> set[str]:

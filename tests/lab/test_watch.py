@@ -1,8 +1,8 @@
 """A task's end is seen when it happens, not at the host's next sample: each host's node command
 `watch` tells the controller when systemd says a meso unit ended, and the controller samples that
 host at once. The controller here samples every minute, so a `meso run` that ends within seconds
-was told by a watch; after the watch is killed, or systemd re-executes and drops its connection,
-the controller opens a new one."""
+was told by a watch; after the watch is killed, systemd re-executes and drops its connection, or
+the host reboots, the controller opens a new one."""
 
 import os
 
@@ -63,4 +63,11 @@ def test_ends_are_seen_at_once_and_a_killed_or_dropped_watch_is_opened_again(
         again = wait_for(lambda: (w := one_watch_each(meso_lab)) and all(
             w[h] != after[h] for h in w) and w, timeout=60)  # fmt: skip
         assert again
+        run_short_job(env, tmp_path)
+
+        host = meso_lab.hosts[1].name  # a reboot: its watch comes back once it answers
+        meso_lab.restart(host)
+        rebooted = wait_for(lambda: (w := one_watch_each(meso_lab)) and w[host] != again[host]
+                            and w, timeout=90)  # fmt: skip
+        assert rebooted
         run_short_job(env, tmp_path)

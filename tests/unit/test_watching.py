@@ -224,6 +224,8 @@ def test_each_line_of_a_hosts_watch_says_so_and_a_broken_watch_is_opened_again(f
         until(lambda: len(hosts.opened["b"]) == 3 and watches.watched == {"a", "b"})
         watches.keep(["b"])  # a stopped answering: its watch is closed
         until(lambda: watches.watched == {"b"} and hosts.opened["a"][1].closed)
+        watches.answers("a")  # answering again, on its own between rounds: watched again
+        until(lambda: watches.watched == {"a", "b"} and len(hosts.opened["a"]) == 3)
     finally:
         watches.stop()
     assert all(c.closed for cs in hosts.opened.values() for c in cs)
