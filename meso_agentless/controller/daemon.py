@@ -140,6 +140,16 @@ def serve(options: Options) -> int:
             lock.release()
 
 
+def raise_open_files() -> None:
+    """Open files up to the hard limit, as Go programs do: each host takes a few (its
+    connections, its watch's channel), and the soft default of 1,024 ends at a few hundred."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def advertised(options: Options, scheme: str, host: str, port: int) -> str:
     """Where other controllers send clients to this one: --advertise, else the listening
     address (the host's name for a wildcard)."""
@@ -155,6 +165,7 @@ def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | Non
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")  # fmt: skip
     logging.getLogger("paramiko").setLevel(logging.WARNING)  # a line per connection is noise
+    raise_open_files()
     own = advertised(options, scheme, host, sock.getsockname()[1])
     token = ensure_token(options.token_file)
     clock = SystemClock()

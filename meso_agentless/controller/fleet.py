@@ -10,6 +10,9 @@ small pool, until it answers; then it rejoins (core.rounds). `refresh()` does on
 every host at once instead (one-off commands, and tests with a fake plane and a fake clock); a
 host is then judged as of its last answer or failure, not by how long the round took. Whoever
 wants to know of changes (a unit's state, a host's state or boot) passes `on_change`.
+
+Between rounds, a host whose watch (hosts.watching, on planes that have one) says a task's unit
+ended is sampled at once, so the end is seen in milliseconds rather than at the next round.
 """
 
 from __future__ import annotations
@@ -28,12 +31,14 @@ from meso_agentless.core.health import HostState, host_state
 from meso_agentless.core.rounds import Retries, round_deadline
 from meso_agentless.errors import MesoError
 from meso_agentless.hosts.plane import NodeRefused, Plane, each_host
+from meso_agentless.hosts.watching import Watches
 
 log = logging.getLogger("meso.fleet")
 Answer = dict | Exception  # a host's sample, or why it has none
 MAX_RETRYING = 16  # hosts out of the round asked at once, each on its own (a pool's threads)
 CHECK_TICK = 0.5  # how often the checker looks for due health checks
 STATE_TICK = 0.25  # how often silence is weighed: a host turns suspect or unreachable on time
+ENDS_GATHER = 0.005  # after a watch says a unit ended: the other ends of a burst come along
 
 
 @dataclass(frozen=True)
@@ -128,6 +133,9 @@ class Fleet:
         self._retry_wake = threading.Event()  # a host left the round, or failed again
         self._retrying: ThreadPoolExecutor | None = None
         self._turn = -math.inf  # no host's state changes by silence alone before this
+        self._watches: Watches | None = None
+        self._ended: set[str] = set()  # hosts whose watch said a unit ended since last asked
+        self._ended_wake = threading.Event()
         self.round_seconds: Callable[[float], None] = lambda _s: None  # metrics' observers
         self.sampled: Callable[[float, bool], None] = lambda _s, _ok: None
 
@@ -322,6 +330,8 @@ class Fleet:
                         r.units = units_map(units, unit_key)
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.digest = digest if isinstance(digest, str) else None
+                if r.failures and self._watches is not None:  # back: its watch too
+                    self._watches.answers(host)
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
                 self._turn = min(self._turn, now + self.suspect_after)
@@ -356,6 +366,10 @@ class Fleet:
                 if r.failures:  # refresh() before): on its own, and holds no round up
                     self._retries.failed(host, r.failed_at or self.clock.monotonic())
         self._retrying = ThreadPoolExecutor(MAX_RETRYING, thread_name_prefix="retry")
+        watch_channel = getattr(self.plane, "watch_channel", None)
+        if watch_channel is not None:
+            self._watches = Watches(watch_channel, self._unit_ended)
+            self._watches.start()
         loops = {"sampler": self._round_loop, "retries": self._retry_loop,
                  "health": self._check_loop, "silence": self._state_loop}  # fmt: skip
         for name, target in loops.items():
@@ -372,7 +386,33 @@ class Fleet:
                                  and self._records[h].failed_at is None for h in hosts)  # fmt: skip
             deadline = round_deadline(self.timeout, self.interval, self.suspect_after, connecting)
             self.sample_hosts(hosts, deadline, self._in_round)
-            self._stopping.wait(max(0.0, start + self.interval - self.clock.monotonic()))
+            if self._watches is not None:
+                with self._lock:
+                    answering = [h for h in hosts if not self._records[h].failures]
+                self._watches.keep(answering)
+            self._between_rounds(start + self.interval)
+
+    def _unit_ended(self, host: str) -> None:
+        """A host's watch said a unit ended there (from the watches' thread)."""
+        with self._lock:
+            self._ended.add(host)
+        self._ended_wake.set()
+
+    def _between_rounds(self, until: float) -> None:
+        """Until the next round is due: each host whose watch says a unit ended is sampled at
+        once (those out of the round are being asked on their own already)."""
+        while not self._stopping.is_set():
+            left = until - self.clock.monotonic()
+            if left <= 0 or not self._ended_wake.wait(left) or self._stopping.is_set():
+                return
+            self._stopping.wait(ENDS_GATHER)
+            self._ended_wake.clear()
+            with self._lock:
+                hosts = sorted(h for h in self._ended if not self._records[h].failures)
+                self._ended.clear()
+            if hosts:
+                deadline = round_deadline(self.timeout, self.interval, self.suspect_after, False)
+                self.sample_hosts(hosts, deadline, self._in_round)
 
     def _retry_loop(self) -> None:
         """Each host out of the round asked again when its backoff is over (core.rounds)."""
@@ -421,11 +461,15 @@ class Fleet:
     def stop(self) -> None:
         self._stopping.set()
         self._retry_wake.set()
+        self._ended_wake.set()
         for thread in self._threads:
             thread.join(timeout=self.timeout + 1)
         if self._retrying is not None:  # a try under way ends by its deadline
             self._retrying.shutdown(wait=True, cancel_futures=True)
             self._retrying = None
+        if self._watches is not None:
+            self._watches.stop()
+            self._watches = None
         self._threads.clear()
 
     def hosts_up(self) -> int:

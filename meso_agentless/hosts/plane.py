@@ -38,6 +38,7 @@ FENCED = frozenset({"launch", "stop", "forget", "trigger"})  # verbs that carry 
 # each sample): one held in a cut connection and delivered after the controller gave up on it
 # does nothing (Controller waits as long before it launches a unit again: EXPIRY_MARGIN)
 EXPIRY_MARGIN = 1.0
+WATCH_TIMEOUT = 3.0  # opening a host's watch channel, connecting first if need be
 T = TypeVar("T")
 
 __all__ = ["ExecutionPlane", "NodeRefused", "Plane", "Unreachable"]
@@ -233,6 +234,14 @@ class ExecutionPlane:
         stream = self.host(host).stream("logs", request, timeout=timeout)
         try:
             yield from stream
+        except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+            raise Unreachable(f"{host}: {exc}") from exc
+
+    def watch_channel(self, host: str) -> paramiko.Channel:
+        """The host's node command `watch` on a channel of its own (its lines: units that ended),
+        on the connection its samples take (hosts.watching reads it)."""
+        try:
+            return self.host(host).open_channel("watch", {}, WATCH_TIMEOUT)
         except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
             raise Unreachable(f"{host}: {exc}") from exc
 

@@ -123,12 +123,8 @@ class NodeConnection:
         """Run one verb on its own channel (logs) and yield its output as it comes, and b""
         after each quiet second: a reader that has gone (an HTTP client that hung up) is
         noticed by whoever iterates, instead of a thread waiting on a quiet unit for good."""
-        deadline = time.monotonic() + (timeout or self.timeout)
-        with self._lock:
-            client = self._connected(deadline)
-        channel = client.get_transport().open_session(timeout=self.timeout)  # type: ignore[union-attr]
+        channel = self.open_channel(verb, request, timeout)
         try:
-            self._start_node_command(channel, [verb, json.dumps(request)])
             channel.shutdown_write()
             channel.settimeout(QUIET)
             while True:
@@ -142,6 +138,29 @@ class NodeConnection:
                 yield data
         finally:
             channel.close()
+
+    def open_channel(
+        self, verb: str, request: dict, timeout: float | None = None
+    ) -> paramiko.Channel:
+        """A channel of its own on this host's connection (connecting first if need be, within
+        `timeout`, however long a request under way holds the connection), running the node
+        command's `verb`: a process of its own on the host, for answers that keep coming (logs,
+        watch)."""
+        wait = timeout or self.timeout
+        deadline = time.monotonic() + wait
+        if not self._lock.acquire(timeout=wait):
+            raise Unreachable(f"{self.node.name}: busy with a request for {wait:.0f} s")
+        try:
+            client = self._guarded(lambda: self._connected(deadline))
+        finally:
+            self._lock.release()
+        channel = client.get_transport().open_session(timeout=self.timeout)  # type: ignore[union-attr]
+        try:
+            self._start_node_command(channel, [verb, json.dumps(request)])
+        except BaseException:
+            channel.close()
+            raise
+        return channel
 
     def close(self) -> None:
         with self._lock:

@@ -1262,8 +1262,9 @@ def _write_ledger(units: list[dict]) -> None:
 # socket it cannot use, leave the launch to systemd-run as before.
 #
 # The wire format, as much as that takes (D-Bus specification, "Message Protocol"): little-endian
-# only, the types y b u i t s o g a v and structs. Values: int for y u i t, bool for b, str for
-# s o g, a list for an array (bytes for ay), a tuple for a struct, (signature, value) for v.
+# only, the types y n q b u i h t x d s o g a v, structs and dict entries. Values: int for the
+# integers, bool for b, float for d, str for s o g, a list for an array (bytes for ay), a tuple
+# for a struct or a dict entry, (signature, value) for v.
 
 SYSTEMD_PRIVATE = "/run/systemd/private"
 SYSTEMD_PATH = "/org/freedesktop/systemd1"
@@ -1498,7 +1499,9 @@ class SystemdBus:
     thread reads and drops them while no call is made, and systemd never queues them for us.
     """
 
-    def __init__(self, path: str | None = None, timeout: float = TIMEOUT) -> None:
+    def __init__(self, path: str | None = None, timeout: float = TIMEOUT,
+                 drain: bool = True) -> None:  # fmt: skip
+        """`drain=False`: no thread reads the signals; the owner reads them (`watch`)."""
         import select
         import socket
         import threading
@@ -1532,7 +1535,8 @@ class SystemdBus:
         # no Subscribe: systemd sends every signal to every private connection unasked (and
         # systemd 252 left Subscribe there unanswered in the lab)
         self.lock = threading.RLock()  # start_unit holds it across its call
-        threading.Thread(target=self._drain, daemon=True).start()
+        if drain:
+            threading.Thread(target=self._drain, daemon=True).start()
 
     def close(self) -> None:
         import socket
@@ -2678,6 +2682,77 @@ def logs(request: dict) -> None:
     os.execvp("journalctl", argv)  # noqa: S606 - argv list, no shell
 
 
+# A meso unit's object path on systemd's bus ("-" is escaped "_2d"), and the SubStates a
+# task's service reaches when it ends: exited (RemainAfterExit), failed, dead (stopped), and
+# auto-restart (it ended and will start again).
+MESO_UNIT_PATH = b"/org/freedesktop/systemd1/unit/meso_2d"
+ENDED_SUBSTATES = frozenset({"exited", "failed", "dead", "auto-restart"})
+
+
+def unit_of_path(path: str) -> str:
+    """The unit a systemd object path names (its last label, "_xx" hex escapes undone)."""
+    label = path.rsplit("/", 1)[-1]
+    return re.sub(r"_([0-9a-f]{2})", lambda m: chr(int(m.group(1), 16)), label)
+
+
+def ended_unit(message: DBusMessage) -> str | None:
+    """The meso unit a signal says has just ended (PropertiesChanged on its Unit interface with
+    an ended SubState), else None. Most signals are told apart by their raw header and body."""
+    if (message.kind != SIGNAL or MESO_UNIT_PATH not in message.header
+            or b"SubState" not in message.body):  # fmt: skip
+        return None
+    fields = message.fields
+    if fields.get(F_MEMBER) != "PropertiesChanged":
+        return None
+    interface, changed, _ = message.values()
+    states = {name: value for name, (_, value) in changed}
+    if interface != "org.freedesktop.systemd1.Unit" or states.get("SubState") not in (
+        ENDED_SUBSTATES
+    ):
+        return None
+    return unit_of_path(str(fields.get(F_PATH, "")))
+
+
+def watch(request: dict) -> int:
+    """Write a line (`{"ended": UNIT}`) each time a meso unit ends, as systemd signals it on its
+    private socket, until the controller hangs up (stdin closes) or systemd's connection ends
+    (exit 1). The controller then samples this host at once instead of at its next round: what
+    it learns still comes from that sample, the line only says when to ask."""
+    import select
+
+    _fields(request, ())
+    if os.geteuid() != 0:
+        raise RequestError("watch: needs root (systemd's private socket)")
+    try:
+        bus = SystemdBus(drain=False)
+    except OSError as exc:
+        raise RequestError(f"watch: systemd's private socket: {exc}") from None
+    out = sys.stdout.buffer
+    out.write(b'{"ok": true, "watching": true}\n')
+    out.flush()
+    while True:
+        ready = select.select([0, bus.sock], [], [])[0]
+        if 0 in ready and not os.read(0, 4096):
+            return 0  # the controller hung up
+        if bus.sock not in ready:
+            continue
+        try:
+            bus._receive(bus.sock.recv(65536))
+            ended = []
+            while (message := read_message(bus.buffer)) is not None:
+                unit = ended_unit(message)
+                if unit is not None:
+                    ended.append(unit)
+        except (OSError, ValueError) as exc:
+            _print({"ok": False, "error": f"watch: systemd's connection: {exc}"})
+            return 1
+        try:
+            out.write(b"".join(json.dumps({"ended": u}).encode() + b"\n" for u in ended))
+            out.flush()
+        except BrokenPipeError:
+            return 0
+
+
 def boot_identity() -> str:
     """The kernel's boot id and PID 1's start time: it changes when the host (or container)
     restarts, and its transient units are gone."""
@@ -3377,7 +3452,7 @@ def encode_answer(reply: dict, session: Session) -> bytes:
     return rest[:-1].encode() + b", " + session.encoded[1] + b"}\n"
 
 
-SSH_VERBS = (*VERBS, "policy", "logs", "serve")
+SSH_VERBS = (*VERBS, "policy", "logs", "serve", "watch")
 
 
 def from_ssh(original: str | None) -> list[str]:
@@ -3451,6 +3526,12 @@ def _main(argv: list[str]) -> int:
     if argv[0] == "logs":
         try:
             logs(request)
+        except RequestError as exc:
+            _print({"ok": False, "error": str(exc)})
+            return 2
+    if argv[0] == "watch":
+        try:
+            return watch(request)
         except RequestError as exc:
             _print({"ok": False, "error": str(exc)})
             return 2

@@ -34,6 +34,24 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     assert lines[-1].startswith("meso hosts -o json, embedded, cold")
 
 
+CONTROLLER_BENCH = Path(__file__).parents[2] / "bench" / "controller_bench.py"
+
+
+def test_controller_benchmark_prints_its_figures(meso_lab):
+    done = subprocess.run(
+        [sys.executable, str(CONTROLLER_BENCH), "--inventory", str(meso_lab.inventory), "--quick"],
+        capture_output=True, text=True, timeout=600, check=True,
+    )  # fmt: skip
+    figures = [line.split(":")[0] for line in done.stdout.splitlines()]
+    assert figures == [
+        "meso hosts -o json, through the controller",
+        "  (python starting and importing click alone",
+        "meso hosts -o json, embedded (samples hosts)", "ansible all -m setup", "meso --help",
+        "meso run of one 2-3 s task, through the controller, less its sleep", "GET /v1/hosts, warm "
+        "connection, 50 requests", "controller CPU at idle, 3 hosts sampled every 1 s, over 3 s",
+    ]  # fmt: skip
+
+
 SCALE_BENCH = Path(__file__).parents[2] / "bench" / "lab_scale_bench.py"
 
 
