@@ -38,6 +38,9 @@ from meso_agentless.errors import UsageError
 @click.option("--lease", type=click.FloatRange(3, 600), default=5.0, show_default=True,
               help="Seconds a leader's lease lasts unrenewed (postgresql:// state): a standby "
                    "takes over within about that after the leader dies.")  # fmt: skip
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Keep a watch on each host (a second node command) that tells when a task "
+                   "ends, so ends are seen at once; without, at the next sample.")  # fmt: skip
 @click.option("--migrate-only", is_flag=True,
               help="Make or migrate the state's schema, then exit (no inventory).")  # fmt: skip
 def controller(
@@ -52,6 +55,7 @@ def controller(
     tls_key: Path | None,
     advertise: str | None,
     lease: float,
+    watch: bool,
     migrate_only: bool,
 ) -> int:
     """Run the controller: watch every host, place and launch jobs, serve the API.
@@ -80,6 +84,7 @@ def controller(
         tls_key=tls_key,
         advertise=advertise,
         lease=lease,
+        watch=watch,
     )
     return serve(options)
 

@@ -65,6 +65,7 @@ class Options:
     tls_key: Path | None = None
     advertise: str | None = None  # the API's address for other controllers' clients
     lease: float = 5.0  # seconds a leader's lease lasts without renewal (PostgreSQL)
+    watch: bool = True  # each host's watch: a task's end seen at once (hosts.watching)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -173,7 +174,7 @@ def _serve(options: Options, inventory: Any, store: Store, lock: StateLock | Non
     events.subscribe(callback=lambda e: log.info("%s", e.message))
     plane = ExecutionPlane(inventory.nodes)
     fleet = Fleet(plane, clock, interval=options.interval, suspect_after=options.suspect_after,
-                  unreachable_after=options.unreachable_after)  # fmt: skip
+                  unreachable_after=options.unreachable_after, watch=options.watch)  # fmt: skip
     controller = Controller(store, inventory, plane, fleet, clock, events)
     if isinstance(store, PgStore):
         holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -113,6 +113,7 @@ class Fleet:
         suspect_after: float = 2.0,
         unreachable_after: float = 5.0,
         on_change: Callable[[], None] | None = None,
+        watch: bool = True,
     ) -> None:
         self.plane = plane
         self.clock = clock
@@ -121,6 +122,7 @@ class Fleet:
         self.suspect_after = suspect_after
         self.unreachable_after = unreachable_after
         self.on_change = on_change or (lambda: None)
+        self.watch = watch  # each host's watch, on planes that have one (start())
         self._records = {h: _Record() for h in plane.hosts}
         self._checks: dict[str, dict[str, Check]] = {}  # host -> unit -> check
         self._sample_fields: dict[str, dict] = {}  # host -> what its samples carry
@@ -367,7 +369,7 @@ class Fleet:
                     self._retries.failed(host, r.failed_at or self.clock.monotonic())
         self._retrying = ThreadPoolExecutor(MAX_RETRYING, thread_name_prefix="retry")
         watch_channel = getattr(self.plane, "watch_channel", None)
-        if watch_channel is not None:
+        if self.watch and watch_channel is not None:
             self._watches = Watches(watch_channel, self._unit_ended)
             self._watches.start()
         loops = {"sampler": self._round_loop, "retries": self._retry_loop,

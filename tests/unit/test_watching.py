@@ -300,3 +300,14 @@ def test_the_controller_may_open_as_many_files_as_the_hard_limit_allows():
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 256), hard))
     raise_open_files()
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
+
+
+def test_a_fleet_told_not_to_watch_opens_no_watch():
+    plane = WatchedPlane(3)
+    fleet = Fleet(plane, SystemClock(), interval=0.05, watch=False)
+    fleet.start()
+    try:
+        until(lambda: len(plane.rounds) >= 5)
+    finally:
+        fleet.stop()
+    assert plane.channels == {}
