@@ -39,6 +39,7 @@ MAX_RETRYING = 16  # hosts out of the round asked at once, each on its own (a po
 CHECK_TICK = 0.5  # how often the checker looks for due health checks
 STATE_TICK = 0.25  # how often silence is weighed: a host turns suspect or unreachable on time
 ENDS_GATHER = 0.005  # after a watch says a unit ended: the other ends of a burst come along
+ENDS_SPACING = 0.25  # at least this between two samples for ends (each may set off a cycle)
 
 
 @dataclass(frozen=True)
@@ -333,7 +334,7 @@ class Fleet:
                     r.marks = hash((_signature(r.units), _runs_signature(r.facts)))
                 r.digest = digest if isinstance(digest, str) else None
                 if r.failures and self._watches is not None:  # back: its watch too
-                    self._watches.answers(host)
+                    self._watches.add([host])
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
                 self._turn = min(self._turn, now + self.suspect_after)
@@ -380,19 +381,32 @@ class Fleet:
             self._threads.append(thread)
 
     def _round_loop(self) -> None:
+        """A round every interval; a round that fails (a bug, a transport error let through)
+        is logged and the next one comes: the sampler never stops while the fleet runs."""
         while not self._stopping.is_set():
             start = self.clock.monotonic()
+            try:
+                self._round(start)
+            except Exception:
+                log.exception("a sample round failed")
+                self._stopping.wait(max(0.0, start + self.interval - self.clock.monotonic()))
+
+    def _round(self, start: float) -> None:
+        """One round of the answering hosts, then the time until the next (ends sampled)."""
+        with self._lock:
+            hosts = self._retries.in_round(self._records)
+            connecting = any(self._records[h].ok_at is None
+                             and self._records[h].failed_at is None for h in hosts)  # fmt: skip
+        deadline = round_deadline(self.timeout, self.interval, self.suspect_after, connecting)
+        with self._lock:
+            self._ended.clear()  # this round answers the ends told so far
+        self._ended_wake.clear()
+        self.sample_hosts(hosts, deadline, self._in_round)
+        if self._watches is not None:
             with self._lock:
-                hosts = self._retries.in_round(self._records)
-                connecting = any(self._records[h].ok_at is None
-                                 and self._records[h].failed_at is None for h in hosts)  # fmt: skip
-            deadline = round_deadline(self.timeout, self.interval, self.suspect_after, connecting)
-            self.sample_hosts(hosts, deadline, self._in_round)
-            if self._watches is not None:
-                with self._lock:
-                    answering = [h for h in hosts if not self._records[h].failures]
-                self._watches.keep(answering)
-            self._between_rounds(start + self.interval)
+                answering = [h for h in hosts if not self._records[h].failures]
+            self._watches.add(answering)
+        self._between_rounds(start + self.interval)
 
     def _unit_ended(self, host: str) -> None:
         """A host's watch said a unit ended there (from the watches' thread)."""
@@ -403,11 +417,16 @@ class Fleet:
     def _between_rounds(self, until: float) -> None:
         """Until the next round is due: each host whose watch says a unit ended is sampled at
         once (those out of the round are being asked on their own already)."""
+        last = -math.inf
         while not self._stopping.is_set():
             left = until - self.clock.monotonic()
             if left <= 0 or not self._ended_wake.wait(left) or self._stopping.is_set():
                 return
-            self._stopping.wait(ENDS_GATHER)
+            # many ends (a batch job's) come together: at most one such sample per spacing
+            now = self.clock.monotonic()
+            self._stopping.wait(min(max(ENDS_GATHER, last + ENDS_SPACING - now), until - now))
+            if self.clock.monotonic() >= until:
+                return  # the round asks them all
             self._ended_wake.clear()
             with self._lock:
                 hosts = sorted(h for h in self._ended if not self._records[h].failures)
@@ -415,6 +434,7 @@ class Fleet:
             if hosts:
                 deadline = round_deadline(self.timeout, self.interval, self.suspect_after, False)
                 self.sample_hosts(hosts, deadline, self._in_round)
+                last = self.clock.monotonic()
 
     def _retry_loop(self) -> None:
         """Each host out of the round asked again when its backoff is over (core.rounds)."""

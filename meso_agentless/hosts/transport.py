@@ -12,6 +12,7 @@ whose key is unknown or changed is refused at once and never retried into.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import selectors
 import threading
@@ -265,9 +266,12 @@ class NodeConnection:
         return line
 
     def _drop(self) -> None:
+        """Close the channel and the connection; closing one whose transport is already dead
+        raises (EOFError from paramiko), which must not replace the error being handled."""
         for thing in (self._channel, self._client):
             if thing is not None:
-                thing.close()
+                with contextlib.suppress(Exception):
+                    thing.close()
         self._channel = self._client = None
         self._buffer, self._late = b"", 0
 

@@ -38,7 +38,7 @@ class Channel(Protocol):
 
 
 class Watches:
-    """Watches on the hosts `keep` names; `ended(host)` is called for each line saying a unit
+    """Watches on the hosts `add` names; `ended(host)` is called for each line saying a unit
     ended there (from the reading thread: it must only note it)."""
 
     def __init__(
@@ -65,23 +65,17 @@ class Watches:
     def start(self) -> None:
         self._thread.start()
 
-    def keep(self, hosts: Iterable[str]) -> None:
-        """Watch these hosts (those answering now); a watch of any other is closed. A host
-        that answers again (back from a reboot or a cut) is tried at once, its backoff over."""
-        wanted = set(sorted(hosts)[:MAX_WATCHES])
+    def add(self, hosts: Iterable[str]) -> None:
+        """Watch these hosts too (those answering): a host not watched yet (new, or back from
+        a reboot or a cut) is tried at once, its backoff over. A watch is never closed for a
+        host that stops answering: it ends by itself when the connection drops, and a host
+        merely late keeps its watch (opening one again costs the host a process's start)."""
         with self._lock:
-            for host in wanted - self._wanted:
-                self._retry_at.pop(host, None)
-                self._failures.pop(host, None)
-            self._wanted = wanted
-
-    def answers(self, host: str) -> None:
-        """`host` answers again (asked on its own, between rounds): watch it from now on."""
-        with self._lock:
-            if host not in self._wanted and len(self._wanted) < MAX_WATCHES:
-                self._wanted.add(host)
-                self._retry_at.pop(host, None)
-                self._failures.pop(host, None)
+            for host in hosts:
+                if host not in self._wanted and len(self._wanted) < MAX_WATCHES:
+                    self._wanted.add(host)
+                    self._retry_at.pop(host, None)
+                    self._failures.pop(host, None)
 
     @property
     def watched(self) -> set[str]:
@@ -106,7 +100,6 @@ class Watches:
     def _loop(self) -> None:
         while not self._stopping.is_set():
             self._register_opened()
-            self._close_unwanted()
             self._open_due()
             if not self._channels:
                 self._stopping.wait(TICK)
@@ -169,12 +162,6 @@ class Watches:
             channel.setblocking(False)
             self._channels[host], self._buffers[host] = channel, b""
             self._selector.register(channel, selectors.EVENT_READ, host)
-
-    def _close_unwanted(self) -> None:
-        with self._lock:
-            gone = [h for h in self._channels if h not in self._wanted]
-        for host in gone:
-            self._drop(host)
 
     def _drop(self, host: str) -> None:
         channel = self._channels.pop(host)

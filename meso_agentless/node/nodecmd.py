@@ -2683,10 +2683,11 @@ def logs(request: dict) -> None:
 
 
 # A meso unit's object path on systemd's bus ("-" is escaped "_2d"), and the SubStates a
-# task's service reaches when it ends: exited (RemainAfterExit), failed, dead (stopped), and
-# auto-restart (it ended and will start again).
+# task's service reaches when it ends by itself: exited (RemainAfterExit), failed, and
+# auto-restart (it ended and will start again). Not dead: that is a stop or a forget, which the
+# controller asked for (one behind its back is seen at the next sample).
 MESO_UNIT_PATH = b"/org/freedesktop/systemd1/unit/meso_2d"
-ENDED_SUBSTATES = frozenset({"exited", "failed", "dead", "auto-restart"})
+ENDED_SUBSTATES = frozenset({"exited", "failed", "auto-restart"})
 
 
 def unit_of_path(path: str) -> str:

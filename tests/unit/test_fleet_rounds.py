@@ -248,3 +248,30 @@ def test_a_refused_host_is_retried_with_a_growing_backoff(started):
     gaps = [b - a for a, b in itertools.pairwise(alone)][:3]
     # each try waits its backoff after the one before began: 1, 2, then 3 intervals
     assert all(gap >= 0.9 * backoff(0.05, n) for n, gap in enumerate(gaps, start=1))
+
+
+class FailingOncePlane(SimPlane):
+    """Simulated hosts whose second round raises what a bug or a transport error would."""
+
+    def __init__(self, count: int) -> None:
+        fresh = SimPlane.of(count)
+        super().__init__(fresh.by_name, fresh.clock)
+        self.rounds = 0
+
+    def sample_round(self, fields, timeout=None) -> dict[str, dict | MesoError]:
+        self.rounds += 1
+        if self.rounds == 2:
+            raise EOFError()
+        return super().sample_round(fields, timeout)
+
+
+def test_a_round_that_raises_is_logged_and_the_sampler_goes_on(caplog):
+    plane = FailingOncePlane(3)
+    fleet = Fleet(plane, SystemClock(), interval=0.05)
+    fleet.start()
+    try:
+        until(lambda: plane.rounds >= 5)
+        assert "sampler" in fleet_threads()
+    finally:
+        fleet.stop()
+    assert "a sample round failed" in caplog.text

@@ -60,3 +60,36 @@ def test_a_reader_that_stops_while_it_is_quiet_closes_the_channel(monkeypatch):
     assert next(stream) == b""  # quiet: the reader has its turn, and goes
     stream.close()
     assert channel.closed
+
+
+class DeadChannel(QuietChannel):
+    """A channel whose transport has died: it never answers, and closing it raises."""
+
+    def recv(self, _size: int) -> bytes:
+        raise TimeoutError()
+
+    def recv_ready(self) -> bool:
+        return False
+
+    def sendall(self, _data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+        raise EOFError()
+
+
+def test_a_request_on_a_dead_connection_is_unreachable_however_its_closing_fails(monkeypatch):
+    """Closing a channel whose transport died raises EOFError in paramiko: it once escaped a
+    sample round and ended the controller's sampler, every host then unreachable for good."""
+    channel = DeadChannel()
+    connection = transport.NodeConnection(Node("h1", address="h1"), timeout=0.2)
+    connection._channel, connection._client = channel, channel  # type: ignore[assignment]
+    monkeypatch.setattr(connection, "_serve_channel", lambda _deadline: channel)
+    try:
+        connection.request("sample", timeout=0.2)
+    except transport.Unreachable as exc:
+        assert "no answer within" in str(exc)
+    else:
+        raise AssertionError("a dead connection answered")
+    assert channel.closed and connection._channel is None

@@ -55,7 +55,7 @@ def test_a_dict_of_variants_comes_back_as_it_went():
          "meso-j_t_0_1.service"),
         (changed("meso-web_a-b_2_1.service", UNIT_IFACE, SubState="auto-restart"),
          "meso-web_a-b_2_1.service"),
-        (changed("meso-j_t_0_1.service", UNIT_IFACE, SubState="dead"), "meso-j_t_0_1.service"),
+        (changed("meso-j_t_0_1.service", UNIT_IFACE, SubState="dead"), None),  # stopped
         (changed("meso-j_t_0_1.service", UNIT_IFACE, ActiveState="active", SubState="running"),
          None),
         (changed("meso-j_t_0_1.service", SERVICE_IFACE, SubState="exited"), None),
@@ -214,7 +214,7 @@ def test_each_line_of_a_hosts_watch_says_so_and_a_broken_watch_is_opened_again(f
     watches = Watches(hosts.open, hosts.ended.append)
     watches.start()
     try:
-        watches.keep(["a", "b"])
+        watches.add(["a", "b"])
         until(lambda: watches.watched == {"a", "b"})
         hosts.opened["a"][0].say({"ended": "meso-j_t_0_1.service"},
                                  b'{"ended": "meso-j_t_1_1.ser', b'vice"}\n')  # fmt: skip
@@ -230,10 +230,9 @@ def test_each_line_of_a_hosts_watch_says_so_and_a_broken_watch_is_opened_again(f
         # systemd's connection ended under a watch that watched: not a refusal, soon again
         hosts.opened["b"][1].say({"ok": False, "error": "watch: systemd's connection: closed"})
         until(lambda: len(hosts.opened["b"]) == 3 and watches.watched == {"a", "b"})
-        watches.keep(["b"])  # a stopped answering: its watch is closed
-        until(lambda: watches.watched == {"b"} and hosts.opened["a"][1].closed)
-        watches.answers("a")  # answering again, on its own between rounds: watched again
-        until(lambda: watches.watched == {"a", "b"} and len(hosts.opened["a"]) == 3)
+        watches.add(["a", "b", "c"])  # a new host: watched; the others keep theirs
+        until(lambda: watches.watched == {"a", "b", "c"})
+        assert (len(hosts.opened["a"]), len(hosts.opened["b"])) == (2, 3)
     finally:
         watches.stop()
     assert all(c.closed for cs in hosts.opened.values() for c in cs)
@@ -247,7 +246,7 @@ def test_a_host_that_cannot_watch_is_left_to_its_rounds_and_one_unreachable_is_t
     watches = Watches(hosts.open, hosts.ended.append)
     watches.start()
     try:
-        watches.keep(["cut", "user"])
+        watches.add(["cut", "user"])
         until(lambda: "user" in hosts.opened and hosts.opened["user"][0].closed)
         time.sleep(0.5)  # many backoffs of a failure, none of the pause of a refusal
         assert len(hosts.opened["user"]) == 1 and watches.watched == set()
