@@ -39,7 +39,7 @@ MAX_RETRYING = 16  # hosts out of the round asked at once, each on its own (a po
 CHECK_TICK = 0.5  # how often the checker looks for due health checks
 STATE_TICK = 0.25  # how often silence is weighed: a host turns suspect or unreachable on time
 ENDS_GATHER = 0.005  # after a watch says a unit ended: the other ends of a burst come along
-ENDS_SPACING = 0.25  # at least this between two samples for ends (each may set off a cycle)
+ENDS_SPACING = 0.5  # at least this between two samples for ends (each may set off a cycle)
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ MAX_WATCHES = 2000  # hosts watched at once (two descriptors each); beyond, roun
 class Channel(Protocol):
     def fileno(self) -> int: ...
     def recv(self, size: int) -> bytes: ...
+    def recv_stderr_ready(self) -> bool: ...
+    def recv_stderr(self, size: int) -> bytes: ...
     def setblocking(self, blocking: bool) -> None: ...
     def close(self) -> None: ...
 
@@ -111,7 +113,9 @@ class Watches:
         channel = self._channels[host]
         try:
             data = channel.recv(65536)
-        except TimeoutError:  # the pipe said ready before the data was in
+        except TimeoutError:  # the descriptor also says ready for what came on stderr
+            while channel.recv_stderr_ready():  # read away: else it says ready for good
+                log.debug("%s: watch: %r", host, channel.recv_stderr(4096)[:200])
             return
         except OSError as exc:
             self._closed(host, f"read failed: {exc}")

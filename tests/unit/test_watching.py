@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import selectors
 import socket
 import subprocess
 import sys
@@ -166,11 +167,20 @@ class Channel:
     def fileno(self) -> int:
         return self.sock.fileno()
 
-    def recv(self, size: int) -> bytes:
-        return self.sock.recv(size)
-
     def setblocking(self, blocking: bool) -> None:
         self.sock.setblocking(blocking)
+
+    def recv(self, size: int) -> bytes:
+        try:
+            return self.sock.recv(size)
+        except BlockingIOError:  # as paramiko's channel says it, without a blocking one
+            raise TimeoutError() from None
+
+    def recv_stderr_ready(self) -> bool:
+        return False
+
+    def recv_stderr(self, size: int) -> bytes:
+        return b""
 
     def close(self) -> None:
         self.closed = True
@@ -310,3 +320,28 @@ def test_a_fleet_told_not_to_watch_opens_no_watch():
     finally:
         fleet.stop()
     assert plane.channels == {}
+
+
+class ChattyChannel(Channel):
+    """A watch whose node command wrote to stderr: its descriptor says ready, stdout is empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stderr = [b"a warning\n", b"another\n"]
+
+    def recv_stderr_ready(self) -> bool:
+        return bool(self.stderr)
+
+    def recv_stderr(self, size: int) -> bytes:
+        return self.stderr.pop(0)
+
+
+def test_what_a_watch_writes_on_stderr_is_read_away_and_the_watch_stays():
+    watches = Watches(Hosts().open, [].append)
+    channel = ChattyChannel()
+    channel.setblocking(False)
+    watches._channels["a"], watches._buffers["a"] = channel, b""
+    watches._selector.register(channel, selectors.EVENT_READ, "a")
+    watches._read("a")  # nothing on stdout: stderr read away (else ready for good)
+    assert channel.stderr == [] and not channel.closed and "a" in watches._channels
+    watches.stop()
