@@ -12,7 +12,7 @@
 - The controller's own CPU at idle, every host sampled every second, over --idle seconds.
   Target: <= 3% of one core.
 
-Run as root: .venv/bin/python bench/controller_bench.py [--inventory PATH] [--rounds N]
+Run as root: .venv/bin/python bench/controller_bench.py [--inventory PATH] [--rounds N] [--watch]
 (`--quick`: one round, 50 requests, 3 s idle: the suite's smoke run)
 (without --inventory it starts a 3-host lab named "bench" and takes it down afterwards)
 """
@@ -114,9 +114,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
-def run(inventory: str, rounds: int, requests: int, idle: float, out: Callable) -> None:
+def run(
+    inventory: str, rounds: int, requests: int, idle: float, out: Callable, watch: bool = False
+) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MESO_")}
-    with tempfile.TemporaryDirectory() as tmp, running_controller(inventory, Path(tmp)) as ctl:
+    extra = ["--watch"] if watch else []
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_controller(inventory, Path(tmp), *extra) as ctl,
+    ):
         remote = {**base, **ctl.env}  # a client needs nothing but the address and token
         embedded = {**base, "MESO_INVENTORY": inventory, "MESO_STATE": f"{tmp}/embedded.db"}
         floor, hosts_remote = side_by_side(
@@ -167,6 +173,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="one round, 50 requests, 3 s idle")
+    parser.add_argument("--watch", action="store_true", help="the controller with watches")
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests, args.idle = 1, 50, 3.0
@@ -175,12 +182,12 @@ def main() -> None:
         print(line, flush=True)
 
     if args.inventory:
-        run(args.inventory, args.rounds, args.requests, args.idle, out)
+        run(args.inventory, args.rounds, args.requests, args.idle, out, args.watch)
         return
     layout = cluster.up("bench", 3, "nspawn", 2, 4096, progress=lambda _m: None)
     try:
         run(str(cluster.LabPaths.of(layout.name).inventory), args.rounds, args.requests,
-            args.idle, out)  # fmt: skip
+            args.idle, out, args.watch)  # fmt: skip
     finally:
         cluster.down("bench", progress=lambda _m: None)
 

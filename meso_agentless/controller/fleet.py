@@ -114,7 +114,7 @@ class Fleet:
         suspect_after: float = 2.0,
         unreachable_after: float = 5.0,
         on_change: Callable[[], None] | None = None,
-        watch: bool = True,
+        watch: bool = False,
     ) -> None:
         self.plane = plane
         self.clock = clock

@@ -13,7 +13,8 @@ from tests.lab.common import cli, wait_for
 
 pytestmark = pytest.mark.lab
 
-EVERY_MINUTE = ["--interval", "60", "--suspect-after", "120", "--unreachable-after", "180"]
+EVERY_MINUTE = ["--watch", "--interval", "60", "--suspect-after", "120",
+                "--unreachable-after", "180"]  # fmt: skip
 BEFORE_A_ROUND = 45  # seconds: well before the next round, however loaded the machine
 WATCHES = "for p in $(pgrep -x python3); do grep -qa watch /proc/$p/cmdline && echo $p; done"
 

@@ -287,7 +287,8 @@ class WatchedPlane(SimPlane):
 
 def test_the_fleet_samples_a_host_whose_watch_says_a_unit_ended_without_waiting_its_round():
     plane = WatchedPlane(3)
-    fleet = Fleet(plane, SystemClock(), interval=60.0, suspect_after=120, unreachable_after=180)
+    fleet = Fleet(plane, SystemClock(), interval=60.0, suspect_after=120, unreachable_after=180,
+                  watch=True)  # fmt: skip
     fleet.start()
     try:
         until(lambda: len(plane.channels) == 3)
@@ -311,9 +312,9 @@ def test_the_controller_may_open_as_many_files_as_the_hard_limit_allows():
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard)
 
 
-def test_a_fleet_told_not_to_watch_opens_no_watch():
+def test_a_fleet_not_told_to_watch_opens_no_watch():
     plane = WatchedPlane(3)
-    fleet = Fleet(plane, SystemClock(), interval=0.05, watch=False)
+    fleet = Fleet(plane, SystemClock(), interval=0.05)
     fleet.start()
     try:
         until(lambda: len(plane.rounds) >= 5)
