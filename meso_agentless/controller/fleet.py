@@ -335,6 +335,7 @@ class Fleet:
                 r.digest = digest if isinstance(digest, str) else None
                 if r.failures and self._watches is not None:  # back: its watch too
                     self._watches.add([host])
+                    self._watches.back(host)
                 r.error, r.failures = None, 0
                 self._retries.answered(host)
                 self._turn = min(self._turn, now + self.suspect_after)

@@ -56,6 +56,7 @@ class Watches:
         self._channels: dict[str, Channel] = {}  # host -> its open watch
         self._buffers: dict[str, bytes] = {}
         self._watching: set[str] = set()  # whose watch has said it watches
+        self._refused: set[str] = set()  # whose node command said it cannot watch
         self._opening: set[str] = set()
         self._opened: list[tuple[str, Channel]] = []  # opened by the pool, not yet registered
         self._failures: dict[str, int] = {}
@@ -68,16 +69,22 @@ class Watches:
         self._thread.start()
 
     def add(self, hosts: Iterable[str]) -> None:
-        """Watch these hosts too (those answering): a host not watched yet (new, or back from
-        a reboot or a cut) is tried at once, its backoff over. A watch is never closed for a
-        host that stops answering: it ends by itself when the connection drops, and a host
-        merely late keeps its watch (opening one again costs the host a process's start)."""
+        """Watch these hosts too (those answering; a new one is tried at once). A watch is
+        never closed for a host that stops answering: it ends by itself when the connection
+        drops, and a host merely late keeps its watch (opening one again costs the host a
+        process's start)."""
         with self._lock:
             for host in hosts:
                 if host not in self._wanted and len(self._wanted) < MAX_WATCHES:
                     self._wanted.add(host)
-                    self._retry_at.pop(host, None)
-                    self._failures.pop(host, None)
+
+    def back(self, host: str) -> None:
+        """`host` answers again after failing (a reboot, a cut): its watch, if it has none,
+        is tried at once, its backoff over (not one whose node command cannot watch)."""
+        with self._lock:
+            if host in self._wanted and host not in self._refused:
+                self._retry_at.pop(host, None)
+                self._failures.pop(host, None)
 
     @property
     def watched(self) -> set[str]:
@@ -141,6 +148,7 @@ class Watches:
             with self._lock:
                 self._failures[host] = 0
                 self._watching.add(host)
+                self._refused.discard(host)
         else:
             with self._lock:
                 watching = host in self._watching
@@ -149,6 +157,8 @@ class Watches:
                 return
             log.info("%s cannot watch its units (%s): its tasks' ends are seen by its samples",
                      host, said.get("error"))  # fmt: skip
+            with self._lock:
+                self._refused.add(host)
             self._closed(host, "refused", pause=REFUSED_PAUSE)  # rounds only for a long while
 
     def _closed(self, host: str, why: str, pause: float | None = None) -> None:

@@ -262,6 +262,9 @@ def test_a_host_that_cannot_watch_is_left_to_its_rounds_and_one_unreachable_is_t
         assert len(hosts.opened["user"]) == 1 and watches.watched == set()
         hosts.refuse.clear()  # the cut host is back: opened on its next try
         until(lambda: watches.watched == {"cut"})
+        watches.back("user")  # answering again does not lift a refusal's pause
+        time.sleep(0.3)
+        assert len(hosts.opened["user"]) == 1
     finally:
         watches.stop()
 
@@ -346,3 +349,22 @@ def test_what_a_watch_writes_on_stderr_is_read_away_and_the_watch_stays():
     watches._read("a")  # nothing on stdout: stderr read away (else ready for good)
     assert channel.stderr == [] and not channel.closed and "a" in watches._channels
     watches.stop()
+
+
+def test_a_host_answering_again_has_its_watch_tried_at_once(monkeypatch):
+    monkeypatch.setattr(watching, "TICK", 0.02)
+    monkeypatch.setattr(watching, "BACKOFF", (30.0,))  # a failed open waits long
+    hosts = Hosts()
+    hosts.refuse.add("a")
+    watches = Watches(hosts.open, hosts.ended.append)
+    watches.start()
+    try:
+        watches.add(["a"])
+        time.sleep(0.3)  # tried once, failed: the next try is 30 s away
+        hosts.refuse.clear()
+        time.sleep(0.3)
+        assert "a" not in hosts.opened
+        watches.back("a")  # the fleet heard from it again (a reboot, a cut healed)
+        until(lambda: watches.watched == {"a"}, timeout=5)
+    finally:
+        watches.stop()
