@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from itertools import groupby
 
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from meso_agentless.core.jobs import spans
 from meso_agentless.core.resources import format_resources
@@ -99,8 +99,9 @@ def unplaced_lines(job: str, unplaced: list[Mapping]) -> list[str]:
 
 
 def hosts_table(hosts: list[Mapping]) -> Table:
-    table = Table("host", "state", "capacity", "allocated", "free", "load", "by framework",
-                  box=None)  # fmt: skip
+    # a narrow terminal wraps the free text (an error, the frameworks), never a host or state
+    table = Table(Column("host", no_wrap=True), Column("state", no_wrap=True), "capacity",
+                  "allocated", "free", "load", "by framework", box=None)  # fmt: skip
     for h in hosts:
         state = h["state"]
         if h["stale"] and h["age"] is not None:

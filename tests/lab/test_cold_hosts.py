@@ -40,7 +40,7 @@ def test_a_cut_host_is_reported_unreachable_and_the_others_answer(meso_lab, env)
     address = next(h.address for h in meso_lab.hosts if h.name == cut)
     with meso_lab.cut_off(cut):
         hosts = hosts_of(cli(env, "hosts", "-o", "json"))
-        table = cli(env, "hosts")
+        table = cli({**env, "COLUMNS": "80"}, "hosts")  # a narrow terminal: the state whole
         cluster = cli(env, "cluster", "-o", "json")
     info = hosts[cut]
     assert (info["state"], info["reachable"], info["stale"]) == ("unreachable", False, True)
