@@ -133,6 +133,8 @@ class Watches:
         lines = (self._buffers[host] + data).split(b"\n")
         self._buffers[host] = lines.pop()
         for line in lines:
+            if host not in self._channels:  # a line before closed it: the rest is not read
+                return
             self._line(host, line)
 
     def _line(self, host: str, line: bytes) -> None:
@@ -163,11 +165,17 @@ class Watches:
 
     def _closed(self, host: str, why: str, pause: float | None = None) -> None:
         self._drop(host)
+        wait = self._failed(host, pause)
+        log.debug("%s: watch %s; again in %.0f s", host, why, wait)
+
+    def _failed(self, host: str, pause: float | None = None) -> float:
+        """One more failure of `host`'s watch: when it is tried again (`pause`, else its next
+        backoff), and how long that is from now."""
         with self._lock:
             failures = self._failures[host] = self._failures.get(host, 0) + 1
             wait = pause or BACKOFF[min(failures, len(BACKOFF)) - 1]
             self._retry_at[host] = self._clock() + wait
-        log.debug("%s: watch %s; again in %.0f s", host, why, wait)
+        return wait
 
     def _register_opened(self) -> None:
         with self._lock:
@@ -201,8 +209,7 @@ class Watches:
         except (MesoError, OSError) as exc:
             with self._lock:
                 self._opening.discard(host)
-                failures = self._failures[host] = self._failures.get(host, 0) + 1
-                self._retry_at[host] = self._clock() + BACKOFF[min(failures, len(BACKOFF)) - 1]
+            self._failed(host)
             log.debug("%s: opening its watch failed: %s", host, exc)
             return
         with self._lock:

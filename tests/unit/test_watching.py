@@ -368,3 +368,18 @@ def test_a_host_answering_again_has_its_watch_tried_at_once(monkeypatch):
         until(lambda: watches.watched == {"a"}, timeout=5)
     finally:
         watches.stop()
+
+
+def test_lines_after_one_that_closed_the_watch_are_not_read(fast):
+    hosts = Hosts()
+    watches = Watches(hosts.open, hosts.ended.append)
+    watches.start()
+    try:
+        watches.add(["a"])
+        until(lambda: watches.watched == {"a"})
+        hosts.opened["a"][0].say(b"garbage\nmore garbage\n", {"ended": "meso-j_t_0_1.service"})
+        until(lambda: len(hosts.opened["a"]) == 2 and watches.watched == {"a"})
+        hosts.opened["a"][1].say({"ended": "meso-j_t_0_1.service"})  # the reader still reads
+        until(lambda: hosts.ended == ["a"])
+    finally:
+        watches.stop()
