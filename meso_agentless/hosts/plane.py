@@ -24,6 +24,7 @@ from meso_agentless.errors import MesoError, UsageError
 from meso_agentless.hosts import ssh
 from meso_agentless.hosts.transport import (
     DEFAULT_TIMEOUT,
+    TRANSPORT_ERRORS,
     NodeConnection,
     NodeRefused,
     Unreachable,
@@ -234,7 +235,7 @@ class ExecutionPlane:
         stream = self.host(host).stream("logs", request, timeout=timeout)
         try:
             yield from stream
-        except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+        except TRANSPORT_ERRORS as exc:
             raise Unreachable(f"{host}: {exc}") from exc
 
     def watch_channel(self, host: str) -> paramiko.Channel:
@@ -242,7 +243,7 @@ class ExecutionPlane:
         on the connection its samples take (hosts.watching reads it)."""
         try:
             return self.host(host).open_channel("watch", {}, WATCH_TIMEOUT)
-        except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+        except TRANSPORT_ERRORS as exc:
             raise Unreachable(f"{host}: {exc}") from exc
 
     def reports(self) -> dict[str, HostReport | None]:

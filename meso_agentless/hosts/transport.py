@@ -38,6 +38,8 @@ MAX_HANDSHAKES = threading.BoundedSemaphore(16)  # SSH handshakes in flight, pro
 QUIET = 1.0  # seconds a stream may be quiet before it yields b"" (its reader may have gone)
 MAX_CONNECTING = 32  # hosts connected at once by ask_each
 FIRST_BACKOFF = 0.1  # seconds before a second try to connect (then twice as long each time)
+# what a connection's failure raises, from ssh, the socket or paramiko: the host is unreachable
+TRANSPORT_ERRORS = (ssh.SSHError, OSError, EOFError, paramiko.SSHException)
 T = TypeVar("T")
 
 
@@ -98,7 +100,7 @@ class NodeConnection:
         refused is raised as it is)."""
         try:
             return step()
-        except (ssh.SSHError, OSError, EOFError, paramiko.SSHException) as exc:
+        except TRANSPORT_ERRORS as exc:
             self._drop()
             if isinstance(exc, ssh.HostKeyError):
                 raise
