@@ -6,6 +6,11 @@ imports paramiko: each host's sshd accepts and starts the connection's own proce
 longer than it would have waited for its own. Host names go to getaddrinfo as ASCII bytes: a
 str costs the import of the idna codec (10 ms) before the first connection. Nothing here
 imports paramiko but an error that needs its exception class.
+
+Every socket is a `QuickAckSocket` with TCP_NODELAY: sshd writes some of its messages in two
+segments (a request after authentication, then a reply), so with delayed ACKs on our side and
+Nagle's algorithm on its side each such pair stalls 40 ms. A cold connection waited 90 ms of
+its 130 ms in two such stalls, one in authentication and one in opening the session.
 """
 
 from __future__ import annotations
@@ -22,6 +27,17 @@ _ahead: dict[Target, Future[socket.socket]] = {}
 _lock = threading.Lock()
 
 
+class QuickAckSocket(socket.socket):
+    """A TCP socket that acknowledges what it receives at once (TCP_QUICKACK, which Linux
+    turns off again by itself, set before each read)."""
+
+    __slots__ = ()
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        return super().recv(size, flags)
+
+
 def dial(address: str, port: int, timeout: float | None) -> socket.socket:
     """A connected socket to `address`:`port`, trying each of its addresses in turn, or the
     error paramiko's connect raises: NoValidConnectionsError when every address refused or
@@ -31,7 +47,8 @@ def dial(address: str, port: int, timeout: float | None) -> socket.socket:
     found = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM)
     tries = [(family, addr) for family, kind, _, _, addr in found if kind == socket.SOCK_STREAM]
     for family, addr in tries:
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = QuickAckSocket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.settimeout(timeout)
         try:
             sock.connect(addr)

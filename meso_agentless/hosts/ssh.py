@@ -7,7 +7,6 @@ is refused and nothing runs: keys are never trusted on first use.
 from __future__ import annotations
 
 import shlex
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,7 +86,6 @@ def connect(
         raise SSHError(f"{address}: {exc.__class__.__name__}: {exc}") from exc
     transport = client.get_transport()
     if transport is not None:
-        transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         transport.set_keepalive(15)
     return client
 

@@ -45,7 +45,6 @@ the package's tests check against real output.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import contextvars
 import errno
@@ -57,20 +56,36 @@ import os
 import re
 import stat
 import struct
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 
+TYPE_CHECKING = False  # typing's, without importing typing (3 ms a start)
+if TYPE_CHECKING:
+    import subprocess  # imported where a process starts: its import costs every start 4 ms
+
+
+class Pattern:
+    """A regular expression compiled when first used (by re's own cache): compiling all of
+    them at import cost every start of the node command, each new connection, milliseconds
+    that a sample never needed."""
+
+    __slots__ = ("flags", "pattern")
+
+    def __init__(self, pattern: str, flags: int = 0) -> None:
+        self.pattern, self.flags = pattern, flags
+
+    def __getattr__(self, name: str) -> Callable:  # match, fullmatch, search, finditer, ...
+        return getattr(re.compile(self.pattern, self.flags), name)
+
+
 UNIT_PREFIX = "meso-"
-UNIT_NAME = re.compile(
-    r"meso-[a-z0-9][a-z0-9-]{0,62}_[a-z0-9][a-z0-9-]{0,62}_[0-9]{1,18}_[0-9]{1,18}"
-)
+UNIT_NAME = Pattern(r"meso-[a-z0-9][a-z0-9-]{0,62}_[a-z0-9][a-z0-9-]{0,62}_[0-9]{1,18}_[0-9]{1,18}")
 # one run of a cron job's timer: -r<scheduled second> for a firing, -t<milliseconds> for a trigger
-RUN_NAME = re.compile(UNIT_NAME.pattern + r"-[rt][0-9]{1,20}")
-OWNER = re.compile(r"[0-9a-f]{1,32}")
-UNITS_DIGEST = re.compile(r"[0-9a-f]{32}")  # a sample's units, as its caller holds them
+RUN_NAME = Pattern(UNIT_NAME.pattern + r"-[rt][0-9]{1,20}")
+OWNER = Pattern(r"[0-9a-f]{1,32}")
+UNITS_DIGEST = Pattern(r"[0-9a-f]{32}")  # a sample's units, as its caller holds them
 UNIT_PROPERTIES = (
     "Id", "LoadState", "ActiveState", "SubState", "Result", "ExecMainCode", "ExecMainStatus",
     "ExecMainPID", "CPUQuotaPerSecUSec", "MemoryMax", "TasksMax", "RuntimeMaxUSec",
@@ -92,9 +107,9 @@ MAX_EPOCH = 1 << 62
 MAX_RECORDS = 500  # lines kept per timer
 MAX_REPORTED = 100  # records per timer in one answer
 RECORDS_KEEP = 7 * 86400  # a timer gone for this long: its records go too
-ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
-USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+ENV_NAME = Pattern(r"[A-Za-z_][A-Za-z0-9_]{0,255}")
+USER_NAME = Pattern(r"[a-z_][a-z0-9_-]{0,31}")
+CONTROL = Pattern(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3  # ExecMainCode values (siginfo si_code)
 
 # Task states that still hold their resources on the host, and the ones a task ends in.
@@ -140,7 +155,7 @@ def parse_meminfo(text: str) -> dict[str, int]:
             for name, number, kb in MEMINFO_LINE.findall(text)}  # fmt: skip
 
 
-MEMINFO_LINE = re.compile(r"^[ \t]*(\w+):[ \t]+(\d+)(?:[ \t]+(kB))?[ \t]*$", re.MULTILINE)
+MEMINFO_LINE = Pattern(r"^[ \t]*(\w+):[ \t]+(\d+)(?:[ \t]+(kB))?[ \t]*$", re.MULTILINE)
 
 
 def parse_loadavg(text: str) -> list[float]:
@@ -270,7 +285,7 @@ def _label(key: str) -> str:
     return key if _LABEL.fullmatch(key) else _short(key, 40)
 
 
-_LABEL = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_LABEL = Pattern(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _short(value: object, limit: int = 60) -> str:
@@ -289,7 +304,7 @@ _SIZE_UNITS = {
     "t": 10**12, "tb": 10**12, "ki": 1 << 10, "kib": 1 << 10, "mi": 1 << 20, "mib": 1 << 20,
     "gi": 1 << 30, "gib": 1 << 30, "ti": 1 << 40, "tib": 1 << 40,
 }  # fmt: skip
-_SIZE = re.compile(r"\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*([a-zA-Z]{0,3})\s*")
+_SIZE = Pattern(r"\s*([0-9]{1,30}(?:\.[0-9]{1,30})?)\s*([a-zA-Z]{0,3})\s*")
 MAX_BYTES_VALUE = 1 << 60
 MAX_MILLICPUS = 10**9
 
@@ -909,11 +924,15 @@ def admission_error(
 
 
 def _run(argv: list[str]) -> str:
+    import subprocess
+
     done = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     return done.stdout
 
 
 def _systemd_run(argv: list[str]) -> subprocess.CompletedProcess:
+    import subprocess
+
     try:
         return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT, check=False)
     except OSError as exc:
@@ -947,10 +966,15 @@ def system_state() -> str:
     return state if state.isalpha() else "offline"
 
 
-def systemd_version() -> int:
+def systemd_version(bus: SystemdBus | None = None) -> int:
+    """systemd's version (read once): over `bus` if given and it answers, else systemctl's."""
     if not _SYSTEMD:
-        _SYSTEMD.append(parse_systemd_version(_run(["systemctl", "--version"])))
+        _SYSTEMD.append(_bus_systemd_version(bus) or _systemctl_version())
     return _SYSTEMD[0]
+
+
+def _systemctl_version() -> int:
+    return parse_systemd_version(_run(["systemctl", "--version"]))
 
 
 def cgroup_mode() -> str:
@@ -1678,8 +1702,8 @@ _SECONDS_PROPERTIES = ("RestartSec", "RuntimeMaxSec", "TimeoutStopSec")  # sent 
 _NUMBER_PROPERTIES = ("MemoryMax", "MemorySwapMax", "MemoryHigh", "TasksMax", "IOWeight")
 _CPU_SET_PROPERTIES = ("AllowedCPUs", "AllowedMemoryNodes")
 _IDENTITY = {"--uid": "User", "--gid": "Group", "--working-directory": "WorkingDirectory"}
-DIGITS = re.compile(r"[0-9]{1,19}")
-CPU_LIST = re.compile(r"[0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*")
+DIGITS = Pattern(r"[0-9]{1,19}")
+CPU_LIST = Pattern(r"[0-9]{1,5}(-[0-9]{1,5})?(,[0-9]{1,5}(-[0-9]{1,5})?)*")
 
 
 def unit_property(assignment: str) -> tuple[str, tuple[str, object]] | None:
@@ -1806,6 +1830,8 @@ def _unix(value: str | None) -> float | None:
         return int(value) / 1e6
     shown = re.fullmatch(r"\w{3} (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}) UTC", value)
     if shown:
+        import calendar  # here alone: its import (locale) costs every start 2 ms
+
         return float(calendar.timegm(time.strptime(shown.group(1), "%Y-%m-%d %H:%M:%S")))
     return None
 
@@ -2541,6 +2567,19 @@ def bus_unload(bus: SystemdBus, services: list[str]) -> bool:
     return True
 
 
+def _bus_systemd_version(bus: SystemdBus | None) -> int:
+    """The Manager's Version ("252.39-1~deb12u2") as a number; 0 if it cannot be read so."""
+    if bus is None or bus.broken:
+        return 0
+    try:
+        (value,) = bus.call("Get", "ss", [SYSTEMD_MANAGER, "Version"], interface=PROPERTIES)
+    except (OSError, ValueError, DBusError):
+        bus.close()
+        return 0
+    text = value[1] if value[0] == "s" and isinstance(value[1], str) else ""
+    return parse_systemd_version(f"systemd {text}")
+
+
 def bus_system_state(bus: SystemdBus) -> str:
     """system_state() over the bus: the Manager's SystemState."""
     (value,) = bus.call("Get", "ss", [SYSTEMD_MANAGER, "SystemState"], interface=PROPERTIES)
@@ -2835,7 +2874,7 @@ def sample(request: dict | None = None, session: Session | None = None) -> dict:
         "boot": listed["boot"],
         "booted": booted_at(kept_boot(session)),
         "cgroup": cgroup_mode(),
-        "systemd": systemd_version(),
+        "systemd": systemd_version(session.systemd_bus() if session else None),
         "system": system,
         "units": listed["units"],
         "runs": listed["runs"],
@@ -2894,8 +2933,8 @@ def policy_verb(request: dict, session: Session | None = None) -> dict:
     return {"policy": describe_policy(policy, source)}
 
 
-HEALTH_PATH = re.compile(r"/[\x21-\x7e]{0,1023}")  # printable ASCII, no spaces
-PORTS_IN_ENV = re.compile(r"(?:^|\s)MESO_PORTS=([0-9,]*)")
+HEALTH_PATH = Pattern(r"/[\x21-\x7e]{0,1023}")  # printable ASCII, no spaces
+PORTS_IN_ENV = Pattern(r"(?:^|\s)MESO_PORTS=([0-9,]*)")
 CHECK_SANDBOX = ("--property=DynamicUser=yes", "--property=NoNewPrivileges=yes",
                  "--property=PrivateTmp=yes", "--property=ProtectSystem=strict",
                  "--property=ProtectHome=yes", "--property=TasksMax=64",
@@ -2955,6 +2994,8 @@ def health(request: dict, session: Session | None = None) -> dict:
         argv = ["systemd-run", "--wait", "--pipe", "--quiet", "--collect",
                 f"--property=RuntimeMaxSec={timeout}", *CHECK_SANDBOX, *env, "--",
                 *(_escape(a) for a in check["target"])]  # fmt: skip
+        import subprocess
+
         try:
             done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 5,
                                   check=False, stdin=subprocess.DEVNULL)  # fmt: skip
@@ -2996,8 +3037,8 @@ def health(request: dict, session: Session | None = None) -> dict:
 PINNED_KEYS = ("cpuset", "numa", "mem_soft", "io_weight", "devices")
 PINNED_FILE = STATE_DIR + "/pinned.json"  # unit -> {"cores": [...], "devices": [...]}
 SHARED = "shared"  # the entry in PINNED_FILE with the shared cores as last set
-DEVICE_CLASS = re.compile(r"[a-z][a-z0-9_]{0,31}")
-DEVICE_PATH = re.compile(r"/dev/[A-Za-z0-9_.:+-]+(?:/[A-Za-z0-9_.:+-]+){0,8}")
+DEVICE_CLASS = Pattern(r"[a-z][a-z0-9_]{0,31}")
+DEVICE_PATH = Pattern(r"/dev/[A-Za-z0-9_.:+-]+(?:/[A-Za-z0-9_.:+-]+){0,8}")
 MAX_DEVICES = 256
 
 
@@ -3129,6 +3170,8 @@ def policy_devices(policy: dict) -> dict[str, list[str]]:
 
 def _plugin_devices(argv: list[str]) -> list[str]:
     """The device paths a plugin command prints (none if it fails)."""
+    import subprocess
+
     try:
         printed = subprocess.run(argv, capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):

@@ -3,6 +3,7 @@ sockets on loopback; what fails fails as paramiko's own connect says it."""
 
 import itertools
 import socket
+import threading
 import time
 
 import paramiko
@@ -38,6 +39,37 @@ def test_a_connection_dialed_ahead_is_taken_once(server):
         assert sock.getpeername() == ("127.0.0.1", port)
         assert accepted.getpeername() == sock.getsockname()
     assert dial.take("127.0.0.1", port, timeout=5) is None  # once
+
+
+def exchange(sock: socket.socket, rounds: int = 5) -> list[int]:
+    """Requests and answers on `sock` (to an echoing server); whether the socket was left
+    acknowledging at once (TCP_QUICKACK) after each answer was read."""
+    modes = []
+    for i in range(rounds):
+        sock.sendall(b"request %d" % i)
+        sock.recv(100)
+        modes.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+    return modes
+
+
+def test_a_dialed_socket_sends_at_once_and_acknowledges_at_once(server):
+    """Against sshd's Nagle a delayed ACK stalls each pair of small writes 40 ms: Linux delays
+    them again once it sees requests and answers (a plain socket, below); ours never does."""
+    port = server.getsockname()[1]
+
+    def echo() -> None:
+        for _ in range(2):
+            accepted, _ = server.accept()
+            with accepted:
+                while data := accepted.recv(100):
+                    accepted.sendall(b"answer to " + data)
+
+    threading.Thread(target=echo, daemon=True).start()
+    with socket.create_connection(("127.0.0.1", port)) as plain:
+        assert exchange(plain)[1:] == [0, 0, 0, 0]  # delayed ACKs again, as the kernel does
+    with dial.dial("127.0.0.1", port, timeout=5) as sock:
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert exchange(sock) == [1, 1, 1, 1, 1]
 
 
 def test_a_refused_dial_fails_as_paramiko_says(closed_port):

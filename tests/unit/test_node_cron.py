@@ -83,7 +83,7 @@ class Host:
         monkeypatch.setattr(nodecmd, "_boottime", lambda: self.boottime)
         monkeypatch.setattr(nodecmd, "load_policy", lambda: (nodecmd.parse_policy({}), "test"))
         monkeypatch.setattr(nodecmd, "measure", lambda: {"cpus": 2000, "mem": 4 << 30})
-        monkeypatch.setattr(nodecmd, "systemd_version", lambda: 252)
+        monkeypatch.setattr(nodecmd, "systemd_version", lambda bus=None: 252)
         monkeypatch.setattr(nodecmd, "_show_timers", lambda units: [{
             "Id": f"{UNIT}.timer", "LoadState": "loaded", "ActiveState": "active",
             "LastTriggerUSec": "@1700000010"}])  # fmt: skip

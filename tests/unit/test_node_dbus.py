@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -260,7 +261,7 @@ def test_a_socket_that_is_not_there_leaves_launches_to_systemd_run(tmp_path, mon
 
     def systemd_run(argv):
         ran.append(argv)
-        return nodecmd.subprocess.CompletedProcess(argv, 0, "", "")
+        return subprocess.CompletedProcess(argv, 0, "", "")
 
     monkeypatch.setattr(nodecmd, "_systemd_run", systemd_run)
     monkeypatch.setattr(nodecmd.os, "geteuid", lambda: 0)

@@ -39,6 +39,62 @@ def test_systemd_version():
     assert nodecmd.parse_systemd_version("garbage") == 0
 
 
+class VersionBus:
+    """systemd's private bus answering the Manager's Version with `reply` (or raising it)."""
+
+    broken = False
+
+    def __init__(self, reply):
+        self.reply = reply
+
+    def call(self, member, signature, body, interface=None):
+        assert (member, signature, body, interface) == (
+            "Get", "ss", [nodecmd.SYSTEMD_MANAGER, "Version"], nodecmd.PROPERTIES)  # fmt: skip
+        if isinstance(self.reply, Exception):
+            raise self.reply
+        return [self.reply]
+
+    def close(self):
+        self.broken = True
+
+
+@pytest.mark.parametrize(
+    ("reply", "version", "runs_systemctl"),
+    [(("s", "252.39-1~deb12u2"), 252, False), (("s", "257"), 257, False),  # as 252 answers
+     (ConnectionError("closed"), 252, True), (("u", 7), 252, True), (("s", "x"), 252, True)],
+)  # fmt: skip
+def test_systemds_version_is_asked_over_its_bus_and_of_systemctl_when_that_fails(
+    monkeypatch, reply, version, runs_systemctl
+):
+    ran = []
+    monkeypatch.setattr(nodecmd, "_run", lambda argv: ran.append(argv) or fixture(
+        "systemctl-version.txt"))  # fmt: skip
+    monkeypatch.setattr(nodecmd, "_SYSTEMD", [])
+    bus = VersionBus(reply)
+    assert nodecmd.systemd_version(bus) == version
+    assert ran == ([["systemctl", "--version"]] if runs_systemctl else [])
+    assert bus.broken == isinstance(reply, Exception)  # its session opens another
+    assert nodecmd.systemd_version(VersionBus(("s", "300"))) == version  # read once
+
+
+def test_starting_the_node_command_imports_and_compiles_only_what_a_sample_needs():
+    """Each new connection starts it: subprocess, calendar and typing (11 ms between them
+    on a lab host) are imported, and its regular expressions compiled, where they are used."""
+    probe = (
+        "import re, sys\n"
+        f"source = open({str(NODE_COMMAND)!r}).read()\n"
+        "exec(compile(source, 'nodecmd', 'exec'), {'__name__': 'nodecmd'})\n"
+        "print(sorted({'subprocess', 'calendar', 'typing'} & set(sys.modules)))\n"
+        "re.purge(); re.compile = None\n"  # a pattern compiled now would fail
+        "scope = {'__name__': 'nodecmd'}\n"
+        "exec(compile(source, 'nodecmd', 'exec'), scope)\n"
+        "print(bool(scope['UNIT_NAME'].pattern))\n"
+    )
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", probe], capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    assert done.stdout.split("\n")[:2] == ["[]", "True"]
+
+
 def test_units_and_their_limits():
     units = [nodecmd.unit_limits(p) for p in nodecmd.parse_show(fixture("show-units.txt"))]
     assert units == [
