@@ -27,14 +27,19 @@ _ahead: dict[Target, Future[socket.socket]] = {}
 _lock = threading.Lock()
 
 
+QUICKACK: int | None = getattr(socket, "TCP_QUICKACK", None)  # Linux's alone (not macOS)
+
+
 class QuickAckSocket(socket.socket):
     """A TCP socket that acknowledges what it receives at once (TCP_QUICKACK, which Linux
-    turns off again by itself, set before each read)."""
+    turns off again by itself, set before each read); a plain one where there is no such
+    option."""
 
     __slots__ = ()
 
     def recv(self, size: int, flags: int = 0) -> bytes:
-        self.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        if QUICKACK is not None:
+            self.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
         return super().recv(size, flags)
 
 

@@ -67,17 +67,18 @@ if TYPE_CHECKING:
 
 
 class Pattern:
-    """A regular expression compiled when first used (by re's own cache): compiling all of
-    them at import cost every start of the node command, each new connection, milliseconds
-    that a sample never needed."""
-
-    __slots__ = ("flags", "pattern")
+    """A regular expression compiled when first used: compiling all of them at import cost
+    every start of the node command, each new connection, milliseconds that a sample never
+    needed. A method asked for is kept on the instance, so later calls cost what a compiled
+    pattern's do."""
 
     def __init__(self, pattern: str, flags: int = 0) -> None:
         self.pattern, self.flags = pattern, flags
 
     def __getattr__(self, name: str) -> Callable:  # match, fullmatch, search, finditer, ...
-        return getattr(re.compile(self.pattern, self.flags), name)
+        method = getattr(re.compile(self.pattern, self.flags), name)
+        setattr(self, name, method)
+        return method
 
 
 UNIT_PREFIX = "meso-"

@@ -72,6 +72,16 @@ def test_a_dialed_socket_sends_at_once_and_acknowledges_at_once(server):
         assert exchange(sock) == [1, 1, 1, 1, 1]
 
 
+def test_where_there_is_no_quick_ack_a_dialed_socket_still_reads(server, monkeypatch):
+    monkeypatch.setattr(dial, "QUICKACK", None)  # as on macOS, where a laptop runs meso
+    port = server.getsockname()[1]
+    with dial.dial("127.0.0.1", port, timeout=5) as sock:
+        accepted, _ = server.accept()
+        with accepted:
+            accepted.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+            assert sock.recv(100) == b"SSH-2.0-OpenSSH_9.2\r\n"
+
+
 def test_a_refused_dial_fails_as_paramiko_says(closed_port):
     client = paramiko.SSHClient()
     with pytest.raises(paramiko.ssh_exception.NoValidConnectionsError) as by_paramiko:

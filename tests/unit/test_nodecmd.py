@@ -1,6 +1,7 @@
 """The node command's parsers against real output captured on lab hosts (tests/fixtures/node)."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,17 @@ def test_systemds_version_is_asked_over_its_bus_and_of_systemctl_when_that_fails
     assert ran == ([["systemctl", "--version"]] if runs_systemctl else [])
     assert bus.broken == isinstance(reply, Exception)  # its session opens another
     assert nodecmd.systemd_version(VersionBus(("s", "300"))) == version  # read once
+
+
+def test_a_pattern_matches_as_its_compiled_regular_expression_does():
+    pattern = nodecmd.Pattern(r"^(\w+):[ ]+(\d+)$", re.MULTILINE)
+    compiled = re.compile(pattern.pattern, pattern.flags)
+    text = "MemTotal:  24684084\nbad line\nSwapFree: 0"
+    assert pattern.findall(text) == compiled.findall(text)
+    assert pattern.search("x") is None and pattern.fullmatch("A: 1").groups() == ("A", "1")
+    assert "findall" in vars(pattern)  # kept: a later call goes straight to the compiled one
+    with pytest.raises(AttributeError):
+        pattern.no_such_method  # noqa: B018
 
 
 def test_starting_the_node_command_imports_and_compiles_only_what_a_sample_needs():
