@@ -15,11 +15,15 @@
 - Unloading ended units: a request per unit against one for them all (host CPU on a lab).
 - `meso hosts -o json` embedded (no controller) as a whole new process, beside python starting
   and importing click: wall time, its CPU and its hosts' CPU (on a lab). Goal: <= 0.3 s.
+- What a unit's sandbox costs its host: `systemd-run --wait true` with each of the properties
+  meso's default policy asks for, alone and together, and with meso's very properties (but
+  RemainAfterExit), in turns: PID 1's CPU and its children's (the unit's process, which sets the
+  sandbox up before it execs).
 
 Run as root: .venv/bin/python bench/execution_bench.py [--inventory PATH] [--quick]
 [--only PART] [--compare CHECKOUT] [--rounds N]  (without --inventory it starts a 3-host lab
 named "bench" and takes it down afterwards; --quick is the suite's smoke run: no Ansible, few
-rounds; --only sampling, launch, forget or cli runs that part alone)
+rounds; --only sampling, launch, forget, cli or sandbox runs that part alone)
 """
 
 from __future__ import annotations
@@ -210,6 +214,52 @@ def bench_launch(inventory: str, launches: int) -> None:
               f"{launcher:5.2f} ms = {pid1 + launcher:5.2f} ms")  # fmt: skip
 
 
+SANDBOXES = {
+    "none": [],
+    "PrivateTmp=yes": ["--property=PrivateTmp=yes"],
+    "ProtectSystem=full": ["--property=ProtectSystem=full"],
+    "NoNewPrivileges=yes": ["--property=NoNewPrivileges=yes"],
+    "all three": ["--property=PrivateTmp=yes", "--property=ProtectSystem=full",
+                  "--property=NoNewPrivileges=yes"],
+}  # fmt: skip
+
+
+def bench_sandbox(inventory: str, units: int, rounds: int) -> None:
+    """Host CPU per unit of `true` run by `systemd-run --wait`, by sandbox, in turns: PID 1's
+    own and its children's (each unit's process, reaped by PID 1), from /proc/1/stat."""
+    node = load_inventory(inventory).nodes[0]
+    conn = NodeConnection(node)
+    facts = conn.request("sample")
+    conn.close()
+    policy = nodecmd.tighten(nodecmd.parse_policy({}),
+                             nodecmd.parse_policy(NODE_POLICY, partial=True))  # fmt: skip
+    argv, _ = nodecmd.plan_launch({"unit": "meso-sandbox_bench_0_0", "argv": ["true"]}, policy,
+                                  systemd=facts["systemd"])  # fmt: skip
+    props = [a for a in argv[1 : argv.index("--")] if a.startswith("--property=")
+             and a != "--property=RemainAfterExit=yes"]  # else --wait waits for a stop  # fmt: skip
+    sandboxes = {**SANDBOXES, "meso's argv": props}
+    script = CPU_MS + (
+        "import subprocess, sys\n"
+        "sandboxes, units, rounds = json.loads(sys.stdin.readline())\n"
+        "spent = {name: [0.0, 0.0] for name in sandboxes}\n"
+        "for _ in range(rounds):\n"
+        "    for name, props in sandboxes.items():\n"
+        "        own, children = cpu_ms(1), cpu_ms(1, True) - cpu_ms(1)\n"
+        "        for _ in range(units):\n"
+        "            subprocess.run(['systemd-run', '--wait', '--quiet', *props, 'true'],"
+        " check=True)\n"
+        "        spent[name][0] += cpu_ms(1) - own\n"
+        "        spent[name][1] += cpu_ms(1, True) - cpu_ms(1) - children\n"
+        "print(json.dumps(spent))\n"
+    )
+    spent = json.loads(on_host_run(node, script, [], json.dumps([sandboxes, units, rounds]) + "\n"))
+    for name, (own, children) in spent.items():
+        count = units * rounds
+        print(f"host CPU per unit of `true` on {node.name}, sandbox {name:20} PID 1 "
+              f"{own / count:5.2f} ms + the unit's process {children / count:5.2f} ms = "
+              f"{(own + children) / count:5.2f} ms ({count} units)")  # fmt: skip
+
+
 def add_cpu(total: list[float], ms: list[float]) -> None:
     total[0] += ms[0]
     total[1] += ms[1]
@@ -398,7 +448,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: no Ansible, few runs")
     parser.add_argument("--compare", help="another checkout whose `meso hosts` to time beside")
     parser.add_argument("--rounds", type=int, default=10, help="cold commands of each kind")
-    parser.add_argument("--only", choices=["sampling", "launch", "forget", "cli"],
+    parser.add_argument("--only", choices=["sampling", "launch", "forget", "cli", "sandbox"],
                         help="run this part only (e.g. cli: the cold `meso hosts`)")  # fmt: skip
     args = parser.parse_args()
     inventory = args.inventory
@@ -412,6 +462,8 @@ def main() -> None:
             "forget": lambda: bench_forget(inventory, 5 if args.quick else 20,
                                            1 if args.quick else 3),
             "cli": lambda: bench_cli(inventory, 2 if args.quick else args.rounds, args.compare),
+            "sandbox": lambda: bench_sandbox(inventory, 2 if args.quick else 20,
+                                             1 if args.quick else 3),
         }  # fmt: skip
         for name, part in parts.items():
             if args.only in (None, name):

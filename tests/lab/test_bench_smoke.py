@@ -31,7 +31,9 @@ def test_execution_benchmark_prints_its_figures(meso_lab):
     assert len(cpu) == 5 and all("PID 1" in line for line in cpu)
     forget = [line for line in lines if line.startswith(f"forget 5 ended units on {LAB}-1")]
     assert len(forget) == 2 and all("host CPU" in line for line in forget)
-    assert lines[-1].startswith("meso hosts -o json, embedded, cold")
+    assert any(line.startswith("meso hosts -o json, embedded, cold") for line in lines)
+    sandbox = [line for line in lines if line.startswith(f"host CPU per unit of `true` on {LAB}-1")]
+    assert len(sandbox) == 6 and "none" in sandbox[0] and "meso's argv" in sandbox[-1]
 
 
 CONTROLLER_BENCH = Path(__file__).parents[2] / "bench" / "controller_bench.py"
