@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -114,16 +115,22 @@ def memory(lab: str, nodes: Sequence[Node], when: str, out: Callable[[str], None
         f"{sum(pss) / MIB:.0f} MiB; disk per host {disk / MIB:.1f} MiB")  # fmt: skip
 
 
-def sample_rounds(nodes: Sequence[Node], rounds: int, out: Callable[[str], None]) -> None:
+def sample_rounds(lab: str, nodes: Sequence[Node], rounds: int, out: Callable[[str], None]) -> None:
+    """The warm round's wall time, and the CPU a round takes in this process (the sampler and
+    paramiko's threads) and on the hosts (every process of every host)."""
     plane = ExecutionPlane(nodes)
     fleet = Fleet(plane, SystemClock())
+    names = [node.name for node in nodes]
     try:
         fleet.refresh()  # opens the connections: the warm state is the steady state
         times = []
+        cpu, on_hosts = process_cpu(), sum(u.cpu for u in lab_usage(lab, names))
         for _ in range(rounds):
             started = time.perf_counter()
             fleet.refresh()
             times.append(time.perf_counter() - started)
+        cpu = (process_cpu() - cpu) / rounds
+        on_hosts = (sum(u.cpu for u in lab_usage(lab, names)) - on_hosts) / rounds
         failed = [name for name, view in fleet.views().items() if view.error]
     finally:
         plane.close()
@@ -132,7 +139,14 @@ def sample_rounds(nodes: Sequence[Node], rounds: int, out: Callable[[str], None]
     median, p90 = statistics.median(times), times[int(len(times) * 0.9) - 1]
     out(f"warm sample round, {len(nodes)} hosts (the controller's Fleet.refresh): median "
         f"{median * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms over {rounds} rounds "
-        f"(target <= 10 ms for 30 hosts)")  # fmt: skip
+        f"(target <= 10 ms for 30 hosts); CPU a round: the controller's {cpu * 1000:.1f} ms, "
+        f"the hosts' {on_hosts * 1000:.1f} ms")  # fmt: skip
+
+
+def process_cpu() -> float:
+    """This process's CPU seconds so far (every thread)."""
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    return used.ru_utime + used.ru_stime
 
 
 def host_costs(lab: str, node: Node, launches: int, out: Callable[[str], None]) -> None:
@@ -318,7 +332,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     inventory = str(LabPaths.of(args.lab).inventory)
     nodes = load_inventory(inventory).nodes
     memory(args.lab, nodes, "idle lab", out)
-    sample_rounds(nodes, args.samples, out)
+    sample_rounds(args.lab, nodes, args.samples, out)
     host_costs(args.lab, nodes[0], args.launches, out)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MESO_", "ANSIBLE_"))}
     base |= {"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1"}

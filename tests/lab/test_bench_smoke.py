@@ -72,6 +72,7 @@ def test_lab_scale_benchmark_prints_its_figures():
         "lab up", "memory per host", "warm sample round", "CPU of one host (" + lab + "-1)",
         "batch job of 20 tasks through meso run (controller)", "CPU per task of that job (launch",
         "memory per host"]  # fmt: skip
+    assert "the controller's" in lines[2].split("CPU a round")[1]
     assert "sample with 10 ended units" in lines[3]
     assert "launches/s" in lines[4] and "(meso run exit 0)" in lines[4]
     assert "tasks/s per core" in lines[5]

@@ -20,7 +20,7 @@ SETUP = """
 started, read, recording = [], [], [False]
 run, show = ns["_run"], ns["bus_show"]
 def _run(argv):
-    if recording[0] and argv[1:] != ["--version"]:  # read once per process
+    if recording[0]:
         started.append(argv[:2])
     return run(argv)
 def bus_show(bus, path, wanted):
@@ -59,7 +59,8 @@ def launch(unit, **request):
 
 EVERY_STATE = """
 units = DATA["units"]
-out = {"empty": same("no units")}
+out = {"empty": same("no units")}  # systemd's version too, over the bus
+out["systemd"] = [sampled()["systemd"], ns["_systemctl_version"]()]
 launch(units[0], argv=["true"])
 launch(units[1], argv=["sh", "-c", "exit 3"])
 launch(units[2], argv=["sleep", "600"], cpus=1001, mem=64 << 20, tasks_max=17,
@@ -101,6 +102,7 @@ def test_a_warm_sample_reads_every_state_over_the_bus_as_systemctl_shows_it(meso
         "finished", "failed", "running", "failed", "killed", states.get(units[5])
     ]  # fmt: skip
     assert states[units[5]] in ("running", "staging", "failed")  # restarting, as it goes
+    assert got["systemd"][0] == got["systemd"][1] >= 252  # as `systemctl --version` says
     for step in ("empty", "all", "again", "killed", "none"):
         assert got[step]["bus"] and got[step]["started"] == [], step  # no process started
     # each unit read once it changed (one that ended while a later launch's admission read it
