@@ -16,6 +16,7 @@ reply; our delayed ACK: TCP_QUICKACK). The two were 90 ms of a cold connection's
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket
 import threading
@@ -41,10 +42,8 @@ class QuickAckSocket(socket.socket):
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         if QUICKACK is not None:
-            try:
+            with contextlib.suppress(OSError):  # a closed socket's recv raises, as before
                 self.setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
-            except OSError:
-                pass  # a closed socket's recv raises below, as it would have
         return super().recv(size, flags)
 
 
