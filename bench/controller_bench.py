@@ -12,7 +12,7 @@
 - The controller's own CPU at idle, every host sampled every second, over --idle seconds.
   Target: <= 3% of one core.
 
-Run as root: .venv/bin/python bench/controller_bench.py [--inventory PATH] [--rounds N] [--watch]
+Run as root: .venv/bin/python bench/controller_bench.py [--inventory PATH] [--rounds N] [--no-watch]
 (`--quick`: one round, 50 requests, 3 s idle: the suite's smoke run)
 (without --inventory it starts a 3-host lab named "bench" and takes it down afterwards)
 """
@@ -115,10 +115,10 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def run(
-    inventory: str, rounds: int, requests: int, idle: float, out: Callable, watch: bool = False
+    inventory: str, rounds: int, requests: int, idle: float, out: Callable, watch: bool = True
 ) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MESO_")}
-    extra = ["--watch"] if watch else []
+    extra = [] if watch else ["--no-watch"]
     with (
         tempfile.TemporaryDirectory() as tmp,
         running_controller(inventory, Path(tmp), *extra) as ctl,
@@ -173,7 +173,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--idle", type=float, default=30.0)
     parser.add_argument("--quick", action="store_true", help="one round, 50 requests, 3 s idle")
-    parser.add_argument("--watch", action="store_true", help="the controller with watches")
+    parser.add_argument("--no-watch", dest="watch", action="store_false",
+                        help="the controller without watches")  # fmt: skip
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.requests, args.idle = 1, 50, 3.0

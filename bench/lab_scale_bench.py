@@ -336,7 +336,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     host_costs(args.lab, nodes[0], args.launches, out)
     base = {k: v for k, v in os.environ.items() if not k.startswith(("MESO_", "ANSIBLE_"))}
     base |= {"ANSIBLE_HOST_KEY_CHECKING": "True", "ANSIBLE_NOCOLOR": "1"}
-    extra = ["--watch"] if args.watch else []
+    extra = [] if args.watch else ["--no-watch"]
     with (
         tempfile.TemporaryDirectory() as tmp,
         running_controller(inventory, Path(tmp), *extra) as ctl,
@@ -356,7 +356,8 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=50, help="warm sample rounds")
     parser.add_argument("--launches", type=int, default=50, help="for one host's CPU per launch")
     parser.add_argument("--keep", action="store_true", help="leave the lab up afterwards")
-    parser.add_argument("--watch", action="store_true", help="the controller with watches")
+    parser.add_argument("--no-watch", dest="watch", action="store_false",
+                        help="the controller without watches")  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="3 hosts, 20 tasks, 1 round")
     args = parser.parse_args()
     if args.quick:

@@ -65,7 +65,7 @@ class Options:
     tls_key: Path | None = None
     advertise: str | None = None  # the API's address for other controllers' clients
     lease: float = 5.0  # seconds a leader's lease lasts without renewal (PostgreSQL)
-    watch: bool = False  # each host's watch: a task's end seen at once (hosts.watching)
+    watch: bool = True  # each host's watch: a task's end seen at once (hosts.watching)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

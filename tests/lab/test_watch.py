@@ -2,7 +2,7 @@
 `watch` tells the controller when systemd says a meso unit ended, and the controller samples that
 host at once. The controller here samples every minute, so a `meso run` that ends within seconds
 was told by a watch; after the watch is killed, systemd re-executes and drops its connection, or
-the host reboots, the controller opens a new one."""
+the host reboots, the controller opens a new one. A controller watches unless `--no-watch`."""
 
 import os
 
@@ -13,8 +13,8 @@ from tests.lab.common import cli, wait_for
 
 pytestmark = pytest.mark.lab
 
-EVERY_MINUTE = ["--watch", "--interval", "60", "--suspect-after", "120",
-                "--unreachable-after", "180"]  # fmt: skip
+# no --watch: a controller watches unless told --no-watch
+EVERY_MINUTE = ["--interval", "60", "--suspect-after", "120", "--unreachable-after", "180"]
 BEFORE_A_ROUND = 45  # seconds: well before the next round, however loaded the machine
 WATCHES = "for p in $(pgrep -x python3); do grep -qa watch /proc/$p/cmdline && echo $p; done"
 
