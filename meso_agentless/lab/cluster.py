@@ -37,6 +37,9 @@ from meso_agentless.lab.system import (
 
 Progress = Callable[[str], None]
 READY_STATES = ("running", "degraded")
+NOLOGIN = "/run/nologin"  # while it exists, pam_nologin lets no user but root log in
+NOLOGIN_GRACE = 5.0  # seconds a booted host may refuse users before it is given a hand
+USER_SESSIONS = "systemd-user-sessions.service"  # what removes NOLOGIN at the end of boot
 BOOT_TIMEOUT = {"nspawn": 90.0, "vm": 300.0}
 
 
@@ -135,7 +138,8 @@ def restart(name: str, host_name: str, progress: Progress) -> None:
                 processes.stop([pid], grace=0.0)
         image = ensure_image(cache_root(), recipe_for(lab.mode == "vm"), progress)
         _start(lab, host, image, host_dir)
-        _wait_ready(lab, LabPaths.of(name), host, time.monotonic() + BOOT_TIMEOUT[lab.mode])
+        _wait_ready(lab, LabPaths.of(name), host, time.monotonic() + BOOT_TIMEOUT[lab.mode],
+                    progress)  # fmt: skip
         progress(f"{host.name} restarted")
 
 
@@ -310,15 +314,21 @@ def _wait_all_ready(lab: LabLayout, progress: Progress) -> None:
     deadline = time.monotonic() + BOOT_TIMEOUT[lab.mode]
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=16) as pool:
-        list(pool.map(lambda h: _wait_ready(lab, paths, h, deadline), lab.hosts))
+        list(pool.map(lambda h: _wait_ready(lab, paths, h, deadline, progress), lab.hosts))
     progress(
         f"{_hosts(len(lab.hosts))} up, answering over SSH ({time.monotonic() - started:.1f} s)"
     )
 
 
-def _wait_ready(lab: LabLayout, paths: LabPaths, host: HostLayout, deadline: float) -> None:
-    """Until systemd in the host says running or degraded, over SSH with its real host key."""
-    last = "no answer"
+def _wait_ready(
+    lab: LabLayout, paths: LabPaths, host: HostLayout, deadline: float,
+    progress: Progress | None = None,
+) -> None:  # fmt: skip
+    """Until systemd in the host says running or degraded and users other than root may log
+    in, over SSH with its real host key. A boot that ended with /run/nologin still there (seen
+    under load, the host degraded) gets systemd-user-sessions restarted once (its start removes
+    the file), after NOLOGIN_GRACE seconds, and says so."""
+    last, refused_since, nudged = "no answer", None, False
     while time.monotonic() < deadline:
         if not _host_process_alive(lab.name, host):
             raise LabError(f"{host.name} stopped while booting: {_log_tail(paths, host)}")
@@ -326,6 +336,16 @@ def _wait_ready(lab: LabLayout, paths: LabPaths, host: HostLayout, deadline: flo
             last = _systemd_state(paths, host, timeout=max(1.0, deadline - time.monotonic()))
             if last in READY_STATES:
                 return
+            if NOLOGIN not in last:
+                refused_since = None
+            elif refused_since is None:
+                refused_since = time.monotonic()
+            elif not nudged and time.monotonic() - refused_since >= NOLOGIN_GRACE:
+                nudged = True
+                _run_on(paths, host, ["systemctl", "restart", USER_SESSIONS], timeout=10.0)
+                if progress:
+                    progress(f"{host.name}: boot ended with users refused ({last}); "
+                             f"restarted {USER_SESSIONS}")  # fmt: skip
         except ssh.SSHError as exc:
             last = str(exc)
         time.sleep(0.5)
@@ -336,6 +356,9 @@ def _wait_ready(lab: LabLayout, paths: LabPaths, host: HostLayout, deadline: flo
 
 
 def _systemd_state(paths: LabPaths, host: HostLayout, timeout: float) -> str:
+    """What `systemctl is-system-running --wait` says, with a note when the host still refuses
+    users other than root (pam_nologin: /run/nologin, gone once boot lets users in): a host
+    is not up for the least-privileged key until it lets that user in."""
     client = ssh.connect(
         host.address,
         user="root",
@@ -345,7 +368,23 @@ def _systemd_state(paths: LabPaths, host: HostLayout, timeout: float) -> str:
     )
     try:
         argv = ["systemctl", "is-system-running", "--wait"]
-        return ssh.run_argv(client, argv, timeout=timeout).stdout.strip()
+        state = ssh.run_argv(client, argv, timeout=timeout).stdout.strip()
+        if state in READY_STATES and ssh.run_argv(client, ["test", "-e", NOLOGIN], timeout).ok:
+            listed = ssh.run_argv(client, ["systemctl", "--failed", "--plain", "--no-legend"],
+                                  timeout).stdout  # fmt: skip
+            failed = [line.split()[0] for line in listed.splitlines() if line.strip()]
+            return (f"{state}, but users other than root are refused ({NOLOGIN}; failed units: "
+                    f"{', '.join(failed) or 'none'})")  # fmt: skip
+        return state
+    finally:
+        client.close()
+
+
+def _run_on(paths: LabPaths, host: HostLayout, argv: list[str], timeout: float) -> None:
+    client = ssh.connect(host.address, user="root", key_file=paths.key,
+                         known_hosts=paths.known_hosts, timeout=min(timeout, 5.0))  # fmt: skip
+    try:
+        ssh.run_argv(client, argv, timeout=timeout)
     finally:
         client.close()
 

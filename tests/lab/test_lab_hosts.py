@@ -9,6 +9,8 @@ import time
 import pytest
 
 from meso_agentless.hosts import ssh
+from meso_agentless.lab import cluster
+from meso_agentless.lab.paths import LabPaths
 from tests.conftest import LAB
 
 pytestmark = pytest.mark.lab
@@ -116,6 +118,44 @@ def test_status_reports_each_host(meso_lab):
         (f"{LAB}-{i}", "running", "connected") for i in (1, 2, 3)
     ]
     assert all(h["systemd"] in ("running", "degraded") for h in status["hosts"])
+
+
+def test_a_host_that_refuses_users_but_root_is_not_reported_up(meso_lab):
+    """pam_nologin's /run/nologin (there while a host boots): the least-privileged key cannot
+    log in, so the host is not up yet, whatever systemd says."""
+    host = f"{LAB}-2"
+
+    def state() -> str:
+        done = subprocess.run(["meso", "lab", "status", "--lab", LAB, "-o", "json"],
+                              capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        return next(h["systemd"] for h in json.loads(done.stdout)["hosts"] if h["name"] == host)
+
+    meso_lab.run(host, ["touch", "/run/nologin"])
+    try:
+        refused = state()
+    finally:
+        meso_lab.run(host, ["rm", "-f", "/run/nologin"])
+    assert "but users other than root are refused (/run/nologin; failed units: " in refused
+    assert refused.split(",")[0] in ("running", "degraded")
+    assert state() in ("running", "degraded")
+
+
+def test_a_booted_host_that_still_refuses_users_is_given_a_hand(meso_lab):
+    host = f"{LAB}-3"
+    lab = cluster.require_lab(LAB)
+    said: list[str] = []
+    meso_lab.run(host, ["touch", "/run/nologin"])  # as a boot under load left it
+    try:
+        cluster._wait_ready(lab, LabPaths.of(LAB), lab.host(host), time.monotonic() + 60,
+                            said.append)  # fmt: skip
+        left = meso_lab.run(host, ["test", "-e", "/run/nologin"]).exit_status
+    finally:
+        meso_lab.run(host, ["rm", "-f", "/run/nologin"])
+    assert left != 0  # users may log in again
+    (told,) = said  # once, naming the state, the file and the unit
+    assert told.startswith(f"{host}: boot ended with users refused (")
+    assert "refused (/run/nologin; failed units: " in told
+    assert told.endswith("; restarted systemd-user-sessions.service")
 
 
 def test_up_again_is_harmless(meso_lab):
