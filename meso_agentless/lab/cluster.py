@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import paramiko
+
 from meso_agentless.hosts import ssh
 from meso_agentless.lab import mounts, network, processes
 from meso_agentless.lab.aptproxy import PORT as APT_PROXY_PORT
@@ -359,13 +361,7 @@ def _systemd_state(paths: LabPaths, host: HostLayout, timeout: float) -> str:
     """What `systemctl is-system-running --wait` says, with a note when the host still refuses
     users other than root (pam_nologin: /run/nologin, gone once boot lets users in): a host
     is not up for the least-privileged key until it lets that user in."""
-    client = ssh.connect(
-        host.address,
-        user="root",
-        key_file=paths.key,
-        known_hosts=paths.known_hosts,
-        timeout=min(timeout, 5.0),
-    )
+    client = _root_client(paths, host, timeout)
     try:
         argv = ["systemctl", "is-system-running", "--wait"]
         state = ssh.run_argv(client, argv, timeout=timeout).stdout.strip()
@@ -381,12 +377,17 @@ def _systemd_state(paths: LabPaths, host: HostLayout, timeout: float) -> str:
 
 
 def _run_on(paths: LabPaths, host: HostLayout, argv: list[str], timeout: float) -> None:
-    client = ssh.connect(host.address, user="root", key_file=paths.key,
-                         known_hosts=paths.known_hosts, timeout=min(timeout, 5.0))  # fmt: skip
+    client = _root_client(paths, host, timeout)
     try:
         ssh.run_argv(client, argv, timeout=timeout)
     finally:
         client.close()
+
+
+def _root_client(paths: LabPaths, host: HostLayout, timeout: float) -> paramiko.SSHClient:
+    """A connection to the host as root, with the lab's key and the host's real key."""
+    return ssh.connect(host.address, user="root", key_file=paths.key,
+                       known_hosts=paths.known_hosts, timeout=min(timeout, 5.0))  # fmt: skip
 
 
 def _log_tail(paths: LabPaths, host: HostLayout) -> str:
